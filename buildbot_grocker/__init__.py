@@ -1,0 +1,1 @@
+"""Buildbot steps for setuptools-grocker (filled in by the Buildbot issue)."""

@@ -1,0 +1,221 @@
+"""The single-project pipeline: compile -> runtime image -> smoke test -> tag (-> push).
+
+:func:`build_project` is what ``python setup.py docker_image`` and ``grocker build`` call.
+A project whose cache key is unchanged and whose image is still in the engine is reported
+``cached`` without starting any container.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from setuptools_grocker import __version__
+from setuptools_grocker.compile import Wheelhouse, compile_wheels
+from setuptools_grocker.config import Config, split_reference
+from setuptools_grocker.engine import Engine
+from setuptools_grocker.errors import GrockerError, ProjectError
+from setuptools_grocker.image import APP_DIR, CONFIG_DIR, VENV, ensure_base_images, root_key, runtime_labels, \
+    write_runtime_context
+from setuptools_grocker.pipconf import forward
+from setuptools_grocker.progress import Progress
+from setuptools_grocker.project import Source, git_commit_time, git_revision, normalize_name
+from setuptools_grocker.report import ProjectResult, write_json_atomic
+from setuptools_grocker.smoke import smoke_test
+
+STATE_FILE = "state.json"
+
+
+def cache_home(environ: Mapping[str, str]) -> Path:
+    explicit = environ.get("GROCKER_CACHE_HOME")
+    if explicit:
+        return Path(explicit)
+    xdg = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", str(Path.home()))) / ".cache")
+    return Path(xdg) / "setuptools-grocker"
+
+
+def tag_safe(version: str) -> str:
+    """A PEP 440 version as a Docker tag ('+' is not allowed in tags)."""
+    return version.replace("+", "-")
+
+
+def default_reference(config: Config, name: str, version: str) -> str:
+    repo = config.image_name or normalize_name(name)
+    if config.registry:
+        repo = f"{config.registry.rstrip('/')}/{repo}"
+    return f"{repo}:{tag_safe(version)}"
+
+
+def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
+              pip_env: Mapping[str, str]) -> str:
+    constraints = config.constraints.read_bytes() if config.constraints and config.constraints.is_file() else b""
+    data = {
+        "tool": __version__,
+        "config": config.image_inputs(),
+        "root": rkey,
+        "source": source.digest,
+        "local": [s.digest for s in local_sources],
+        "constraints": hashlib.sha256(constraints).hexdigest(),
+        # Where packages come from decides what gets built; values are hashed, never stored.
+        "pip": hashlib.sha256(json.dumps(sorted(pip_env.items())).encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def build_project(config: Config, *, environ: Mapping[str, str], progress: Progress,
+                  engine: Engine | None = None) -> ProjectResult:
+    """Run the whole pipeline for the project of ``config``; never raises GrockerError.
+
+    The returned result has ``status`` ``built``, ``cached`` or ``failed`` (with ``error``
+    and ``exit_code`` set).
+    """
+    start = time.monotonic()
+    result = ProjectResult(name=config.project_dir.name)
+    own_engine = engine is None
+    try:
+        if engine is None:
+            engine = Engine(progress)
+            engine.connect()
+        started_before = engine.containers_started
+        try:
+            _run(config, environ, progress, engine, result)
+        finally:
+            result.containers_started = engine.containers_started - started_before
+    except GrockerError as exc:
+        result.status = "failed"
+        result.error = exc.one_line()
+        result.exit_code = exc.exit_code
+        if exc.details:
+            progress.write(exc.details)
+        progress.write(f"error: {exc.one_line()}")
+    finally:
+        if own_engine and engine is not None:
+            engine.close()
+        result.seconds = time.monotonic() - start
+        for name, seconds in progress.timings:
+            result.stages[name] = result.stages.get(name, 0.0) + seconds
+    return result
+
+
+def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine: Engine,
+         result: ProjectResult) -> None:
+    with progress.stage("scan"):
+        source = Source.scan(config.project_dir)
+        local_sources = []
+        for path in config.local_packages:
+            try:
+                local_sources.append(Source.scan(path))
+            except ProjectError as exc:
+                raise ProjectError(f"local-packages entry {path}: {exc.message}", exc.hint) from exc
+        pip = forward(environ, config.constraints) if environ.get("GROCKER_NO_PIP_CONFIG") != "1" else forward({})
+        for warning in pip.warnings:
+            progress.warn(warning)
+        base = engine.ensure_image(config.base_image)
+        rkey = root_key(config, base["Id"])
+        key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env)
+    result.key = key
+    state_path = config.state_dir / STATE_FILE
+    state = _load_state(state_path)
+    if not config.no_cache and state.get("key") == key and engine.image_id(state.get("image_id", "")):
+        _cached(config, engine, state, result)
+        progress.info(f"{result.image}: up to date (cache key {key[:12]}), nothing to build")
+        return
+
+    images = ensure_base_images(engine, config, progress)
+    wheelhouse_root = config.state_dir / "wheelhouse"
+    epoch = int(environ.get("SOURCE_DATE_EPOCH") or git_commit_time(config.project_dir) or 315532800)
+    with progress.stage("compile"):
+        wheels = compile_wheels(
+            engine, config, compiler=images.compiler, source=source, local_sources=local_sources, pip=pip,
+            wheelhouse_root=wheelhouse_root, key=key, pip_cache=cache_home(environ) / "pip",
+            source_date_epoch=epoch, progress=progress,
+        )
+    result.name, result.version = wheels.name, wheels.version
+    result.wheel = str(wheels.project_wheel)
+    result.distributions = wheels.distributions()
+    ref = config.tag or default_reference(config, wheels.name, wheels.version)
+    with progress.stage("image"):
+        image_id = build_runtime_image(engine, config, root=images.root, wheels=wheels, key=key, progress=progress)
+    with progress.stage("smoke test"):
+        smoke_test(engine, config, image_id, progress)
+    with progress.stage("tag"):
+        engine.tag(image_id, ref)
+    result.image, result.image_id, result.tags = ref, image_id, [ref]
+    attrs = engine.image_attrs(image_id) or {}
+    result.size = attrs.get("Size")
+    if config.push:
+        with progress.stage("push"):
+            result.digest = engine.push(ref)
+    result.status = "built"
+    write_json_atomic(state_path, {
+        "key": key, "image_id": image_id, "image": ref, "name": result.name, "version": result.version,
+        "wheel": result.wheel, "distributions": result.distributions, "digest": result.digest,
+    })
+    _prune_wheelhouse(wheelhouse_root, keep=key)
+
+
+def _cached(config: Config, engine: Engine, state: dict[str, Any], result: ProjectResult) -> None:
+    ref = config.tag or default_reference(config, state["name"], state["version"])
+    image_id = state["image_id"]
+    if engine.image_id(ref) != image_id:
+        engine.tag(image_id, ref)
+    result.status = "cached"
+    result.name, result.version = state["name"], state["version"]
+    result.image, result.image_id, result.tags = ref, image_id, [ref]
+    result.wheel = state.get("wheel")
+    result.distributions = list(state.get("distributions", []))
+    result.size = (engine.image_attrs(image_id) or {}).get("Size")
+    if config.push:
+        result.digest = engine.push(ref)
+    else:
+        result.digest = state.get("digest") if state.get("image") == ref else None
+
+
+def build_runtime_image(engine: Engine, config: Config, *, root: str, wheels: Wheelhouse, key: str,
+                        progress: Progress) -> str:
+    manifest = wheels.manifest
+    requirement = f"{wheels.name}=={wheels.version}"
+    if config.extras:
+        requirement = f"{wheels.name}[{','.join(config.extras)}]=={wheels.version}"
+    app = {
+        "name": wheels.name,
+        "version": wheels.version,
+        "commands": dict(config.commands),
+        "default_command": config.effective_default_command,
+        "env": dict(config.env),
+        "modules": manifest.get("modules", []),
+        "scripts": manifest.get("scripts", []),
+        "venv": VENV,
+        "config_dir": CONFIG_DIR,
+        "app_dir": APP_DIR,
+    }
+    labels = runtime_labels(config, name=wheels.name, version=wheels.version,
+                            revision=git_revision(config.project_dir), distributions=wheels.distributions(),
+                            key=key)
+    with tempfile.TemporaryDirectory(prefix="grocker-runtime-") as tmp:
+        ctx = Path(tmp)
+        write_runtime_context(ctx, config, root=root, wheels=wheels.wheels, requirement=requirement, app=app)
+        return engine.build(ctx, nocache=config.no_cache, labels=labels, what=f"image of {wheels.name}")
+
+
+def _prune_wheelhouse(root: Path, keep: str, retain: int = 3) -> None:
+    """Keep the newest few wheelhouse entries so the cache does not grow without bound."""
+    entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for entry in entries[retain:]:
+        if entry.name != keep:
+            shutil.rmtree(entry, ignore_errors=True)
+    os.makedirs(root / ".tmp", exist_ok=True)

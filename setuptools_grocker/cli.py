@@ -1,0 +1,122 @@
+"""``grocker``: the command-line frontend. It maps options to a Config and calls the library.
+
+Errors from the library are caught here, once: one line on stderr, a distinct exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from setuptools_grocker import __version__
+from setuptools_grocker.errors import GrockerError
+from setuptools_grocker.progress import Progress
+
+
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tag", "-t", help="final image reference NAME:TAG (default: IMAGE-NAME:VERSION)")
+    parser.add_argument("--base-image", help="base image (overrides base-image)")
+    parser.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
+    parser.add_argument("--no-cache", action="store_true", help="rebuild even when nothing changed")
+    parser.add_argument("--push", action="store_true", help="push the image to the configured registry")
+
+
+def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "tag": args.tag,
+        "base-image": args.base_image,
+        "report": args.report,
+        "no-cache": args.no_cache,
+        "push": args.push,
+    }
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grocker",
+        description="Build Docker images of Python applications from their wheels.",
+    )
+    parser.add_argument("--version", action="version", version=f"setuptools-grocker {__version__}")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only errors and the summary")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    build = sub.add_parser("build", help="build the image of one project (any PEP 517 project)")
+    build.add_argument("project", nargs="?", default=".", help="project directory (default: .)")
+    add_build_options(build)
+    build.set_defaults(func=cmd_build)
+
+    boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
+    boot.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
+    boot.add_argument("--mirror", help="Debian mirror URL (default: the one in the host's apt sources)")
+    boot.add_argument("--include", nargs="+", metavar="PKG", help="packages to include "
+                      "(default: python3 python3-venv tini)")
+    boot.add_argument("--tag", help="image reference (default: debian:SUITE-slim)")
+    boot.add_argument("--force", action="store_true", help="rebuild even when the image exists")
+    boot.set_defaults(func=cmd_bootstrap)
+    return parser
+
+
+def run_build(project: Path, overrides: Mapping[str, Any], *, environ: Mapping[str, str],
+              progress: Progress) -> int:
+    """Shared by ``grocker build`` and ``setup.py docker_image``: build, report, exit code."""
+    from setuptools_grocker.build import build_project
+    from setuptools_grocker.config import load_config
+    from setuptools_grocker.project import check_python_project
+    from setuptools_grocker.report import Report, ProjectResult, summary_table
+
+    start = time.monotonic()
+    report_path = overrides.get("report")
+    try:
+        check_python_project(project.resolve())
+        config = load_config(project, environ=environ, overrides=overrides, warn=progress.warn)
+    except GrockerError as exc:
+        if report_path:
+            failed = ProjectResult(name=project.resolve().name, error=exc.one_line(), exit_code=exc.exit_code)
+            Report([failed], time.monotonic() - start).write(Path(report_path))
+        raise
+    result = build_project(config, environ=environ, progress=progress)
+    report = Report([result], time.monotonic() - start)
+    if config.report:
+        report.write(config.report)
+    progress.write(summary_table(report))
+    return result.exit_code if result.status == "failed" else 0
+
+
+def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
+    return run_build(Path(args.project), build_overrides(args), environ=os.environ, progress=progress)
+
+
+def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
+    from setuptools_grocker.bootstrap import DEFAULT_INCLUDE, BootstrapOptions, bootstrap_base
+    from setuptools_grocker.config import validate_reference
+    from setuptools_grocker.engine import Engine
+
+    options = BootstrapOptions(suite=args.suite, mirror=args.mirror,
+                               include=tuple(args.include) if args.include else DEFAULT_INCLUDE,
+                               tag=args.tag, force=args.force)
+    validate_reference(options.reference)
+    with Engine(progress) as engine:
+        image_id = bootstrap_base(engine, options, progress)
+    progress.write(f"base image {options.reference} ready: {image_id}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None,
+         handlers: Mapping[str, Callable[..., int]] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    progress = Progress(quiet=args.quiet)
+    try:
+        return int(args.func(args, progress))
+    except GrockerError as exc:
+        if exc.details:
+            sys.stderr.write(exc.details.rstrip() + "\n")
+        sys.stderr.write(f"grocker: error: {exc.one_line()}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("grocker: interrupted\n")
+        return 130

@@ -1,0 +1,55 @@
+"""``python setup.py docker_image``: the setuptools frontend.
+
+Maps its options to the same overrides as ``grocker build`` and calls the same engine, so
+both give the same image for the same project.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from setuptools import Command
+
+from setuptools_grocker.errors import GrockerError
+from setuptools_grocker.progress import Progress
+
+
+class DockerImage(Command):
+    """Build the Docker image of this project (see ``grocker build``)."""
+
+    description = "build a Docker image of the project with setuptools-grocker"
+    user_options = [
+        ("tag=", "t", "final image reference NAME:TAG (default: IMAGE-NAME:VERSION)"),
+        ("base-image=", None, "base image (overrides base-image)"),
+        ("report=", None, "write the JSON build report to this file"),
+        ("no-cache", None, "rebuild even when nothing changed"),
+        ("push", None, "push the image to the configured registry"),
+    ]
+    boolean_options = ["no-cache", "push"]
+
+    def initialize_options(self) -> None:
+        self.tag: str | None = None
+        self.base_image: str | None = None
+        self.report: str | None = None
+        self.no_cache = False
+        self.push = False
+
+    def finalize_options(self) -> None:
+        self.no_cache = bool(self.no_cache)
+        self.push = bool(self.push)
+
+    def run(self) -> None:
+        from setuptools_grocker.cli import run_build
+
+        project = Path(self.distribution.src_root or os.getcwd())
+        overrides = {"tag": self.tag, "base-image": self.base_image, "report": self.report,
+                     "no-cache": self.no_cache, "push": self.push}
+        try:
+            code = run_build(project, overrides, environ=os.environ, progress=Progress())
+        except GrockerError as exc:
+            if exc.details:
+                print(exc.details)
+            print(f"docker_image: error: {exc.one_line()}")
+            raise SystemExit(exc.exit_code) from exc
+        if code:
+            raise SystemExit(code)

@@ -1,0 +1,131 @@
+"""The compile stage: wheels for a project and its whole closure, built in the compiler image.
+
+The container gets the source read-only, a scratch output directory, the user's pip
+configuration and a persistent pip cache. The wheels land in a staging directory that is
+renamed into the wheelhouse only when everything succeeded, so a build killed at any point
+never leaves a wheelhouse entry that claims success.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from setuptools_grocker.config import Config
+from setuptools_grocker.engine import Engine, Mount
+from setuptools_grocker.errors import CompileError
+from setuptools_grocker.image import BUILD_VENV, RESOURCES
+from setuptools_grocker.pipconf import PipForward
+from setuptools_grocker.progress import Progress
+from setuptools_grocker.project import Source, normalize_name
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    """A finished compile: the directory of wheels and what the driver found out."""
+
+    path: Path
+    manifest: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return normalize_name(str(self.manifest["name"]))
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def wheels(self) -> list[Path]:
+        return sorted((self.path / "wheels").glob("*.whl"))
+
+    @property
+    def project_wheel(self) -> Path:
+        return self.path / "wheels" / str(self.manifest["wheel"])
+
+    def distributions(self) -> list[str]:
+        return sorted(f"{normalize_name(w['name'])}=={w['version']}" for w in self.manifest["closure"])
+
+    @classmethod
+    def load(cls, path: Path) -> "Wheelhouse | None":
+        manifest = path / "manifest.json"
+        if not manifest.is_file():
+            return None
+        try:
+            return cls(path, json.loads(manifest.read_text()))
+        except (OSError, ValueError):
+            return None
+
+
+def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Source,
+                   local_sources: list[Source], pip: PipForward, wheelhouse_root: Path, key: str,
+                   pip_cache: Path, source_date_epoch: int, progress: Progress) -> Wheelhouse:
+    """Build all wheels into ``wheelhouse_root/key`` (atomically) and return it."""
+    final = wheelhouse_root / key
+    existing = Wheelhouse.load(final)
+    if existing is not None and not config.no_cache:
+        progress.info(f"wheels for {key[:12]} already built: {final}")
+        return existing
+    tmp_root = wheelhouse_root / ".tmp"
+    staging = tmp_root / f"{key[:16]}-{uuid.uuid4().hex[:8]}"
+    (staging / "out" / "wheels").mkdir(parents=True)
+    (staging / "job").mkdir()
+    pip_cache.mkdir(parents=True, exist_ok=True)
+    try:
+        job = {
+            "src": "/src",
+            "files": list(source.files),
+            "local": [
+                {"name": s.root.name, "mount": f"/local/{i}", "files": list(s.files)}
+                for i, s in enumerate(local_sources)
+            ],
+            "extras": list(config.extras),
+            "out": "/out",
+        }
+        (staging / "job" / "job.json").write_text(json.dumps(job))
+        mounts = [
+            Mount(source.root, "/src"),
+            Mount(staging / "out", "/out", read_only=False),
+            Mount(staging / "job", "/job"),
+            Mount(RESOURCES, "/grocker"),
+            Mount(pip_cache, "/pip-cache", read_only=False),
+            *(Mount(s.root, f"/local/{i}") for i, s in enumerate(local_sources)),
+            *pip.mounts,
+        ]
+        env = {
+            **pip.env,
+            "PIP_CACHE_DIR": "/pip-cache",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_NO_INPUT": "1",
+            "PIP_PROGRESS_BAR": "off",
+            "HOME": "/tmp",
+            "SOURCE_DATE_EPOCH": str(source_date_epoch),
+        }
+        result = engine.run(
+            compiler,
+            [f"{BUILD_VENV}/bin/python", "/grocker/compile_driver.py", "/job/job.json"],
+            mounts=mounts,
+            env=env,
+            user=f"{os.getuid()}:{os.getgid()}",
+            secret_env=pip.secret_env,
+        )
+        if result.exit_code != 0:
+            last = [ln for ln in result.output.splitlines() if ln.strip() and not ln.startswith("[compile]")]
+            cause = last[-1].strip() if last else f"exit code {result.exit_code}"
+            raise CompileError(
+                f"compiling wheels for {config.project_dir.name} failed: {cause}",
+                "see pip's output above; a missing C library usually needs system-packages.build",
+                details=result.tail(30),
+            )
+        manifest = json.loads((staging / "out" / "manifest.json").read_text())
+        # Atomic publication: the directory appears complete or not at all.
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging / "out", final)
+        return Wheelhouse(final, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

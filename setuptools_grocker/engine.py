@@ -1,0 +1,402 @@
+"""The only module that talks to the Docker Engine.
+
+Everything else asks :class:`Engine` for images, containers and tags, and gets typed
+errors back. Every engine operation is echoed as the equivalent ``docker`` command line,
+so a user can replay it by hand.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from setuptools_grocker.errors import (
+    BaseImageError,
+    EngineUnavailable,
+    GrockerError,
+    ImageBuildError,
+    RegistryError,
+)
+from setuptools_grocker.progress import Progress, redact
+
+try:  # imported here only: the rest of the package never imports docker.
+    import docker
+    import docker.errors
+    import docker.types
+except ImportError:  # pragma: no cover
+    docker = None  # type: ignore[assignment]
+
+OWNER_LABEL = "io.grocker.owner"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+
+    def tail(self, lines: int = 25) -> str:
+        return "\n".join(self.output.rstrip().splitlines()[-lines:])
+
+
+class Engine:
+    """A connection to the Docker Engine; use it as a context manager."""
+
+    def __init__(self, progress: Progress | None = None, base_url: str | None = None) -> None:
+        self.progress = progress or Progress(quiet=True)
+        self.containers_started = 0
+        self._base_url = base_url
+        self._client: Any = None
+
+    # -- connection -----------------------------------------------------------------
+    def __enter__(self) -> "Engine":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        if docker is None:  # pragma: no cover
+            raise EngineUnavailable("the 'docker' Python package is not installed", "pip install docker")
+        try:
+            if self._base_url:
+                self._client = docker.DockerClient(base_url=self._base_url, version="auto", timeout=120)
+            else:
+                self._client = docker.from_env(version="auto", timeout=120)
+            self._client.ping()
+        except (docker.errors.DockerException, OSError) as exc:
+            where = self._base_url or "the DOCKER_HOST or unix:///var/run/docker.sock"
+            raise EngineUnavailable(
+                f"no Docker Engine answers at {where} ({_short(exc)})",
+                "start one (`dockerd &`, or `systemctl start docker`) or set DOCKER_HOST",
+            ) from exc
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self.connect()
+        return self._client
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an SDK call, converting connection loss into EngineUnavailable."""
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.APIError:
+            raise
+        except (docker.errors.DockerException, OSError) as exc:
+            raise EngineUnavailable(
+                f"the Docker Engine stopped answering while trying to {what} ({_short(exc)})",
+                "check that dockerd is running, then run the build again",
+            ) from exc
+        except Exception as exc:  # requests' ConnectionError and friends
+            if type(exc).__module__.startswith(("requests", "urllib3")):
+                raise EngineUnavailable(
+                    f"the Docker Engine stopped answering while trying to {what} ({_short(exc)})",
+                    "check that dockerd is running, then run the build again",
+                ) from exc
+            raise
+
+    # -- images ---------------------------------------------------------------------
+    def image_attrs(self, ref: str) -> dict[str, Any] | None:
+        """The ``docker image inspect`` data of ``ref``, or None when the engine lacks it."""
+        try:
+            return self._call(f"inspect {ref}", self.client.api.inspect_image, ref)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    def image_id(self, ref: str) -> str | None:
+        attrs = self.image_attrs(ref)
+        return attrs["Id"] if attrs else None
+
+    def ensure_image(self, ref: str) -> dict[str, Any]:
+        """Return the attributes of ``ref``, pulling it when absent."""
+        attrs = self.image_attrs(ref)
+        if attrs:
+            return attrs
+        self.progress.command(["docker", "pull", ref])
+        try:
+            self._call(f"pull {ref}", self.client.api.pull, ref)
+        except docker.errors.APIError as exc:
+            raise BaseImageError(
+                f"base image '{ref}' is not in the engine and could not be pulled ({_short(exc)})",
+                f"build one with `grocker bootstrap-base --tag {ref}`, or set base-image to an image you have",
+            ) from exc
+        attrs = self.image_attrs(ref)
+        if not attrs:  # pragma: no cover - the engine said it pulled it
+            raise BaseImageError(f"base image '{ref}' was pulled but cannot be inspected")
+        return attrs
+
+    def build(self, context: Path, *, tag: str | None = None, nocache: bool = False,
+              labels: Mapping[str, str] | None = None, what: str = "image") -> str:
+        """Build ``context/Dockerfile`` with the classic builder; return the image ID."""
+        argv = ["docker", "build", "--rm", "--force-rm"]
+        if tag:
+            argv += ["-t", tag]
+        if nocache:
+            argv.append("--no-cache")
+        self.progress.command(argv + [str(context)])
+        tail: deque[str] = deque(maxlen=40)
+        image_id = None
+        try:
+            stream = self._call(
+                f"build the {what}",
+                self.client.api.build,
+                path=str(context),
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                nocache=nocache,
+                decode=True,
+                labels=dict(labels or {}),
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    for line in chunk["stream"].splitlines():
+                        if line.strip():
+                            tail.append(line)
+                            self.progress.output(line)
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                if "error" in chunk:
+                    tail.append(chunk["error"])
+                    raise ImageBuildError(
+                        f"building the {what} failed: {chunk['error'].strip().splitlines()[-1]}",
+                        "see the build output above",
+                        details="\n".join(tail),
+                    )
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"building the {what} failed: {_short(exc)}",
+                                  "see the build output above", details="\n".join(tail)) from exc
+        except (docker.errors.DockerException, OSError) as exc:
+            raise EngineUnavailable(f"the Docker Engine stopped answering while building the {what}",
+                                    "check that dockerd is running, then run the build again") from exc
+        if image_id is None:
+            raise ImageBuildError(f"building the {what} produced no image", "see the build output above",
+                                  details="\n".join(tail))
+        return image_id
+
+    def tag(self, image_id: str, ref: str) -> None:
+        from setuptools_grocker.config import split_reference
+
+        repo, tag = split_reference(ref)
+        self.progress.command(["docker", "tag", image_id[7:19] if image_id.startswith("sha256:") else image_id, ref])
+        self._call(f"tag {ref}", self.client.api.tag, image_id, repo, tag or "latest", force=True)
+
+    def untag(self, ref: str) -> None:
+        try:
+            self._call(f"untag {ref}", self.client.api.remove_image, ref, noprune=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+    def import_tarball(self, tarball: Path, ref: str, changes: Iterable[str] = ()) -> str:
+        """``docker import`` a root filesystem tarball; return the image ID."""
+        from setuptools_grocker.config import split_reference
+
+        repo, tag = split_reference(ref)
+        self.progress.command(["docker", "import", str(tarball), ref])
+        result = self._call(
+            "import the base image",
+            self.client.api.import_image_from_file,
+            str(tarball),
+            repository=repo,
+            tag=tag or "latest",
+            changes=list(changes),
+        )
+        image_id = self.image_id(ref)
+        if not image_id:
+            raise ImageBuildError(f"importing {ref} failed: {result}", "see the engine log")
+        return image_id
+
+    def push(self, ref: str) -> str:
+        """Push ``ref``; return its registry digest (``sha256:...``)."""
+        from setuptools_grocker.config import split_reference
+
+        repo, tag = split_reference(ref)
+        self.progress.command(["docker", "push", ref])
+        digest = None
+        try:
+            for chunk in self._call(f"push {ref}", self.client.api.push, repo, tag=tag, stream=True, decode=True):
+                if "error" in chunk:
+                    raise RegistryError(f"pushing {ref} failed: {redact(chunk['error'])}",
+                                        "check that the registry is up and that you are logged in")
+                aux = chunk.get("aux") or {}
+                if "Digest" in aux:
+                    digest = aux["Digest"]
+        except docker.errors.APIError as exc:
+            raise RegistryError(f"pushing {ref} failed: {redact(_short(exc))}",
+                                "check that the registry is up and that you are logged in") from exc
+        if not digest:
+            raise RegistryError(f"pushing {ref} returned no digest", "check the registry")
+        return digest
+
+    # -- containers -----------------------------------------------------------------
+    def run(self, image: str, command: list[str], *, mounts: Iterable[Mount] = (),
+            env: Mapping[str, str] | None = None, user: str | None = None, workdir: str | None = None,
+            entrypoint: list[str] | None = None, stream: bool = True, timeout: float | None = None,
+            network: str | None = None, secret_env: Iterable[str] = ()) -> RunResult:
+        """Run a container to completion and remove it; return its exit code and output."""
+        mounts = list(mounts)
+        secret = set(secret_env)
+        argv = ["docker", "run", "--rm"]
+        for m in mounts:
+            argv += ["-v", f"{m.source}:{m.target}" + (":ro" if m.read_only else "")]
+        for k, v in (env or {}).items():
+            argv += ["-e", f"{k}=***" if k in secret else f"{k}={v}"]
+        if user:
+            argv += ["-u", user]
+        if entrypoint is not None:
+            argv += ["--entrypoint", " ".join(entrypoint)]
+        self.progress.command(argv + [image] + command)
+        container = self._create(image, command, mounts=mounts, env=env, user=user, workdir=workdir,
+                                 entrypoint=entrypoint, network=network)
+        lines: list[str] = []
+        try:
+            self._call("start a container", container.start)
+            self.containers_started += 1
+            for raw in self._call("read container logs", container.logs, stream=True, follow=True):
+                text = raw.decode("utf-8", "replace")
+                lines.append(text)
+                if stream:
+                    for line in text.splitlines():
+                        self.progress.output(line)
+            status = self._call("wait for a container", container.wait, timeout=timeout)
+            return RunResult(int(status.get("StatusCode", 1)), "".join(lines))
+        finally:
+            self._remove(container)
+
+    def start(self, image: str, command: list[str], *, ports: Mapping[int, int | None] | None = None,
+              env: Mapping[str, str] | None = None, mounts: Iterable[Mount] = (),
+              name: str | None = None) -> "Container":
+        """Start a long-running container with ports published on 127.0.0.1 only."""
+        published = {f"{p}/tcp": ("127.0.0.1", host) for p, host in (ports or {}).items()}
+        argv = ["docker", "run", "-d"]
+        for p, host in (ports or {}).items():
+            argv += ["-p", f"127.0.0.1:{host or ''}:{p}"]
+        self.progress.command(argv + [image] + command)
+        container = self._create(image, command, mounts=list(mounts), env=env, ports=published, name=name)
+        self._call("start a container", container.start)
+        self.containers_started += 1
+        container.reload()
+        return Container(self, container)
+
+    def _create(self, image: str, command: list[str], *, mounts: list[Mount], env: Mapping[str, str] | None,
+                user: str | None = None, workdir: str | None = None, entrypoint: list[str] | None = None,
+                network: str | None = None, ports: Mapping[str, Any] | None = None,
+                name: str | None = None) -> Any:
+        try:
+            return self._call(
+                "create a container",
+                self.client.containers.create,
+                image,
+                command,
+                mounts=[docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+                        for m in mounts],
+                environment=dict(env or {}),
+                user=user,
+                working_dir=workdir,
+                entrypoint=entrypoint,
+                network_mode=network,
+                ports=dict(ports or {}),
+                labels={OWNER_LABEL: "setuptools-grocker"},
+                name=name,
+                detach=True,
+            )
+        except docker.errors.APIError as exc:
+            raise GrockerError(f"cannot create a container from {image}: {_short(exc)}",
+                               "check that the image exists and the paths mounted are valid") from exc
+
+    def _remove(self, container: Any) -> None:
+        try:
+            container.remove(force=True)
+        except Exception:  # best effort: the engine may be gone, and the error that matters is already raised
+            pass
+
+
+class Container:
+    """A started container; stop() removes it."""
+
+    def __init__(self, engine: Engine, container: Any) -> None:
+        self.engine = engine
+        self._c = container
+
+    @property
+    def id(self) -> str:
+        return str(self._c.id)
+
+    def host_port(self, port: int) -> int:
+        self._c.reload()
+        bindings = (self._c.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
+        for b in bindings:
+            if b.get("HostIp") in ("127.0.0.1", "", "0.0.0.0"):
+                return int(b["HostPort"])
+        raise GrockerError(f"container port {port} was not published", "check the image's ports")
+
+    def status(self) -> str:
+        self._c.reload()
+        return str(self._c.status)
+
+    def exit_code(self) -> int | None:
+        self._c.reload()
+        state = self._c.attrs.get("State", {})
+        return None if state.get("Running") else int(state.get("ExitCode", 0))
+
+    def logs(self) -> str:
+        try:
+            return self._c.logs().decode("utf-8", "replace")
+        except Exception:
+            return ""
+
+    def stop(self, timeout: int = 10) -> float:
+        """Stop (SIGTERM, then SIGKILL after ``timeout``) and remove; return the seconds it took."""
+        start = time.monotonic()
+        try:
+            self._c.stop(timeout=timeout)
+        finally:
+            elapsed = time.monotonic() - start
+            self.engine._remove(self._c)
+        return elapsed
+
+
+def tar_directory(path: Path) -> io.BytesIO:
+    """An in-memory tar of a directory (small build contexts only)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(path), arcname=".")
+    buf.seek(0)
+    return buf
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return " ".join(str(text).split())[:300]
+
+
+def labels_of(attrs: Mapping[str, Any]) -> dict[str, str]:
+    return dict((attrs.get("Config") or {}).get("Labels") or {})
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,91 @@
+"""Typed errors. The library raises them; only a frontend prints them and exits.
+
+Each subclass has its own exit code so that scripts and CI can tell failures apart.
+A message says what failed and why; ``hint`` says what to do about it.
+"""
+from __future__ import annotations
+
+
+class GrockerError(Exception):
+    """Root of every error this tool raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None, details: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        #: Extra lines (e.g. the tail of a compiler log) shown under the one-line message.
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.one_line()
+
+    def one_line(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class ConfigError(GrockerError):
+    """Malformed or invalid configuration (file, environment or command line)."""
+
+    exit_code = 3
+
+
+class ProjectError(GrockerError):
+    """The directory is not a buildable Python project, or its metadata cannot be read."""
+
+    exit_code = 4
+
+
+class EngineUnavailable(GrockerError):
+    """No Docker Engine answers."""
+
+    exit_code = 5
+
+
+class BaseImageError(GrockerError):
+    """The base image is missing, cannot be pulled, or is unusable."""
+
+    exit_code = 6
+
+
+class CompileError(GrockerError):
+    """Building wheels in the compiler container failed."""
+
+    exit_code = 7
+
+
+class ImageBuildError(GrockerError):
+    """Assembling an image (root, compiler or runtime) failed."""
+
+    exit_code = 8
+
+
+class SmokeTestError(GrockerError):
+    """The freshly built image did not pass its smoke test; it was not tagged."""
+
+    exit_code = 9
+
+
+class RegistryError(GrockerError):
+    """Pushing to or reading from a registry failed."""
+
+    exit_code = 10
+
+
+class WorkspaceError(GrockerError):
+    """Workspace members, their graph, or a workspace build failed."""
+
+    exit_code = 11
+
+
+class PluginError(GrockerError):
+    """A plugin failed to load, raised, or returned something invalid."""
+
+    exit_code = 12
+
+
+class BootstrapError(GrockerError):
+    """Bootstrapping a base image from a Debian mirror failed."""
+
+    exit_code = 13

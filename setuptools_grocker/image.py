@@ -1,0 +1,201 @@
+"""The three images: root, compiler, runtime.
+
+* root = base + Python with venv support + ``tini`` + ``system-packages.run`` + a non-root user;
+* compiler = root + compilers + Python headers + ``system-packages.build`` + a build venv;
+* runtime = FROM root, with only a venv copied in from a throw-away install stage: wheels,
+  pip and its caches stay in that stage and never reach a layer of the final image.
+
+Root and compiler images are tagged by a hash of their inputs and reused while present.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from setuptools_grocker import __version__
+from setuptools_grocker.config import Config
+from setuptools_grocker.engine import OWNER_LABEL, Engine
+from setuptools_grocker.errors import BaseImageError, ImageBuildError
+from setuptools_grocker.progress import Progress
+
+# Bump when a recipe below changes, so cached root/compiler images are not reused.
+RECIPE_VERSION = "1"
+APP_DIR = "/opt/app"
+VENV = f"{APP_DIR}/venv"
+BUILD_VENV = "/opt/grocker/build-venv"
+CONFIG_DIR = "/config"
+USER_UID = 10001
+COMPILERS = ("gcc", "g++", "make", "libc6-dev", "pkg-config")
+RESOURCES = Path(__file__).parent / "resources"
+
+ROOT_DOCKERFILE = """\
+FROM {base}
+RUN set -eu; \\
+    export DEBIAN_FRONTEND=noninteractive; \\
+    pkgs={run_packages}; \\
+    if ! command -v {python} >/dev/null 2>&1 || ! {python} -c 'import ensurepip, venv' >/dev/null 2>&1; then \\
+        pkgs="python3 python3-venv $pkgs"; fi; \\
+    if ! command -v tini >/dev/null 2>&1; then pkgs="tini $pkgs"; fi; \\
+    if [ -n "$(echo $pkgs)" ]; then \\
+        if ! command -v apt-get >/dev/null 2>&1; then \\
+            echo "grocker: the base image has no {python} and no apt-get to install it" >&2; exit 3; fi; \\
+        apt-get update -q && apt-get install -y -q --no-install-recommends $pkgs \\
+        && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
+    fi; \\
+    {python} -c 'import sys, venv, ensurepip; print("python", sys.version.split()[0])'; \\
+    useradd --system --uid {uid} --user-group --create-home --home-dir /home/{user} --shell /bin/sh {user}; \\
+    mkdir -p {config_dir} && chown {user}:{user} {config_dir}
+ENV LANG=C.UTF-8 LC_ALL=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+"""
+
+COMPILER_DOCKERFILE = """\
+FROM {root}
+RUN set -eu; \\
+    export DEBIAN_FRONTEND=noninteractive; \\
+    apt-get update -q && apt-get install -y -q --no-install-recommends {packages} \\
+    && apt-get clean && rm -rf /var/lib/apt/lists/*; \\
+    {python} -m venv {build_venv}; \\
+    {build_venv}/bin/python -m pip --version
+"""
+
+RUNTIME_DOCKERFILE = """\
+FROM {root} AS install
+COPY wheels /tmp/grocker-wheels
+RUN set -eu; \\
+    {python} -m venv --without-pip {venv}; \\
+    {python} -m venv /tmp/grocker-pip; \\
+    PIP_CONFIG_FILE=/dev/null /tmp/grocker-pip/bin/pip --python {venv}/bin/python install \\
+        --no-index --no-cache-dir --disable-pip-version-check --find-links /tmp/grocker-wheels \\
+        {requirement}; \\
+    rm -rf /tmp/grocker-pip /tmp/grocker-wheels /root/.cache
+
+FROM {root}
+COPY --from=install {venv} {venv}
+COPY grocker {app_dir}/grocker
+ENV PATH={venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    VIRTUAL_ENV={venv} GROCKER_APP_NAME={name} GROCKER_APP_VERSION={version} \\
+    GROCKER_CONFIG_DIR={config_dir}
+{expose}{volumes}USER {user}
+WORKDIR /home/{user}
+ENTRYPOINT ["/usr/bin/tini", "-g", "--", "{venv}/bin/python", "{app_dir}/grocker/entrypoint.py"]
+CMD {cmd}
+"""
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BaseImages:
+    root: str
+    compiler: str
+    root_key: str
+
+
+def root_key(config: Config, base_id: str) -> str:
+    return _hash("root", RECIPE_VERSION, base_id, config.python, sorted(config.run_packages), config.user)
+
+
+def ensure_base_images(engine: Engine, config: Config, progress: Progress, *, need_compiler: bool = True,
+                       extra_build_packages: tuple[str, ...] = ()) -> BaseImages:
+    """Make sure the root and compiler images exist, building what is missing."""
+    base = engine.ensure_image(config.base_image)
+    rkey = root_key(config, base["Id"])
+    root = f"grocker/root:{rkey}"
+    if not engine.image_id(root):
+        text = ROOT_DOCKERFILE.format(
+            base=config.base_image,
+            python=shlex.quote(config.python),
+            run_packages=shlex.quote(" ".join(sorted(config.run_packages))),
+            uid=USER_UID,
+            user=config.user,
+            config_dir=CONFIG_DIR,
+        )
+        _build_small(engine, text, root, "root image", progress)
+    build_packages = tuple(sorted(set(config.build_packages) | set(extra_build_packages)))
+    ckey = _hash("compiler", RECIPE_VERSION, rkey, build_packages)
+    compiler = f"grocker/compiler:{ckey}"
+    if need_compiler and not engine.image_id(compiler):
+        python_dev = Path(config.python).name + "-dev"
+        packages = " ".join(COMPILERS + (python_dev,) + build_packages)
+        text = COMPILER_DOCKERFILE.format(root=root, packages=packages, python=shlex.quote(config.python),
+                                          build_venv=BUILD_VENV)
+        _build_small(engine, text, compiler, "compiler image", progress)
+    return BaseImages(root=root, compiler=compiler, root_key=rkey)
+
+
+def _build_small(engine: Engine, dockerfile: str, tag: str, what: str, progress: Progress) -> None:
+    with progress.stage(f"{what} {tag}"), tempfile.TemporaryDirectory(prefix="grocker-ctx-") as tmp:
+        (Path(tmp) / "Dockerfile").write_text(dockerfile)
+        try:
+            engine.build(Path(tmp), tag=tag, labels={OWNER_LABEL: "setuptools-grocker"}, what=what)
+        except ImageBuildError as exc:
+            if "has no" in (exc.details or "") and "apt-get" in (exc.details or ""):
+                raise BaseImageError(
+                    "the base image has no Python and no apt-get to install it",
+                    "use a Debian-based base image, or build one with `grocker bootstrap-base`",
+                    details=exc.details,
+                ) from exc
+            if "Unable to locate package" in (exc.details or ""):
+                missing = [ln.split("Unable to locate package", 1)[1].strip()
+                           for ln in (exc.details or "").splitlines() if "Unable to locate package" in ln]
+                raise ImageBuildError(
+                    f"system package {', '.join(missing)} does not exist in the base image's Debian suite",
+                    "fix system-packages.run / system-packages.build (check the name with `apt-cache search`)",
+                    details=exc.details,
+                ) from exc
+            raise
+
+
+def runtime_labels(config: Config, *, name: str, version: str, revision: str | None,
+                   distributions: list[str], key: str) -> dict[str, str]:
+    labels = {
+        "org.opencontainers.image.title": name,
+        "org.opencontainers.image.version": version,
+        "io.grocker.distributions": json.dumps(distributions),
+        "io.grocker.key": key,
+        "io.grocker.commands": json.dumps(sorted(config.commands)),
+        "io.grocker.default-command": config.effective_default_command,
+        "io.grocker.smoke-test": json.dumps({"port": config.smoke_test.port, "path": config.smoke_test.path}),
+        "io.grocker.tool-version": __version__,
+        OWNER_LABEL: "setuptools-grocker",
+    }
+    if revision:
+        labels["org.opencontainers.image.revision"] = revision
+    labels.update(config.labels)
+    return labels
+
+
+def write_runtime_context(ctx: Path, config: Config, *, root: str, wheels: list[Path], requirement: str,
+                          app: Mapping[str, Any]) -> None:
+    """Lay out the build context of the runtime image in ``ctx``."""
+    (ctx / "wheels").mkdir(parents=True)
+    for wheel in wheels:
+        shutil.copy2(wheel, ctx / "wheels" / wheel.name)
+    (ctx / "grocker").mkdir()
+    shutil.copy2(RESOURCES / "entrypoint.py", ctx / "grocker" / "entrypoint.py")
+    (ctx / "grocker" / "app.json").write_text(json.dumps(app, indent=2, sort_keys=True) + "\n")
+    expose = "".join(f"EXPOSE {p}\n" for p in config.ports)
+    volumes = f"VOLUME {json.dumps(list(config.volumes))}\n" if config.volumes else ""
+    dockerfile = RUNTIME_DOCKERFILE.format(
+        root=root,
+        python=shlex.quote(config.python),
+        venv=VENV,
+        app_dir=APP_DIR,
+        requirement=shlex.quote(requirement),
+        name=shlex.quote(str(app["name"])),
+        version=shlex.quote(str(app["version"])),
+        config_dir=CONFIG_DIR,
+        expose=expose,
+        volumes=volumes,
+        user=config.user,
+        cmd=json.dumps([config.effective_default_command]),
+    )
+    (ctx / "Dockerfile").write_text(dockerfile)

@@ -1,0 +1,131 @@
+"""Forward the user's pip configuration into the compiler container, and only there.
+
+pip reads its options from configuration files and ``PIP_*`` variables. We read the same
+sources in the same order (global < user < ``PIP_CONFIG_FILE`` < environment; sections
+``[global]`` < ``[wheel]``), keep the options that decide where packages come from and how
+they are trusted, and turn them into ``PIP_*`` variables for the container. Options that
+name local files (a CA bundle, a ``find-links`` directory, a ``file://`` index, a
+constraints file) are bind-mounted read-only at the same path; missing ones are dropped
+with a warning. None of this ever reaches an image layer.
+"""
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import unquote, urlparse
+
+from setuptools_grocker.engine import Mount
+
+FORWARDED = (
+    "index-url", "extra-index-url", "trusted-host", "cert", "client-cert", "find-links", "constraint",
+    "timeout", "default-timeout", "retries", "no-index", "pre", "prefer-binary", "only-binary", "no-binary",
+    "proxy",
+)
+# Options whose values are lists separated by whitespace.
+MULTI = {"extra-index-url", "trusted-host", "find-links", "constraint"}
+# Options naming files or directories on the host.
+PATHS = {"cert", "client-cert", "find-links", "constraint"}
+URLS = {"index-url", "extra-index-url", "find-links"}
+SECRET_OPTIONS = {"index-url", "extra-index-url", "proxy"}
+
+
+@dataclass
+class PipForward:
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def secret_env(self) -> set[str]:
+        return {_env_name(o) for o in SECRET_OPTIONS if _env_name(o) in self.env}
+
+
+def _env_name(option: str) -> str:
+    return "PIP_" + option.upper().replace("-", "_")
+
+
+def config_files(environ: Mapping[str, str]) -> list[Path]:
+    """pip's configuration files, lowest priority first (``PIP_CONFIG_FILE=os.devnull`` disables)."""
+    explicit = environ.get("PIP_CONFIG_FILE")
+    if explicit == os.devnull:
+        return []
+    xdg_dirs = environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")
+    files = [Path(d) / "pip" / "pip.conf" for d in xdg_dirs if d] + [Path("/etc/pip.conf")]
+    home = Path(environ.get("HOME", str(Path.home())))
+    xdg_home = Path(environ.get("XDG_CONFIG_HOME", str(home / ".config")))
+    files += [home / ".pip" / "pip.conf", xdg_home / "pip" / "pip.conf"]
+    virtual_env = environ.get("VIRTUAL_ENV")
+    if virtual_env:
+        files.append(Path(virtual_env) / "pip.conf")
+    if explicit:
+        files.append(Path(explicit))
+    return files
+
+
+def read_pip_options(environ: Mapping[str, str]) -> dict[str, str]:
+    """The effective values of the forwarded options, as pip itself would see them."""
+    options: dict[str, str] = {}
+    for path in config_files(environ):
+        if not path.is_file():
+            continue
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        for section in ("global", "wheel", "download"):
+            if parser.has_section(section):
+                for key, value in parser.items(section):
+                    key = key.replace("_", "-")
+                    if key in FORWARDED:
+                        options[key] = value
+    for option in FORWARDED:
+        value = environ.get(_env_name(option))
+        if value is not None:
+            options[option] = value
+    return options
+
+
+def forward(environ: Mapping[str, str], constraints: Path | None = None) -> PipForward:
+    """Compute the environment and mounts that give the compiler container the user's pip setup."""
+    result = PipForward()
+    for option, raw in read_pip_options(environ).items():
+        values = raw.split() if option in MULTI else [raw.strip()]
+        kept = []
+        for value in values:
+            host_path = _local_path(value) if (option in PATHS or option in URLS) else None
+            if host_path is not None:
+                if not host_path.exists():
+                    result.warnings.append(
+                        f"pip option {option}={value} names {host_path}, which does not exist; not forwarded"
+                    )
+                    continue
+                # A file:// simple index links to its files relative to itself (../../files/...).
+                index_root = option.endswith("index-url") and host_path.name == "simple"
+                _add_mount(result, host_path.parent if index_root else host_path)
+            kept.append(value)
+        if kept:
+            result.env[_env_name(option)] = " ".join(kept)
+    if constraints is not None:
+        _add_mount(result, constraints)
+        existing = result.env.get("PIP_CONSTRAINT", "")
+        result.env["PIP_CONSTRAINT"] = " ".join(p for p in (existing, str(constraints)) if p)
+    return result
+
+
+def _local_path(value: str) -> Path | None:
+    if value.startswith("file:"):
+        return Path(unquote(urlparse(value).path))
+    if "://" in value:
+        return None
+    return Path(value).expanduser().resolve()
+
+
+def _add_mount(result: PipForward, path: Path) -> None:
+    path = path.resolve()
+    if any(path == m.source for m in result.mounts):
+        return
+    result.mounts.append(Mount(path, str(path), read_only=True))

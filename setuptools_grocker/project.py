@@ -1,0 +1,149 @@
+"""One project on disk: is it a Python project, which files are its source, what is its hash.
+
+The source of a project is its version-controlled files when it lives in a git work tree
+(tracked plus untracked-but-not-ignored), otherwise the files an sdist would take: every
+file except VCS folders, caches, virtualenvs and build outputs. Build outputs never enter
+the hash, so building does not invalidate the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from setuptools_grocker.errors import ProjectError
+
+EXCLUDED_DIRS = {
+    ".git", ".hg", ".svn", ".grocker", ".tox", ".nox", ".venv", "venv", "__pycache__", "build", "dist",
+    ".pytest_cache", ".mypy_cache", ".ruff_cache", ".eggs", "node_modules",
+}
+EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".so.tmp")
+
+
+def normalize_name(name: str) -> str:
+    """PEP 503 normalisation, as pip compares names."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check_python_project(path: Path) -> None:
+    if not path.exists():
+        raise ProjectError(f"{path} does not exist", "give the directory of a Python project")
+    if not path.is_dir():
+        raise ProjectError(f"{path} is not a directory", "give the directory of a Python project")
+    if not ((path / "pyproject.toml").is_file() or (path / "setup.py").is_file()):
+        raise ProjectError(
+            f"{path} is not a Python project (no pyproject.toml or setup.py)",
+            "run grocker in a project directory, or pass its path: grocker build DIR",
+        )
+
+
+def source_files(root: Path) -> list[str]:
+    """Relative POSIX paths of the project's source files, sorted."""
+    files = _git_files(root)
+    if files is None:
+        files = _walk_files(root)
+    return sorted(f for f in files if not _excluded(f))
+
+
+def _git_files(root: Path) -> list[str] | None:
+    try:
+        inside = subprocess.run(["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"],
+                                capture_output=True, text=True, timeout=30)
+        if inside.returncode != 0 or inside.stdout.strip() != "true":
+            return None
+        out = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
+            capture_output=True, timeout=60, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [n for n in out.decode("utf-8", "surrogateescape").split("\0") if n]
+    # Deleted-but-tracked files are listed by --cached; keep what exists.
+    return [n for n in names if (root / n).is_file()]
+
+
+def _walk_files(root: Path) -> list[str]:
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS and not d.endswith(".egg-info"))
+        rel = Path(dirpath).relative_to(root)
+        for name in filenames:
+            found.append((rel / name).as_posix())
+    return found
+
+
+def _excluded(rel: str) -> bool:
+    parts = rel.split("/")
+    return any(p in EXCLUDED_DIRS or p.endswith(".egg-info") for p in parts[:-1]) or rel.endswith(EXCLUDED_SUFFIXES)
+
+
+def hash_files(root: Path, files: list[str]) -> str:
+    """A hash of names, executable bits and contents of ``files`` under ``root``."""
+    h = hashlib.sha256()
+    for rel in files:
+        path = root / rel
+        h.update(rel.encode("utf-8", "surrogateescape") + b"\0")
+        h.update(b"x" if os.access(path, os.X_OK) else b"-")
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Source:
+    """The files of one project and their hash."""
+
+    root: Path
+    files: tuple[str, ...]
+    digest: str
+
+    @classmethod
+    def scan(cls, root: Path) -> "Source":
+        check_python_project(root)
+        files = source_files(root)
+        return cls(root, tuple(files), hash_files(root, files))
+
+
+def git_revision(root: Path) -> str | None:
+    """The commit of the work tree holding ``root`` (with ``-dirty`` when modified), if any."""
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=30)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=60)
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def git_commit_time(root: Path) -> int | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%ct"], capture_output=True,
+                             text=True, timeout=30)
+        return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def static_metadata(root: Path) -> dict[str, Any] | None:
+    """``[project]`` of pyproject.toml when name, version and dependencies are all static."""
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    from setuptools_grocker.config import _load_toml
+
+    project = _load_toml(pyproject).get("project")
+    if not isinstance(project, dict) or "name" not in project:
+        return None
+    dynamic = set(project.get("dynamic", []))
+    if dynamic & {"version", "dependencies", "optional-dependencies"}:
+        return None
+    return project

@@ -1,0 +1,99 @@
+"""The JSON report every build frontend can write (``--report FILE``).
+
+Contract (extra keys are allowed, these stay)::
+
+    {"ok": bool, "seconds": float, "projects": [{"name", "version", "kind", "status", "wheel",
+     "image", "image_id", "digest", "seconds", "depends_on", "error"}]}
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("built", "cached", "failed", "skipped")
+
+
+@dataclass
+class ProjectResult:
+    name: str
+    version: str | None = None
+    kind: str = "application"
+    status: str = "failed"
+    wheel: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    digest: str | None = None
+    seconds: float = 0.0
+    depends_on: list[str] = field(default_factory=list)
+    error: str | None = None
+    # Extras beyond the contract.
+    tags: list[str] = field(default_factory=list)
+    distributions: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    containers_started: int = 0
+    key: str | None = None
+    size: int | None = None
+    exit_code: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        data["stages"] = {k: round(v, 3) for k, v in self.stages.items()}
+        return data
+
+
+@dataclass
+class Report:
+    projects: list[ProjectResult] = field(default_factory=list)
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.projects) and all(p.status in ("built", "cached") for p in self.projects)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "projects": [p.to_json() for p in self.projects],
+            **self.extra,
+        }
+
+    def write(self, path: Path) -> None:
+        """Write atomically, so a reader never sees half a report."""
+        write_json_atomic(path, self.to_json())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def summary_table(report: Report) -> str:
+    """A plain-text table for the end of a build."""
+    rows = [("project", "version", "status", "seconds", "image")]
+    for p in report.projects:
+        rows.append((p.name, p.version or "-", p.status, f"{p.seconds:.1f}", p.image or p.wheel or (p.error or "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(widths[i]) if i < 4 else c for i, c in enumerate(r)) for r in rows]
+    lines.append(f"{'ok' if report.ok else 'FAILED'} in {report.seconds:.1f}s")
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""Runs inside the compiler container: build the wheels of a project and its closure.
+
+Invoked as ``python compile_driver.py /job/job.json`` by setuptools-grocker. Only the
+standard library and pip are used. The source trees are mounted read-only; each is copied
+(only the files the host listed) to a scratch directory, so in-tree builds work and build
+outputs never reach the host's source tree.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+
+PIP = [sys.executable, "-m", "pip"]
+
+
+def log(msg):
+    print("[compile] " + msg, flush=True)
+
+
+def copy_tree(src, files, dest):
+    for rel in files:
+        target = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(os.path.join(src, rel), target)
+
+
+def pip(*args):
+    cmd = PIP + list(args)
+    log("+ pip " + " ".join(args))
+    start = time.monotonic()
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        log("pip failed with exit code %d" % proc.returncode)
+        sys.exit(20)
+    log("  %.1fs" % (time.monotonic() - start))
+
+
+def only_wheel(directory):
+    wheels = [f for f in os.listdir(directory) if f.endswith(".whl")]
+    if len(wheels) != 1:
+        log("expected one wheel in %s, found %r" % (directory, wheels))
+        sys.exit(21)
+    return os.path.join(directory, wheels[0])
+
+
+def wheel_info(path):
+    """Name, version, top-level modules and console scripts of a wheel."""
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        dist_info = next(n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info"))
+        meta = zf.read(dist_info + "/METADATA").decode("utf-8")
+        fields = {}
+        for line in meta.splitlines():
+            if not line.strip():
+                break
+            if ":" in line and not line.startswith(" "):
+                k, v = line.split(":", 1)
+                fields.setdefault(k.strip(), v.strip())
+        scripts = []
+        if dist_info + "/entry_points.txt" in names:
+            section = None
+            for line in zf.read(dist_info + "/entry_points.txt").decode("utf-8").splitlines():
+                line = line.strip()
+                if line.startswith("["):
+                    section = line.strip("[]")
+                elif "=" in line and section == "console_scripts":
+                    scripts.append(line.split("=", 1)[0].strip())
+        modules = set()
+        if dist_info + "/top_level.txt" in names:
+            modules.update(m.strip() for m in zf.read(dist_info + "/top_level.txt").decode().splitlines()
+                           if m.strip())
+        else:
+            for n in names:
+                top = n.split("/")[0]
+                if top.endswith((".dist-info", ".data")) or top.endswith(".pth"):
+                    continue
+                if "/" in n or n.endswith(".py"):
+                    modules.add(top[:-3] if top.endswith(".py") else top)
+                elif n.endswith(".so"):
+                    modules.add(top.split(".")[0])
+    return {
+        "name": fields.get("Name"),
+        "version": fields.get("Version"),
+        "modules": sorted(m for m in modules if m.isidentifier()),
+        "scripts": sorted(scripts),
+    }
+
+
+def main():
+    with open(sys.argv[1]) as fh:
+        job = json.load(fh)
+    scratch = "/tmp/grocker-build"
+    out = job["out"]
+    local_out = os.path.join(scratch, "local-wheels")
+    project_out = os.path.join(scratch, "project-wheel")
+    for d in (local_out, project_out):
+        os.makedirs(d, exist_ok=True)
+    for i, local in enumerate(job["local"]):
+        tree = os.path.join(scratch, "local-%d" % i)
+        copy_tree(local["mount"], local["files"], tree)
+        log("local package %s" % local["name"])
+        pip("wheel", "--no-deps", "--wheel-dir", local_out, tree)
+    tree = os.path.join(scratch, "src")
+    copy_tree(job["src"], job["files"], tree)
+    log("project wheel")
+    pip("wheel", "--no-deps", "--wheel-dir", project_out, tree)
+    project_wheel = only_wheel(project_out)
+    info = wheel_info(project_wheel)
+    requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
+    log("dependency closure of %s %s" % (info["name"], info["version"]))
+    args = ["wheel", "--wheel-dir", os.path.join(out, "wheels"), "--find-links", local_out]
+    for extra in job.get("find_links", []):
+        args += ["--find-links", extra]
+    pip(*(args + [requirement]))
+    closure = []
+    for name in sorted(os.listdir(os.path.join(out, "wheels"))):
+        if name.endswith(".whl"):
+            parts = name[:-4].split("-")
+            closure.append({"file": name, "name": parts[0], "version": parts[1]})
+    info["wheel"] = os.path.basename(project_wheel)
+    info["closure"] = closure
+    with open(os.path.join(out, "manifest.json"), "w") as fh:
+        json.dump(info, fh, indent=2, sort_keys=True)
+    log("%d wheels" % len(closure))
+
+
+if __name__ == "__main__":
+    main()

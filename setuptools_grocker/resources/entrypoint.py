@@ -1,0 +1,174 @@
+"""The entrypoint baked into every runtime image built by setuptools-grocker.
+
+    <image> [COMMAND] [ARGS...]
+
+COMMAND is one of the configured commands (server, worker, ...), or:
+    shell          an interactive shell with the venv on PATH
+    check          import the application's modules and resolve its console scripts
+    run SCRIPT ..  run a console script (or any program) from the venv
+    help           list the commands
+Anything else is executed as given.
+
+Environment, lowest priority first: the image's configured ``env``, then every
+``*.env`` file of $GROCKER_CONFIG_DIR (default /config; sorted by name; ``KEY=VALUE``
+lines, ``#`` comments, optional ``export`` and quotes), then the variables given to the
+container (``docker run -e``). Command lines may use ``$VAR`` / ``${VAR}``.
+The process is exec'd, so signals from ``docker stop`` reach it (tini is PID 1).
+"""
+import json
+import os
+import shlex
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_app():
+    with open(os.path.join(HERE, "app.json")) as fh:
+        return json.load(fh)
+
+
+def parse_env_file(path):
+    values = {}
+    with open(path, encoding="utf-8") as fh:
+        for number, raw in enumerate(fh, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("export "):
+                line = line[len("export "):].lstrip()
+            if "=" not in line:
+                sys.stderr.write("grocker: %s:%d: expected KEY=VALUE, ignored\n" % (path, number))
+                continue
+            key, value = line.split("=", 1)
+            key, value = key.strip(), value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[key] = value
+    return values
+
+
+def build_environment(app):
+    env = dict(app.get("env", {}))
+    config_dir = os.environ.get("GROCKER_CONFIG_DIR", "/config")
+    if os.path.isdir(config_dir):
+        for name in sorted(os.listdir(config_dir)):
+            path = os.path.join(config_dir, name)
+            if name.endswith(".env") and os.path.isfile(path):
+                try:
+                    env.update(parse_env_file(path))
+                except OSError as exc:
+                    sys.stderr.write("grocker: cannot read %s: %s\n" % (path, exc.strerror))
+    # Variables given to the container (docker run -e, the image's ENV) win.
+    env.update(os.environ)
+    return env
+
+
+def expand(argv, env):
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        return [os.path.expandvars(a) for a in argv]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def usage(app):
+    lines = ["%s %s" % (app["name"], app["version"]), "", "commands:"]
+    for name, line in sorted(app.get("commands", {}).items()):
+        lines.append("  %-12s %s" % (name, line))
+    lines += [
+        "  %-12s %s" % ("shell", "an interactive shell"),
+        "  %-12s %s" % ("check", "import the application and resolve its console scripts"),
+        "  %-12s %s" % ("run", "run SCRIPT [ARGS...] from the venv"),
+        "  %-12s %s" % ("help", "this text"),
+        "",
+        "default command: %s" % app.get("default_command", "help"),
+        "env files: $GROCKER_CONFIG_DIR/*.env (default /config)",
+    ]
+    print("\n".join(lines))
+
+
+def check(app):
+    import importlib
+    import shutil
+
+    failures = 0
+    for module in app.get("modules", []):
+        try:
+            importlib.import_module(module)
+            print("ok   import %s" % module)
+        except Exception as exc:  # report every failure, not just the first
+            failures += 1
+            print("FAIL import %s: %s: %s" % (module, type(exc).__name__, exc))
+    for script in app.get("scripts", []):
+        if shutil.which(script):
+            print("ok   script %s" % script)
+        else:
+            failures += 1
+            print("FAIL script %s: not found on PATH" % script)
+    try:
+        from importlib import metadata
+
+        for ep in metadata.entry_points(group="console_scripts"):
+            if ep.name in app.get("scripts", []):
+                ep.load()
+    except Exception as exc:
+        failures += 1
+        print("FAIL console script entry point: %s: %s" % (type(exc).__name__, exc))
+    for name, line in sorted(app.get("commands", {}).items()):
+        program = shlex.split(line)[0] if line.strip() else ""
+        if program.startswith("$"):
+            continue
+        if shutil.which(program) is None:
+            failures += 1
+            print("FAIL command %s: program %r not found in the image" % (name, program))
+        else:
+            print("ok   command %s" % name)
+    print("check: %s" % ("FAILED (%d)" % failures if failures else "passed"))
+    return 1 if failures else 0
+
+
+def execute(argv, env):
+    argv = expand(argv, env)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        sys.stderr.write("grocker: %s: command not found; try `help`\n" % argv[0])
+        return 127
+    except PermissionError:
+        sys.stderr.write("grocker: %s: permission denied\n" % argv[0])
+        return 126
+
+
+def main(argv):
+    app = load_app()
+    if not argv:
+        argv = [app.get("default_command", "help")]
+    command, args = argv[0], argv[1:]
+    env = build_environment(app)
+    commands = app.get("commands", {})
+    if command in commands:
+        return execute(shlex.split(commands[command]) + args, env)
+    if command == "help" or command in ("-h", "--help"):
+        usage(app)
+        return 0
+    if command == "check":
+        os.environ.clear()
+        os.environ.update(env)
+        return check(app)
+    if command == "shell":
+        shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        return execute([shell] + args, env)
+    if command == "run":
+        if not args:
+            sys.stderr.write("grocker: run needs a SCRIPT; try `help`\n")
+            return 2
+        return execute(args, env)
+    return execute(argv, env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,80 @@
+"""The smoke test: an image proves itself before it gets a tag.
+
+1. ``check`` (imports, console scripts, configured programs);
+2. the configured ``smoke-test.command``, if any;
+3. with ``smoke-test.port``: the default command runs with that port published on
+   127.0.0.1 and must answer ``smoke-test.path`` with a status below 400 before the timeout.
+"""
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+
+from setuptools_grocker.config import Config
+from setuptools_grocker.engine import Engine
+from setuptools_grocker.errors import SmokeTestError
+from setuptools_grocker.progress import Progress
+
+
+def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress) -> None:
+    short = image_id.split(":")[-1][:12]
+    result = engine.run(image_id, ["check"])
+    if result.exit_code != 0:
+        failed = [ln for ln in result.output.splitlines() if ln.startswith("FAIL")]
+        raise SmokeTestError(
+            f"image {short} failed `check`: {failed[0] if failed else 'exit code %d' % result.exit_code}",
+            "a module does not import or a program is missing; fix the dependencies or system-packages.run",
+            details=result.tail(),
+        )
+    if config.smoke_test.command:
+        result = engine.run(image_id, list(config.smoke_test.command))
+        if result.exit_code != 0:
+            raise SmokeTestError(
+                f"image {short} failed its smoke-test command {' '.join(config.smoke_test.command)!r} "
+                f"(exit code {result.exit_code})",
+                "see its output above",
+                details=result.tail(),
+            )
+    if config.smoke_test.port is not None:
+        probe_http(engine, config, image_id, progress)
+
+
+def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress) -> None:
+    port = config.smoke_test.port
+    assert port is not None
+    container = engine.start(image_id, [config.effective_default_command], ports={port: None})
+    try:
+        host_port = container.host_port(port)
+        url = f"http://127.0.0.1:{host_port}{config.smoke_test.path}"
+        progress.info(f"probing {url} (container port {port})")
+        deadline = time.monotonic() + config.smoke_test.timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            code = container.exit_code()
+            if code is not None:
+                raise SmokeTestError(
+                    f"the '{config.effective_default_command}' command exited with code {code} "
+                    "before answering the HTTP probe",
+                    "see the container output below",
+                    details=container.logs()[-3000:],
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    progress.info(f"probe answered {resp.status}")
+                    return
+            except urllib.error.HTTPError as exc:
+                if exc.code < 400:
+                    return
+                last = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(getattr(exc, "reason", exc))
+            time.sleep(0.3)
+        raise SmokeTestError(
+            f"the HTTP probe of {config.smoke_test.path} on port {port} got no good answer within "
+            f"{config.smoke_test.timeout:.0f}s (last: {last})",
+            "check smoke-test.port/path and that the server listens on 0.0.0.0",
+            details=container.logs()[-3000:],
+        )
+    finally:
+        container.stop(timeout=5)

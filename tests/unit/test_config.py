@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from setuptools_grocker.config import DEFAULT_BASE_IMAGE, env_var, load_config, validate_reference
+from setuptools_grocker.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_any_file(tmp_path: Path) -> None:
+    write(tmp_path / "setup.py", "")
+    config = load_config(tmp_path, environ={})
+    assert config.base_image == DEFAULT_BASE_IMAGE
+    assert config.python == "python3"
+    assert config.effective_default_command == "help"
+    assert config.source == "defaults"
+
+
+def test_layering_defaults_file_env_flags(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[tool.grocker]\nbase-image = "from-file:1"\npython = "python3.11"\n'
+          'extras = ["a"]\n[tool.grocker.commands]\nserver = "srv"\n')
+    config = load_config(tmp_path, environ={})
+    assert (config.base_image, config.python, config.extras) == ("from-file:1", "python3.11", ("a",))
+    assert config.effective_default_command == "server"
+    env = {"GROCKER_BASE_IMAGE": "from-env:2", "GROCKER_EXTRAS": "b,c"}
+    config = load_config(tmp_path, environ=env)
+    assert (config.base_image, config.extras, config.python) == ("from-env:2", ("b", "c"), "python3.11")
+    config = load_config(tmp_path, environ=env, overrides={"base-image": "from-flag:3", "tag": "x:1"})
+    assert (config.base_image, config.tag) == ("from-flag:3", "x:1")
+
+
+def test_grocker_toml_for_setup_py_projects(tmp_path: Path) -> None:
+    write(tmp_path / "setup.py", "")
+    write(tmp_path / "grocker.toml", 'ports = [8000]\n[smoke-test]\nport = 8000\npath = "/health"\n'
+          '[system-packages]\nrun = ["libpq5"]\nbuild = ["libpq-dev"]\n[env]\nA = 1\n')
+    config = load_config(tmp_path, environ={})
+    assert config.ports == (8000,)
+    assert (config.smoke_test.port, config.smoke_test.path) == (8000, "/health")
+    assert (config.run_packages, config.build_packages) == (("libpq5",), ("libpq-dev",))
+    assert config.env == {"A": "1"}
+
+
+def test_config_in_two_files_is_refused(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[tool.grocker]\npython = "python3"\n')
+    write(tmp_path / "grocker.toml", 'python = "python3"\n')
+    with pytest.raises(ConfigError, match="both"):
+        load_config(tmp_path, environ={})
+
+
+def test_unknown_key_names_the_closest(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[tool.grocker]\nbase-imag = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={})
+    assert "unknown key 'base-imag'" in info.value.message
+    assert info.value.hint == "did you mean 'base-image'?"
+
+
+def test_unknown_nested_key(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[tool.grocker.smoke-test]\nprot = 8000\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={})
+    assert info.value.hint == "did you mean 'smoke-test.port'?"
+
+
+@pytest.mark.parametrize("text, match", [
+    ('ports = "8000"', "'ports' .* must be a list of integers"),
+    ("python = 3", "'python' .* must be a string"),
+    ('commands = ["a"]', "'commands' .* must be a table"),
+    ("image = 1", "'image' .* must be true or false"),
+])
+def test_wrong_types(tmp_path: Path, text: str, match: str) -> None:
+    write(tmp_path / "pyproject.toml", f"[tool.grocker]\n{text}\n")
+    with pytest.raises(ConfigError, match=match):
+        load_config(tmp_path, environ={})
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", "[tool.grocker\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(tmp_path, environ={})
+
+
+def test_env_values_are_parsed_by_kind(tmp_path: Path) -> None:
+    write(tmp_path / "setup.py", "")
+    env = {
+        "GROCKER_PORTS": "80, 443",
+        "GROCKER_ENV": "A=1,B=two",
+        "GROCKER_SMOKE_TEST_PORT": "8080",
+        "GROCKER_SYSTEM_PACKAGES_RUN": "libpq5 libyaml-0-2",
+        "GROCKER_IMAGE": "yes",
+    }
+    config = load_config(tmp_path, environ=env)
+    assert config.ports == (80, 443)
+    assert config.env == {"A": "1", "B": "two"}
+    assert config.smoke_test.port == 8080
+    assert config.run_packages == ("libpq5", "libyaml-0-2")
+    assert config.image is True
+    assert env_var("smoke-test.port") == "GROCKER_SMOKE_TEST_PORT"
+
+
+def test_bad_env_value(tmp_path: Path) -> None:
+    write(tmp_path / "setup.py", "")
+    with pytest.raises(ConfigError, match="GROCKER_PORTS"):
+        load_config(tmp_path, environ={"GROCKER_PORTS": "eighty"})
+
+
+def test_unknown_env_var_warns_with_hint(tmp_path: Path) -> None:
+    write(tmp_path / "setup.py", "")
+    warnings: list[str] = []
+    load_config(tmp_path, environ={"GROCKER_BASE_IMAG": "x"}, warn=warnings.append)
+    assert warnings == ["ignoring unknown environment variable GROCKER_BASE_IMAG (did you mean GROCKER_BASE_IMAGE?)"]
+
+
+@pytest.mark.parametrize("text, match", [
+    ('default-command = "serve"\n[commands]\nserver = "x"', "did you mean 'server'"),
+    ('[commands]\ncheck = "x"', "built into the entrypoint"),
+    ('image-name = "Bad Name"', "not a valid image name"),
+    ('ports = [70000]', "out of range"),
+    ('[system-packages]\nrun = ["lib pq"]', "not a valid Debian package name"),
+    ('[smoke-test]\npath = "health"', "must start with '/'"),
+])
+def test_invalid_values(tmp_path: Path, text: str, match: str) -> None:
+    write(tmp_path / "grocker.toml", text + "\n")
+    write(tmp_path / "setup.py", "")
+    with pytest.raises(ConfigError, match=match):
+        load_config(tmp_path, environ={})
+
+
+@pytest.mark.parametrize("ref", ["app:1.0", "registry.local:5000/team/app:1.0-abc", "app", "127.0.0.1:5000/a:b"])
+def test_valid_references(ref: str) -> None:
+    validate_reference(ref)
+
+
+@pytest.mark.parametrize("ref", ["App:1", "app:1+local", "app:", "a b:1"])
+def test_invalid_references(ref: str) -> None:
+    with pytest.raises(ConfigError, match="is not valid"):
+        validate_reference(ref)
+
+
+def test_image_inputs_ignore_invocation_options(tmp_path: Path) -> None:
+    write(tmp_path / "setup.py", "")
+    a = load_config(tmp_path, environ={})
+    b = load_config(tmp_path, environ={}, overrides={"tag": "x:1", "no-cache": True, "report": "r.json"})
+    assert a.image_inputs() == b.image_inputs()
