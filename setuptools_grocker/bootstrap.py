@@ -22,7 +22,9 @@ from setuptools_grocker.errors import BootstrapError
 from setuptools_grocker.progress import Progress
 
 DEFAULT_SUITE = "bookworm"
-DEFAULT_INCLUDE = ("python3", "python3-venv", "tini")
+# python3-venv is left out on purpose: it brings ensurepip's bundled .whl files, which would
+# then sit in a layer of every runtime image. The compiler image adds it.
+DEFAULT_INCLUDE = ("python3", "tini")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import Config, split_reference
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, ProjectError
-from setuptools_grocker.image import APP_DIR, CONFIG_DIR, VENV, ensure_base_images, root_key, runtime_labels, \
+from setuptools_grocker.image import APP_DIR, CONFIG_DIR, VENV, BaseImages, ensure_base_images, root_key, runtime_labels, \
     write_runtime_context
 from setuptools_grocker.pipconf import forward
 from setuptools_grocker.progress import Progress
@@ -148,7 +148,7 @@ def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine:
     result.distributions = wheels.distributions()
     ref = config.tag or default_reference(config, wheels.name, wheels.version)
     with progress.stage("image"):
-        image_id = build_runtime_image(engine, config, root=images.root, wheels=wheels, key=key, progress=progress)
+        image_id = build_runtime_image(engine, config, images=images, wheels=wheels, key=key, progress=progress)
     with progress.stage("smoke test"):
         smoke_test(engine, config, image_id, progress)
     with progress.stage("tag"):
@@ -184,7 +184,7 @@ def _cached(config: Config, engine: Engine, state: dict[str, Any], result: Proje
         result.digest = state.get("digest") if state.get("image") == ref else None
 
 
-def build_runtime_image(engine: Engine, config: Config, *, root: str, wheels: Wheelhouse, key: str,
+def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
                         progress: Progress) -> str:
     manifest = wheels.manifest
     requirement = f"{wheels.name}=={wheels.version}"
@@ -207,7 +207,7 @@ def build_runtime_image(engine: Engine, config: Config, *, root: str, wheels: Wh
                             key=key)
     with tempfile.TemporaryDirectory(prefix="grocker-runtime-") as tmp:
         ctx = Path(tmp)
-        write_runtime_context(ctx, config, root=root, wheels=wheels.wheels, requirement=requirement, app=app)
+        write_runtime_context(ctx, config, root=images.root, compiler=images.compiler, wheels=wheels.wheels, requirement=requirement, app=app)
         return engine.build(ctx, nocache=config.no_cache, labels=labels, what=f"image of {wheels.name}")
 
 

@@ -53,7 +53,7 @@ def make_parser() -> argparse.ArgumentParser:
     boot.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
     boot.add_argument("--mirror", help="Debian mirror URL (default: the one in the host's apt sources)")
     boot.add_argument("--include", nargs="+", metavar="PKG", help="packages to include "
-                      "(default: python3 python3-venv tini)")
+                      "(default: python3 tini)")
     boot.add_argument("--tag", help="image reference (default: debian:SUITE-slim)")
     boot.add_argument("--force", action="store_true", help="rebuild even when the image exists")
     boot.set_defaults(func=cmd_bootstrap)

@@ -114,8 +114,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             secret_env=pip.secret_env,
         )
         if result.exit_code != 0:
-            last = [ln for ln in result.output.splitlines() if ln.strip() and not ln.startswith("[compile]")]
-            cause = last[-1].strip() if last else f"exit code {result.exit_code}"
+            cause = pip_failure_cause(result.output) or f"exit code {result.exit_code}"
             raise CompileError(
                 f"compiling wheels for {config.project_dir.name} failed: {cause}",
                 "see pip's output above; a missing C library usually needs system-packages.build",
@@ -129,3 +128,27 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         return Wheelhouse(final, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def pip_failure_cause(output: str) -> str | None:
+    """The most telling line of a failed pip run: the backend's last error, else pip's."""
+    lines = output.splitlines()
+    cause = None
+    inside = False
+    block: list[str] = []
+    for line in lines:
+        text = line.strip().lstrip("│").strip()
+        if "lines of output]" in line:
+            inside, block = True, []
+        elif "[end of output]" in line:
+            inside = False
+            meaningful = [b for b in block if b and not b.startswith(("note:", "hint:"))]
+            errors = [b for b in meaningful if "error" in b.lower()]
+            if errors or meaningful:
+                cause = (errors or meaningful)[-1]
+        elif inside:
+            block.append(text)
+    if cause:
+        return cause
+    errors = [ln.strip() for ln in lines if ln.strip().startswith("ERROR:")]
+    return errors[0] if errors else None

@@ -1,9 +1,10 @@
 """The three images: root, compiler, runtime.
 
-* root = base + Python with venv support + ``tini`` + ``system-packages.run`` + a non-root user;
+* root = base + Python + ``tini`` + ``system-packages.run`` + a non-root user;
 * compiler = root + compilers + Python headers + ``system-packages.build`` + a build venv;
-* runtime = FROM root, with only a venv copied in from a throw-away install stage: wheels,
-  pip and its caches stay in that stage and never reach a layer of the final image.
+* runtime = FROM root, with only a venv copied in from a throw-away install stage (run in
+  the compiler image): wheels, pip, ensurepip's bundled wheels and pip's caches stay in
+  that stage and never reach a layer of the final image.
 
 Root and compiler images are tagged by a hash of their inputs and reused while present.
 """
@@ -25,7 +26,7 @@ from setuptools_grocker.errors import BaseImageError, ImageBuildError
 from setuptools_grocker.progress import Progress
 
 # Bump when a recipe below changes, so cached root/compiler images are not reused.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 APP_DIR = "/opt/app"
 VENV = f"{APP_DIR}/venv"
 BUILD_VENV = "/opt/grocker/build-venv"
@@ -39,8 +40,7 @@ FROM {base}
 RUN set -eu; \\
     export DEBIAN_FRONTEND=noninteractive; \\
     pkgs={run_packages}; \\
-    if ! command -v {python} >/dev/null 2>&1 || ! {python} -c 'import ensurepip, venv' >/dev/null 2>&1; then \\
-        pkgs="python3 python3-venv $pkgs"; fi; \\
+    if ! command -v {python} >/dev/null 2>&1; then pkgs="python3 $pkgs"; fi; \\
     if ! command -v tini >/dev/null 2>&1; then pkgs="tini $pkgs"; fi; \\
     if [ -n "$(echo $pkgs)" ]; then \\
         if ! command -v apt-get >/dev/null 2>&1; then \\
@@ -48,8 +48,9 @@ RUN set -eu; \\
         apt-get update -q && apt-get install -y -q --no-install-recommends $pkgs \\
         && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
     fi; \\
-    {python} -c 'import sys, venv, ensurepip; print("python", sys.version.split()[0])'; \\
-    useradd --system --uid {uid} --user-group --create-home --home-dir /home/{user} --shell /bin/sh {user}; \\
+    {python} -c 'import sys; print("python", sys.version.split()[0])'; \\
+    groupadd --system --gid {uid} {user}; \\
+    useradd --system --uid {uid} --gid {uid} --create-home --home-dir /home/{user} --shell /bin/sh {user}; \\
     mkdir -p {config_dir} && chown {user}:{user} {config_dir}
 ENV LANG=C.UTF-8 LC_ALL=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 """
@@ -58,22 +59,20 @@ COMPILER_DOCKERFILE = """\
 FROM {root}
 RUN set -eu; \\
     export DEBIAN_FRONTEND=noninteractive; \\
-    apt-get update -q && apt-get install -y -q --no-install-recommends {packages} \\
+    apt-get update -q && apt-get install -y -q --no-install-recommends python3-venv {packages} \\
     && apt-get clean && rm -rf /var/lib/apt/lists/*; \\
     {python} -m venv {build_venv}; \\
     {build_venv}/bin/python -m pip --version
 """
 
 RUNTIME_DOCKERFILE = """\
-FROM {root} AS install
+FROM {compiler} AS install
 COPY wheels /tmp/grocker-wheels
 RUN set -eu; \\
     {python} -m venv --without-pip {venv}; \\
-    {python} -m venv /tmp/grocker-pip; \\
-    PIP_CONFIG_FILE=/dev/null /tmp/grocker-pip/bin/pip --python {venv}/bin/python install \\
+    PIP_CONFIG_FILE=/dev/null {build_venv}/bin/pip --python {venv}/bin/python install \\
         --no-index --no-cache-dir --disable-pip-version-check --find-links /tmp/grocker-wheels \\
-        {requirement}; \\
-    rm -rf /tmp/grocker-pip /tmp/grocker-wheels /root/.cache
+        {requirement}
 
 FROM {root}
 COPY --from=install {venv} {venv}
@@ -173,7 +172,7 @@ def runtime_labels(config: Config, *, name: str, version: str, revision: str | N
     return labels
 
 
-def write_runtime_context(ctx: Path, config: Config, *, root: str, wheels: list[Path], requirement: str,
+def write_runtime_context(ctx: Path, config: Config, *, root: str, compiler: str, wheels: list[Path], requirement: str,
                           app: Mapping[str, Any]) -> None:
     """Lay out the build context of the runtime image in ``ctx``."""
     (ctx / "wheels").mkdir(parents=True)
@@ -186,6 +185,8 @@ def write_runtime_context(ctx: Path, config: Config, *, root: str, wheels: list[
     volumes = f"VOLUME {json.dumps(list(config.volumes))}\n" if config.volumes else ""
     dockerfile = RUNTIME_DOCKERFILE.format(
         root=root,
+        compiler=compiler,
+        build_venv=BUILD_VENV,
         python=shlex.quote(config.python),
         venv=VENV,
         app_dir=APP_DIR,

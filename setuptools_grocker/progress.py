@@ -12,6 +12,7 @@ import threading
 import time
 from typing import IO, Iterator
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _SECRET_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+(:[^/@\s]*)?@", re.IGNORECASE)
 
 
@@ -65,7 +66,7 @@ class Progress:
 
     def output(self, line: str) -> None:
         if not self.quiet:
-            self.write("  " + line.rstrip())
+            self.write("  " + _ANSI.sub("", line).rstrip())
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -14,6 +14,9 @@ import time
 import zipfile
 
 PIP = [sys.executable, "-m", "pip"]
+# Isolated PEP 517 builds for every project, setup.py-only ones included (pip's own future
+# default): the build venv needs no setuptools or wheel of its own.
+PEP517 = ["--use-pep517"]
 
 
 def log(msg):
@@ -102,16 +105,16 @@ def main():
         tree = os.path.join(scratch, "local-%d" % i)
         copy_tree(local["mount"], local["files"], tree)
         log("local package %s" % local["name"])
-        pip("wheel", "--no-deps", "--wheel-dir", local_out, tree)
+        pip("wheel", *PEP517, "--no-deps", "--wheel-dir", local_out, tree)
     tree = os.path.join(scratch, "src")
     copy_tree(job["src"], job["files"], tree)
     log("project wheel")
-    pip("wheel", "--no-deps", "--wheel-dir", project_out, tree)
+    pip("wheel", *PEP517, "--no-deps", "--wheel-dir", project_out, tree)
     project_wheel = only_wheel(project_out)
     info = wheel_info(project_wheel)
     requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
     log("dependency closure of %s %s" % (info["name"], info["version"]))
-    args = ["wheel", "--wheel-dir", os.path.join(out, "wheels"), "--find-links", local_out]
+    args = ["wheel", *PEP517, "--wheel-dir", os.path.join(out, "wheels"), "--find-links", local_out]
     for extra in job.get("find_links", []):
         args += ["--find-links", extra]
     pip(*(args + [requirement]))
