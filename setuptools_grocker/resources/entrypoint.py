@@ -51,8 +51,14 @@ def parse_env_file(path):
 def build_environment(app):
     env = dict(app.get("env", {}))
     config_dir = os.environ.get("GROCKER_CONFIG_DIR", "/config")
-    if os.path.isdir(config_dir):
-        for name in sorted(os.listdir(config_dir)):
+    try:
+        names = sorted(os.listdir(config_dir)) if os.path.isdir(config_dir) else []
+    except OSError as exc:
+        sys.stderr.write("grocker: cannot read the config directory %s (%s); is it readable by uid %d?\n"
+                         % (config_dir, exc.strerror, os.getuid()))
+        names = []
+    if names:
+        for name in names:
             path = os.path.join(config_dir, name)
             if name.endswith(".env") and os.path.isfile(path):
                 try:

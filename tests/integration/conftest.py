@@ -1,0 +1,110 @@
+"""Integration tests: the real Docker Engine, real builds of the example projects.
+
+scripts/test.sh starts the engine and bootstraps the base image first; when either is
+missing these tests fail (they are never skipped).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import docker
+import pytest
+
+from tests.conftest import EXAMPLES
+
+BASE_IMAGE = os.environ.get("GROCKER_BASE_IMAGE", "debian:bookworm-slim")
+GROCKER = [sys.executable, "-m", "setuptools_grocker"]
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[docker.DockerClient]:
+    try:
+        c = docker.from_env(version="auto", timeout=120)
+        c.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"no Docker Engine answers ({exc}); run the suite through scripts/test.sh")
+    try:
+        c.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"base image {BASE_IMAGE} is missing; run `grocker bootstrap-base` (scripts/test.sh does)")
+    yield c
+    c.close()
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+    report: dict[str, Any] | None
+
+    @property
+    def project(self) -> dict[str, Any]:
+        assert self.report is not None, self.err
+        return self.report["projects"][0]
+
+
+def grocker(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            report: Path | None = None, timeout: float = 900) -> Run:
+    """Run the real CLI in a subprocess, as a user would."""
+    argv = [*GROCKER, *args]
+    if report is not None:
+        argv += ["--report", str(report)]
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    data = json.loads(report.read_text()) if report is not None and report.exists() else None
+    return Run(proc.returncode, proc.stdout, proc.stderr, data)
+
+
+def setup_py(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "setup.py", "docker_image", *args], cwd=project, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def examples_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example projects copied under a path with a space and a non-ASCII name."""
+    root = tmp_path_factory.mktemp("ex") / "mes projets (dé mo)"
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns(".grocker", "build", "*.egg-info"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def demo_build(client: docker.DockerClient, examples_copy: Path, run_id: str,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """One cold build of the demo application, shared by the tests that inspect it."""
+    tag = f"grocker-test/demo-app:{run_id}"
+    report = tmp_path_factory.mktemp("reports") / "demo.json"
+    run = grocker("build", str(examples_copy / "demo-app"), "--tag", tag, report=report)
+    assert run.code == 0, run.err[-4000:]
+    yield run
+    remove_images(client, tag)
+
+
+def remove_images(client: docker.DockerClient, *refs: str) -> None:
+    for ref in refs:
+        try:
+            client.images.remove(ref, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def container_starts(client: docker.DockerClient, since: float) -> int:
+    """How many containers the engine started since ``since`` (from its event log)."""
+    events = client.events(since=int(since), until=int(time.time()) + 1, decode=True,
+                           filters={"type": "container", "event": "start"})
+    return sum(1 for _ in events)
