@@ -100,7 +100,6 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
         result.exit_code = exc.exit_code
         if exc.details:
             progress.write(exc.details)
-        progress.write(f"error: {exc.one_line()}")
     finally:
         if own_engine and engine is not None:
             engine.close()

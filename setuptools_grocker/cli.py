@@ -83,7 +83,10 @@ def run_build(project: Path, overrides: Mapping[str, Any], *, environ: Mapping[s
     if config.report:
         report.write(config.report)
     progress.write(summary_table(report))
-    return result.exit_code if result.status == "failed" else 0
+    if result.status == "failed":
+        sys.stderr.write(f"grocker: error: {result.error}\n")
+        return result.exit_code
+    return 0
 
 
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:

@@ -143,9 +143,11 @@ def pip_failure_cause(output: str) -> str | None:
         elif "[end of output]" in line:
             inside = False
             meaningful = [b for b in block if b and not b.startswith(("note:", "hint:"))]
-            errors = [b for b in meaningful if "error" in b.lower()]
-            if errors or meaningful:
-                cause = (errors or meaningful)[-1]
+            fatal = [b for b in meaningful if "fatal error" in b.lower()]
+            # "error: Command '[gcc ...]' returned non-zero" only repeats what failed, not why.
+            errors = [b for b in meaningful if "error" in b.lower() and not b.startswith("error: Command '")]
+            if fatal or errors or meaningful:
+                cause = fatal[0] if fatal else (errors or meaningful)[-1]
         elif inside:
             block.append(text)
     if cause:

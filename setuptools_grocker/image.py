@@ -25,8 +25,10 @@ from setuptools_grocker.engine import OWNER_LABEL, Engine
 from setuptools_grocker.errors import BaseImageError, ImageBuildError
 from setuptools_grocker.progress import Progress
 
+# Every command of a RUN is its own statement so that `set -e` stops at the first failure
+# (inside an `a && b` list it would not).
 # Bump when a recipe below changes, so cached root/compiler images are not reused.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 APP_DIR = "/opt/app"
 VENV = f"{APP_DIR}/venv"
 BUILD_VENV = "/opt/grocker/build-venv"
@@ -44,9 +46,11 @@ RUN set -eu; \\
     if ! command -v tini >/dev/null 2>&1; then pkgs="tini $pkgs"; fi; \\
     if [ -n "$(echo $pkgs)" ]; then \\
         if ! command -v apt-get >/dev/null 2>&1; then \\
-            echo "grocker: the base image has no {python} and no apt-get to install it" >&2; exit 3; fi; \\
-        apt-get update -q && apt-get install -y -q --no-install-recommends $pkgs \\
-        && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
+            echo "grocker-"no-python: the base image has no {python} and no apt-get >&2; exit 3; fi; \\
+        apt-get update -q; \\
+        apt-get install -y -q --no-install-recommends $pkgs; \\
+        apt-get clean; \\
+        rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
     fi; \\
     {python} -c 'import sys; print("python", sys.version.split()[0])'; \\
     groupadd --system --gid {uid} {user}; \\
@@ -59,8 +63,10 @@ COMPILER_DOCKERFILE = """\
 FROM {root}
 RUN set -eu; \\
     export DEBIAN_FRONTEND=noninteractive; \\
-    apt-get update -q && apt-get install -y -q --no-install-recommends python3-venv {packages} \\
-    && apt-get clean && rm -rf /var/lib/apt/lists/*; \\
+    apt-get update -q; \\
+    apt-get install -y -q --no-install-recommends python3-venv {packages}; \\
+    apt-get clean; \\
+    rm -rf /var/lib/apt/lists/*; \\
     {python} -m venv {build_venv}; \\
     {build_venv}/bin/python -m pip --version
 """
@@ -136,7 +142,8 @@ def _build_small(engine: Engine, dockerfile: str, tag: str, what: str, progress:
         try:
             engine.build(Path(tmp), tag=tag, labels={OWNER_LABEL: "setuptools-grocker"}, what=what)
         except ImageBuildError as exc:
-            if "has no" in (exc.details or "") and "apt-get" in (exc.details or ""):
+            # The marker is split in the recipe, so only the echo's output matches here.
+            if "grocker-no-python" in (exc.details or ""):
                 raise BaseImageError(
                     "the base image has no Python and no apt-get to install it",
                     "use a Debian-based base image, or build one with `grocker bootstrap-base`",

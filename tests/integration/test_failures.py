@@ -1,0 +1,129 @@
+"""Bad input and faults of a single-project build: one-line cause, distinct exit code,
+nothing tagged, no wheelhouse entry claiming success."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import docker
+import pytest
+
+from setuptools_grocker.errors import (
+    BaseImageError,
+    CompileError,
+    EngineUnavailable,
+    ImageBuildError,
+    SmokeTestError,
+)
+from tests.integration.conftest import grocker
+
+PACKAGES = Path(__file__).resolve().parent.parent / "packages"
+
+
+@pytest.fixture()
+def package(tmp_path: Path):
+    def copy(name: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(PACKAGES / name, target)
+        return target
+    return copy
+
+
+def error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("grocker: error: ")]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def assert_nothing_claims_success(project: Path) -> None:
+    wheelhouse = project / ".grocker" / "wheelhouse"
+    if wheelhouse.exists():
+        assert not list(wheelhouse.glob("*/manifest.json"))
+        assert not list((wheelhouse / ".tmp").glob("*")) if (wheelhouse / ".tmp").exists() else True
+    assert not (project / ".grocker" / "state.json").exists()
+
+
+def assert_untagged(client: docker.DockerClient, ref: str) -> None:
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(ref)
+
+
+def test_compile_failure_shows_the_compiler_error(client: docker.DockerClient, package, tmp_path: Path) -> None:
+    project = package("bad-ext")
+    run = grocker("build", str(project), "--tag", "grocker-test/bad-ext:1", report=tmp_path / "r.json")
+    assert run.code == CompileError.exit_code
+    line = error_line(run.err)
+    assert "compiling wheels for bad-ext failed" in line
+    assert "grocker_header_that_no_package_provides.h" in line
+    assert "system-packages.build" in line
+    assert run.project["status"] == "failed" and run.report["ok"] is False
+    assert_untagged(client, "grocker-test/bad-ext:1")
+    assert_nothing_claims_success(project)
+
+
+def test_failing_check_leaves_the_image_untagged(client: docker.DockerClient, package, tmp_path: Path) -> None:
+    project = package("broken-import")
+    run = grocker("build", str(project), "--tag", "grocker-test/broken-import:1", report=tmp_path / "r.json")
+    assert run.code == SmokeTestError.exit_code
+    line = error_line(run.err)
+    assert "failed `check`" in line and "module_that_does_not_exist" in line
+    assert_untagged(client, "grocker-test/broken-import:1")
+    assert not (project / ".grocker" / "state.json").exists()
+
+
+def test_failing_http_probe_leaves_the_image_untagged(client: docker.DockerClient, package,
+                                                     tmp_path: Path) -> None:
+    project = package("http-fails")
+    run = grocker("build", str(project), "--tag", "grocker-test/http-fails:1", report=tmp_path / "r.json")
+    assert run.code == SmokeTestError.exit_code
+    line = error_line(run.err)
+    assert "HTTP probe of /health-that-does-not-exist" in line and "HTTP 404" in line
+    assert "GET /health-that-does-not-exist" in run.err  # the probe's output is shown
+    assert_untagged(client, "grocker-test/http-fails:1")
+    # No probe container is left behind.
+    leftovers = client.containers.list(all=True, filters={"label": "io.grocker.owner=setuptools-grocker"})
+    assert leftovers == []
+
+
+def test_missing_base_image_names_bootstrap_base(client: docker.DockerClient, package) -> None:
+    project = package("broken-import")
+    run = grocker("build", str(project), "--base-image", "grocker-test/no-such-base:1")
+    assert run.code == BaseImageError.exit_code
+    line = error_line(run.err)
+    assert "base image 'grocker-test/no-such-base:1' is not in the engine and could not be pulled" in line
+    assert "grocker bootstrap-base" in line
+
+
+def test_engine_unreachable(package, tmp_path: Path) -> None:
+    project = package("broken-import")
+    run = grocker("build", str(project), env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+    assert run.code == EngineUnavailable.exit_code
+    line = error_line(run.err)
+    assert "no Docker Engine answers" in line and "dockerd" in line
+
+
+def test_system_package_that_does_not_exist(client: docker.DockerClient, package) -> None:
+    project = package("broken-import")
+    (project / "grocker.toml").write_text('[system-packages]\nrun = ["grocker-no-such-package"]\n')
+    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text())
+    run = grocker("build", str(project))
+    assert run.code == ImageBuildError.exit_code
+    line = error_line(run.err)
+    assert "system package grocker-no-such-package does not exist" in line
+
+
+@pytest.mark.parametrize("name, script", [("hatch-app", "hatch-app"), ("flit-app", "flit-app"),
+                                          ("poetry-app", "poetry-app")])
+def test_any_pep517_backend(client: docker.DockerClient, package, tmp_path: Path, name: str, script: str) -> None:
+    project = package(name)
+    tag = f"grocker-test/{name}:1"
+    run = grocker("build", str(project), "--tag", tag, report=tmp_path / "r.json")
+    try:
+        assert run.code == 0, run.err[-3000:]
+        assert run.project["status"] == "built"
+        assert f"{script} works" in client.containers.run(tag, [script], remove=True).decode()
+    finally:
+        try:
+            client.images.remove(tag, force=True)
+        except docker.errors.ImageNotFound:
+            pass

@@ -1,0 +1,2 @@
+#include <Python.h>
+#include <grocker_header_that_no_package_provides.h>

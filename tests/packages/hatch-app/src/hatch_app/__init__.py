@@ -1,0 +1,2 @@
+def main():
+    print("hatch-app works")

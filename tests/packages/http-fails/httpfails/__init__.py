@@ -1,0 +1,1 @@
+"""Serves files; has no /health."""

@@ -1,0 +1,70 @@
+"""The baked-in entrypoint's pure logic, run in-process (it is a stdlib-only script)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from setuptools_grocker.image import RESOURCES
+
+
+@pytest.fixture()
+def entrypoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("grocker_entrypoint", RESOURCES / "entrypoint.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "HERE", str(tmp_path))
+    (tmp_path / "app.json").write_text(json.dumps({
+        "name": "demo", "version": "1.0", "commands": {"server": "srv --port ${PORT}"},
+        "default_command": "server", "env": {"PORT": "8000", "MODE": "image"}, "modules": [], "scripts": [],
+    }))
+    return module
+
+
+def test_env_file_syntax(entrypoint: ModuleType, tmp_path: Path) -> None:
+    f = tmp_path / "x.env"
+    f.write_text("# comment\n\nA=1\nexport B = two words \nC='quoted # not a comment'\nD=\"x\"\nbroken line\n")
+    assert entrypoint.parse_env_file(str(f)) == {"A": "1", "B": "two words", "C": "quoted # not a comment",
+                                                 "D": "x"}
+
+
+def test_precedence_image_env_then_files_then_container(
+        entrypoint: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "10-a.env").write_text("MODE=file-a\nPORT=9000\nONLY_A=1\n")
+    (conf / "20-b.env").write_text("MODE=file-b\n")
+    (conf / "ignored.txt").write_text("MODE=ignored\n")
+    monkeypatch.setattr(os, "environ", {"GROCKER_CONFIG_DIR": str(conf), "PORT": "7000"})
+    env = entrypoint.build_environment(entrypoint.load_app())
+    assert (env["MODE"], env["PORT"], env["ONLY_A"]) == ("file-b", "7000", "1")
+
+
+def test_command_lines_expand_variables(entrypoint: ModuleType) -> None:
+    assert entrypoint.expand(["srv", "--port", "${PORT}", "$MISSING"], {"PORT": "8000"}) == \
+        ["srv", "--port", "8000", "$MISSING"]
+
+
+def test_unknown_program_exits_127(entrypoint: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "environ", {"GROCKER_CONFIG_DIR": "/nonexistent", "PATH": "/nonexistent"})
+    assert entrypoint.main(["no-such-program-xyz"]) == 127
+    assert "command not found" in capsys.readouterr().err
+
+
+def test_help_lists_commands(entrypoint: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "environ", {"GROCKER_CONFIG_DIR": "/nonexistent"})
+    assert entrypoint.main(["help"]) == 0
+    out = capsys.readouterr().out
+    assert "server       srv --port ${PORT}" in out and "default command: server" in out
+
+
+def test_run_needs_a_script(entrypoint: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "environ", {"GROCKER_CONFIG_DIR": "/nonexistent"})
+    assert entrypoint.main(["run"]) == 2

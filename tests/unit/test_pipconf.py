@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from setuptools_grocker.pipconf import forward, read_pip_options
+
+
+def test_files_then_env_in_pip_order(tmp_path: Path) -> None:
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[global]\nindex-url = https://files.example/simple\ntimeout = 10\nno-color = true\n"
+                    "[wheel]\ntimeout = 20\n")
+    env = {"PIP_CONFIG_FILE": str(conf), "HOME": str(tmp_path), "XDG_CONFIG_DIRS": str(tmp_path / "none"),
+           "PIP_TIMEOUT": "30"}
+    options = read_pip_options(env)
+    # /etc/pip.conf of the machine may add options; ours must win in pip's order.
+    assert options["index-url"] == "https://files.example/simple"
+    assert options["timeout"] == "30"
+    assert "no-color" not in options
+
+
+def test_local_paths_are_mounted_and_missing_ones_dropped(tmp_path: Path) -> None:
+    cert = tmp_path / "ca.pem"
+    cert.write_text("x")
+    index = tmp_path / "mirror" / "simple"
+    index.mkdir(parents=True)
+    links = tmp_path / "wheels"
+    links.mkdir()
+    env = {
+        "PIP_CONFIG_FILE": "/dev/null",
+        "PIP_CERT": str(cert),
+        "PIP_EXTRA_INDEX_URL": f"file://{index} https://user:secret@private.example/simple",
+        "PIP_FIND_LINKS": f"{links} {tmp_path / 'absent'}",
+    }
+    fwd = forward(env)
+    assert fwd.env["PIP_CERT"] == str(cert)
+    assert fwd.env["PIP_FIND_LINKS"] == str(links)
+    assert fwd.env["PIP_EXTRA_INDEX_URL"].endswith("private.example/simple")
+    mounted = {m.source for m in fwd.mounts}
+    # A file:// simple index links to ../../files: its parent is mounted.
+    assert mounted == {cert, index.parent, links}
+    assert all(m.read_only and m.target == str(m.source) for m in fwd.mounts)
+    assert len(fwd.warnings) == 1 and "absent" in fwd.warnings[0]
+    assert fwd.secret_env == {"PIP_EXTRA_INDEX_URL"}
+
+
+def test_project_constraints_are_added(tmp_path: Path) -> None:
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("packaging<30\n")
+    fwd = forward({"PIP_CONFIG_FILE": "/dev/null"}, constraints)
+    assert fwd.env["PIP_CONSTRAINT"] == str(constraints)
+    assert [m.source for m in fwd.mounts] == [constraints]
