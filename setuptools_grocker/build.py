@@ -17,11 +17,19 @@ from typing import Any, Mapping
 
 from setuptools_grocker import __version__
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
-from setuptools_grocker.config import Config, split_reference
+from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, ProjectError
-from setuptools_grocker.image import APP_DIR, CONFIG_DIR, VENV, BaseImages, ensure_base_images, root_key, runtime_labels, \
-    write_runtime_context
+from setuptools_grocker.image import (
+    APP_DIR,
+    CONFIG_DIR,
+    VENV,
+    BaseImages,
+    ensure_base_images,
+    root_key,
+    runtime_labels,
+    write_runtime_context,
+)
 from setuptools_grocker.pipconf import forward
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import Source, git_commit_time, git_revision, normalize_name
@@ -206,7 +214,8 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
                             key=key)
     with tempfile.TemporaryDirectory(prefix="grocker-runtime-") as tmp:
         ctx = Path(tmp)
-        write_runtime_context(ctx, config, root=images.root, compiler=images.compiler, wheels=wheels.wheels, requirement=requirement, app=app)
+        write_runtime_context(ctx, config, root=images.root, compiler=images.compiler, wheels=wheels.wheels,
+                              requirement=requirement, app=app)
         return engine.build(ctx, nocache=config.no_cache, labels=labels, what=f"image of {wheels.name}")
 
 

@@ -66,7 +66,7 @@ def run_build(project: Path, overrides: Mapping[str, Any], *, environ: Mapping[s
     from setuptools_grocker.build import build_project
     from setuptools_grocker.config import load_config
     from setuptools_grocker.project import check_python_project
-    from setuptools_grocker.report import Report, ProjectResult, summary_table
+    from setuptools_grocker.report import ProjectResult, Report, summary_table
 
     start = time.monotonic()
     report_path = overrides.get("report")

@@ -51,7 +51,7 @@ class Wheelhouse:
         return sorted(f"{normalize_name(w['name'])}=={w['version']}" for w in self.manifest["closure"])
 
     @classmethod
-    def load(cls, path: Path) -> "Wheelhouse | None":
+    def load(cls, path: Path) -> Wheelhouse | None:
         manifest = path / "manifest.json"
         if not manifest.is_file():
             return None

@@ -192,7 +192,7 @@ def flatten(table: Mapping[str, Any], where: str, known: Mapping[str, Any] = KEY
             for sub, subvalue in value.items():
                 flat[f"{key}.{sub}"] = subvalue
         elif key == "workspace" and isinstance(value, dict):
-            for sub, subvalue in value.items():
+            for sub in value:
                 dotted = f"workspace.{sub}"
                 if dotted not in WORKSPACE_KEYS:
                     raise unknown_key(dotted, where, WORKSPACE_KEYS)

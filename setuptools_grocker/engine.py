@@ -60,7 +60,7 @@ class Engine:
         self._client: Any = None
 
     # -- connection -----------------------------------------------------------------
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         self.connect()
         return self
 
@@ -287,7 +287,7 @@ class Engine:
 
     def start(self, image: str, command: list[str], *, ports: Mapping[int, int | None] | None = None,
               env: Mapping[str, str] | None = None, mounts: Iterable[Mount] = (),
-              name: str | None = None) -> "Container":
+              name: str | None = None) -> Container:
         """Start a long-running container with ports published on 127.0.0.1 only."""
         published = {f"{p}/tcp": ("127.0.0.1", host) for p, host in (ports or {}).items()}
         argv = ["docker", "run", "-d"]

@@ -83,9 +83,9 @@ def read_pip_options(environ: Mapping[str, str]) -> dict[str, str]:
                     if key in FORWARDED:
                         options[key] = value
     for option in FORWARDED:
-        value = environ.get(_env_name(option))
-        if value is not None:
-            options[option] = value
+        from_env = environ.get(_env_name(option))
+        if from_env is not None:
+            options[option] = from_env
     return options
 
 

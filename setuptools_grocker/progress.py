@@ -37,7 +37,7 @@ class Progress:
         self.timings: list[tuple[str, float]] = []
         self._lock = threading.Lock()
 
-    def child(self, prefix: str) -> "Progress":
+    def child(self, prefix: str) -> Progress:
         """A Progress that prefixes every line (one per workspace member)."""
         sub = Progress(self.stream, self.color, prefix=f"{self.prefix}{prefix} ", quiet=self.quiet)
         sub._lock = self._lock

@@ -104,7 +104,7 @@ class Source:
     digest: str
 
     @classmethod
-    def scan(cls, root: Path) -> "Source":
+    def scan(cls, root: Path) -> Source:
         check_python_project(root)
         files = source_files(root)
         return cls(root, tuple(files), hash_files(root, files))
