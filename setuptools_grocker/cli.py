@@ -49,6 +49,25 @@ def make_parser() -> argparse.ArgumentParser:
     add_build_options(build)
     build.set_defaults(func=cmd_build)
 
+    ws = sub.add_parser("workspace", help="plan or build a workspace of many projects")
+    ws_sub = ws.add_subparsers(dest="ws_command", metavar="ACTION")
+    ws_sub.required = True
+    plan = ws_sub.add_parser("plan", help="the order, the levels, and what must be rebuilt and why")
+    plan.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(func=cmd_ws_plan)
+    wsb = ws_sub.add_parser("build", help="build the members in dependency order, incrementally")
+    wsb.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
+    wsb.add_argument("--jobs", "-j", type=int, default=1, help="members built at once (default: 1)")
+    wsb.add_argument("--only", nargs="+", metavar="NAME", help="these members (and their dependencies) only")
+    wsb.add_argument("--keep-going", action="store_true",
+                     help="after a failure, go on with the members that do not depend on it (the default)")
+    wsb.add_argument("--fail-fast", action="store_true", help="start nothing new after the first failure")
+    wsb.add_argument("--push", action="store_true", help="push the application images")
+    wsb.add_argument("--no-cache", action="store_true", help="rebuild every member")
+    wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
+    wsb.set_defaults(func=cmd_ws_build)
+
     boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
     boot.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
     boot.add_argument("--mirror", help="Debian mirror URL (default: the one in the host's apt sources)")
@@ -91,6 +110,50 @@ def run_build(project: Path, overrides: Mapping[str, Any], *, environ: Mapping[s
 
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
     return run_build(Path(args.project), build_overrides(args), environ=os.environ, progress=progress)
+
+
+def cmd_ws_plan(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.workspace import load_workspace
+    from setuptools_grocker.wsbuild import WorkspaceBuild, print_plan
+
+    ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
+    with Engine(Progress(quiet=True)) as engine:
+        entries = WorkspaceBuild(ws, environ=os.environ, progress=progress).plan(engine)
+    if args.json:
+        print(json.dumps({"root": str(ws.root), "order": ws.order, "levels": ws.levels,
+                          "members": [e.to_json() for e in entries]}, indent=2))
+    else:
+        print_plan(entries, print)
+    return 0
+
+
+def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
+    from setuptools_grocker.errors import WorkspaceError
+    from setuptools_grocker.report import summary_table
+    from setuptools_grocker.workspace import load_workspace
+    from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions
+
+    if args.jobs < 1:
+        raise WorkspaceError(f"--jobs {args.jobs} is not a positive number", "use --jobs 1 or more")
+    if args.keep_going and args.fail_fast:
+        raise WorkspaceError("--keep-going and --fail-fast contradict each other", "give one of them")
+    ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
+    options = WorkspaceOptions(jobs=args.jobs, only=tuple(args.only or ()), fail_fast=args.fail_fast,
+                               push=args.push, no_cache=args.no_cache)
+    report = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).run()
+    if args.report:
+        report.write(Path(args.report).resolve())
+    progress.write(summary_table(report))
+    if report.ok:
+        return 0
+    failed = [p for p in report.projects if p.status == "failed"]
+    skipped = [p for p in report.projects if p.status == "skipped"]
+    sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({', '.join(p.name for p in failed)}), "
+                     f"{len(skipped)} skipped; see the errors above\n")
+    return WorkspaceError.exit_code
 
 
 def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:

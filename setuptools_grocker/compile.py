@@ -13,7 +13,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
@@ -63,13 +63,20 @@ class Wheelhouse:
 
 def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Source,
                    local_sources: list[Source], pip: PipForward, wheelhouse_root: Path, key: str,
-                   pip_cache: Path, source_date_epoch: int, progress: Progress) -> Wheelhouse:
-    """Build all wheels into ``wheelhouse_root/key`` (atomically) and return it."""
+                   pip_cache: Path, source_date_epoch: int, progress: Progress,
+                   internal_wheels: Sequence[Path] = (), mode: str = "project",
+                   test: Mapping[str, Any] | None = None, what: str | None = None) -> Wheelhouse:
+    """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
+
+    ``mode="project"`` builds the project and its whole closure (internal wheels given as
+    files); ``mode="library"`` builds the project's own wheel and runs ``test`` against it.
+    """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
     if existing is not None and not config.no_cache:
         progress.info(f"wheels for {key[:12]} already built: {final}")
         return existing
+    what = what or config.project_dir.name
     tmp_root = wheelhouse_root / ".tmp"
     staging = tmp_root / f"{key[:16]}-{uuid.uuid4().hex[:8]}"
     (staging / "out" / "wheels").mkdir(parents=True)
@@ -85,6 +92,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             ],
             "extras": list(config.extras),
             "out": "/out",
+            "mode": mode,
+            "internal_wheels": [f"/internal/{i}/{w.name}" for i, w in enumerate(internal_wheels)],
+            "test": dict(test) if test else None,
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
         mounts = [
@@ -94,6 +104,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             Mount(RESOURCES, "/grocker"),
             Mount(pip_cache, "/pip-cache", read_only=False),
             *(Mount(s.root, f"/local/{i}") for i, s in enumerate(local_sources)),
+            *(Mount(w.parent, f"/internal/{i}") for i, w in enumerate(internal_wheels)),
             *pip.mounts,
         ]
         env = {
@@ -115,16 +126,26 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         )
         if result.exit_code != 0:
             cause = pip_failure_cause(result.output) or f"exit code {result.exit_code}"
+            if result.exit_code == 23:
+                raise CompileError(f"the tests of {what} failed: {test_failure_cause(result.output)}",
+                                   "see the test output above", details=result.tail(40))
             raise CompileError(
-                f"compiling wheels for {config.project_dir.name} failed: {cause}",
+                f"compiling wheels for {what} failed: {cause}",
                 "see pip's output above; a missing C library usually needs system-packages.build",
                 details=result.tail(30),
             )
         manifest = json.loads((staging / "out" / "manifest.json").read_text())
         # Atomic publication: the directory appears complete or not at all.
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging / "out", final)
+        if final.exists() and config.no_cache:
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(staging / "out", final)
+        except OSError:
+            # A concurrent build published the same key first: its result is as good as ours.
+            other = Wheelhouse.load(final)
+            if other is None:
+                raise
+            return other
         return Wheelhouse(final, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -154,3 +175,12 @@ def pip_failure_cause(output: str) -> str | None:
         return cause
     errors = [ln.strip() for ln in lines if ln.strip().startswith("ERROR:")]
     return errors[0] if errors else None
+
+
+def test_failure_cause(output: str) -> str:
+    """pytest's summary line (``1 failed, 3 passed``) or the last line of the test output."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip() and not ln.startswith("[compile]")]
+    for line in reversed(lines):
+        if (" failed" in line or " error" in line) and (" in " in line or "passed" in line):
+            return line.strip("= ")
+    return lines[-1] if lines else "no output"

@@ -34,6 +34,8 @@ class Progress:
         self.color = color
         self.prefix = prefix
         self.quiet = quiet
+        #: Hide engine commands and container output (parallel builds); failures still show details.
+        self.quiet_output = False
         self.timings: list[tuple[str, float]] = []
         self._lock = threading.Lock()
 
@@ -61,11 +63,11 @@ class Progress:
     def command(self, argv: list[str] | str) -> None:
         """Echo an external command as ``+ docker ...`` (credentials redacted)."""
         text = argv if isinstance(argv, str) else " ".join(_quote(a) for a in argv)
-        if not self.quiet:
+        if not self.quiet and not self.quiet_output:
             self.write(self._paint(f"+ {text}", "2"))
 
     def output(self, line: str) -> None:
-        if not self.quiet:
+        if not self.quiet and not self.quiet_output:
             self.write("  " + _ANSI.sub("", line).rstrip())
 
     @contextlib.contextmanager

@@ -39,6 +39,9 @@ class ProjectResult:
     key: str | None = None
     size: int | None = None
     exit_code: int = 0
+    reason: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -92,7 +95,8 @@ def summary_table(report: Report) -> str:
     """A plain-text table for the end of a build."""
     rows = [("project", "version", "status", "seconds", "image")]
     for p in report.projects:
-        rows.append((p.name, p.version or "-", p.status, f"{p.seconds:.1f}", p.image or p.wheel or (p.error or "")))
+        what = p.error if p.status in ("failed", "skipped") else (p.image or (Path(p.wheel).name if p.wheel else ""))
+        rows.append((p.name, p.version or "-", p.status, f"{p.seconds:.1f}", what or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(widths[i]) if i < 4 else c for i, c in enumerate(r)) for r in rows]
     lines.append(f"{'ok' if report.ok else 'FAILED'} in {report.seconds:.1f}s")

@@ -92,6 +92,39 @@ def wheel_info(path):
     }
 
 
+def closure_listing(directory):
+    closure = []
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".whl"):
+            parts = name[:-4].split("-")
+            closure.append({"file": name, "name": parts[0], "version": parts[1]})
+    return closure
+
+
+def run_tests(job, wheel, tree):
+    """Install the wheel (and the internal wheels it needs) in a fresh venv and run the tests."""
+    test = job["test"]
+    env_dir = "/tmp/grocker-testenv"
+    log("test environment")
+    subprocess.run([sys.executable, "-m", "venv", env_dir], check=True)
+    python = os.path.join(env_dir, "bin", "python")
+    requirement = wheel + ("[%s]" % ",".join(test["extras"]) if test["extras"] else "")
+    args = [python, "-m", "pip", "install", "--disable-pip-version-check", requirement]
+    args += job.get("internal_wheels", []) + test.get("requirements", [])
+    log("+ pip install " + " ".join(args[5:]))
+    if subprocess.run(args).returncode != 0:
+        log("installing the test environment failed")
+        sys.exit(22)
+    env = dict(os.environ, PATH=os.path.join(env_dir, "bin") + ":" + os.environ.get("PATH", ""),
+               VIRTUAL_ENV=env_dir)
+    log("+ " + test["command"])
+    start = time.monotonic()
+    proc = subprocess.run(test["command"], shell=True, cwd=tree, env=env)
+    log("tests %s in %.1fs" % ("passed" if proc.returncode == 0 else "FAILED", time.monotonic() - start))
+    if proc.returncode != 0:
+        sys.exit(23)
+
+
 def main():
     with open(sys.argv[1]) as fh:
         job = json.load(fh)
@@ -101,7 +134,7 @@ def main():
     project_out = os.path.join(scratch, "project-wheel")
     for d in (local_out, project_out):
         os.makedirs(d, exist_ok=True)
-    for i, local in enumerate(job["local"]):
+    for i, local in enumerate(job.get("local", [])):
         tree = os.path.join(scratch, "local-%d" % i)
         copy_tree(local["mount"], local["files"], tree)
         log("local package %s" % local["name"])
@@ -112,22 +145,24 @@ def main():
     pip("wheel", *PEP517, "--no-deps", "--wheel-dir", project_out, tree)
     project_wheel = only_wheel(project_out)
     info = wheel_info(project_wheel)
-    requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
-    log("dependency closure of %s %s" % (info["name"], info["version"]))
-    args = ["wheel", *PEP517, "--wheel-dir", os.path.join(out, "wheels"), "--find-links", local_out]
-    for extra in job.get("find_links", []):
-        args += ["--find-links", extra]
-    pip(*(args + [requirement]))
-    closure = []
-    for name in sorted(os.listdir(os.path.join(out, "wheels"))):
-        if name.endswith(".whl"):
-            parts = name[:-4].split("-")
-            closure.append({"file": name, "name": parts[0], "version": parts[1]})
     info["wheel"] = os.path.basename(project_wheel)
-    info["closure"] = closure
+    wheels_dir = os.path.join(out, "wheels")
+    if job.get("mode") == "library":
+        # A library: its own wheel, tested against the internal wheels of this run.
+        shutil.copy2(project_wheel, os.path.join(wheels_dir, info["wheel"]))
+        if job.get("test"):
+            run_tests(job, project_wheel, tree)
+        info["closure"] = closure_listing(wheels_dir)
+    else:
+        requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
+        log("dependency closure of %s %s" % (info["name"], info["version"]))
+        args = ["wheel", *PEP517, "--wheel-dir", wheels_dir, "--find-links", local_out]
+        # Internal dependencies are given as files: they come from this run, never from an index.
+        pip(*(args + [requirement] + job.get("internal_wheels", [])))
+        info["closure"] = closure_listing(wheels_dir)
+        log("%d wheels" % len(info["closure"]))
     with open(os.path.join(out, "manifest.json"), "w") as fh:
         json.dump(info, fh, indent=2, sort_keys=True)
-    log("%d wheels" % len(closure))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,405 @@
+"""A workspace: many projects, their internal dependency graph, cache keys and the plan.
+
+The root declares ``[tool.grocker.workspace] members = ["libs/*", "apps/*"]`` in
+pyproject.toml or grocker.toml. The other keys of the root's ``[tool.grocker]`` are
+defaults for every member (a member's own file wins). A member is an *application* when
+its config says ``image = true`` or declares ``commands``; otherwise a *library*.
+
+Metadata comes from static PEP 621 tables when they are complete, otherwise from PEP 517
+``prepare_metadata_for_build_wheel`` (cached by source hash). Internal edges honour
+markers and extras, with names normalised as pip does.
+"""
+from __future__ import annotations
+
+import glob
+import graphlib
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
+
+from setuptools_grocker import __version__
+from setuptools_grocker.config import (
+    KEYS,
+    WORKSPACE_KEYS,
+    Config,
+    flatten,
+    load_config,
+    read_file_layer,
+    unknown_key,
+)
+from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
+from setuptools_grocker.progress import Progress
+from setuptools_grocker.project import Source, check_python_project, normalize_name, static_metadata
+from setuptools_grocker.report import write_json_atomic
+
+# Keys that describe one member only; they are not inherited from the workspace root.
+MEMBER_ONLY = {"commands", "default-command", "image", "image-name", "test-command", "smoke-test.command",
+               "smoke-test.port", "smoke-test.path", "ports", "volumes", "extras", "local-packages"}
+# A Linux CPython 3.11 target, for evaluating markers of the image's interpreter.
+TARGET_ENV = {
+    "implementation_name": "cpython", "implementation_version": "3.11.2", "os_name": "posix",
+    "platform_machine": os.uname().machine if hasattr(os, "uname") else "x86_64",
+    "platform_python_implementation": "CPython", "platform_system": "Linux", "python_full_version": "3.11.2",
+    "python_version": "3.11", "sys_platform": "linux", "platform_release": "", "platform_version": "",
+}
+
+
+@dataclass(frozen=True)
+class WorkspaceSettings:
+    members: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    wheelhouse: str | None = None
+    index_url: str | None = None
+
+
+@dataclass
+class Member:
+    name: str
+    path: Path
+    version: str
+    requires: list[str]
+    optional: dict[str, list[str]]
+    config: Config
+    source: Source
+    deps: set[str] = field(default_factory=set)
+
+    @property
+    def kind(self) -> str:
+        if self.config.image is not None:
+            return "application" if self.config.image else "library"
+        return "application" if self.config.commands else "library"
+
+    @property
+    def has_tests(self) -> bool:
+        if self.config.test_command:
+            return True
+        return any(f.startswith(("tests/", "test/")) or os.path.basename(f).startswith("test_")
+                   for f in self.source.files if f.endswith(".py"))
+
+    def config_digest(self) -> str:
+        data = {"image": self.config.image_inputs(), "test": self.config.test_command, "kind": self.kind}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Workspace:
+    root: Path
+    settings: WorkspaceSettings
+    members: dict[str, Member]
+    order: list[str]
+    levels: list[list[str]]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".grocker"
+
+    def dependents(self, name: str) -> set[str]:
+        """Every member that depends on ``name``, directly or not."""
+        out: set[str] = set()
+        frontier = [name]
+        while frontier:
+            current = frontier.pop()
+            for m in self.members.values():
+                if current in m.deps and m.name not in out:
+                    out.add(m.name)
+                    frontier.append(m.name)
+        return out
+
+    def closure(self, name: str) -> list[str]:
+        """Internal dependencies of ``name``, recursively, in build order."""
+        seen: set[str] = set()
+        stack = list(self.members[name].deps)
+        while stack:
+            dep = stack.pop()
+            if dep not in seen:
+                seen.add(dep)
+                stack.extend(self.members[dep].deps)
+        return [n for n in self.order if n in seen]
+
+    def select(self, only: Iterable[str]) -> set[str]:
+        wanted: set[str] = set()
+        for raw in only:
+            name = normalize_name(raw)
+            if name not in self.members:
+                import difflib
+
+                close = difflib.get_close_matches(name, list(self.members), n=1)
+                raise WorkspaceError(f"--only {raw}: no such member",
+                                     f"did you mean '{close[0]}'?" if close else "see `grocker workspace plan`")
+            wanted.add(name)
+            wanted.update(self.closure(name))
+        return wanted
+
+
+def read_settings(root: Path) -> tuple[WorkspaceSettings, dict[str, Any]]:
+    table, where = read_file_layer(root)
+    ws = table.get("workspace")
+    if not isinstance(ws, dict) or "members" not in ws:
+        raise WorkspaceError(f"{root} declares no workspace",
+                             'add [tool.grocker.workspace] members = ["libs/*", "apps/*"] to its pyproject.toml '
+                             "or grocker.toml")
+    for key in ws:
+        if f"workspace.{key}" not in WORKSPACE_KEYS:
+            raise unknown_key(f"workspace.{key}", where, WORKSPACE_KEYS)
+    members = ws["members"]
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise ConfigError(f"workspace.members in {where} must be a list of glob patterns",
+                          'write members = ["libs/*", "apps/*"]')
+    exclude = ws.get("exclude", [])
+    shared = {k: v for k, v in table.items() if k != "workspace"}
+    flatten(shared, where)  # unknown keys in the root fail here, with a hint
+    return WorkspaceSettings(tuple(members), tuple(exclude), ws.get("wheelhouse"), ws.get("index-url")), shared
+
+
+def discover(root: Path) -> list[Path]:
+    settings, _ = read_settings(root)
+    return _member_dirs(root, settings)
+
+
+def _member_dirs(root: Path, settings: WorkspaceSettings) -> list[Path]:
+    found: list[Path] = []
+    excluded = {Path(p).resolve() for pattern in settings.exclude for p in glob.glob(str(root / pattern))}
+    for pattern in settings.members:
+        matches = sorted(Path(p).resolve() for p in glob.glob(str(root / pattern)))
+        dirs = [m for m in matches if m.is_dir()]
+        if not dirs:
+            raise WorkspaceError(f"workspace member pattern '{pattern}' matches no directory under {root}",
+                                 "fix workspace.members, or remove the pattern")
+        for d in dirs:
+            if d in excluded or d in found:
+                continue
+            if not ((d / "pyproject.toml").is_file() or (d / "setup.py").is_file()):
+                continue  # e.g. a README next to the projects
+            found.append(d)
+    if not found:
+        raise WorkspaceError(f"the workspace {root} has no member projects",
+                             "each member needs a pyproject.toml or setup.py")
+    return found
+
+
+def _merge(shared: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """Root defaults under a member's own table (nested tables merged key by key)."""
+    merged: dict[str, Any] = {}
+    for key, value in shared.items():
+        if key in MEMBER_ONLY:
+            continue
+        if isinstance(value, dict) and key in ("system-packages", "smoke-test"):
+            value = {k: v for k, v in value.items() if f"{key}.{k}" not in MEMBER_ONLY}
+        merged[key] = value
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key in ("system-packages", "smoke-test"):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_workspace(root: Path, *, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None,
+                   progress: Progress | None = None) -> Workspace:
+    root = root.resolve()
+    if not root.is_dir():
+        raise WorkspaceError(f"{root} is not a directory", "give the root directory of a workspace")
+    settings, shared = read_settings(root)
+    progress = progress or Progress(quiet=True)
+    members: dict[str, Member] = {}
+    meta_cache = root / ".grocker" / "metadata"
+    for path in _member_dirs(root, settings):
+        own, where = read_file_layer(path)
+        if "workspace" in own:
+            own = {k: v for k, v in own.items() if k != "workspace"}
+        config = load_config(path, environ=environ, overrides=overrides, file_table=_merge(shared, own),
+                             warn=progress.warn)
+        source = Source.scan(path)
+        meta = member_metadata(path, source, meta_cache)
+        name = normalize_name(meta["name"])
+        if name in members:
+            raise WorkspaceError(f"two workspace members are named {name}: {members[name].path} and {path}",
+                                 "rename one, or exclude it with workspace.exclude")
+        members[name] = Member(name=name, path=path, version=meta["version"], requires=meta["requires"],
+                               optional=meta.get("optional", {}), config=config, source=source)
+    _link(members)
+    order, levels = _order(members)
+    return Workspace(root, settings, members, order, levels)
+
+
+def member_metadata(path: Path, source: Source, cache_dir: Path) -> dict[str, Any]:
+    """Name, version, requirements (and per-extra requirements) of one member."""
+    project = static_metadata(path)
+    if project is not None and "version" in project:
+        return {
+            "name": project["name"],
+            "version": str(project["version"]),
+            "requires": list(project.get("dependencies", [])),
+            "optional": {normalize_name(k): list(v) for k, v in project.get("optional-dependencies", {}).items()},
+        }
+    cached = cache_dir / f"{source.digest}.json"
+    if cached.is_file():
+        try:
+            return dict(json.loads(cached.read_text()))
+        except ValueError:
+            pass
+    meta = _prepare_metadata(path)
+    write_json_atomic(cached, meta)
+    return meta
+
+
+def _prepare_metadata(path: Path) -> dict[str, Any]:
+    """PEP 517 metadata preparation, with the build backend of this interpreter when it has it."""
+    import build.util
+
+    errors = []
+    for isolated in (False, True):
+        try:
+            msg = build.util.project_wheel_metadata(str(path), isolated=isolated)
+            break
+        except Exception as exc:  # the backend raises anything; we report it with the member named
+            errors.append(exc)
+    else:
+        raise ProjectError(f"cannot prepare the metadata of {path}: {_last_line(errors[-1])}",
+                           "check that `python -m build --wheel` works in that project")
+    requires = list(msg.get_all("Requires-Dist") or [])
+    plain = [r for r in requires if "extra ==" not in r.replace("'", '"').replace('extra=="', 'extra == "')]
+    optional: dict[str, list[str]] = {}
+    for extra in msg.get_all("Provides-Extra") or []:
+        optional[normalize_name(extra)] = [r for r in requires if r not in plain
+                                           and _marker_matches(r, normalize_name(extra))]
+    return {"name": msg["Name"], "version": msg["Version"], "requires": plain, "optional": optional}
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _marker_matches(requirement: str, extra: str) -> bool:
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement:
+        return False
+    return req.marker is not None and req.marker.evaluate({**TARGET_ENV, "extra": extra})
+
+
+def _applies(req: Requirement, extras: Iterable[str]) -> bool:
+    if req.marker is None:
+        return True
+    for extra in [""] + list(extras):
+        if req.marker.evaluate({**TARGET_ENV, "extra": extra}):
+            return True
+    return False
+
+
+def _link(members: dict[str, Member]) -> None:
+    """Fill ``deps`` with internal dependencies; fail on version conflicts."""
+
+    def visit(owner: Member, requirements: Iterable[str], extras: Iterable[str], seen: set[tuple[str, str]]) -> None:
+        for text in requirements:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement as exc:
+                raise ProjectError(f"{owner.name}: invalid requirement {text!r}: {exc}",
+                                   "fix the dependency list") from exc
+            if not _applies(req, extras):
+                continue
+            dep = normalize_name(req.name)
+            target = members.get(dep)
+            if target is None or dep == owner.name:
+                continue
+            try:
+                ok = req.specifier.contains(Version(target.version), prereleases=True)
+            except InvalidVersion:
+                ok = True
+            if not ok:
+                raise WorkspaceError(
+                    f"{owner.name} requires {req.name}{req.specifier} but the workspace has {dep} {target.version}",
+                    f"change the requirement in {owner.path.name} or the version of {target.path.name}",
+                )
+            owner.deps.add(dep)
+            for extra in req.extras:
+                key = (dep, normalize_name(extra))
+                if key not in seen:
+                    seen.add(key)
+                    visit(owner, target.optional.get(normalize_name(extra), []), [], seen)
+
+    for member in members.values():
+        visit(member, member.requires, member.config.extras, set())
+        for extra in member.config.extras:
+            visit(member, member.optional.get(normalize_name(extra), []), [], set())
+
+
+def _order(members: dict[str, Member]) -> tuple[list[str], list[list[str]]]:
+    sorter = graphlib.TopologicalSorter({name: sorted(m.deps) for name, m in sorted(members.items())})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        raise WorkspaceError(f"dependency cycle between workspace members: {' -> '.join(cycle)}",
+                             "break the cycle: move the shared code into a library both can depend on") from exc
+    levels: list[list[str]] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        levels.append(ready)
+        sorter.done(*ready)
+    return [n for level in levels for n in level], levels
+
+
+# -- keys and the plan ----------------------------------------------------------------------
+
+def member_keys(ws: Workspace, env_key: str) -> dict[str, dict[str, Any]]:
+    """Cache key of every member and the components it is made of (for the plan's reasons)."""
+    keys: dict[str, dict[str, Any]] = {}
+    for name in ws.order:
+        m = ws.members[name]
+        parts = {
+            "tool": __version__,
+            "source": m.source.digest,
+            "config": m.config_digest(),
+            "env": env_key,
+            "deps": {d: keys[d]["key"] for d in sorted(m.deps)},
+        }
+        parts["key"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        keys[name] = parts
+    return keys
+
+
+def member_state_path(ws: Workspace, name: str) -> Path:
+    return ws.state_dir / "members" / f"{name}.json"
+
+
+def load_member_state(ws: Workspace, name: str) -> dict[str, Any]:
+    try:
+        data = json.loads(member_state_path(ws, name).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def why_rebuild(parts: Mapping[str, Any], state: Mapping[str, Any], rebuilt: set[str]) -> str | None:
+    """None when up to date, else the reason, in the words of the plan."""
+    old = state.get("parts")
+    if not state or not old:
+        return "never built"
+    if old.get("key") == parts["key"]:
+        return None
+    if old.get("tool") != parts["tool"]:
+        return "tool version changed"
+    if old.get("source") != parts["source"]:
+        return "source changed"
+    if old.get("config") != parts["config"]:
+        return "config changed"
+    changed = sorted(d for d, k in parts["deps"].items() if old.get("deps", {}).get(d) != k)
+    if changed:
+        return "dependency rebuilt: " + ", ".join(changed)
+    if old.get("env") != parts["env"]:
+        return "base images or workspace settings changed"
+    return "inputs changed"
+
+
+def python_tag() -> str:
+    return f"cp{sys.version_info.major}{sys.version_info.minor}"
