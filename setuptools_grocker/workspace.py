@@ -26,7 +26,6 @@ from packaging.version import InvalidVersion, Version
 
 from setuptools_grocker import __version__
 from setuptools_grocker.config import (
-    KEYS,
     WORKSPACE_KEYS,
     Config,
     flatten,
@@ -36,7 +35,7 @@ from setuptools_grocker.config import (
 )
 from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import Source, check_python_project, normalize_name, static_metadata
+from setuptools_grocker.project import Source, normalize_name, static_metadata
 from setuptools_grocker.report import write_json_atomic
 
 # Keys that describe one member only; they are not inherited from the workspace root.

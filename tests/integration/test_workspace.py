@@ -1,0 +1,203 @@
+"""Workspace builds on the real engine, with a small generated workspace (6 libraries, 2 apps)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from benchmarks.make_workspace import generate
+from setuptools_grocker.errors import WorkspaceError
+from tests.integration.conftest import Run, container_starts, grocker, remove_images
+
+
+def statuses(run: Run) -> dict[str, str]:
+    assert run.report is not None, run.err[-3000:]
+    return {p["name"]: p["status"] for p in run.report["projects"]}
+
+
+def dependents(graph: dict[str, Any], name: str) -> set[str]:
+    edges = {**graph["libraries"], **graph["applications"]}
+    out: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for member, deps in edges.items():
+            if member not in out and (name in deps or out & set(deps)):
+                out.add(member)
+                changed = True
+    return out
+
+
+def touch_line(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + f"\n# {text}\n")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, client: docker.DockerClient, run_id: str):
+    root = tmp_path_factory.mktemp("workspace")
+    prefix = f"t{run_id[:5]}-"
+    graph = generate(root, libs=6, apps=2, levels=3, prefix=prefix)
+    yield root, graph, prefix
+    remove_images(client, *(f"{a}:2.0.0" for a in graph["applications"]))
+
+
+@pytest.fixture(scope="module")
+def first_build(workspace, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    root, graph, _ = workspace
+    run = grocker("workspace", "build", str(root), "--jobs", "2",
+                  report=tmp_path_factory.mktemp("r") / "first.json")
+    assert run.code == 0, run.err[-5000:]
+    return run
+
+
+def test_plan_before_and_after(workspace, first_build: Run) -> None:
+    root, graph, prefix = workspace
+    plan = subprocess.run([sys.executable, "-m", "setuptools_grocker", "workspace", "plan", str(root), "--json"],
+                          capture_output=True, text=True, check=True)
+    data = json.loads(plan.stdout)
+    assert len(data["members"]) == 8
+    assert all(m["up_to_date"] and m["reason"] is None for m in data["members"])
+    assert data["levels"][0] == [f"{prefix}lib-00", f"{prefix}lib-01"]
+
+
+def test_everything_built_in_an_order_that_respects_the_graph(workspace, first_build: Run) -> None:
+    _, graph, _ = workspace
+    assert set(statuses(first_build).values()) == {"built"}
+    by_name = {p["name"]: p for p in first_build.report["projects"]}
+    for name, p in by_name.items():
+        for dep in p["depends_on"]:
+            assert by_name[dep]["ended_at"] <= p["started_at"], f"{name} started before {dep} ended"
+    edges = {**graph["libraries"], **graph["applications"]}
+    assert {n: sorted(p["depends_on"]) for n, p in by_name.items()} == {n: sorted(d) for n, d in edges.items()}
+
+
+def test_independent_members_overlap_with_two_jobs(first_build: Run) -> None:
+    projects = first_build.report["projects"]
+    overlapping = [(a["name"], b["name"]) for i, a in enumerate(projects) for b in projects[i + 1:]
+                   if a["started_at"] < b["ended_at"] and b["started_at"] < a["ended_at"]]
+    assert overlapping
+
+
+def test_application_holds_the_internal_libraries_of_this_run(
+        client: docker.DockerClient, workspace, first_build: Run) -> None:
+    _, graph, prefix = workspace
+    app = f"{prefix}app-00"
+    image = client.images.get(f"{app}:2.0.0")
+    dists = json.loads(image.labels["io.grocker.distributions"])
+    deps = graph["applications"][app]
+    closure = set(deps)
+    for d in deps:
+        closure |= {x for x in graph["libraries"] if d in dependents(graph, x) or x == d}
+    internal = sorted(d for d in dists if d.startswith(f"{prefix}lib-"))
+    expected = sorted(f"{n}=={graph_version(n)}" for n in closure)
+    assert internal == expected
+    module = app.replace("-", "_")
+    out = client.containers.run(image.id, ["run", "python", "-c",
+                                           f"import {module}.server as s; print(s.total())"], remove=True)
+    assert int(out) == sum(graph["values"][d] for d in deps)
+
+
+def graph_version(name: str) -> str:
+    return f"1.{int(name.rsplit('-', 1)[1])}.0"
+
+
+def test_noop_rebuild_starts_no_container(client: docker.DockerClient, workspace, first_build: Run,
+                                          tmp_path: Path) -> None:
+    root, _, _ = workspace
+    time.sleep(1.1)
+    since = time.time()
+    run = grocker("workspace", "build", str(root), "--jobs", "2", report=tmp_path / "r.json")
+    assert run.code == 0, run.err[-3000:]
+    assert set(statuses(run).values()) == {"cached"}
+    assert run.report["containers_started"] == 0
+    assert container_starts(client, since) == 0
+
+
+def test_leaf_change_rebuilds_only_it_and_its_dependents(workspace, first_build: Run, tmp_path: Path) -> None:
+    root, graph, prefix = workspace
+    libs = graph["libraries"]
+    leaf = min(libs, key=lambda n: (len(dependents(graph, n)), -int(n.rsplit("-", 1)[1])))
+    touch_line(root / "libs" / leaf / "src" / leaf.replace("-", "_") / "__init__.py", "leaf change")
+    plan = subprocess.run([sys.executable, "-m", "setuptools_grocker", "workspace", "plan", str(root), "--json"],
+                          capture_output=True, text=True, check=True)
+    reasons = {m["name"]: m["reason"] for m in json.loads(plan.stdout)["members"]}
+    assert reasons[leaf] == "source changed"
+    run = grocker("workspace", "build", str(root), "--jobs", "2", report=tmp_path / "r.json")
+    assert run.code == 0, run.err[-3000:]
+    rebuilt = {n for n, s in statuses(run).items() if s == "built"}
+    assert rebuilt == {leaf} | dependents(graph, leaf)
+    assert {n for n, s in statuses(run).items() if s == "cached"} == set(statuses(run)) - rebuilt
+    for name in dependents(graph, leaf):
+        assert reasons[name].startswith("dependency rebuilt")
+
+
+def test_root_change_rebuilds_everything_depending_on_it(workspace, first_build: Run, tmp_path: Path) -> None:
+    root, graph, prefix = workspace
+    base = f"{prefix}lib-00"
+    touch_line(root / "libs" / base / "src" / base.replace("-", "_") / "__init__.py", "root change")
+    run = grocker("workspace", "build", str(root), "--jobs", "2", report=tmp_path / "r.json")
+    assert run.code == 0, run.err[-3000:]
+    rebuilt = {n for n, s in statuses(run).items() if s == "built"}
+    assert rebuilt == {base} | dependents(graph, base)
+
+
+def test_failing_library_skips_exactly_its_dependents(workspace, first_build: Run, tmp_path: Path) -> None:
+    root, graph, prefix = workspace
+    broken = f"{prefix}lib-02"  # has tests; depends on level 0
+    init = root / "libs" / broken / "src" / broken.replace("-", "_") / "__init__.py"
+    original = init.read_text()
+    init.write_text(original.replace("def value() -> int:", "def value() -> int:\n    return -1\n\n\ndef _old() -> int:"))
+    try:
+        run = grocker("workspace", "build", str(root), "--jobs", "2", report=tmp_path / "r.json")
+    finally:
+        init.write_text(original)
+    assert run.code == WorkspaceError.exit_code
+    st = statuses(run)
+    assert st[broken] == "failed"
+    assert {n for n, s in st.items() if s == "skipped"} == dependents(graph, broken)
+    assert all(s in ("built", "cached") for n, s in st.items() if n != broken and n not in dependents(graph, broken))
+    by_name = {p["name"]: p for p in run.report["projects"]}
+    assert "tests of" in by_name[broken]["error"] and "failed" in by_name[broken]["error"]
+    for name in dependents(graph, broken):
+        assert by_name[name]["error"].startswith("dependency ")
+    assert "1 member(s) failed" in run.err
+
+
+def test_build_killed_midway_then_a_normal_build_succeeds(workspace, first_build: Run, tmp_path: Path) -> None:
+    root, graph, prefix = workspace
+    base = f"{prefix}lib-01"
+    touch_line(root / "libs" / base / "src" / base.replace("-", "_") / "__init__.py", "before kill")
+    proc = subprocess.Popen([sys.executable, "-m", "setuptools_grocker", "workspace", "build", str(root),
+                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    seen = []
+    for line in proc.stdout:  # wait until a member is being built, then kill mid-way
+        seen.append(line)
+        if "building (" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert any("building (" in line for line in seen), "".join(seen)
+    # Every member state that exists points at a complete result.
+    for state in (root / ".grocker" / "members").glob("*.json"):
+        data = json.loads(state.read_text())
+        if data["kind"] == "library":
+            assert Path(data["wheel"]).is_file()
+            assert (Path(data["wheel"]).parent.parent / "manifest.json").is_file()
+    run = grocker("workspace", "build", str(root), "--jobs", "2", report=tmp_path / "r.json")
+    assert run.code == 0, run.err[-3000:]
+    assert set(statuses(run).values()) <= {"built", "cached"}
+    again = grocker("workspace", "build", str(root), report=tmp_path / "r2.json")
+    assert set(statuses(again).values()) == {"cached"}
