@@ -55,6 +55,7 @@ def make_parser() -> argparse.ArgumentParser:
     plan = ws_sub.add_parser("plan", help="the order, the levels, and what must be rebuilt and why")
     plan.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--wheel-index", metavar="URL", help="also count builds found on this wheel index")
     plan.set_defaults(func=cmd_ws_plan)
     wsb = ws_sub.add_parser("build", help="build the members in dependency order, incrementally")
     wsb.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
@@ -66,6 +67,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--push", action="store_true", help="push the application images")
     wsb.add_argument("--no-cache", action="store_true", help="rebuild every member")
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
+    wsb.add_argument("--wheel-index", metavar="URL",
+                     help="PyPI-compatible index to share wheels through (overrides workspace.index-url)")
     wsb.set_defaults(func=cmd_ws_build)
 
     boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
@@ -117,11 +120,12 @@ def cmd_ws_plan(args: argparse.Namespace, progress: Progress) -> int:
 
     from setuptools_grocker.engine import Engine
     from setuptools_grocker.workspace import load_workspace
-    from setuptools_grocker.wsbuild import WorkspaceBuild, print_plan
+    from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions, print_plan
 
     ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
     with Engine(Progress(quiet=True)) as engine:
-        entries = WorkspaceBuild(ws, environ=os.environ, progress=progress).plan(engine)
+        options = WorkspaceOptions(index_url=args.wheel_index)
+        entries = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).plan(engine)
     if args.json:
         print(json.dumps({"root": str(ws.root), "order": ws.order, "levels": ws.levels,
                           "members": [e.to_json() for e in entries]}, indent=2))
@@ -142,7 +146,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
         raise WorkspaceError("--keep-going and --fail-fast contradict each other", "give one of them")
     ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
     options = WorkspaceOptions(jobs=args.jobs, only=tuple(args.only or ()), fail_fast=args.fail_fast,
-                               push=args.push, no_cache=args.no_cache)
+                               push=args.push, no_cache=args.no_cache, index_url=args.wheel_index)
     report = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).run()
     if args.report:
         report.write(Path(args.report).resolve())

@@ -89,3 +89,9 @@ class BootstrapError(GrockerError):
     """Bootstrapping a base image from a Debian mirror failed."""
 
     exit_code = 13
+
+
+class WheelIndexError(GrockerError):
+    """The wheel index (a PyPI-compatible server) is unreachable or refused an upload."""
+
+    exit_code = 14

@@ -18,9 +18,11 @@ import concurrent.futures as cf
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -36,6 +38,7 @@ from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import git_commit_time
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
 from setuptools_grocker.smoke import smoke_test
+from setuptools_grocker.wheelhouse import WheelIndex
 from setuptools_grocker.workspace import (
     Member,
     Workspace,
@@ -55,6 +58,7 @@ class WorkspaceOptions:
     fail_fast: bool = False
     push: bool = False
     no_cache: bool = False
+    index_url: str | None = None
 
 
 @dataclass
@@ -66,11 +70,13 @@ class PlanEntry:
     depends_on: list[str]
     key: str
     reason: str | None  # None: up to date
+    #: URL of this exact build on the wheel index, when it is there and not here.
+    fetch: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "version": self.version, "level": self.level,
                 "depends_on": self.depends_on, "key": self.key, "up_to_date": self.reason is None,
-                "reason": self.reason}
+                "reason": self.reason, "fetch": self.fetch}
 
 
 class WorkspaceBuild:
@@ -88,6 +94,8 @@ class WorkspaceBuild:
         self.keys: dict[str, dict[str, Any]] = {}
         self.env_key = ""
         self.shared: Config | None = None
+        index_url = options.index_url or ws.settings.index_url
+        self.index = WheelIndex(index_url) if index_url else None
 
     # -- the shared environment ---------------------------------------------------------
     def _shared_config(self) -> Config:
@@ -114,9 +122,9 @@ class WorkspaceBuild:
     def _artifact_present(self, engine: Engine, member: Member, state: Mapping[str, Any]) -> bool:
         if member.kind == "library":
             wheel = state.get("wheel")
-            return bool(wheel) and Path(wheel).is_file()
+            return isinstance(wheel, str) and Path(wheel).is_file()
         image_id = state.get("image_id")
-        return bool(image_id) and engine.image_id(image_id) is not None
+        return isinstance(image_id, str) and engine.image_id(image_id) is not None
 
     def plan(self, engine: Engine) -> list[PlanEntry]:
         self._compute_keys(engine)
@@ -129,12 +137,17 @@ class WorkspaceBuild:
                 reason = why_rebuild(self.keys[name], state, rebuilt)
                 if reason is None and not self._artifact_present(engine, m, state):
                     reason = "wheel missing" if m.kind == "library" else "image missing"
+                fetch = None
+                if reason is not None and m.kind == "library" and self.index and not self.options.no_cache:
+                    fetch = self.index.find(m.name, m.version, self.keys[name]["key"])
+                    if fetch:
+                        reason = None
                 if self.options.no_cache and reason is None:
                     reason = "--no-cache"
                 if reason is not None:
                     rebuilt.add(name)
                 entries.append(PlanEntry(name, m.kind, m.version, level, sorted(m.deps),
-                                         self.keys[name]["key"], reason))
+                                         self.keys[name]["key"], reason, fetch))
         return entries
 
     # -- the run ------------------------------------------------------------------------
@@ -223,7 +236,9 @@ class WorkspaceBuild:
         try:
             with Engine(progress) as engine:
                 try:
-                    if entry.reason is None:
+                    if entry.reason is None and entry.fetch:
+                        self._fetch(member, entry, result)
+                    elif entry.reason is None:
                         self._reuse(engine, member, state, result)
                     elif member.kind == "library":
                         assert images is not None
@@ -259,6 +274,30 @@ class WorkspaceBuild:
             if self.options.push:
                 result.digest = engine.push(ref)
 
+    def _fetch(self, member: Member, entry: PlanEntry, result: ProjectResult) -> None:
+        """Take this exact build of a library from the wheel index instead of building it."""
+        assert self.index is not None and entry.fetch is not None
+        final = self.ws.state_dir / "wheels" / member.name / entry.key
+        staging = final.parent / ".tmp" / f"fetch-{uuid.uuid4().hex[:8]}"
+        wheel = self.index.download(entry.fetch, staging / "wheels")
+        (staging / "manifest.json").write_text(json.dumps({"name": member.name, "version": member.version,
+                                                           "wheel": wheel.name, "closure": [], "fetched": entry.fetch}))
+        try:
+            os.replace(staging, final)
+        except OSError:  # published meanwhile by a concurrent build
+            shutil.rmtree(staging, ignore_errors=True)
+        found = sorted((final / "wheels").glob("*.whl"))
+        result.status = "cached"
+        result.reason = "fetched from the wheel index"
+        result.wheel = str(found[0])
+        self._save_state(member, {"wheel": result.wheel, "fetched": True})
+
+    def _upload(self, member: Member, entry: PlanEntry, wheel: Path, progress: Progress) -> None:
+        if self.index is not None:
+            with progress.stage("upload"):
+                name = self.index.upload(wheel, entry.key, member.name, member.version)
+                progress.info(f"uploaded {name}")
+
     def _reference(self, member: Member) -> str:
         return default_reference(member.config, member.name, member.version)
 
@@ -292,6 +331,7 @@ class WorkspaceBuild:
             wheels = self._compile(engine, member, entry, results, images, progress, mode="library", test=test)
         result.wheel = str(wheels.project_wheel)
         result.distributions = wheels.distributions()
+        self._upload(member, entry, wheels.project_wheel, progress)
         result.status = "built"
         self._save_state(member, {"wheel": result.wheel, "distributions": result.distributions})
 
@@ -354,6 +394,8 @@ def print_plan(entries: list[PlanEntry], write: Callable[[str], None]) -> None:
     write(f"{'level':<5}  {'member':<{width}}  {'kind':<11}  {'version':<10}  status")
     for e in entries:
         status = "up to date" if e.reason is None else f"rebuild: {e.reason}"
+        if e.fetch:
+            status = "up to date (on the wheel index)"
         write(f"{e.level:<5}  {e.name:<{width}}  {e.kind:<11}  {e.version:<10}  {status}")
     todo = sum(1 for e in entries if e.reason is not None)
     write(f"{len(entries)} members, {todo} to build, {len(entries) - todo} up to date")
