@@ -236,6 +236,20 @@ def _application(path: Path, name: str, deps: list[str], value: dict[str, int]) 
     """)
 
 
+def dependents(graph: dict, name: str) -> set[str]:
+    """Every member of a generated workspace that depends on ``name``, directly or not."""
+    edges = {**graph["libraries"], **graph["applications"]}
+    out: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for member, deps in edges.items():
+            if member not in out and (name in deps or out & set(deps)):
+                out.add(member)
+                changed = True
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path)

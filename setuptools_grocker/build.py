@@ -103,9 +103,7 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
         finally:
             result.containers_started = engine.containers_started - started_before
     except GrockerError as exc:
-        result.status = "failed"
-        result.error = exc.one_line()
-        result.exit_code = exc.exit_code
+        result.fail(exc)
         if exc.details:
             progress.write(exc.details)
     finally:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from setuptools_grocker.errors import GrockerError
+
 STATUSES = ("built", "cached", "failed", "skipped")
 
 
@@ -42,6 +44,12 @@ class ProjectResult:
     reason: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
+
+    def fail(self, exc: GrockerError) -> None:
+        """Record a typed error as this project's failure."""
+        self.status = "failed"
+        self.error = exc.one_line()
+        self.exit_code = exc.exit_code
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

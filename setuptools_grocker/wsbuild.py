@@ -249,9 +249,7 @@ class WorkspaceBuild:
                 finally:
                     result.containers_started = engine.containers_started
         except GrockerError as exc:
-            result.status = "failed"
-            result.error = exc.one_line()
-            result.exit_code = exc.exit_code
+            result.fail(exc)
             if exc.details:
                 progress.write(exc.details)
         result.seconds = time.monotonic() - start

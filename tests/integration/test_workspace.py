@@ -8,12 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
 
-from benchmarks.make_workspace import generate
+from benchmarks.make_workspace import dependents, generate
 from setuptools_grocker.errors import WorkspaceError
 from tests.integration.conftest import Run, container_starts, grocker, remove_images
 
@@ -21,19 +20,6 @@ from tests.integration.conftest import Run, container_starts, grocker, remove_im
 def statuses(run: Run) -> dict[str, str]:
     assert run.report is not None, run.err[-3000:]
     return {p["name"]: p["status"] for p in run.report["projects"]}
-
-
-def dependents(graph: dict[str, Any], name: str) -> set[str]:
-    edges = {**graph["libraries"], **graph["applications"]}
-    out: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for member, deps in edges.items():
-            if member not in out and (name in deps or out & set(deps)):
-                out.add(member)
-                changed = True
-    return out
 
 
 def touch_line(path: Path, text: str) -> None:
@@ -154,7 +140,8 @@ def test_failing_library_skips_exactly_its_dependents(workspace, first_build: Ru
     broken = f"{prefix}lib-02"  # has tests; depends on level 0
     init = root / "libs" / broken / "src" / broken.replace("-", "_") / "__init__.py"
     original = init.read_text()
-    init.write_text(original.replace("def value() -> int:", "def value() -> int:\n    return -1\n\n\ndef _old() -> int:"))
+    init.write_text(original.replace("def value() -> int:",
+                                     "def value() -> int:\n    return -1\n\n\ndef _old() -> int:"))
     try:
         run = grocker("workspace", "build", str(root), "--jobs", "2", report=tmp_path / "r.json")
     finally:
@@ -201,3 +188,29 @@ def test_build_killed_midway_then_a_normal_build_succeeds(workspace, first_build
     assert set(statuses(run).values()) <= {"built", "cached"}
     again = grocker("workspace", "build", str(root), report=tmp_path / "r2.json")
     assert set(statuses(again).values()) == {"cached"}
+
+
+def test_two_builds_at_once_neither_corrupt_nor_mix(client: docker.DockerClient, workspace, first_build: Run,
+                                                    tmp_path: Path) -> None:
+    root, graph, prefix = workspace
+    lib = f"{prefix}lib-03"
+    touch_line(root / "libs" / lib / "src" / lib.replace("-", "_") / "__init__.py", "concurrent change")
+    procs = [subprocess.Popen([sys.executable, "-m", "setuptools_grocker", "-q", "workspace", "build", str(root),
+                               "--jobs", "2", "--report", str(tmp_path / f"c{i}.json")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    errors = [p.communicate(timeout=900)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    for i in range(2):
+        report = json.loads((tmp_path / f"c{i}.json").read_text())
+        assert report["ok"]
+    after = grocker("workspace", "build", str(root), report=tmp_path / "after.json")
+    assert set(statuses(after).values()) == {"cached"}
+    for state_file in (root / ".grocker" / "members").glob("*.json"):
+        state = json.loads(state_file.read_text())
+        wheel = Path(state["wheel"])
+        manifest = json.loads((wheel.parent.parent / "manifest.json").read_text())
+        assert manifest["wheel"] == wheel.name and wheel.parent.parent.name == state["key"]
+        if state["kind"] == "application":
+            labels = client.images.get(state["image_id"]).labels
+            assert json.loads(labels["io.grocker.distributions"]) == state["distributions"]
+            assert labels["io.grocker.key"] == state["key"]
