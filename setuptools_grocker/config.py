@@ -28,7 +28,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
-DEFAULT_TEST_COMMAND = "python -m pytest -q -p no:cacheprovider"
+# The pytest script, not `python -m pytest`: -m would put the source tree first on sys.path
+# and test it instead of the wheel just built.
+DEFAULT_TEST_COMMAND = "pytest -q -p no:cacheprovider"
 
 # The public contract: dotted key -> (kind, default). ``kind`` drives validation of file
 # values and parsing of environment values.
@@ -55,6 +57,7 @@ KEYS: dict[str, tuple[str, Any]] = {
     "user": ("str", "app"),
     "image": ("bool", None),
     "test-command": ("str", None),
+    "test-extras": ("list", None),
     "plugins": ("list", ()),
     "cache-dir": ("str", None),
 }
@@ -107,6 +110,7 @@ class Config:
     user: str = "app"
     image: bool | None = None
     test_command: str | None = None
+    test_extras: tuple[str, ...] | None = None
     plugins: tuple[str, ...] = ()
     cache_dir: Path | None = None
     # Per-invocation options (command line only); they do not change what an image contains.
@@ -457,6 +461,7 @@ def _build(project_dir: Path, v: dict[str, Any], inv: dict[str, Any], source: st
         user=v["user"],
         image=v["image"],
         test_command=v["test-command"],
+        test_extras=tuple(v["test-extras"]) if v["test-extras"] is not None else None,
         plugins=tuple(v["plugins"]),
         cache_dir=rel(v["cache-dir"]),
         tag=tag,

@@ -189,7 +189,12 @@ def write_runtime_context(ctx: Path, config: Config, *, root: str, compiler: str
     shutil.copy2(RESOURCES / "entrypoint.py", ctx / "grocker" / "entrypoint.py")
     (ctx / "grocker" / "app.json").write_text(json.dumps(app, indent=2, sort_keys=True) + "\n")
     expose = "".join(f"EXPOSE {p}\n" for p in config.ports)
-    volumes = f"VOLUME {json.dumps(list(config.volumes))}\n" if config.volumes else ""
+    volumes = ""
+    if config.volumes:
+        # Created and owned by the runtime user, so a fresh volume is writable by the app.
+        paths = " ".join(shlex.quote(v) for v in config.volumes)
+        volumes = (f"RUN mkdir -p {paths} && chown {config.user}:{config.user} {paths}\n"
+                   f"VOLUME {json.dumps(list(config.volumes))}\n")
     dockerfile = RUNTIME_DOCKERFILE.format(
         root=root,
         compiler=compiler,

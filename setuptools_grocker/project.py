@@ -44,6 +44,12 @@ def check_python_project(path: Path) -> None:
 def source_files(root: Path) -> list[str]:
     """Relative POSIX paths of the project's source files, sorted."""
     files = _git_files(root)
+    if files is None and (root / "PKG-INFO").is_file():
+        # An unpacked sdist: its *.egg-info (SOURCES.txt) is source, setuptools needs it to
+        # find package data when no VCS is there.
+        return sorted(f for f in _walk_files(root, keep_egg_info=True)
+                      if not f.endswith((".pyc", ".pyo")) and not f.startswith(".grocker/")
+                      and "/__pycache__/" not in f"/{f}")
     if files is None:
         files = _walk_files(root)
     return sorted(f for f in files if not _excluded(f))
@@ -66,10 +72,11 @@ def _git_files(root: Path) -> list[str] | None:
     return [n for n in names if (root / n).is_file()]
 
 
-def _walk_files(root: Path) -> list[str]:
+def _walk_files(root: Path, keep_egg_info: bool = False) -> list[str]:
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS and not d.endswith(".egg-info"))
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS
+                             and (keep_egg_info or not d.endswith(".egg-info")))
         rel = Path(dirpath).relative_to(root)
         for name in filenames:
             found.append((rel / name).as_posix())

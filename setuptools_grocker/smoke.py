@@ -56,7 +56,7 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
                 raise SmokeTestError(
                     f"the '{config.effective_default_command}' command exited with code {code} "
                     "before answering the HTTP probe",
-                    "see the container output below",
+                    "see the container output above",
                     details=container.logs()[-3000:],
                 )
             try:

@@ -39,7 +39,8 @@ from setuptools_grocker.project import Source, normalize_name, static_metadata
 from setuptools_grocker.report import write_json_atomic
 
 # Keys that describe one member only; they are not inherited from the workspace root.
-MEMBER_ONLY = {"commands", "default-command", "image", "image-name", "test-command", "smoke-test.command",
+MEMBER_ONLY = {"commands", "default-command", "image", "image-name", "test-command", "test-extras",
+               "smoke-test.command",
                "smoke-test.port", "smoke-test.path", "ports", "volumes", "extras", "local-packages"}
 # A Linux CPython 3.11 target, for evaluating markers of the image's interpreter.
 TARGET_ENV = {
@@ -83,7 +84,8 @@ class Member:
                    for f in self.source.files if f.endswith(".py"))
 
     def config_digest(self) -> str:
-        data = {"image": self.config.image_inputs(), "test": self.config.test_command, "kind": self.kind}
+        data = {"image": self.config.image_inputs(), "test": self.config.test_command,
+                "test-extras": self.config.test_extras, "kind": self.kind}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -321,7 +321,10 @@ class WorkspaceBuild:
                  images: BaseImages, progress: Progress, result: ProjectResult) -> None:
         test = None
         if member.has_tests:
-            extras = sorted(e for e in member.optional if e in ("test", "tests", "testing"))
+            if member.config.test_extras is not None:
+                extras = list(member.config.test_extras)
+            else:
+                extras = sorted(e for e in member.optional if e in ("test", "tests", "testing"))
             command = member.config.test_command or DEFAULT_TEST_COMMAND
             test = {"command": command, "extras": extras,
                     "requirements": [] if member.config.test_command else ["pytest"]}

@@ -59,3 +59,11 @@ def test_static_metadata_only_when_static(tmp_path: Path) -> None:
     (root / "pyproject.toml").write_text('[project]\nname = "x"\ndynamic = ["version"]\n')
     assert static_metadata(root) is None
     assert normalize_name("Demo_Pkg.x") == "demo-pkg-x"
+
+
+def test_unpacked_sdist_keeps_its_egg_info(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p")
+    (root / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: demo\n")
+    files = source_files(root)
+    assert "Demo.egg-info/PKG-INFO" in files and "PKG-INFO" in files
+    assert not [f for f in files if f.startswith((".grocker/", ".venv/", "build/")) or f.endswith(".pyc")]
