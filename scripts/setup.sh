@@ -65,7 +65,7 @@ stop_started() {
     done
 }
 
-apt_install docker.io debootstrap git ca-certificates
+apt_install docker.io debootstrap docker-registry git ca-certificates curl
 command -v docker >/dev/null || { log "no docker client after installing docker.io"; exit 1; }
 start_dockerd
 

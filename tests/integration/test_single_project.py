@@ -171,3 +171,20 @@ def test_setup_py_command_gives_the_same_image(
                 == client.containers.run(other, listing, remove=True))
     finally:
         remove_images(client, other)
+
+
+def test_push_reports_the_registry_digest(client: docker.DockerClient, demo_build: Run, examples_copy: Path,
+                                          registry: str, tmp_path: Path) -> None:
+    ref = f"{registry}/grocker-test/demo-app:pushed"
+    run = grocker("build", str(examples_copy / "demo-app"), "--tag", ref, "--push", report=tmp_path / "r.json")
+    try:
+        assert run.code == 0, run.err[-3000:]
+        digest = run.project["digest"]
+        assert digest and digest.startswith("sha256:")
+        assert run.project["status"] == "cached"  # pushing needs no rebuild
+        req = urllib.request.Request(f"http://{registry}/v2/grocker-test/demo-app/manifests/pushed", method="HEAD",
+                                     headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.headers["Docker-Content-Digest"] == digest
+    finally:
+        remove_images(client, ref)

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -15,13 +13,7 @@ import pytest
 
 from benchmarks.make_workspace import generate
 from setuptools_grocker.errors import WheelIndexError
-from tests.integration.conftest import grocker, remove_images
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.conftest import free_port, grocker, remove_images, wait_http
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +24,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([str(server), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".", "-P", ".",
                              str(packages)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/simple/", timeout=2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("pypiserver did not start")
-            time.sleep(0.2)
+    wait_http(url + "/simple/", proc, "pypiserver")
     yield url
     proc.terminate()
     proc.wait(timeout=20)
