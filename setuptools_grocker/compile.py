@@ -21,7 +21,7 @@ from setuptools_grocker.errors import CompileError
 from setuptools_grocker.image import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipconf import PipForward
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import Source, normalize_name
+from setuptools_grocker.project import Source, normalize_name, scm_version
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "HOME": "/tmp",
             "SOURCE_DATE_EPOCH": str(source_date_epoch),
         }
+        version = scm_version(source.root, source.digest, wheelhouse_root / ".scm")
+        if version:
+            env["SETUPTOOLS_SCM_PRETEND_VERSION"] = version
         result = engine.run(
             compiler,
             [f"{BUILD_VENV}/bin/python", "/grocker/compile_driver.py", "/job/job.json"],

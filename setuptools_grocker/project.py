@@ -154,3 +154,73 @@ def static_metadata(root: Path) -> dict[str, Any] | None:
     if dynamic & {"version", "dependencies", "optional-dependencies"}:
         return None
     return project
+
+
+def prepare_metadata(path: Path) -> dict[str, Any]:
+    """PEP 517 metadata preparation, with the build backend of this interpreter when it has it."""
+    import build.util
+
+    errors = []
+    for isolated in (False, True):
+        try:
+            msg = build.util.project_wheel_metadata(str(path), isolated=isolated)
+            break
+        except Exception as exc:  # the backend raises anything; we report it with the member named
+            errors.append(exc)
+    else:
+        raise ProjectError(f"cannot prepare the metadata of {path}: {_last_line(errors[-1])}",
+                           "check that `python -m build --wheel` works in that project")
+    requires = list(msg.get_all("Requires-Dist") or [])
+    plain = [r for r in requires if "extra ==" not in r.replace("'", '"').replace('extra=="', 'extra == "')]
+    optional: dict[str, list[str]] = {}
+    for extra in msg.get_all("Provides-Extra") or []:
+        optional[normalize_name(extra)] = [r for r in requires if r not in plain
+                                           and _marker_matches(r, normalize_name(extra))]
+    return {"name": msg["Name"], "version": msg["Version"], "requires": plain, "optional": optional}
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _marker_matches(requirement: str, extra: str) -> bool:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement:
+        return False
+    return req.marker is not None and req.marker.evaluate({"extra": extra})
+
+
+SCM_BACKENDS = ("setuptools_scm", "setuptools-scm", "hatch-vcs", "hatch_vcs", "versioningit", "pdm-backend")
+
+
+def scm_version(root: Path, digest: str, cache_dir: Path) -> str | None:
+    """The version a VCS-versioning backend (setuptools-scm, hatch-vcs...) computes from git.
+
+    The compile container gets a copy of the source without ``.git``, where such backends
+    cannot find a version; the version computed here is passed as
+    ``SETUPTOOLS_SCM_PRETEND_VERSION``. Cached by source hash and commit.
+    """
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file() or (root / "PKG-INFO").is_file():
+        return None
+    from setuptools_grocker.config import _load_toml
+
+    requires = " ".join(_load_toml(pyproject).get("build-system", {}).get("requires", [])).lower()
+    if not any(b in requires for b in SCM_BACKENDS):
+        return None
+    revision = git_revision(root)
+    if revision is None:
+        return None
+    cached = cache_dir / f"scm-{digest[:16]}-{revision}.txt"
+    if cached.is_file():
+        return cached.read_text().strip() or None
+    version = str(prepare_metadata(root)["version"])
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(version)
+    os.replace(tmp, cached)
+    return version

@@ -35,7 +35,7 @@ from setuptools_grocker.config import (
 )
 from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import Source, normalize_name, static_metadata
+from setuptools_grocker.project import Source, normalize_name, prepare_metadata, static_metadata
 from setuptools_grocker.report import write_json_atomic
 
 # Keys that describe one member only; they are not inherited from the workspace root.
@@ -246,45 +246,9 @@ def member_metadata(path: Path, source: Source, cache_dir: Path) -> dict[str, An
             return dict(json.loads(cached.read_text()))
         except ValueError:
             pass
-    meta = _prepare_metadata(path)
+    meta = prepare_metadata(path)
     write_json_atomic(cached, meta)
     return meta
-
-
-def _prepare_metadata(path: Path) -> dict[str, Any]:
-    """PEP 517 metadata preparation, with the build backend of this interpreter when it has it."""
-    import build.util
-
-    errors = []
-    for isolated in (False, True):
-        try:
-            msg = build.util.project_wheel_metadata(str(path), isolated=isolated)
-            break
-        except Exception as exc:  # the backend raises anything; we report it with the member named
-            errors.append(exc)
-    else:
-        raise ProjectError(f"cannot prepare the metadata of {path}: {_last_line(errors[-1])}",
-                           "check that `python -m build --wheel` works in that project")
-    requires = list(msg.get_all("Requires-Dist") or [])
-    plain = [r for r in requires if "extra ==" not in r.replace("'", '"').replace('extra=="', 'extra == "')]
-    optional: dict[str, list[str]] = {}
-    for extra in msg.get_all("Provides-Extra") or []:
-        optional[normalize_name(extra)] = [r for r in requires if r not in plain
-                                           and _marker_matches(r, normalize_name(extra))]
-    return {"name": msg["Name"], "version": msg["Version"], "requires": plain, "optional": optional}
-
-
-def _last_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-def _marker_matches(requirement: str, extra: str) -> bool:
-    try:
-        req = Requirement(requirement)
-    except InvalidRequirement:
-        return False
-    return req.marker is not None and req.marker.evaluate({**TARGET_ENV, "extra": extra})
 
 
 def _applies(req: Requirement, extras: Iterable[str]) -> bool:

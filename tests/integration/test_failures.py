@@ -127,3 +127,25 @@ def test_any_pep517_backend(client: docker.DockerClient, package, tmp_path: Path
             client.images.remove(tag, force=True)
         except docker.errors.ImageNotFound:
             pass
+
+
+def test_vcs_versioned_project_gets_its_git_version(client: docker.DockerClient, package, tmp_path: Path) -> None:
+    import subprocess
+
+    project = package("scm-app")
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    subprocess.run([*git, "tag", "v1.4.2"], check=True)
+    run = grocker("build", str(project), report=tmp_path / "r.json")
+    try:
+        assert run.code == 0, run.err[-3000:]
+        assert run.project["version"] == "1.4.2"
+        assert run.project["image"] == "scm-app:1.4.2"
+        assert client.containers.run("scm-app:1.4.2", ["scm-app"], remove=True).decode().strip() == "scm-app 1.4.2"
+    finally:
+        try:
+            client.images.remove("scm-app:1.4.2", force=True)
+        except docker.errors.ImageNotFound:
+            pass
