@@ -98,6 +98,7 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
             engine = Engine(progress)
             engine.connect()
         started_before = engine.containers_started
+        engine.reap_orphans()
         try:
             _run(config, environ, progress, engine, result)
         finally:

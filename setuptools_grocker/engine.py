@@ -6,9 +6,9 @@ so a user can replay it by hand.
 """
 from __future__ import annotations
 
-import io
 import json
-import tarfile
+import os
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover
     docker = None  # type: ignore[assignment]
 
 OWNER_LABEL = "io.grocker.owner"
+# host:pid of the grocker process that created a container, to find the orphans of killed builds.
+PID_LABEL = "io.grocker.pid"
 
 
 @dataclass(frozen=True)
@@ -318,13 +320,34 @@ class Engine:
                 entrypoint=entrypoint,
                 network_mode=network,
                 ports=dict(ports or {}),
-                labels={OWNER_LABEL: "setuptools-grocker"},
+                labels={OWNER_LABEL: "setuptools-grocker", PID_LABEL: f"{socket.gethostname()}:{os.getpid()}"},
                 name=name,
                 detach=True,
             )
         except docker.errors.APIError as exc:
             raise GrockerError(f"cannot create a container from {image}: {_short(exc)}",
                                "check that the image exists and the paths mounted are valid") from exc
+
+    def reap_orphans(self) -> int:
+        """Remove containers left by grocker processes of this host that no longer exist.
+
+        A build killed with SIGKILL cannot remove its containers; the next build does.
+        """
+        host = socket.gethostname()
+        removed = 0
+        try:
+            containers = self._call("list containers", self.client.containers.list, all=True,
+                                    filters={"label": OWNER_LABEL})
+        except docker.errors.APIError:
+            return 0
+        for c in containers:
+            owner = (c.labels or {}).get(PID_LABEL, "")
+            owner_host, _, pid = owner.rpartition(":")
+            if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+                continue
+            self._remove(c)
+            removed += 1
+        return removed
 
     def _remove(self, container: Any) -> None:
         try:
@@ -378,13 +401,14 @@ class Container:
         return elapsed
 
 
-def tar_directory(path: Path) -> io.BytesIO:
-    """An in-memory tar of a directory (small build contexts only)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(str(path), arcname=".")
-    buf.seek(0)
-    return buf
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _short(exc: BaseException) -> str:

@@ -155,6 +155,7 @@ class WorkspaceBuild:
         start = time.monotonic()
         self._clean_stale_staging()
         with Engine(self.progress) as engine:
+            engine.reap_orphans()
             entries = {e.name: e for e in self.plan(engine)}
             selected = self.ws.select(self.options.only) if self.options.only else set(self.ws.order)
             results: dict[str, ProjectResult] = {}

@@ -74,6 +74,8 @@ def test_failing_check_leaves_the_image_untagged(client: docker.DockerClient, pa
 def test_failing_http_probe_leaves_the_image_untagged(client: docker.DockerClient, package,
                                                      tmp_path: Path) -> None:
     project = package("http-fails")
+    owned = {"label": "io.grocker.owner=setuptools-grocker"}
+    before = {c.id for c in client.containers.list(all=True, filters=owned)}
     run = grocker("build", str(project), "--tag", "grocker-test/http-fails:1", report=tmp_path / "r.json")
     assert run.code == SmokeTestError.exit_code
     line = error_line(run.err)
@@ -81,7 +83,7 @@ def test_failing_http_probe_leaves_the_image_untagged(client: docker.DockerClien
     assert "GET /health-that-does-not-exist" in run.err  # the probe's output is shown
     assert_untagged(client, "grocker-test/http-fails:1")
     # No probe container is left behind.
-    leftovers = client.containers.list(all=True, filters={"label": "io.grocker.owner=setuptools-grocker"})
+    leftovers = [c for c in client.containers.list(all=True, filters=owned) if c.id not in before]
     assert leftovers == []
 
 

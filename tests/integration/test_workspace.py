@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,7 +159,8 @@ def test_failing_library_skips_exactly_its_dependents(workspace, first_build: Ru
     assert "1 member(s) failed" in run.err
 
 
-def test_build_killed_midway_then_a_normal_build_succeeds(workspace, first_build: Run, tmp_path: Path) -> None:
+def test_build_killed_midway_then_a_normal_build_succeeds(client: docker.DockerClient, workspace, first_build: Run,
+                                                          tmp_path: Path) -> None:
     root, graph, prefix = workspace
     base = f"{prefix}lib-01"
     touch_line(root / "libs" / base / "src" / base.replace("-", "_") / "__init__.py", "before kill")
@@ -188,6 +190,9 @@ def test_build_killed_midway_then_a_normal_build_succeeds(workspace, first_build
     assert set(statuses(run).values()) <= {"built", "cached"}
     again = grocker("workspace", "build", str(root), report=tmp_path / "r2.json")
     assert set(statuses(again).values()) == {"cached"}
+    # The containers the killed build left behind were removed by the next build.
+    orphans = client.containers.list(all=True, filters={"label": f"io.grocker.pid={socket.gethostname()}:{proc.pid}"})
+    assert orphans == []
 
 
 def test_two_builds_at_once_neither_corrupt_nor_mix(client: docker.DockerClient, workspace, first_build: Run,
