@@ -69,6 +69,10 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
     wsb.add_argument("--wheel-index", metavar="URL",
                      help="PyPI-compatible index to share wheels through (overrides workspace.index-url)")
+    wsb.add_argument("--stage", action="append", choices=["wheel", "test", "image", "smoke", "push"],
+                     help="run only this stage (repeatable; default: all); what earlier stages made is reused")
+    wsb.add_argument("--no-deps", action="store_true",
+                     help="with --only: do not build dependencies; take their wheels from earlier builds or the index")
     wsb.set_defaults(func=cmd_ws_build)
 
     boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
@@ -142,11 +146,14 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
 
     if args.jobs < 1:
         raise WorkspaceError(f"--jobs {args.jobs} is not a positive number", "use --jobs 1 or more")
+    if args.no_deps and not args.only:
+        raise WorkspaceError("--no-deps needs --only NAME", "name the members to build")
     if args.keep_going and args.fail_fast:
         raise WorkspaceError("--keep-going and --fail-fast contradict each other", "give one of them")
     ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
     options = WorkspaceOptions(jobs=args.jobs, only=tuple(args.only or ()), fail_fast=args.fail_fast,
-                               push=args.push, no_cache=args.no_cache, index_url=args.wheel_index)
+                               push=args.push or "push" in (args.stage or ()), no_cache=args.no_cache,
+                               index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps)
     report = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).run()
     if args.report:
         report.write(Path(args.report).resolve())

@@ -65,15 +65,18 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    local_sources: list[Source], pip: PipForward, wheelhouse_root: Path, key: str,
                    pip_cache: Path, source_date_epoch: int, progress: Progress,
                    internal_wheels: Sequence[Path] = (), mode: str = "project",
-                   test: Mapping[str, Any] | None = None, what: str | None = None) -> Wheelhouse:
+                   test: Mapping[str, Any] | None = None, what: str | None = None,
+                   test_wheel: Path | None = None) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``mode="project"`` builds the project and its whole closure (internal wheels given as
-    files); ``mode="library"`` builds the project's own wheel and runs ``test`` against it.
+    files); ``mode="library"`` builds the project's own wheel and runs ``test`` against it
+    when given; ``mode="test"`` only runs ``test`` against ``test_wheel`` (nothing is
+    published; the existing wheelhouse is returned).
     """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
-    if existing is not None and not config.no_cache:
+    if mode != "test" and existing is not None and not config.no_cache:
         progress.info(f"wheels for {key[:12]} already built: {final}")
         return existing
     what = what or config.project_dir.name
@@ -95,6 +98,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "mode": mode,
             "internal_wheels": [f"/internal/{i}/{w.name}" for i, w in enumerate(internal_wheels)],
             "test": dict(test) if test else None,
+            "wheel": f"/test-wheel/{test_wheel.name}" if test_wheel else None,
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
         mounts = [
@@ -105,6 +109,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             Mount(pip_cache, "/pip-cache", read_only=False),
             *(Mount(s.root, f"/local/{i}") for i, s in enumerate(local_sources)),
             *(Mount(w.parent, f"/internal/{i}") for i, w in enumerate(internal_wheels)),
+            *([Mount(test_wheel.parent, "/test-wheel")] if test_wheel else []),
             *pip.mounts,
         ]
         env = {
@@ -137,6 +142,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                 "see pip's output above; a missing C library usually needs system-packages.build",
                 details=result.tail(30),
             )
+        if mode == "test":
+            assert existing is not None, "tests need the published wheel"
+            return existing
         manifest = json.loads((staging / "out" / "manifest.json").read_text())
         # Atomic publication: the directory appears complete or not at all.
         if final.exists() and config.no_cache:

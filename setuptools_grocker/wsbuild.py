@@ -31,11 +31,11 @@ from setuptools_grocker.build import cache_home, default_reference
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError
+from setuptools_grocker.errors import GrockerError, WorkspaceError
 from setuptools_grocker.image import BaseImages, ensure_base_images, root_key
 from setuptools_grocker.pipconf import PipForward, forward
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import git_commit_time
+from setuptools_grocker.project import git_commit_time, normalize_name
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
 from setuptools_grocker.smoke import smoke_test
 from setuptools_grocker.wheelhouse import WheelIndex
@@ -49,6 +49,14 @@ from setuptools_grocker.workspace import (
 )
 
 STALE_STAGING_SECONDS = 6 * 3600
+STAGES = ("wheel", "test", "image", "smoke", "push")
+
+
+def stages_of(member: Member, push: bool) -> list[str]:
+    """The stages of one member, in order (``push`` only when asked for)."""
+    if member.kind == "library":
+        return ["wheel"] + (["test"] if member.has_tests else [])
+    return ["wheel", "image", "smoke"] + (["push"] if push else [])
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,9 @@ class WorkspaceOptions:
     push: bool = False
     no_cache: bool = False
     index_url: str | None = None
+    #: Run only these stages (default: all); with ``no_deps``, build only the members named in ``only``.
+    stages: tuple[str, ...] = ()
+    no_deps: bool = False
 
 
 @dataclass
@@ -120,11 +131,11 @@ class WorkspaceBuild:
         self.keys = member_keys(self.ws, self.env_key)
 
     def _artifact_present(self, engine: Engine, member: Member, state: Mapping[str, Any]) -> bool:
-        if member.kind == "library":
-            wheel = state.get("wheel")
-            return isinstance(wheel, str) and Path(wheel).is_file()
-        image_id = state.get("image_id")
-        return isinstance(image_id, str) and engine.image_id(image_id) is not None
+        done = state.get("stages", {})
+        needed = stages_of(member, self.options.push)
+        if not all(s in done and self._stage_valid(engine, s, done[s]) for s in needed):
+            return False
+        return True
 
     def plan(self, engine: Engine) -> list[PlanEntry]:
         self._compute_keys(engine)
@@ -136,7 +147,7 @@ class WorkspaceBuild:
                 state = load_member_state(self.ws, name)
                 reason = why_rebuild(self.keys[name], state, rebuilt)
                 if reason is None and not self._artifact_present(engine, m, state):
-                    reason = "wheel missing" if m.kind == "library" else "image missing"
+                    reason = "unfinished stages or missing " + ("wheel" if m.kind == "library" else "image")
                 fetch = None
                 if reason is not None and m.kind == "library" and self.index and not self.options.no_cache:
                     fetch = self.index.find(m.name, m.version, self.keys[name]["key"])
@@ -157,7 +168,13 @@ class WorkspaceBuild:
         with Engine(self.progress) as engine:
             engine.reap_orphans()
             entries = {e.name: e for e in self.plan(engine)}
-            selected = self.ws.select(self.options.only) if self.options.only else set(self.ws.order)
+            if self.options.only and self.options.no_deps:
+                selected = {normalize_name(n) for n in self.options.only}
+                self.ws.select(self.options.only)  # unknown names fail with a hint
+            elif self.options.only:
+                selected = self.ws.select(self.options.only)
+            else:
+                selected = set(self.ws.order)
             results: dict[str, ProjectResult] = {}
             for name in self.ws.order:
                 if name not in selected:
@@ -189,7 +206,7 @@ class WorkspaceBuild:
             while pending or running:
                 for name in list(pending):
                     r = results[name]
-                    deps = self.ws.members[name].deps & set(results)
+                    deps = self.ws.members[name].deps & set(results)  # --no-deps: the others are on disk
                     bad = [d for d in sorted(deps) if results[d].status in ("failed", "skipped")]
                     if bad:
                         pending.remove(name)
@@ -231,22 +248,12 @@ class WorkspaceBuild:
         result.started_at = time.time()
         result.reason = entry.reason
         start = time.monotonic()
-        state = load_member_state(self.ws, name)
         verb = "up to date" if entry.reason is None else f"building ({entry.reason})"
         self.progress.write(f"[{name}] {member.kind} {member.version}: {verb}")
         try:
             with Engine(progress) as engine:
                 try:
-                    if entry.reason is None and entry.fetch:
-                        self._fetch(member, entry, result)
-                    elif entry.reason is None:
-                        self._reuse(engine, member, state, result)
-                    elif member.kind == "library":
-                        assert images is not None
-                        self._library(engine, member, entry, results, images, progress, result)
-                    else:
-                        assert images is not None
-                        self._application(engine, member, entry, results, images, progress, result)
+                    self._run_stages(engine, member, entry, results, images, progress, result)
                 finally:
                     result.containers_started = engine.containers_started
         except GrockerError as exc:
@@ -261,19 +268,118 @@ class WorkspaceBuild:
         tail = f": {result.error}" if result.error else ""
         self.progress.write(f"[{name}] {mark} in {result.seconds:.1f}s{tail}")
 
-    def _reuse(self, engine: Engine, member: Member, state: Mapping[str, Any], result: ProjectResult) -> None:
-        result.status = "cached"
-        result.wheel = state.get("wheel")
-        if member.kind == "application":
-            ref = self._reference(member)
-            if engine.image_id(ref) != state["image_id"]:
-                engine.tag(state["image_id"], ref)
-            result.image, result.image_id = ref, state["image_id"]
-            result.distributions = list(state.get("distributions", []))
-            if self.options.push:
-                result.digest = engine.push(ref)
+    def _run_stages(self, engine: Engine, member: Member, entry: PlanEntry, results: Mapping[str, ProjectResult],
+                    images: BaseImages | None, progress: Progress, result: ProjectResult) -> None:
+        state = load_member_state(self.ws, member.name)
+        if state.get("key") != entry.key or self.options.no_cache:
+            state = {}
+        if entry.fetch and "wheel" not in state.get("stages", {}):
+            state = self._fetch(member, entry, progress)
+        done: dict[str, Any] = dict(state.get("stages", {}))
+        requested = set(self.options.stages or STAGES)
+        ran = False
+        for stage in stages_of(member, self.options.push):
+            if stage not in requested or (stage in done and self._stage_valid(engine, stage, done[stage])):
+                continue
+            missing = [s for s in stages_of(member, False)[: stages_of(member, False).index(stage)]
+                       if s not in done] if stage != "push" else [s for s in ("wheel", "image", "smoke")
+                                                                  if s not in done]
+            if missing:
+                raise WorkspaceError(f"stage '{stage}' of {member.name} needs stage '{missing[0]}' first",
+                                     f"run it: grocker workspace build --only {member.name} --stage {missing[0]}")
+            # A library's wheel and tests share one container when both are to run.
+            combine = stage == "wheel" and "test" in stages_of(member, False) and "test" in requested \
+                and "test" not in done
+            with progress.stage("wheel + test" if combine else stage):
+                done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
+                                          with_tests=combine)
+            if combine:
+                done["test"] = {"command": done[stage].pop("test_command")}
+            ran = True
+            self._save_state(member, done)
+        self._fill_result(member, done, result)
+        result.status = "built" if ran else "cached"
+        if ran and self.index is not None and member.kind == "library" and \
+                all(s in done for s in stages_of(member, False)) and not done["wheel"].get("fetched"):
+            self._upload(member, entry, Path(done["wheel"]["wheel"]), progress)
 
-    def _fetch(self, member: Member, entry: PlanEntry, result: ProjectResult) -> None:
+    def _stage_valid(self, engine: Engine, stage: str, data: Mapping[str, Any]) -> bool:
+        if stage == "wheel":
+            return Path(str(data.get("wheel"))).is_file()
+        if stage == "image":
+            return engine.image_id(str(data.get("image_id"))) is not None
+        return True
+
+    def _stage(self, stage: str, engine: Engine, member: Member, entry: PlanEntry,
+               results: Mapping[str, ProjectResult], images: BaseImages | None, done: Mapping[str, Any],
+               progress: Progress, with_tests: bool = False) -> dict[str, Any]:
+        if stage == "push":
+            ref = self._reference(member)
+            if engine.image_id(ref) != done["image"]["image_id"]:
+                engine.tag(done["image"]["image_id"], ref)
+            return {"image": ref, "digest": engine.push(ref)}
+        assert images is not None, "the compiler image is made before any stage runs"
+        if stage == "wheel":
+            mode = "library" if member.kind == "library" else "project"
+            test = self._test_spec(member) if with_tests else None
+            wheels = self._compile(engine, member, entry, images, progress, mode=mode, test=test)
+            data: dict[str, Any] = {"wheel": str(wheels.project_wheel), "distributions": wheels.distributions()}
+            if test:
+                data["test_command"] = test["command"]
+            return data
+        if stage == "test":
+            test = self._test_spec(member)
+            self._compile(engine, member, entry, images, progress, mode="test", test=test,
+                          test_wheel=Path(done["wheel"]["wheel"]))
+            return {"command": test["command"]}
+        config = self._app_config(member)
+        if stage == "image":
+            from setuptools_grocker.build import build_runtime_image
+
+            with self._image_lock(config.run_packages):
+                roots = ensure_base_images(engine, config, progress, need_compiler=False)
+            wheelhouse = Wheelhouse.load(Path(done["wheel"]["wheel"]).parent.parent)
+            if wheelhouse is None:
+                raise WorkspaceError(f"the wheels of {member.name} are gone", "build again with --no-cache")
+            image_id = build_runtime_image(engine, config, wheels=wheelhouse, key=entry.key, progress=progress,
+                                           images=BaseImages(roots.root, images.compiler, roots.root_key))
+            return {"image_id": image_id}
+        if stage == "smoke":
+            smoke_test(engine, config, done["image"]["image_id"], progress)
+            ref = self._reference(member)
+            engine.tag(done["image"]["image_id"], ref)
+            return {"image": ref}
+        raise AssertionError(stage)
+
+    def _test_spec(self, member: Member) -> dict[str, Any]:
+        extras = (list(member.config.test_extras) if member.config.test_extras is not None
+                  else sorted(e for e in member.optional if e in ("test", "tests", "testing")))
+        command = member.config.test_command or DEFAULT_TEST_COMMAND
+        return {"command": command, "extras": extras,
+                "requirements": [] if member.config.test_command else ["pytest"]}
+
+    def _app_config(self, member: Member) -> Config:
+        # The runtime root gets the run packages of the application and of its internal libraries.
+        closure = self.ws.closure(member.name)
+        run_packages = sorted({p for n in [member.name, *closure] for p in self.ws.members[n].config.run_packages})
+        return dataclasses.replace(member.config, run_packages=tuple(run_packages),
+                                   build_packages=self.shared.build_packages if self.shared else (),
+                                   no_cache=self.options.no_cache)
+
+    def _fill_result(self, member: Member, done: Mapping[str, Any], result: ProjectResult) -> None:
+        wheel = done.get("wheel", {})
+        result.wheel = wheel.get("wheel")
+        result.distributions = list(wheel.get("distributions", []))
+        if wheel.get("fetched"):
+            result.reason = "fetched from the wheel index"
+        if member.kind == "application":
+            result.image_id = done.get("image", {}).get("image_id")
+            result.image = done.get("smoke", {}).get("image")
+            result.digest = done.get("push", {}).get("digest")
+            if result.image and result.image_id and result.image != self._reference(member):
+                result.image = self._reference(member)
+
+    def _fetch(self, member: Member, entry: PlanEntry, progress: Progress) -> dict[str, Any]:
         """Take this exact build of a library from the wheel index instead of building it."""
         assert self.index is not None and entry.fetch is not None
         final = self.ws.state_dir / "wheels" / member.name / entry.key
@@ -286,10 +392,13 @@ class WorkspaceBuild:
         except OSError:  # published meanwhile by a concurrent build
             shutil.rmtree(staging, ignore_errors=True)
         found = sorted((final / "wheels").glob("*.whl"))
-        result.status = "cached"
-        result.reason = "fetched from the wheel index"
-        result.wheel = str(found[0])
-        self._save_state(member, {"wheel": result.wheel, "fetched": True})
+        progress.info(f"fetched {found[0].name} from the wheel index")
+        # Only complete (tested) libraries are uploaded: every stage counts as done.
+        done = {"wheel": {"wheel": str(found[0]), "distributions": [], "fetched": True}}
+        for stage in stages_of(member, False)[1:]:
+            done[stage] = {"fetched": True}
+        self._save_state(member, done)
+        return {"key": entry.key, "stages": done}
 
     def _upload(self, member: Member, entry: PlanEntry, wheel: Path, progress: Progress) -> None:
         if self.index is not None:
@@ -300,85 +409,52 @@ class WorkspaceBuild:
     def _reference(self, member: Member) -> str:
         return default_reference(member.config, member.name, member.version)
 
-    def _wheel_of(self, results: Mapping[str, ProjectResult], name: str) -> Path:
-        wheel = results[name].wheel
-        assert wheel, f"{name} has no wheel"
-        return Path(wheel)
+    def _dep_wheel(self, name: str) -> Path:
+        """The wheel of internal dependency ``name``: built in this run, before, or on the index."""
+        state = load_member_state(self.ws, name)
+        key = self.keys[name]["key"]
+        wheel = state.get("stages", {}).get("wheel", {}).get("wheel") if state.get("key") == key else None
+        if wheel and Path(wheel).is_file():
+            return Path(wheel)
+        if self.index is not None:
+            m = self.ws.members[name]
+            url = self.index.find(m.name, m.version, key)
+            if url:
+                entry = PlanEntry(name, m.kind, m.version, 0, sorted(m.deps), key, None, url)
+                fetched = self._fetch(m, entry, Progress(quiet=True))
+                return Path(fetched["stages"]["wheel"]["wheel"])
+        raise WorkspaceError(f"dependency {name} is not built for this source",
+                             f"build it first (grocker workspace build --only {name}), or drop --no-deps")
 
-    def _compile(self, engine: Engine, member: Member, entry: PlanEntry, results: Mapping[str, ProjectResult],
-                 images: BaseImages, progress: Progress, *, mode: str,
-                 test: Mapping[str, Any] | None) -> Wheelhouse:
-        internal = [self._wheel_of(results, d) for d in self.ws.closure(member.name)]
+    def _compile(self, engine: Engine, member: Member, entry: PlanEntry, images: BaseImages, progress: Progress,
+                 *, mode: str, test: Mapping[str, Any] | None = None, test_wheel: Path | None = None) -> Wheelhouse:
+        internal = [self._dep_wheel(d) for d in self.ws.closure(member.name)]
         config = dataclasses.replace(member.config, no_cache=self.options.no_cache)
         epoch = int(self.environ.get("SOURCE_DATE_EPOCH") or git_commit_time(member.path) or 315532800)
         return compile_wheels(
             engine, config, compiler=images.compiler, source=member.source, local_sources=[], pip=self.pip,
             wheelhouse_root=self.ws.state_dir / "wheels" / member.name, key=entry.key,
             pip_cache=cache_home(self.environ) / "pip", source_date_epoch=epoch, progress=progress,
-            internal_wheels=internal, mode=mode, test=test, what=member.name,
+            internal_wheels=internal, mode=mode, test=test, what=member.name, test_wheel=test_wheel,
         )
-
-    def _library(self, engine: Engine, member: Member, entry: PlanEntry, results: Mapping[str, ProjectResult],
-                 images: BaseImages, progress: Progress, result: ProjectResult) -> None:
-        test = None
-        if member.has_tests:
-            if member.config.test_extras is not None:
-                extras = list(member.config.test_extras)
-            else:
-                extras = sorted(e for e in member.optional if e in ("test", "tests", "testing"))
-            command = member.config.test_command or DEFAULT_TEST_COMMAND
-            test = {"command": command, "extras": extras,
-                    "requirements": [] if member.config.test_command else ["pytest"]}
-        with progress.stage("wheel" + (" + tests" if test else "")):
-            wheels = self._compile(engine, member, entry, results, images, progress, mode="library", test=test)
-        result.wheel = str(wheels.project_wheel)
-        result.distributions = wheels.distributions()
-        self._upload(member, entry, wheels.project_wheel, progress)
-        result.status = "built"
-        self._save_state(member, {"wheel": result.wheel, "distributions": result.distributions})
-
-    def _application(self, engine: Engine, member: Member, entry: PlanEntry,
-                     results: Mapping[str, ProjectResult], images: BaseImages, progress: Progress,
-                     result: ProjectResult) -> None:
-        from setuptools_grocker.build import build_runtime_image
-
-        with progress.stage("compile"):
-            wheels = self._compile(engine, member, entry, results, images, progress, mode="project", test=None)
-        result.wheel = str(wheels.project_wheel)
-        result.distributions = wheels.distributions()
-        # The runtime root gets the run packages of the application and of its internal libraries.
-        closure = self.ws.closure(member.name)
-        run_packages = sorted({p for n in [member.name, *closure] for p in self.ws.members[n].config.run_packages})
-        config = dataclasses.replace(member.config, run_packages=tuple(run_packages),
-                                     build_packages=self.shared.build_packages if self.shared else (),
-                                     no_cache=self.options.no_cache)
-        with self._image_lock(tuple(run_packages)):
-            app_images = ensure_base_images(engine, config, progress)
-        app_images = BaseImages(root=app_images.root, compiler=images.compiler, root_key=app_images.root_key)
-        with progress.stage("image"):
-            image_id = build_runtime_image(engine, config, images=app_images, wheels=wheels, key=entry.key,
-                                           progress=progress)
-        with progress.stage("smoke test"):
-            smoke_test(engine, config, image_id, progress)
-        ref = self._reference(member)
-        engine.tag(image_id, ref)
-        result.image, result.image_id = ref, image_id
-        if self.options.push:
-            with progress.stage("push"):
-                result.digest = engine.push(ref)
-        result.status = "built"
-        self._save_state(member, {"wheel": result.wheel, "image": ref, "image_id": image_id,
-                                  "distributions": result.distributions, "digest": result.digest})
 
     def _image_lock(self, key: tuple[str, ...]) -> threading.Lock:
         with self._lock:
             return self._image_locks.setdefault(",".join(key), threading.Lock())
 
-    def _save_state(self, member: Member, data: dict[str, Any]) -> None:
+    def _save_state(self, member: Member, done: Mapping[str, Any]) -> None:
+        """Write the member's state (atomically) after each finished stage."""
         parts = self.keys[member.name]
-        write_json_atomic(member_state_path(self.ws, member.name),
-                          {"name": member.name, "version": member.version, "kind": member.kind,
-                           "key": parts["key"], "parts": parts, **data})
+        wheel = done.get("wheel", {})
+        write_json_atomic(member_state_path(self.ws, member.name), {
+            "name": member.name, "version": member.version, "kind": member.kind, "key": parts["key"],
+            "parts": parts, "stages": dict(done),
+            # Flat copies for readers of the state file.
+            "wheel": wheel.get("wheel"), "distributions": wheel.get("distributions", []),
+            "image_id": done.get("image", {}).get("image_id"), "image": done.get("smoke", {}).get("image"),
+            "digest": done.get("push", {}).get("digest"),
+            "complete": all(s in done for s in stages_of(member, False)),
+        })
 
     def _clean_stale_staging(self) -> None:
         """Remove staging directories of builds killed long ago (never read as results)."""

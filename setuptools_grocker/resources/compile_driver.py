@@ -141,6 +141,9 @@ def main():
         pip("wheel", *PEP517, "--no-deps", "--wheel-dir", local_out, tree)
     tree = os.path.join(scratch, "src")
     copy_tree(job["src"], job["files"], tree)
+    if job.get("mode") == "test":
+        run_tests(job, job["wheel"], tree)
+        return
     log("project wheel")
     pip("wheel", *PEP517, "--no-deps", "--wheel-dir", project_out, tree)
     project_wheel = only_wheel(project_out)

@@ -219,3 +219,38 @@ def test_two_builds_at_once_neither_corrupt_nor_mix(client: docker.DockerClient,
             labels = client.images.get(state["image_id"]).labels
             assert json.loads(labels["io.grocker.distributions"]) == state["distributions"]
             assert labels["io.grocker.key"] == state["key"]
+
+
+def test_stages_one_at_a_time_without_dependencies(tmp_path: Path, client: docker.DockerClient, run_id: str) -> None:
+    """What a Buildbot member build does: one stage per step, dependencies taken from disk."""
+    root = tmp_path / "ws"
+    prefix = f"s{run_id[:5]}-"
+    graph = generate(root, libs=2, apps=1, levels=2, prefix=prefix)
+    lib0, lib1, app = f"{prefix}lib-00", f"{prefix}lib-01", f"{prefix}app-00"
+
+    def stage(member: str, *stages: str) -> Run:
+        args = ["workspace", "build", str(root), "--only", member, "--no-deps"]
+        for s in stages:
+            args += ["--stage", s]
+        return grocker(*args, report=tmp_path / f"{member}-{'-'.join(stages)}.json")
+
+    try:
+        early = stage(lib1, "wheel")
+        assert early.code == WorkspaceError.exit_code
+        assert f"dependency {lib0} is not built" in early.project["error"]
+        out_of_order = stage(lib0, "test")
+        assert "needs stage 'wheel' first" in out_of_order.project["error"]
+        assert stage(lib0, "wheel").code == 0
+        tested = stage(lib0, "test")
+        assert tested.code == 0 and tested.project["status"] == "built" and tested.project["containers_started"] == 1
+        for s in ("wheel", "test"):
+            assert stage(lib1, s).code == 0
+        for s in ("wheel", "image", "smoke"):
+            run = stage(app, s)
+            assert run.code == 0, run.err[-3000:]
+        assert run.project["image"] == f"{app}:2.0.0"
+        full = grocker("workspace", "build", str(root), report=tmp_path / "full.json")
+        assert set(statuses(full).values()) == {"cached"}
+        assert len(graph["libraries"]) == 2
+    finally:
+        remove_images(client, f"{app}:2.0.0")
