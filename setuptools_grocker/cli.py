@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from setuptools_grocker import __version__
 from setuptools_grocker.errors import GrockerError
@@ -96,23 +96,35 @@ def run_build(project: Path, overrides: Mapping[str, Any], *, environ: Mapping[s
 
     start = time.monotonic()
     report_path = overrides.get("report")
+    if report_path == "-":
+        overrides = {**overrides, "report": None}
     try:
         check_python_project(project.resolve())
         config = load_config(project, environ=environ, overrides=overrides, warn=progress.warn)
     except GrockerError as exc:
         if report_path:
             failed = ProjectResult(name=project.resolve().name, error=exc.one_line(), exit_code=exc.exit_code)
-            Report([failed], time.monotonic() - start).write(Path(report_path))
+            emit_report(Report([failed], time.monotonic() - start), report_path)
         raise
     result = build_project(config, environ=environ, progress=progress)
     report = Report([result], time.monotonic() - start)
-    if config.report:
-        report.write(config.report)
+    emit_report(report, report_path)
     progress.write(summary_table(report))
     if result.status == "failed":
         sys.stderr.write(f"grocker: error: {result.error}\n")
         return result.exit_code
     return 0
+
+
+def emit_report(report: Any, where: str | None) -> None:
+    """``--report FILE`` writes the file atomically; ``--report -`` prints it on stdout (for CI steps)."""
+    import json
+
+    if where == "-":
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+        sys.stdout.flush()
+    elif where:
+        report.write(Path(where).resolve())
 
 
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
@@ -155,8 +167,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
                                push=args.push or "push" in (args.stage or ()), no_cache=args.no_cache,
                                index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps)
     report = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).run()
-    if args.report:
-        report.write(Path(args.report).resolve())
+    emit_report(report, args.report)
     progress.write(summary_table(report))
     if report.ok:
         return 0
@@ -182,8 +193,7 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None,
-         handlers: Mapping[str, Callable[..., int]] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     progress = Progress(quiet=args.quiet)

@@ -45,3 +45,11 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("setuptools-grocker ")
+
+
+def test_report_on_stdout_for_ci_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["build", str(tmp_path), "--report", "-"]) == ProjectError.exit_code
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["ok"] is False and "is not a Python project" in report["projects"][0]["error"]
+    assert "grocker: error:" in captured.err
