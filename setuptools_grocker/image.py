@@ -212,3 +212,8 @@ def write_runtime_context(ctx: Path, config: Config, *, root: str, compiler: str
         cmd=json.dumps([config.effective_default_command]),
     )
     (ctx / "Dockerfile").write_text(dockerfile)
+    # COPY keeps modes: under a restrictive umask (a daemonised CI worker has 077) the
+    # runtime user could not read its own entrypoint.
+    for path in (ctx / "grocker").rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (ctx / "grocker").chmod(0o755)

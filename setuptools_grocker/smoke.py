@@ -21,7 +21,8 @@ def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress
     short = image_id.split(":")[-1][:12]
     result = engine.run(image_id, ["check"])
     if result.exit_code != 0:
-        failed = [ln for ln in result.output.splitlines() if ln.startswith("FAIL")]
+        lines = [ln.strip() for ln in result.output.splitlines() if ln.strip()]
+        failed = [ln for ln in lines if ln.startswith("FAIL")] or lines[-1:]
         raise SmokeTestError(
             f"image {short} failed `check`: {failed[0] if failed else 'exit code %d' % result.exit_code}",
             "a module does not import or a program is missing; fix the dependencies or system-packages.run",

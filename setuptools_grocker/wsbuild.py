@@ -36,6 +36,7 @@ from setuptools_grocker.image import BaseImages, ensure_base_images, root_key
 from setuptools_grocker.pipconf import PipForward, forward
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import git_commit_time, normalize_name
+from setuptools_grocker.registry import key_tag, manifest_digest
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
 from setuptools_grocker.smoke import smoke_test
 from setuptools_grocker.wheelhouse import WheelIndex
@@ -83,11 +84,12 @@ class PlanEntry:
     reason: str | None  # None: up to date
     #: URL of this exact build on the wheel index, when it is there and not here.
     fetch: str | None = None
+    stages: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "version": self.version, "level": self.level,
                 "depends_on": self.depends_on, "key": self.key, "up_to_date": self.reason is None,
-                "reason": self.reason, "fetch": self.fetch}
+                "reason": self.reason, "fetch": self.fetch, "stages": self.stages}
 
 
 class WorkspaceBuild:
@@ -153,12 +155,17 @@ class WorkspaceBuild:
                     fetch = self.index.find(m.name, m.version, self.keys[name]["key"])
                     if fetch:
                         reason = None
+                if reason is not None and m.kind == "application" and m.config.registry and not self.options.no_cache:
+                    # Built and pushed by another machine: the registry holds it under its key tag.
+                    ref = f"{self._reference(m).rsplit(':', 1)[0]}:{key_tag(self.keys[name]['key'])}"
+                    if manifest_digest(ref):
+                        reason, fetch = None, f"registry:{ref}"
                 if self.options.no_cache and reason is None:
                     reason = "--no-cache"
                 if reason is not None:
                     rebuilt.add(name)
                 entries.append(PlanEntry(name, m.kind, m.version, level, sorted(m.deps),
-                                         self.keys[name]["key"], reason, fetch))
+                                         self.keys[name]["key"], reason, fetch, stages_of(m, self.options.push)))
         return entries
 
     # -- the run ------------------------------------------------------------------------
@@ -273,6 +280,11 @@ class WorkspaceBuild:
         state = load_member_state(self.ws, member.name)
         if state.get("key") != entry.key or self.options.no_cache:
             state = {}
+        if entry.fetch and entry.fetch.startswith("registry:"):
+            result.status, result.reason = "cached", "in the registry"
+            result.image = self._reference(member)
+            result.digest = manifest_digest(entry.fetch[len("registry:"):])
+            return
         if entry.fetch and "wheel" not in state.get("stages", {}):
             state = self._fetch(member, entry, progress)
         done: dict[str, Any] = dict(state.get("stages", {}))
@@ -317,7 +329,11 @@ class WorkspaceBuild:
             ref = self._reference(member)
             if engine.image_id(ref) != done["image"]["image_id"]:
                 engine.tag(done["image"]["image_id"], ref)
-            return {"image": ref, "digest": engine.push(ref)}
+            digest = engine.push(ref)
+            keyed = f"{ref.rsplit(':', 1)[0]}:{key_tag(entry.key)}"
+            engine.tag(done["image"]["image_id"], keyed)
+            engine.push(keyed)
+            return {"image": ref, "digest": digest}
         assert images is not None, "the compiler image is made before any stage runs"
         if stage == "wheel":
             mode = "library" if member.kind == "library" else "project"
@@ -473,7 +489,8 @@ def print_plan(entries: list[PlanEntry], write: Callable[[str], None]) -> None:
     for e in entries:
         status = "up to date" if e.reason is None else f"rebuild: {e.reason}"
         if e.fetch:
-            status = "up to date (on the wheel index)"
+            status = "up to date (in the registry)" if e.fetch.startswith("registry:") else \
+                "up to date (on the wheel index)"
         write(f"{e.level:<5}  {e.name:<{width}}  {e.kind:<11}  {e.version:<10}  {status}")
     todo = sum(1 for e in entries if e.reason is not None)
     write(f"{len(entries)} members, {todo} to build, {len(entries) - todo} up to date")

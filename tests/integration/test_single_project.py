@@ -188,3 +188,19 @@ def test_push_reports_the_registry_digest(client: docker.DockerClient, demo_buil
             assert resp.headers["Docker-Content-Digest"] == digest
     finally:
         remove_images(client, ref)
+
+
+def test_restrictive_umask_still_gives_a_readable_entrypoint(client: docker.DockerClient, examples_copy: Path,
+                                                             tmp_path: Path) -> None:
+    """Daemonised CI workers run with umask 077; the image must not inherit it."""
+    import subprocess
+    import sys
+
+    ref = "grocker-test/umask:1"
+    proc = subprocess.run(["sh", "-c", f'umask 077 && exec "{sys.executable}" -m setuptools_grocker build '
+                           f'"{examples_copy / "demo-app"}" --tag {ref} --no-cache'], capture_output=True, text=True)
+    try:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert b"check: passed" in client.containers.run(ref, ["check"], remove=True)
+    finally:
+        remove_images(client, ref)

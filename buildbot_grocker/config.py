@@ -1,0 +1,82 @@
+"""``configure(c, ...)``: one call in master.cfg adds the grocker builders and schedulers."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from buildbot.plugins import schedulers, steps, util, worker
+
+from buildbot_grocker.graph import GrockerGraph
+from buildbot_grocker.steps import GrockerPlan, member_steps
+
+ORCHESTRATOR = "grocker-nightly"
+MEMBER = "grocker-member"
+
+
+def configure(c: dict[str, Any], *, workers: Sequence[str], repourl: str | None = None, branch: str = "main",
+              path: str | None = None, hour: int = 2, minute: int = 0, registry: str | None = None,
+              wheel_index: str | None = None, push: bool = False, grocker: str | list[str] = "grocker",
+              orchestrator_worker: str | None = None, env: dict[str, str] | None = None,
+              prefix: str = "grocker") -> dict[str, str]:
+    """Add to ``c`` the builders and schedulers of a nightly full build of a workspace.
+
+    The workspace comes from a git repository (``repourl`` and ``branch``; every worker
+    gets its own checkout) or from a ``path`` present on every worker. ``workers`` build
+    the members; the orchestrating build runs on ``orchestrator_worker`` (default: a
+    LocalWorker added here), so it can never take a slot the member builds need.
+    Wheels travel between workers through ``wheel_index``; images through ``registry``
+    (set it in the workspace's ``[tool.grocker] registry`` too, and pass ``push=True``).
+
+    Adds: builders ``PREFIX-nightly`` and ``PREFIX-member``; schedulers ``PREFIX-nightly``
+    (Nightly at ``hour:minute``), ``PREFIX-force`` (Force) and ``PREFIX-member``
+    (Triggerable). Returns their names.
+    """
+    if (repourl is None) == (path is None):
+        raise ValueError("configure(): give either repourl (a git repository) or path (a directory)")
+    if not workers:
+        raise ValueError("configure(): workers must name at least one worker")
+    names = {"orchestrator": f"{prefix}-nightly", "member": f"{prefix}-member",
+             "nightly": f"{prefix}-nightly", "force": f"{prefix}-force", "trigger": f"{prefix}-member"}
+    c.setdefault("workers", [])
+    c.setdefault("builders", [])
+    c.setdefault("schedulers", [])
+    if orchestrator_worker is None:
+        orchestrator_worker = f"{prefix}-orchestrator"
+        c["workers"].append(worker.LocalWorker(orchestrator_worker))
+    root = path or "."
+    common = {"root": root, "grocker": grocker, "wheel_index": wheel_index, "env": dict(env or {}),
+              "haltOnFailure": True}
+
+    def checkout() -> list[Any]:
+        if repourl is None:
+            return []
+        return [steps.Git(repourl=repourl, branch=branch, mode="full", method="clean", logEnviron=False,
+                          haltOnFailure=True)]
+
+    orchestrator = util.BuildFactory([
+        *checkout(),
+        GrockerPlan(**common),
+        GrockerGraph(scheduler=names["trigger"], extra_properties={"grocker_push": push}),
+    ])
+    member = util.BuildFactory([*checkout(), *member_steps(**common)])
+    c["builders"] += [
+        util.BuilderConfig(name=names["orchestrator"], workernames=[orchestrator_worker], factory=orchestrator,
+                           collapseRequests=False),
+        util.BuilderConfig(name=names["member"], workernames=list(workers), factory=member,
+                           collapseRequests=False),
+    ]
+    c["schedulers"] += [
+        schedulers.Nightly(name=names["nightly"], builderNames=[names["orchestrator"]], hour=hour, minute=minute,
+                           onlyIfChanged=False, **({"codebases": {"": {"repository": repourl, "branch": branch}}}
+                                                   if repourl else {})),
+        schedulers.ForceScheduler(name=names["force"], builderNames=[names["orchestrator"]],
+                                  codebases=[util.CodebaseParameter("", branch=util.FixedParameter("branch", branch),
+                                                                    repository=util.FixedParameter("repository",
+                                                                                                   repourl or ""),
+                                                                    revision=util.StringParameter("revision",
+                                                                                                  default=""),
+                                                                    project=util.FixedParameter("project", ""))]),
+        schedulers.Triggerable(name=names["trigger"], builderNames=[names["member"]]),
+    ]
+    if registry:
+        c.setdefault("properties", {})["grocker_registry"] = registry
+    return names

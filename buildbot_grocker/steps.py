@@ -1,0 +1,201 @@
+"""Buildbot steps that run the ``grocker`` CLI on a worker and read its JSON report.
+
+Every step runs ``grocker ... --report -`` (the report on stdout, progress on stderr),
+keeps the output as its ``stdio`` log, never logs the worker's environment, and sets
+properties from the report:
+
+======================  =====================================================
+``grocker_status``      built / cached / failed / skipped
+``grocker_version``     the member's version
+``grocker_wheel``       path of its wheel on the worker
+``grocker_image``       the image reference (applications)
+``grocker_image_id``    the image ID
+``grocker_digest``      the registry digest after a push
+======================  =====================================================
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from buildbot import config
+from buildbot.process import buildstep
+from buildbot.process.properties import Property
+from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
+from twisted.internet import defer
+
+STAGES = ("wheel", "test", "image", "smoke", "push")
+
+
+class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
+    """Run one ``grocker`` command on the worker; read the JSON report it prints."""
+
+    name = "grocker"
+    renderables = ["root", "wheel_index", "grocker"]
+    #: Words of the grocker command line after the executable, before the common options.
+    command_words: tuple[str, ...] = ()
+
+    def __init__(self, root: Any = ".", grocker: Any = "grocker", wheel_index: Any = None,
+                 extra_args: Any = (), **kwargs: Any) -> None:
+        kwargs.setdefault("logEnviron", False)
+        kwargs = self.setupShellMixin(kwargs, prohibitArgs=["command"])
+        super().__init__(**kwargs)
+        if not root:
+            config.error(f"{type(self).__name__}: root (the workspace directory on the worker) is required")
+        self.root = root
+        self.grocker = grocker
+        self.wheel_index = wheel_index
+        self.extra_args = list(extra_args)
+        self.report: dict[str, Any] | None = None
+
+    def grocker_command(self) -> list[str]:
+        exe = self.grocker if isinstance(self.grocker, list) else [self.grocker]
+        cmd = [*exe, *self.command_words, self.root]
+        if self.wheel_index:
+            cmd += ["--wheel-index", self.wheel_index]
+        return cmd + self.extra_args
+
+    @defer.inlineCallbacks
+    def run(self):  # type: ignore[no-untyped-def]
+        cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True)
+        yield self.runCommand(cmd)
+        self.report = self._parse(cmd.stdout)
+        if self.report is None:
+            yield self.addCompleteLog("error", "grocker printed no JSON report; see stdio")
+            return FAILURE
+        yield self.addCompleteLog("report.json", json.dumps(self.report, indent=2))
+        yield self.apply_report(self.report)
+        return SUCCESS if cmd.rc == 0 else FAILURE
+
+    @staticmethod
+    def _parse(stdout: str) -> dict[str, Any] | None:
+        text = (stdout or "").strip()
+        start = text.find("{")
+        if start < 0:
+            return None
+        try:
+            data = json.loads(text[start:])
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def apply_report(self, report: dict[str, Any]) -> Any:
+        return None
+
+
+class GrockerPlan(GrockerStep):
+    """``grocker workspace plan ROOT --json``: sets ``grocker_plan`` (the whole plan)."""
+
+    name = "plan"
+    command_words = ("workspace", "plan")
+
+    def grocker_command(self) -> list[str]:
+        return [*super().grocker_command(), "--json"]
+
+    @defer.inlineCallbacks
+    def run(self):  # type: ignore[no-untyped-def]
+        cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True)
+        yield self.runCommand(cmd)
+        plan = self._parse(cmd.stdout)
+        if cmd.rc != 0 or plan is None:
+            return FAILURE
+        self.setProperty("grocker_plan", plan, self.name)
+        todo = [m["name"] for m in plan["members"] if not m["up_to_date"]]
+        self.descriptionDone = [f"{len(plan['members'])} members, {len(todo)} to build"]
+        return SUCCESS
+
+
+class GrockerMemberStep(GrockerStep):
+    """One stage of one workspace member: ``grocker workspace build ROOT --only M --no-deps --stage S``."""
+
+    renderables = [*GrockerStep.renderables, "member"]
+    stage = "wheel"
+    command_words = ("workspace", "build")
+
+    def __init__(self, member: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("name", self.stage)
+        super().__init__(**kwargs)
+        if member is None:
+            config.error(f"{type(self).__name__}: member is required (e.g. Property('grocker_member'))")
+        if self.stage not in STAGES:
+            config.error(f"{type(self).__name__}: unknown stage {self.stage!r}")
+        self.member = member
+
+    def grocker_command(self) -> list[str]:
+        return [*super().grocker_command(), "--only", self.member, "--no-deps", "--stage", self.stage,
+                "--report", "-"]
+
+    def apply_report(self, report: dict[str, Any]) -> None:
+        projects = report.get("projects") or []
+        if not projects:
+            return
+        p = projects[0]
+        for prop, key in (("grocker_status", "status"), ("grocker_version", "version"), ("grocker_wheel", "wheel"),
+                          ("grocker_image", "image"), ("grocker_image_id", "image_id"),
+                          ("grocker_digest", "digest")):
+            if p.get(key) is not None:
+                self.setProperty(prop, p[key], self.name)
+        status = p.get("status")
+        self.descriptionDone = [f"{self.stage} {status}"] + ([p["error"]] if p.get("error") else [])
+
+
+class GrockerWheel(GrockerMemberStep):
+    """Build the member's wheel (libraries) or its compiled closure (applications)."""
+
+    stage = "wheel"
+
+
+class GrockerTest(GrockerMemberStep):
+    """Run a library's tests against the wheels of its internal dependencies."""
+
+    stage = "test"
+
+
+class GrockerImage(GrockerMemberStep):
+    """Build an application's runtime image (untagged until the smoke test passes)."""
+
+    stage = "image"
+
+
+class GrockerSmokeTest(GrockerMemberStep):
+    """Smoke-test the image (check, command, HTTP probe on 127.0.0.1); tag it when it passes."""
+
+    stage = "smoke"
+
+
+class GrockerPush(GrockerMemberStep):
+    """Push the application's image; sets ``grocker_digest``."""
+
+    stage = "push"
+
+
+def member_steps(kind_property: str = "grocker_kind", **kwargs: Any) -> list[buildstep.BuildStep]:
+    """The steps of one member build: library stages or application stages, by ``kind_property``."""
+
+    def is_library(step: buildstep.BuildStep) -> bool:
+        return bool(step.getProperty(kind_property) == "library")
+
+    def is_application(step: buildstep.BuildStep) -> bool:
+        return not is_library(step)
+
+    def has_tests(step: buildstep.BuildStep) -> bool:
+        return is_library(step) and "test" in (step.getProperty("grocker_stages") or ["test"])
+
+    def wants_push(step: buildstep.BuildStep) -> bool:
+        return is_application(step) and bool(step.getProperty("grocker_push", False))
+
+    kwargs.setdefault("member", Property("grocker_member"))
+    common = {"hideStepIf": lambda results, step: results == SKIPPED, **kwargs}
+    return [
+        GrockerWheel(**common),
+        GrockerTest(doStepIf=has_tests, **common),
+        GrockerImage(doStepIf=is_application, **common),
+        GrockerSmokeTest(doStepIf=is_application, **common),
+        GrockerPush(doStepIf=wants_push, **common),
+    ]
+
+
+__all__ = [
+    "GrockerImage", "GrockerMemberStep", "GrockerPlan", "GrockerPush", "GrockerSmokeTest", "GrockerStep",
+    "GrockerTest", "GrockerWheel", "member_steps",
+]

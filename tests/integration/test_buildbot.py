@@ -1,0 +1,213 @@
+"""The nightly full build on a real Buildbot master with two real workers.
+
+Everything on 127.0.0.1 with free ports: the master (``master.cfg.example`` as shipped),
+two ``buildbot-worker`` processes, a pypiserver wheel index, a docker-registry, and a git
+repository holding a generated workspace of 8 libraries and 2 applications.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import docker
+import pytest
+
+from benchmarks.make_workspace import dependents, generate
+from tests.conftest import REPO
+from tests.integration.conftest import free_port, remove_images, wait_http
+
+BIN = Path(sys.executable).parent
+SUCCESS, FAILURE = 0, 2
+
+
+def run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{argv}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def git(repo: Path, *args: str) -> None:
+    run("git", "-C", str(repo), "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", *args)
+
+
+class Api:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/") + "/api/v2"
+
+    def get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/{path}", timeout=30) as resp:
+            return dict(json.loads(resp.read()))
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(f"{self.url}/{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return dict(json.loads(resp.read()))
+
+    def builder_id(self, name: str) -> int:
+        return int(self.get(f"builders?name={name}")["builders"][0]["builderid"])
+
+    def force(self, builder: str) -> dict[str, Any]:
+        """Force the nightly build; wait for it; return the build with its properties."""
+        answer = self.post("forceschedulers/grocker-force", {
+            "jsonrpc": "2.0", "method": "force", "id": 1,
+            "params": {"builderid": str(self.builder_id(builder))}})
+        assert "result" in answer, answer
+        bsid, brids = answer["result"]
+        brid = list(brids.values())[0]
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            builds = self.get(f"buildrequests/{brid}/builds")["builds"]
+            if builds and builds[0]["complete"]:
+                build = builds[0]
+                build["properties"] = self.get(f"builds/{build['buildid']}/properties")["properties"][0]
+                return build
+            time.sleep(1)
+        pytest.fail("the forced build did not finish within 15 minutes")
+
+    def member_builds(self, since_buildid: int = 0) -> list[dict[str, Any]]:
+        bid = self.builder_id("grocker-member")
+        builds = self.get(f"builders/{bid}/builds?property=grocker_member")["builds"]
+        return [b for b in builds if b["buildid"] > since_buildid]
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory, client: docker.DockerClient, registry: str,
+         run_id: str) -> Iterator[dict[str, Any]]:
+    top = tmp_path_factory.mktemp("buildbot")
+    prefix = f"bb{run_id[:5]}-"
+    # The workspace, in a git repository the workers clone.
+    repo = top / "workspace"
+    graph = generate(repo, libs=8, apps=2, levels=4, prefix=prefix)
+    with (repo / "pyproject.toml").open("a") as fh:
+        fh.write(f'\n[tool.grocker]\nregistry = "{registry}"\n')
+    (repo / ".gitignore").write_text(".grocker/\n")
+    run("git", "init", "-q", "-b", "main", str(repo))
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "workspace")
+    # The wheel index.
+    index_port = free_port()
+    index = subprocess.Popen([str(BIN / "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(index_port), "-a", ".",
+                              "-P", ".", str(top / "packages")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (top / "packages").mkdir()
+    wait_http(f"http://127.0.0.1:{index_port}/simple/", index, "pypiserver")
+    pb, www = free_port(), free_port()
+    env = {
+        "GROCKER_WORKSPACE_REPO": f"file://{repo}", "GROCKER_WHEEL_INDEX": f"http://127.0.0.1:{index_port}",
+        "GROCKER_REGISTRY": registry, "GROCKER_COMMAND": str(BIN / "grocker"),
+        "GROCKER_BB_PB_PORT": str(pb), "GROCKER_BB_WWW_PORT": str(www), "GROCKER_BB_WORKER_PASSWORD": "pw",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
+    master = top / "master"
+    run(str(BIN / "buildbot"), "create-master", "-q", str(master), env=env)
+    shutil.copy(REPO / "master.cfg.example", master / "master.cfg")
+    run(str(BIN / "buildbot"), "checkconfig", str(master), env=env)
+    started: list[tuple[str, Path]] = []
+    try:
+        run(str(BIN / "buildbot"), "start", str(master), env=env)
+        started.append(("buildbot", master))
+        for name in ("worker1", "worker2"):
+            wdir = top / name
+            run(str(BIN / "buildbot-worker"), "create-worker", "-q", str(wdir), f"127.0.0.1:{pb}", name, "pw", env=env)
+            run(str(BIN / "buildbot-worker"), "start", str(wdir), env=env)
+            started.append(("buildbot-worker", wdir))
+        api = Api(f"http://127.0.0.1:{www}")
+        deadline = time.monotonic() + 60
+        while len([w for w in api.get("workers")["workers"] if w["connected_to"]]) < 3:
+            assert time.monotonic() < deadline, "workers did not connect"
+            time.sleep(0.5)
+        yield {"api": api, "repo": repo, "graph": graph, "prefix": prefix, "registry": registry, "top": top}
+    finally:
+        for tool, path in reversed(started):
+            subprocess.run([str(BIN / tool), "stop", str(path)], capture_output=True)
+        index.terminate()
+        index.wait(timeout=20)
+        remove_images(client, *(f"{registry}/{a}:2.0.0" for a in graph["applications"]))
+
+
+def results_of(build: dict[str, Any]) -> dict[str, str]:
+    return dict(build["properties"]["grocker_results"][0]["status"])
+
+
+@pytest.fixture(scope="module")
+def first(farm: dict[str, Any]) -> dict[str, Any]:
+    build = farm["api"].force("grocker-nightly")
+    return {"build": build, "members": farm["api"].member_builds()}
+
+
+def test_every_member_built_in_graph_order_on_both_workers(farm: dict[str, Any], first: dict[str, Any]) -> None:
+    build, members = first["build"], first["members"]
+    graph = farm["graph"]
+    assert build["results"] == SUCCESS, build["state_string"]
+    everyone = {**graph["libraries"], **graph["applications"]}
+    assert results_of(build) == {name: "built" for name in everyone}
+    by_member = {b["properties"]["grocker_member"][0]: b for b in members}
+    assert set(by_member) == set(everyone)
+    assert all(b["results"] == SUCCESS for b in members)
+    for name, deps in everyone.items():
+        for dep in deps:
+            assert by_member[dep]["complete_at"] <= by_member[name]["started_at"], f"{name} before {dep}"
+    # Members ran at the same time on the two workers.
+    workers = {b["workerid"] for b in members}
+    assert len(workers) == 2
+    overlap = [(a, b) for a in members for b in members if a["workerid"] < b["workerid"]
+               and a["started_at"] < b["complete_at"] and b["started_at"] < a["complete_at"]]
+    assert overlap
+
+
+def test_steps_set_properties_and_keep_logs(farm: dict[str, Any], first: dict[str, Any]) -> None:
+    api = farm["api"]
+    app = next(b for b in first["members"] if b["properties"]["grocker_kind"][0] == "application")
+    props = api.get(f"builds/{app['buildid']}/properties")["properties"][0]
+    assert props["grocker_status"][0] == "built"
+    assert props["grocker_digest"][0].startswith("sha256:")
+    assert props["grocker_image"][0].startswith(farm["registry"] + "/")
+    steps = {s["name"]: s for s in api.get(f"builds/{app['buildid']}/steps")["steps"]}
+    assert {"wheel", "image", "smoke", "push"} <= set(steps)
+    logs = api.get(f"steps/{steps['smoke']['stepid']}/logs")["logs"]
+    stdio = next(lg for lg in logs if lg["name"] == "stdio")
+    with urllib.request.urlopen(f"{api.url}/logs/{stdio['logid']}/raw", timeout=30) as resp:
+        text = resp.read().decode()
+    assert "probe answered 200" in text
+    assert "GROCKER_WHEEL_INDEX" not in text  # the environment is never logged
+
+
+def test_images_are_in_the_registry(farm: dict[str, Any], first: dict[str, Any]) -> None:
+    from setuptools_grocker.registry import manifest_digest
+
+    for app in farm["graph"]["applications"]:
+        assert manifest_digest(f"{farm['registry']}/{app}:2.0.0")
+
+
+def test_second_build_does_no_work(farm: dict[str, Any], first: dict[str, Any]) -> None:
+    api = farm["api"]
+    last = max(b["buildid"] for b in api.member_builds())
+    build = api.force("grocker-nightly")
+    assert build["results"] == SUCCESS
+    assert set(results_of(build).values()) == {"up to date"}
+    assert api.member_builds(since_buildid=last) == []
+
+
+def test_broken_library_skips_exactly_its_dependents(farm: dict[str, Any], first: dict[str, Any]) -> None:
+    api, repo, graph, prefix = farm["api"], farm["repo"], farm["graph"], farm["prefix"]
+    broken = next(n for n in graph["libraries"] if dependents(graph, n) and int(n.rsplit("-", 1)[1]) % 2 == 0
+                  and n != f"{prefix}lib-00")
+    init = repo / "libs" / broken / "src" / broken.replace("-", "_") / "__init__.py"
+    broken_value = "def value() -> int:\n    return -1\n\n\ndef _v():"
+    init.write_text(init.read_text().replace("def value() -> int:", broken_value))
+    git(repo, "commit", "-qam", f"break {broken}")
+    build = api.force("grocker-nightly")
+    assert build["results"] == FAILURE
+    status = results_of(build)
+    assert status[broken] == "failed"
+    assert {n for n, s in status.items() if s == "skipped"} == dependents(graph, broken)
+    assert all(s == "up to date" for n, s in status.items() if n != broken and n not in dependents(graph, broken))
+    reasons = build["properties"]["grocker_results"][0]["reasons"]
+    assert all(reasons[n].startswith("dependency ") for n in dependents(graph, broken))
