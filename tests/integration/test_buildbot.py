@@ -74,7 +74,7 @@ class Api:
 
     def member_builds(self, since_buildid: int = 0) -> list[dict[str, Any]]:
         bid = self.builder_id("grocker-member")
-        builds = self.get(f"builders/{bid}/builds?property=grocker_member")["builds"]
+        builds = self.get(f"builders/{bid}/builds?property=*")["builds"]
         return [b for b in builds if b["buildid"] > since_buildid]
 
 
@@ -100,9 +100,9 @@ def farm(tmp_path_factory: pytest.TempPathFactory, client: docker.DockerClient, 
     wait_http(f"http://127.0.0.1:{index_port}/simple/", index, "pypiserver")
     pb, www = free_port(), free_port()
     env = {
-        "GROCKER_WORKSPACE_REPO": f"file://{repo}", "GROCKER_WHEEL_INDEX": f"http://127.0.0.1:{index_port}",
-        "GROCKER_REGISTRY": registry, "GROCKER_COMMAND": str(BIN / "grocker"),
-        "GROCKER_BB_PB_PORT": str(pb), "GROCKER_BB_WWW_PORT": str(www), "GROCKER_BB_WORKER_PASSWORD": "pw",
+        "NIGHTLY_WORKSPACE_REPO": f"file://{repo}", "NIGHTLY_WHEEL_INDEX": f"http://127.0.0.1:{index_port}",
+        "NIGHTLY_REGISTRY": registry, "NIGHTLY_GROCKER": str(BIN / "grocker"),
+        "NIGHTLY_PB_PORT": str(pb), "NIGHTLY_WWW_PORT": str(www), "NIGHTLY_WORKER_PASSWORD": "pw",
         "PATH": f"{BIN}:{os.environ['PATH']}",
     }
     master = top / "master"
@@ -176,7 +176,8 @@ def test_steps_set_properties_and_keep_logs(farm: dict[str, Any], first: dict[st
     with urllib.request.urlopen(f"{api.url}/logs/{stdio['logid']}/raw", timeout=30) as resp:
         text = resp.read().decode()
     assert "probe answered 200" in text
-    assert "GROCKER_WHEEL_INDEX" not in text  # the environment is never logged
+    assert "NIGHTLY_WORKER_PASSWORD" not in text  # the environment is never logged
+    assert "warning:" not in text
 
 
 def test_images_are_in_the_registry(farm: dict[str, Any], first: dict[str, Any]) -> None:
