@@ -72,7 +72,7 @@ start_dockerd
 if [ ! -x "$GROCKER_VENV/bin/grocker" ] || [ "$REPO/pyproject.toml" -nt "$GROCKER_VENV/.installed" ]; then
     log "installing setuptools-grocker into $GROCKER_VENV"
     python3 -m venv "$GROCKER_VENV"
-    "$GROCKER_VENV/bin/pip" install -q -e "$REPO[test]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
+    "$GROCKER_VENV/bin/pip" install -q -e "$REPO[test,buildbot]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
     "$GROCKER_VENV/bin/grocker" --version >/dev/null
     touch "$GROCKER_VENV/.installed"
 fi

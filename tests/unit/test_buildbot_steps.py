@@ -1,0 +1,124 @@
+"""The Buildbot steps with Buildbot's own step-testing harness (no worker, no engine)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from buildbot.process.properties import Property
+from buildbot.process.results import FAILURE, SUCCESS
+from buildbot.test.reactor import TestReactorMixin
+from buildbot.test.steps import ExpectShell, TestBuildStepMixin
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from buildbot_grocker import (
+    GrockerImage,
+    GrockerPlan,
+    GrockerPush,
+    GrockerSmokeTest,
+    GrockerTest,
+    GrockerWheel,
+)
+
+
+def report(status: str = "built", **extra: object) -> str:
+    project = {"name": "core", "version": "1.2.0", "kind": "library", "status": status, "wheel": "/w/core.whl",
+               "image": None, "image_id": None, "digest": None, "seconds": 1.0, "depends_on": [], "error": None}
+    project.update(extra)
+    return json.dumps({"ok": status in ("built", "cached"), "seconds": 1.0, "projects": [project]})
+
+
+def member_command(stage: str, member: str = "core", index: str | None = None) -> list[str]:
+    cmd = ["grocker", "workspace", "build", "ws"]
+    if index:
+        cmd += ["--wheel-index", index]
+    return cmd + ["--only", member, "--no-deps", "--stage", stage, "--report", "-"]
+
+
+class TestMemberSteps(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.setup_test_reactor()
+        yield self.setup_test_build_step()
+
+    @defer.inlineCallbacks
+    def test_wheel_sets_properties_from_the_report(self):  # type: ignore[no-untyped-def]
+        self.setup_step(GrockerWheel(root="ws", member="core", wheel_index="http://127.0.0.1:1/"))
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=member_command("wheel", index="http://127.0.0.1:1/"),
+                        log_environ=False)
+            .stdout(report()).stderr("[core] built in 1.0s\n").exit(0))
+        self.expect_outcome(result=SUCCESS, state_string="wheel built")
+        self.expect_property("grocker_status", "built", "wheel")
+        self.expect_property("grocker_version", "1.2.0", "wheel")
+        self.expect_property("grocker_wheel", "/w/core.whl", "wheel")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_failed_stage_fails_with_the_error(self):  # type: ignore[no-untyped-def]
+        self.setup_step(GrockerTest(root="ws", member="core"))
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=member_command("test"), log_environ=False)
+            .stdout(report("failed", error="the tests of core failed: 1 failed in 0.1s")).exit(11))
+        self.expect_outcome(result=FAILURE, state_string="test failed the tests of core failed: 1 failed in 0.1s "
+                                                         "(failure)")
+        self.expect_property("grocker_status", "failed", "test")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_member_from_a_property(self):  # type: ignore[no-untyped-def]
+        self.setup_step(GrockerImage(root="ws", member=Property("grocker_member")))
+        self.build.setProperty("grocker_member", "web", "test")
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=member_command("image", member="web"), log_environ=False)
+            .stdout(report(name="web", kind="application", image_id="sha256:abc")).exit(0))
+        self.expect_outcome(result=SUCCESS)
+        self.expect_property("grocker_image_id", "sha256:abc", "image")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_smoke_and_push_set_image_and_digest(self):  # type: ignore[no-untyped-def]
+        self.setup_step(GrockerSmokeTest(root="ws", member="web"))
+        self.setup_step(GrockerPush(root="ws", member="web"))
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=member_command("smoke", member="web"), log_environ=False)
+            .stdout(report(image="reg:5000/web:2.0")).exit(0),
+            ExpectShell(workdir="wkdir", command=member_command("push", member="web"), log_environ=False)
+            .stdout(report(image="reg:5000/web:2.0", digest="sha256:def")).exit(0))
+        self.expect_outcome(result=SUCCESS)  # the smoke step
+        self.expect_outcome(result=SUCCESS)  # the push step
+        yield self.run_step()
+        self.assertEqual(self.get_nth_step(1).getProperty("grocker_digest"), "sha256:def")
+        self.assertEqual(self.get_nth_step(0).getProperty("grocker_image"), "reg:5000/web:2.0")
+
+    @defer.inlineCallbacks
+    def test_no_report_is_a_failure(self):  # type: ignore[no-untyped-def]
+        self.setup_step(GrockerWheel(root="ws", member="core"))
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=member_command("wheel"), log_environ=False)
+            .stderr("grocker: command not found\n").exit(127))
+        self.expect_outcome(result=FAILURE)
+        self.expect_log_file("error", "grocker printed no JSON report; see stdio")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_plan_sets_the_plan_property(self):  # type: ignore[no-untyped-def]
+        plan = {"root": "ws", "order": ["core", "web"], "levels": [["core"], ["web"]], "members": [
+            {"name": "core", "kind": "library", "up_to_date": True, "reason": None, "depends_on": []},
+            {"name": "web", "kind": "application", "up_to_date": False, "reason": "never built",
+             "depends_on": ["core"]}]}
+        self.setup_step(GrockerPlan(root="ws"))
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=["grocker", "workspace", "plan", "ws", "--json"], log_environ=False)
+            .stdout(json.dumps(plan)).exit(0))
+        self.expect_outcome(result=SUCCESS, state_string="2 members, 1 to build")
+        self.expect_property("grocker_plan", plan, "plan")
+        yield self.run_step()
+
+
+def test_configuration_errors() -> None:
+    from buildbot.config.errors import ConfigErrors, capture_config_errors
+
+    with pytest.raises(ConfigErrors, match="member is required"):
+        with capture_config_errors(raise_on_error=True):
+            GrockerWheel(root="ws")
