@@ -43,7 +43,7 @@ def configure(c: dict[str, Any], *, workers: Sequence[str], repourl: str | None 
         orchestrator_worker = f"{prefix}-orchestrator"
         c["workers"].append(worker.LocalWorker(orchestrator_worker))
     root = path or "."
-    common = {"root": root, "grocker": grocker, "wheel_index": wheel_index, "env": dict(env or {}),
+    common: dict[str, Any] = {"root": root, "grocker": grocker, "wheel_index": wheel_index, "env": dict(env or {}),
               "haltOnFailure": True}
 
     def checkout() -> list[Any]:
