@@ -122,3 +122,75 @@ def test_configuration_errors() -> None:
     with pytest.raises(ConfigErrors, match="member is required"):
         with capture_config_errors(raise_on_error=True):
             GrockerWheel(root="ws")
+
+
+class FakeTriggerable:
+    """Stands in for the Triggerable scheduler: records triggers, finishes builds at once."""
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing = failing
+        self.triggered: list[tuple[str, dict[str, object]]] = []
+
+    def trigger(self, waited_for, sourcestamps=None, set_props=None, parent_buildid=None,  # type: ignore[no-untyped-def]
+                parent_relationship=None):
+        props = set_props.asDict()
+        member = props["grocker_member"][0]
+        self.triggered.append((member, {k: v[0] for k, v in props.items()}))
+        brid = len(self.triggered)
+        result = FAILURE if member in self.failing else SUCCESS
+        return defer.succeed((brid, {1: brid})), defer.succeed((result, {1: brid}))
+
+
+def plan_of(*members: tuple[str, list[str], bool]) -> dict[str, object]:
+    return {"order": [m[0] for m in members], "members": [
+        {"name": n, "kind": "library", "version": "1", "depends_on": deps, "up_to_date": up,
+         "reason": None if up else "never built", "stages": ["wheel", "test"]} for n, deps, up in members]}
+
+
+class TestGraphStep(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.setup_test_reactor()
+        yield self.setup_test_build_step()
+
+    def run_graph(self, plan: dict[str, object], failing: set[str]) -> FakeTriggerable:
+        from types import SimpleNamespace
+
+        from buildbot_grocker import GrockerGraph
+
+        fake = FakeTriggerable(failing)
+        self.setup_step(GrockerGraph(scheduler="grocker-member", extra_properties={"grocker_push": True}))
+        self.build.setProperty("grocker_plan", plan, "plan")
+        self.master.scheduler_manager = SimpleNamespace(namedServices={"grocker-member": fake})
+        return fake
+
+    @defer.inlineCallbacks
+    def test_failure_skips_exactly_the_dependents(self):  # type: ignore[no-untyped-def]
+        plan = plan_of(("a", [], False), ("c", [], False), ("up", [], True), ("b", ["a"], False),
+                       ("d", ["b", "up"], False), ("e", ["c", "up"], False))
+        fake = self.run_graph(plan, failing={"a"})
+        self.expect_outcome(result=FAILURE, state_string="2 built, 1 up to date, 1 failed, 2 skipped (failure)")
+        self.expect_property("grocker_results", {
+            "status": {"up": "up to date", "a": "failed", "c": "built", "e": "built", "b": "skipped", "d": "skipped"},
+            "reasons": {"b": "dependency a failed", "d": "dependency b was skipped"}}, "members")
+        yield self.run_step()
+        self.assertEqual([m for m, _ in fake.triggered], ["a", "c", "e"])
+        props = dict(fake.triggered[0][1])
+        self.assertEqual((props["grocker_kind"], props["grocker_push"]), ("library", True))
+        self.assertEqual(props["grocker_stages"], ["wheel", "test"])
+
+    @defer.inlineCallbacks
+    def test_everything_up_to_date_triggers_nothing(self):  # type: ignore[no-untyped-def]
+        fake = self.run_graph(plan_of(("a", [], True), ("b", ["a"], True)), failing=set())
+        self.expect_outcome(result=SUCCESS, state_string="2 up to date")
+        yield self.run_step()
+        self.assertEqual(fake.triggered, [])
+
+    @defer.inlineCallbacks
+    def test_without_a_plan_it_fails(self):  # type: ignore[no-untyped-def]
+        from buildbot_grocker import GrockerGraph
+
+        self.setup_step(GrockerGraph())
+        self.expect_outcome(result=FAILURE)
+        self.expect_log_file("error", "no plan in property grocker_plan; run GrockerPlan first")
+        yield self.run_step()
