@@ -3,7 +3,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
-"$GROCKER_VENV/bin/grocker" build "$REPO/examples/demo-app" --report "$STATE_DIR/demo-report.json"
+"$DEV_VENV/bin/grocker" build "$REPO/examples/demo-app" --report "$STATE_DIR/demo-report.json"
 image=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["projects"][0]["image"])' \
         "$STATE_DIR/demo-report.json")
 docker rm -f grocker-demo >/dev/null 2>&1 || true

@@ -2,14 +2,14 @@
 # Set up everything setuptools-grocker needs on a Debian machine, as root, idempotently:
 # Docker Engine (Debian's docker.io), debootstrap, a running dockerd, the project's venv,
 # and the bootstrapped base image. Source it (`. scripts/setup.sh`) to get:
-#   GROCKER_VENV        the venv with setuptools-grocker installed (editable, with test extras)
-#   GROCKER_STARTED     space-separated pids of the servers this script started
+#   DEV_VENV        the venv with setuptools-grocker installed (editable, with test extras)
+#   DEV_STARTED     space-separated pids of the servers this script started
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-GROCKER_VENV="${GROCKER_VENV:-$REPO/.venv}"
-GROCKER_STARTED="${GROCKER_STARTED:-}"
-STATE_DIR="${GROCKER_STATE_DIR:-/var/tmp/setuptools-grocker}"
+DEV_VENV="${DEV_VENV:-$REPO/.venv}"
+DEV_STARTED="${DEV_STARTED:-}"
+STATE_DIR="${DEV_STATE_DIR:-/var/tmp/setuptools-grocker}"
 mkdir -p "$STATE_DIR"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -43,7 +43,7 @@ start_dockerd() {
     nohup dockerd --host unix:///var/run/docker.sock >"$STATE_DIR/dockerd.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$STATE_DIR/dockerd.pid"
-    GROCKER_STARTED="$GROCKER_STARTED $pid"
+    DEV_STARTED="$DEV_STARTED $pid"
     for _ in $(seq 1 60); do
         engine_answers && { log "dockerd ready (pid $pid)"; return 0; }
         kill -0 "$pid" 2>/dev/null || { tail -20 "$STATE_DIR/dockerd.log" >&2; log "dockerd died"; return 1; }
@@ -55,7 +55,7 @@ start_dockerd() {
 stop_started() {
     # Stop every server this script started, newest first.
     local pids
-    pids=$(echo "$GROCKER_STARTED" | tr ' ' '\n' | sed '/^$/d' | tac)
+    pids=$(echo "$DEV_STARTED" | tr ' ' '\n' | sed '/^$/d' | tac)
     for pid in $pids; do
         kill "$pid" 2>/dev/null || true
     done
@@ -69,14 +69,14 @@ apt_install docker.io debootstrap docker-registry git ca-certificates curl
 command -v docker >/dev/null || { log "no docker client after installing docker.io"; exit 1; }
 start_dockerd
 
-if [ ! -x "$GROCKER_VENV/bin/grocker" ] || [ "$REPO/pyproject.toml" -nt "$GROCKER_VENV/.installed" ]; then
-    log "installing setuptools-grocker into $GROCKER_VENV"
-    python3 -m venv "$GROCKER_VENV"
-    "$GROCKER_VENV/bin/pip" install -q -e "$REPO[test,buildbot]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
-    "$GROCKER_VENV/bin/grocker" --version >/dev/null
-    touch "$GROCKER_VENV/.installed"
+if [ ! -x "$DEV_VENV/bin/grocker" ] || [ "$REPO/pyproject.toml" -nt "$DEV_VENV/.installed" ]; then
+    log "installing setuptools-grocker into $DEV_VENV"
+    python3 -m venv "$DEV_VENV"
+    "$DEV_VENV/bin/pip" install -q -e "$REPO[test,buildbot]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
+    "$DEV_VENV/bin/grocker" --version >/dev/null
+    touch "$DEV_VENV/.installed"
 fi
 
 # No public registry here: the default base image is bootstrapped from Debian's packages.
-"$GROCKER_VENV/bin/grocker" bootstrap-base >&2
-export GROCKER_VENV GROCKER_STARTED
+"$DEV_VENV/bin/grocker" bootstrap-base >&2
+export DEV_VENV DEV_STARTED

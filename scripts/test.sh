@@ -6,7 +6,7 @@ trap stop_started EXIT
 
 cd "$REPO"
 set +e
-"$GROCKER_VENV/bin/python" -m pytest "$@"
+"$DEV_VENV/bin/python" -m pytest "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then
