@@ -19,7 +19,7 @@ from setuptools_grocker import __version__
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError, ProjectError
+from setuptools_grocker.errors import GrockerError, PluginError, ProjectError
 from setuptools_grocker.image import (
     APP_DIR,
     CONFIG_DIR,
@@ -31,6 +31,8 @@ from setuptools_grocker.image import (
     write_runtime_context,
 )
 from setuptools_grocker.pipconf import forward
+from setuptools_grocker.plugin import StageContext, apply
+from setuptools_grocker.plugin.manager import BUILTIN, PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import Source, git_commit_time, git_revision, normalize_name
 from setuptools_grocker.report import ProjectResult, write_json_atomic
@@ -60,7 +62,7 @@ def default_reference(config: Config, name: str, version: str) -> str:
 
 
 def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
-              pip_env: Mapping[str, str]) -> str:
+              pip_env: Mapping[str, str], plugins: str = "") -> str:
     constraints = config.constraints.read_bytes() if config.constraints and config.constraints.is_file() else b""
     data = {
         "tool": __version__,
@@ -71,6 +73,7 @@ def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[
         "constraints": hashlib.sha256(constraints).hexdigest(),
         # Where packages come from decides what gets built; values are hashed, never stored.
         "pip": hashlib.sha256(json.dumps(sorted(pip_env.items())).encode()).hexdigest(),
+        "plugins": plugins,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -118,6 +121,10 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
 
 def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine: Engine,
          result: ProjectResult) -> None:
+    plugins = PluginManager(extra=config.plugins, environ=environ, write=progress.write)
+    config = apply.configure(plugins, config)
+    files = apply.image_files(plugins, config)
+    compile_env = apply.compile_environment(plugins, config)
     with progress.stage("scan"):
         source = Source.scan(config.project_dir)
         local_sources = []
@@ -131,7 +138,8 @@ def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine:
             progress.warn(warning)
         base = engine.ensure_image(config.base_image)
         rkey = root_key(config, base["Id"])
-        key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env)
+        key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
+                        plugins=apply.identity(plugins, files, compile_env))
     result.key = key
     state_path = config.state_dir / STATE_FILE
     state = _load_state(state_path)
@@ -141,36 +149,75 @@ def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine:
         return
 
     images = ensure_base_images(engine, config, progress)
-    wheelhouse_root = config.state_dir / "wheelhouse"
+    ctx = StageContext(config=config, engine=engine, progress=progress, work_dir=config.state_dir / "stages",
+                       compiler_image=images.compiler)
+    ctx.artifacts.update(environ=environ, source=source, local_sources=local_sources, pip=pip, key=key,
+                         images=images, result=result, files=files, compile_env=compile_env,
+                         smoke_commands=apply.smoke_commands(plugins, config))
+    for stage in apply.stages(plugins, config):
+        with progress.stage(stage.name if stage.plugin == BUILTIN else f"{stage.name} [{stage.plugin}]"):
+            try:
+                stage.run(ctx)
+            except GrockerError:
+                raise
+            except Exception as exc:  # a plugin's stage: name it, as the manager does for hooks
+                raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
+                                  f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
+                                  f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
+    if "image_id" not in ctx.artifacts or "ref" not in ctx.artifacts:
+        raise PluginError("the pipeline ended without an image: a plugin replaced a built-in stage",
+                          "check GROCKER_DISABLE_PLUGINS and the plugins' stages")
+    result.status = "built"
+    write_json_atomic(state_path, {
+        "key": key, "image_id": result.image_id, "image": result.image, "name": result.name,
+        "version": result.version, "wheel": result.wheel, "distributions": result.distributions,
+        "digest": result.digest,
+    })
+    plugins.call("grocker_after_publish", config=config, result=result)
+    _prune_wheelhouse(config.state_dir / "wheelhouse", keep=key)
+
+
+# -- the built-in stages (registered by setuptools_grocker.plugin.builtin) ----------------------
+
+def stage_compile(ctx: StageContext) -> None:
+    a, config = ctx.artifacts, ctx.config
+    environ = a["environ"]
     epoch = int(environ.get("SOURCE_DATE_EPOCH") or git_commit_time(config.project_dir) or 315532800)
-    with progress.stage("compile"):
-        wheels = compile_wheels(
-            engine, config, compiler=images.compiler, source=source, local_sources=local_sources, pip=pip,
-            wheelhouse_root=wheelhouse_root, key=key, pip_cache=cache_home(environ) / "pip",
-            source_date_epoch=epoch, progress=progress,
-        )
+    env, commands = a["compile_env"]
+    wheels = compile_wheels(
+        ctx.engine, config, compiler=a["images"].compiler, source=a["source"], local_sources=a["local_sources"],
+        pip=a["pip"], wheelhouse_root=config.state_dir / "wheelhouse", key=a["key"],
+        pip_cache=cache_home(environ) / "pip", source_date_epoch=epoch, progress=ctx.progress,
+        extra_env=env, pre_commands=commands,
+    )
+    result: ProjectResult = a["result"]
     result.name, result.version = wheels.name, wheels.version
     result.wheel = str(wheels.project_wheel)
     result.distributions = wheels.distributions()
+    a["wheels"] = wheels
+
+
+def stage_image(ctx: StageContext) -> None:
+    a = ctx.artifacts
+    a["image_id"] = build_runtime_image(ctx.engine, ctx.config, images=a["images"], wheels=a["wheels"],
+                                        key=a["key"], progress=ctx.progress, files=a["files"])
+
+
+def stage_smoke(ctx: StageContext) -> None:
+    a, config = ctx.artifacts, ctx.config
+    smoke_test(ctx.engine, config, a["image_id"], ctx.progress, commands=a["smoke_commands"])
+    wheels = a["wheels"]
     ref = config.tag or default_reference(config, wheels.name, wheels.version)
-    with progress.stage("image"):
-        image_id = build_runtime_image(engine, config, images=images, wheels=wheels, key=key, progress=progress)
-    with progress.stage("smoke test"):
-        smoke_test(engine, config, image_id, progress)
-    with progress.stage("tag"):
-        engine.tag(image_id, ref)
-    result.image, result.image_id, result.tags = ref, image_id, [ref]
-    attrs = engine.image_attrs(image_id) or {}
-    result.size = attrs.get("Size")
-    if config.push:
-        with progress.stage("push"):
-            result.digest = engine.push(ref)
-    result.status = "built"
-    write_json_atomic(state_path, {
-        "key": key, "image_id": image_id, "image": ref, "name": result.name, "version": result.version,
-        "wheel": result.wheel, "distributions": result.distributions, "digest": result.digest,
-    })
-    _prune_wheelhouse(wheelhouse_root, keep=key)
+    ctx.engine.tag(a["image_id"], ref)
+    result: ProjectResult = a["result"]
+    result.image, result.image_id, result.tags = ref, a["image_id"], [ref]
+    result.size = (ctx.engine.image_attrs(a["image_id"]) or {}).get("Size")
+    a["ref"] = ref
+
+
+def stage_push(ctx: StageContext) -> None:
+    if ctx.config.push:
+        ctx.artifacts["result"].digest = ctx.engine.push(ctx.artifacts["ref"])
 
 
 def _cached(config: Config, engine: Engine, state: dict[str, Any], result: ProjectResult) -> None:
@@ -191,7 +238,7 @@ def _cached(config: Config, engine: Engine, state: dict[str, Any], result: Proje
 
 
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
-                        progress: Progress) -> str:
+                        progress: Progress, files: Mapping[str, Path] | None = None) -> str:
     manifest = wheels.manifest
     requirement = f"{wheels.name}=={wheels.version}"
     if config.extras:
@@ -214,7 +261,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     with tempfile.TemporaryDirectory(prefix="grocker-runtime-") as tmp:
         ctx = Path(tmp)
         write_runtime_context(ctx, config, root=images.root, compiler=images.compiler, wheels=wheels.wheels,
-                              requirement=requirement, app=app)
+                              requirement=requirement, app=app, files=files or {})
         return engine.build(ctx, nocache=config.no_cache, labels=labels, what=f"image of {wheels.name}")
 
 

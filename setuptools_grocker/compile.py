@@ -66,7 +66,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    pip_cache: Path, source_date_epoch: int, progress: Progress,
                    internal_wheels: Sequence[Path] = (), mode: str = "project",
                    test: Mapping[str, Any] | None = None, what: str | None = None,
-                   test_wheel: Path | None = None) -> Wheelhouse:
+                   test_wheel: Path | None = None, extra_env: Mapping[str, str] | None = None,
+                   pre_commands: Sequence[str] = ()) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``mode="project"`` builds the project and its whole closure (internal wheels given as
@@ -99,6 +100,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "internal_wheels": [f"/internal/{i}/{w.name}" for i, w in enumerate(internal_wheels)],
             "test": dict(test) if test else None,
             "wheel": f"/test-wheel/{test_wheel.name}" if test_wheel else None,
+            "pre_commands": list(pre_commands),
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
         mounts = [
@@ -113,6 +115,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             *pip.mounts,
         ]
         env = {
+            **dict(extra_env or {}),
             **pip.env,
             "PIP_CACHE_DIR": "/pip-cache",
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
@@ -134,6 +137,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         )
         if result.exit_code != 0:
             cause = pip_failure_cause(result.output) or f"exit code {result.exit_code}"
+            if result.exit_code == 24:
+                raise CompileError(f"a plugin's compile command failed for {what}: {test_failure_cause(result.output)}",
+                                   "see its output above", details=result.tail(30))
             if result.exit_code == 23:
                 raise CompileError(f"the tests of {what} failed: {test_failure_cause(result.output)}",
                                    "see the test output above", details=result.tail(40))

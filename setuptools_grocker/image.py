@@ -180,7 +180,7 @@ def runtime_labels(config: Config, *, name: str, version: str, revision: str | N
 
 
 def write_runtime_context(ctx: Path, config: Config, *, root: str, compiler: str, wheels: list[Path], requirement: str,
-                          app: Mapping[str, Any]) -> None:
+                          app: Mapping[str, Any], files: Mapping[str, Path] | None = None) -> None:
     """Lay out the build context of the runtime image in ``ctx``."""
     (ctx / "wheels").mkdir(parents=True)
     for wheel in wheels:
@@ -188,7 +188,20 @@ def write_runtime_context(ctx: Path, config: Config, *, root: str, compiler: str
     (ctx / "grocker").mkdir()
     shutil.copy2(RESOURCES / "entrypoint.py", ctx / "grocker" / "entrypoint.py")
     (ctx / "grocker" / "app.json").write_text(json.dumps(app, indent=2, sort_keys=True) + "\n")
-    expose = "".join(f"EXPOSE {p}\n" for p in config.ports)
+    extra = ""
+    for i, (dest, src) in enumerate(sorted((files or {}).items())):
+        # Files contributed by plugins, owned by root: readable, not writable, by the app user.
+        name = f"files/{i}"
+        if src.is_dir():
+            shutil.copytree(src, ctx / name)
+        else:
+            (ctx / "files").mkdir(exist_ok=True)
+            shutil.copy2(src, ctx / name)
+        extra += f"COPY {name} {dest}\n"
+    if extra:
+        for path in [ctx / "files", *(ctx / "files").rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    expose = extra + "".join(f"EXPOSE {p}\n" for p in config.ports)
     volumes = ""
     if config.volumes:
         # Created and owned by the runtime user, so a fresh volume is writable by the app.

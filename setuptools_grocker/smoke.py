@@ -17,8 +17,32 @@ from setuptools_grocker.errors import SmokeTestError
 from setuptools_grocker.progress import Progress
 
 
-def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress) -> None:
+def default_commands(config: Config) -> list[list[str]]:
+    return [["check"]] + ([list(config.smoke_test.command)] if config.smoke_test.command else [])
+
+
+def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress,
+               commands: list[list[str]] | None = None) -> None:
+    """Run the smoke commands (default: ``check`` and ``smoke-test.command``), then the HTTP probe."""
     short = image_id.split(":")[-1][:12]
+    commands = default_commands(config) if commands is None else commands
+    for command in commands:
+        if command == ["check"]:
+            _check(engine, image_id, short)
+            continue
+        result = engine.run(image_id, list(command))
+        if result.exit_code != 0:
+            raise SmokeTestError(
+                f"image {short} failed its smoke-test command {' '.join(command)!r} "
+                f"(exit code {result.exit_code})",
+                "see its output above",
+                details=result.tail(),
+            )
+    if config.smoke_test.port is not None:
+        probe_http(engine, config, image_id, progress)
+
+
+def _check(engine: Engine, image_id: str, short: str) -> None:
     result = engine.run(image_id, ["check"])
     if result.exit_code != 0:
         lines = [ln.strip() for ln in result.output.splitlines() if ln.strip()]
@@ -28,17 +52,6 @@ def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress
             "a module does not import or a program is missing; fix the dependencies or system-packages.run",
             details=result.tail(),
         )
-    if config.smoke_test.command:
-        result = engine.run(image_id, list(config.smoke_test.command))
-        if result.exit_code != 0:
-            raise SmokeTestError(
-                f"image {short} failed its smoke-test command {' '.join(config.smoke_test.command)!r} "
-                f"(exit code {result.exit_code})",
-                "see its output above",
-                details=result.tail(),
-            )
-    if config.smoke_test.port is not None:
-        probe_http(engine, config, image_id, progress)
 
 
 def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress) -> None:

@@ -144,6 +144,11 @@ def main():
     if job.get("mode") == "test":
         run_tests(job, job["wheel"], tree)
         return
+    for command in job.get("pre_commands", []):
+        log("+ " + command)
+        if subprocess.run(command, shell=True, cwd=tree).returncode != 0:
+            log("plugin command failed: " + command)
+            sys.exit(24)
     log("project wheel")
     pip("wheel", *PEP517, "--no-deps", "--wheel-dir", project_out, tree)
     project_wheel = only_wheel(project_out)

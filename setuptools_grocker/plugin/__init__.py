@@ -1,0 +1,42 @@
+"""setuptools-grocker plugins: custom stages for every team, through pluggy hooks.
+
+Author guide
+------------
+A plugin is a module (or object) with functions marked ``@impl`` whose names are hooks of
+:mod:`setuptools_grocker.plugin.spec`::
+
+    # my_grocker_plugin.py
+    from setuptools_grocker.plugin import ImageContribution, Stage, impl
+
+    @impl
+    def grocker_stages(config):
+        return [Stage("lint", "before-compile", lambda ctx: ...)]
+
+    @impl
+    def grocker_runtime_image(config):
+        return ImageContribution(labels={"com.example.team": "payments"})
+
+Make it found by either
+
+* an entry point in the plugin's distribution: ``[project.entry-points.grocker]
+  my-plugin = "my_grocker_plugin"``; or
+* the project's configuration: ``plugins = ["my_grocker_plugin"]`` (importable module).
+
+``grocker plugins`` lists what is loaded and from where; ``GROCKER_DISABLE_PLUGINS=name``
+blocks a plugin; ``GROCKER_TRACE_PLUGINS=1`` prints every hook call. Hooks run in
+registration order: built-ins, entry points (by name), then the ``plugins`` key. A plugin
+that raises or returns the wrong type fails the build naming the plugin and the hook.
+The built-in stages and checks are themselves a plugin
+(:mod:`setuptools_grocker.plugin.builtin`).
+"""
+from __future__ import annotations
+
+import pluggy
+
+from setuptools_grocker.plugin.spec import NAME
+from setuptools_grocker.plugin.stages import POSITIONS, ImageContribution, Stage, StageContext
+
+#: Marks a hook implementation: ``@impl def grocker_stages(config): ...``
+impl = pluggy.HookimplMarker(NAME)
+
+__all__ = ["POSITIONS", "ImageContribution", "Stage", "StageContext", "impl"]

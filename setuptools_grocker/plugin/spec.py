@@ -1,0 +1,77 @@
+"""The hooks a plugin can implement. Every hook is prefixed ``grocker_``.
+
+Implement them with ``@setuptools_grocker.plugin.impl`` in a module, and register the
+module under the entry point group ``grocker`` (or list it in the ``plugins`` config key).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import pluggy
+
+if TYPE_CHECKING:
+    from setuptools_grocker.config import Config
+    from setuptools_grocker.plugin.stages import ImageContribution, Stage
+    from setuptools_grocker.report import ProjectResult
+
+NAME = "grocker"
+spec = pluggy.HookspecMarker(NAME)
+
+
+@spec
+def grocker_configure(config: Config) -> Mapping[str, Any] | None:  # type: ignore[empty-body]
+    """Adjust the configuration before anything is built.
+
+    Return a mapping of :class:`~setuptools_grocker.config.Config` field names to new
+    values (``{"run_packages": (..., "nginx-light")}``), or None. Plugins run in
+    registration order; later ones see the changes of earlier ones.
+    """
+
+
+@spec
+def grocker_stages(config: Config) -> Sequence[Stage] | None:  # type: ignore[empty-body]
+    """Contribute stages to the pipeline.
+
+    Each :class:`~setuptools_grocker.plugin.stages.Stage` has a name, a position
+    (``before-compile``, ``after-compile``, ``before-image``, ``after-image``,
+    ``before-smoke``, ``after-smoke``, ``before-push``, ``after-push``, or one of the
+    built-in slots ``compile``, ``image``, ``smoke``, ``push``) and a ``run(context)``
+    callable. Stages of one position run in registration order. The built-in stages are
+    contributed through this hook too.
+    """
+
+
+@spec
+def grocker_compile_environment(config: Config) -> Mapping[str, Any] | None:  # type: ignore[empty-body]
+    """Contribute to the compile container: ``{"env": {NAME: VALUE}, "commands": [SHELL, ...]}``.
+
+    The commands run in the compiler container, in a copy of the source, before the wheels
+    are built (e.g. ``npm ci && npm run build`` for assets that the wheel packages).
+    """
+
+
+@spec
+def grocker_runtime_image(config: Config) -> ImageContribution | None:  # type: ignore[empty-body]
+    """Contribute to the runtime image: files, system packages, labels, commands.
+
+    Return an :class:`~setuptools_grocker.plugin.stages.ImageContribution`. Files are
+    copied (read-only for the runtime user) into the image; system packages join
+    ``system-packages.run``; commands join the entrypoint's commands.
+    """
+
+
+@spec
+def grocker_smoke_tests(config: Config) -> Sequence[Sequence[str]] | None:  # type: ignore[empty-body]
+    """Commands (entrypoint arguments) the new image must run with exit code 0 before it is tagged.
+
+    The built-in plugin contributes ``check`` and the configured ``smoke-test.command``.
+    """
+
+
+@spec
+def grocker_after_publish(config: Config, result: ProjectResult) -> None:
+    """Called after an image was tagged (and pushed, with ``--push``): notify, sign, record."""
+
+
+HOOKS = ("grocker_configure", "grocker_stages", "grocker_compile_environment", "grocker_runtime_image",
+         "grocker_smoke_tests", "grocker_after_publish")
