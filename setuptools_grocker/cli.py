@@ -75,6 +75,11 @@ def make_parser() -> argparse.ArgumentParser:
                      help="with --only: do not build dependencies; take their wheels from earlier builds or the index")
     wsb.set_defaults(func=cmd_ws_build)
 
+    plug = sub.add_parser("plugins", help="list the loaded plugins, their hooks and where they come from")
+    plug.add_argument("project", nargs="?", default=".", help="project whose plugins key to read (default: .)")
+    plug.add_argument("--json", action="store_true", help="print the list as JSON")
+    plug.set_defaults(func=cmd_plugins)
+
     boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
     boot.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
     boot.add_argument("--mirror", help="Debian mirror URL (default: the one in the host's apt sources)")
@@ -176,6 +181,28 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({', '.join(p.name for p in failed)}), "
                      f"{len(skipped)} skipped; see the errors above\n")
     return WorkspaceError.exit_code
+
+
+def cmd_plugins(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.config import load_config
+    from setuptools_grocker.plugin.manager import PluginManager
+
+    project = Path(args.project)
+    extra: tuple[str, ...] = ()
+    if (project / "pyproject.toml").is_file() or (project / "grocker.toml").is_file():
+        extra = load_config(project, environ=os.environ, warn=progress.warn).plugins
+    manager = PluginManager(extra=extra, environ=os.environ, write=progress.write)
+    if args.json:
+        print(json.dumps([{"name": p.name, "origin": p.origin, "hooks": list(p.hooks)} for p in manager.loaded],
+                         indent=2))
+    else:
+        for p in manager.loaded:
+            print(f"{p.name}  ({p.origin})")
+            for hook in p.hooks:
+                print(f"    {hook}")
+    return 0
 
 
 def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:

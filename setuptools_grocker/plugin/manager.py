@@ -88,8 +88,9 @@ class PluginManager:
         """Call every implementation (in registration order); return (plugin, result) pairs."""
         caller = getattr(self.pm.hook, hook)
         results = []
-        # pluggy calls the last registered first; grocker promises registration order.
-        for impl in reversed(caller.get_hookimpls()):
+        # pluggy would call the last registered first; grocker promises registration order
+        # (get_hookimpls lists them first registered first).
+        for impl in caller.get_hookimpls():
             if self.trace:
                 self.trace(f"plugin trace: {hook} -> {impl.plugin_name}")
             try:

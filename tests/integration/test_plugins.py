@@ -1,0 +1,101 @@
+"""Plugins on real builds: a real installed distribution found through its entry point."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+
+from setuptools_grocker.errors import PluginError
+from tests.integration.conftest import grocker, remove_images
+
+PACKAGES = Path(__file__).resolve().parent.parent / "packages"
+
+
+@pytest.fixture(scope="module")
+def testkit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """pip-installs the testkit plugin into its own directory; PYTHONPATH makes it visible."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    str(PACKAGES / "grocker-plugin-testkit")], check=True, capture_output=True)
+    return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
+def events(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def project(tmp_path: Path) -> Path:
+    target = tmp_path / "hatch-app"
+    shutil.copytree(PACKAGES / "hatch-app", target)
+    return target
+
+
+def test_plugins_lists_the_entry_point(testkit: dict[str, str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "setuptools_grocker", "plugins", "--json"], capture_output=True,
+                         text=True, env={**os.environ, **testkit}, check=True).stdout
+    plugins = {p["name"]: p for p in json.loads(out)}
+    assert plugins["testkit"]["origin"] == "entry point of grocker-plugin-testkit 0.1.0"
+    assert set(plugins["testkit"]["hooks"]) == {
+        "grocker_configure", "grocker_stages", "grocker_compile_environment", "grocker_runtime_image",
+        "grocker_smoke_tests", "grocker_after_publish"}
+    assert plugins["setuptools_grocker.plugin.builtin"]["origin"] == "builtin"
+
+
+def test_a_plugin_changes_a_real_image(client: docker.DockerClient, testkit: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    tag = "grocker-test/plugin-app:1"
+    run = grocker("build", str(project(tmp_path)), "--tag", tag, report=tmp_path / "r.json",
+                  env={**testkit, "TESTKIT_LOG": str(log), "GROCKER_TRACE_PLUGINS": "1"})
+    try:
+        assert run.code == 0, run.err[-3000:]
+        seen = events(log)
+        stages = [e["name"] for e in seen if e["event"] == "stage"]
+        assert stages == ["before-compile", "after-compile", "after-image", "after-smoke"]
+        in_image = next(e for e in seen if e["event"] == "in-image")
+        assert in_image["output"] == "hello from the testkit plugin"
+        assert seen[-1] == {"event": "published", "image": tag, "status": "built"}
+        image = client.images.get(tag)
+        assert image.labels["com.example.testkit"] == "1" and image.labels["com.example.configured"] == "yes"
+        assert client.containers.run(tag, ["hello"], remove=True).decode().strip() == "hello from the testkit plugin"
+        # The stage order in the output: custom stages are named with their plugin.
+        assert "==> testkit before-compile [testkit]" in run.err
+        assert "plugin trace: grocker_stages -> testkit" in run.err
+    finally:
+        remove_images(client, tag)
+
+
+def test_a_failing_plugin_names_itself_and_tags_nothing(client: docker.DockerClient, testkit: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    tag = "grocker-test/plugin-fail:1"
+    run = grocker("build", str(project(tmp_path)), "--tag", tag, env={**testkit, "TESTKIT_FAIL_STAGE": "after-image"})
+    assert run.code == PluginError.exit_code
+    line = [ln for ln in run.err.splitlines() if ln.startswith("grocker: error:")][0]
+    assert "stage 'testkit after-image' of plugin 'testkit' failed: RuntimeError" in line
+    assert "GROCKER_DISABLE_PLUGINS=testkit" in line
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(tag)
+
+
+def test_garbage_from_a_hook_is_named(testkit: dict[str, str], tmp_path: Path) -> None:
+    run = grocker("build", str(project(tmp_path)), env={**testkit, "TESTKIT_GARBAGE": "1"})
+    assert run.code == PluginError.exit_code
+    assert "plugin 'testkit' returned str from grocker_runtime_image, expected an ImageContribution" in run.err
+
+
+def test_blocklist_disables_the_plugin(client: docker.DockerClient, testkit: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    tag = "grocker-test/plugin-blocked:1"
+    run = grocker("build", str(project(tmp_path)), "--tag", tag,
+                  env={**testkit, "TESTKIT_LOG": str(log), "GROCKER_DISABLE_PLUGINS": "testkit"})
+    try:
+        assert run.code == 0, run.err[-3000:]
+        assert events(log) == []
+        assert "com.example.testkit" not in client.images.get(tag).labels
+    finally:
+        remove_images(client, tag)

@@ -1,0 +1,63 @@
+"""Implements every grocker hook; writes what happened to $TESTKIT_LOG (one line per event)."""
+import json
+import os
+from pathlib import Path
+
+from setuptools_grocker.plugin import ImageContribution, Stage, impl
+
+HERE = Path(__file__).parent
+
+
+def record(event, **data):
+    path = os.environ.get("TESTKIT_LOG")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"event": event, **data}) + "\n")
+
+
+@impl
+def grocker_configure(config):
+    record("configure", labels=dict(config.labels))
+    return {"labels": {**config.labels, "com.example.configured": "yes"}}
+
+
+def _stage(name):
+    def run(ctx):
+        record("stage", name=name, image_id=ctx.image_id)
+        if name == "after-image":
+            out = ctx.run_in_image(["run", "cat", "/opt/testkit/hello.txt"])
+            record("in-image", exit_code=out.exit_code, output=out.output.strip())
+        if os.environ.get("TESTKIT_FAIL_STAGE") == name:
+            raise RuntimeError("the testkit was asked to fail")
+    return run
+
+
+@impl
+def grocker_stages(config):
+    # Given out of order on purpose: the pipeline sorts them by position.
+    return [Stage(f"testkit {p}", p, _stage(p)) for p in ("after-image", "before-compile", "after-smoke",
+                                                          "after-compile")]
+
+
+@impl
+def grocker_compile_environment(config):
+    return {"env": {"TESTKIT_MARK": "42"}, "commands": ['test "$TESTKIT_MARK" = 42']}
+
+
+@impl
+def grocker_runtime_image(config):
+    if os.environ.get("TESTKIT_GARBAGE") == "1":
+        return "not a contribution"
+    return ImageContribution(files={"/opt/testkit/hello.txt": HERE / "hello.txt"},
+                             labels={"com.example.testkit": "1"},
+                             commands={"hello": "cat /opt/testkit/hello.txt"})
+
+
+@impl
+def grocker_smoke_tests(config):
+    return [["hello"]]
+
+
+@impl
+def grocker_after_publish(config, result):
+    record("published", image=result.image, status=result.status)
