@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from setuptools_grocker import __version__
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
-from setuptools_grocker.config import Config
+from setuptools_grocker.config import Config, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, PluginError, ProjectError
 from setuptools_grocker.image import (
@@ -123,6 +123,7 @@ def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine:
          result: ProjectResult) -> None:
     plugins = PluginManager(extra=config.plugins, environ=environ, write=progress.write)
     config = apply.configure(plugins, config)
+    check_default_command(config)
     files = apply.image_files(plugins, config)
     compile_env = apply.compile_environment(plugins, config)
     with progress.stage("scan"):

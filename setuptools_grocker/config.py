@@ -408,12 +408,6 @@ def _build(project_dir: Path, v: dict[str, Any], inv: dict[str, Any], source: st
         if not line.strip():
             raise ConfigError(f"command '{name}' in {source} is empty", "give it a command line")
     default = v["default-command"]
-    if default and default not in commands and default not in RESERVED_COMMANDS:
-        close = difflib.get_close_matches(default, list(commands) + sorted(RESERVED_COMMANDS), n=1)
-        raise ConfigError(
-            f"default-command '{default}' is not one of the configured commands",
-            f"did you mean '{close[0]}'?" if close else "add it under [tool.grocker.commands]",
-        )
     image_name = v["image-name"]
     if image_name is not None and not _IMAGE_NAME.match(image_name):
         raise ConfigError(f"image-name {image_name!r} is not a valid image name",
@@ -470,6 +464,17 @@ def _build(project_dir: Path, v: dict[str, Any], inv: dict[str, Any], source: st
         report=Path(inv["report"]).resolve() if inv["report"] else None,
         source=source,
     )
+
+
+def check_default_command(config: Config) -> None:
+    """default-command must name a command; checked once plugins have added theirs."""
+    default = config.default_command
+    if default and default not in config.commands and default not in RESERVED_COMMANDS:
+        close = difflib.get_close_matches(default, list(config.commands) + sorted(RESERVED_COMMANDS), n=1)
+        raise ConfigError(
+            f"default-command '{default}' is not one of the configured commands",
+            f"did you mean '{close[0]}'?" if close else "add it under [tool.grocker.commands]",
+        )
 
 
 def validate_reference(ref: str) -> None:

@@ -28,6 +28,7 @@ from setuptools_grocker import __version__
 from setuptools_grocker.config import (
     WORKSPACE_KEYS,
     Config,
+    check_default_command,
     flatten,
     load_config,
     read_file_layer,
@@ -217,6 +218,7 @@ def load_workspace(root: Path, *, environ: Mapping[str, str], overrides: Mapping
             own = {k: v for k, v in own.items() if k != "workspace"}
         config = load_config(path, environ=environ, overrides=overrides, file_table=_merge(shared, own),
                              warn=progress.warn)
+        check_default_command(config)
         source = Source.scan(path)
         meta = member_metadata(path, source, meta_cache)
         name = normalize_name(meta["name"])

@@ -99,3 +99,45 @@ def test_blocklist_disables_the_plugin(client: docker.DockerClient, testkit: dic
         assert "com.example.testkit" not in client.images.get(tag).labels
     finally:
         remove_images(client, tag)
+
+
+def test_example_frontend_plugin_builds_and_serves_a_site(client: docker.DockerClient, tmp_path: Path) -> None:
+    """examples/grocker-plugin-frontend, installed from its directory, changes a real image."""
+    import time
+    import urllib.request
+
+    from tests.conftest import EXAMPLES
+
+    target = tmp_path / "site-packages"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    str(EXAMPLES / "grocker-plugin-frontend")], check=True, capture_output=True)
+    app = tmp_path / "demo-front"
+    shutil.copytree(EXAMPLES / "demo-front", app, ignore=shutil.ignore_patterns(".grocker"))
+    tag = "grocker-test/demo-front:1"
+    run = grocker("build", str(app), "--tag", tag, report=tmp_path / "r.json", env={"PYTHONPATH": str(target)})
+    try:
+        assert run.code == 0, run.err[-3000:]
+        assert "==> frontend [frontend]" in run.err
+        image = client.images.get(tag)
+        assert image.labels["io.grocker.frontend"] == "nginx"
+        container = client.containers.run(tag, detach=True, ports={"8080/tcp": ("127.0.0.1", None)})
+        try:
+            container.reload()
+            port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/assets/site.css", timeout=3) as resp:
+                        assert b"font-family" in resp.read()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.3)
+        finally:
+            container.remove(force=True)
+        # No build tool of the front-end reached the image: the site is static files only.
+        listing = client.containers.run(tag, ["run", "sh", "-c", "ls /opt/frontend/site; command -v gcc || true"],
+                                        remove=True).decode()
+        assert listing.split() == ["assets", "index.html"]
+    finally:
+        remove_images(client, tag)

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from setuptools_grocker.config import DEFAULT_BASE_IMAGE, env_var, load_config, validate_reference
+from setuptools_grocker.config import (
+    DEFAULT_BASE_IMAGE,
+    check_default_command,
+    env_var,
+    load_config,
+    validate_reference,
+)
 from setuptools_grocker.errors import ConfigError
 
 
@@ -129,7 +135,7 @@ def test_invalid_values(tmp_path: Path, text: str, match: str) -> None:
     write(tmp_path / "grocker.toml", text + "\n")
     write(tmp_path / "setup.py", "")
     with pytest.raises(ConfigError, match=match):
-        load_config(tmp_path, environ={})
+        check_default_command(load_config(tmp_path, environ={}))
 
 
 @pytest.mark.parametrize("ref", ["app:1.0", "registry.local:5000/team/app:1.0-abc", "app", "127.0.0.1:5000/a:b"])
