@@ -70,9 +70,16 @@ class Member:
     config: Config
     source: Source
     deps: set[str] = field(default_factory=set)
+    #: What the member's plugins change (their identity, files, compile environment).
+    plugin_key: str = ""
+
+    #: Fixed from the member's own configuration when loaded (plugins may add commands later).
+    fixed_kind: str = ""
 
     @property
     def kind(self) -> str:
+        if self.fixed_kind:
+            return self.fixed_kind
         if self.config.image is not None:
             return "application" if self.config.image else "library"
         return "application" if self.config.commands else "library"
@@ -86,7 +93,7 @@ class Member:
 
     def config_digest(self) -> str:
         data = {"image": self.config.image_inputs(), "test": self.config.test_command,
-                "test-extras": self.config.test_extras, "kind": self.kind}
+                "test-extras": self.config.test_extras, "kind": self.kind, "plugins": self.plugin_key}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -227,6 +234,8 @@ def load_workspace(root: Path, *, environ: Mapping[str, str], overrides: Mapping
                                  "rename one, or exclude it with workspace.exclude")
         members[name] = Member(name=name, path=path, version=meta["version"], requires=meta["requires"],
                                optional=meta.get("optional", {}), config=config, source=source)
+    for m in members.values():
+        m.fixed_kind = m.kind
     _link(members)
     order, levels = _order(members)
     return Workspace(root, settings, members, order, levels)

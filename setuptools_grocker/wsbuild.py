@@ -25,15 +25,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from setuptools_grocker.build import cache_home, default_reference
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
-from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config
+from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, check_default_command
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError, WorkspaceError
+from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
 from setuptools_grocker.image import BaseImages, ensure_base_images, root_key
 from setuptools_grocker.pipconf import PipForward, forward
+from setuptools_grocker.plugin import StageContext, apply
+from setuptools_grocker.plugin.manager import BUILTIN, PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import git_commit_time, normalize_name
 from setuptools_grocker.registry import key_tag, manifest_digest
@@ -51,6 +53,8 @@ from setuptools_grocker.workspace import (
 
 STALE_STAGING_SECONDS = 6 * 3600
 STAGES = ("wheel", "test", "image", "smoke", "push")
+# The plugin positions around each workspace stage (tests belong to the compile slot).
+SLOT = {"wheel": "compile", "test": "", "image": "image", "smoke": "smoke", "push": "push"}
 
 
 def stages_of(member: Member, push: bool) -> list[str]:
@@ -109,6 +113,14 @@ class WorkspaceBuild:
         self.shared: Config | None = None
         index_url = options.index_url or ws.settings.index_url
         self.index = WheelIndex(index_url) if index_url else None
+        # Plugins, per member (the plugins key may differ): configuration applied once, here.
+        self.plugins: dict[str, PluginManager] = {}
+        for m in ws.members.values():
+            pm = PluginManager(extra=m.config.plugins, environ=environ, write=progress.write)
+            m.config = apply.configure(pm, m.config)
+            check_default_command(m.config)
+            m.plugin_key = apply.identity(pm, apply.image_files(pm, m.config), apply.compile_environment(pm, m.config))
+            self.plugins[m.name] = pm
 
     # -- the shared environment ---------------------------------------------------------
     def _shared_config(self) -> Config:
@@ -299,6 +311,7 @@ class WorkspaceBuild:
             if missing:
                 raise WorkspaceError(f"stage '{stage}' of {member.name} needs stage '{missing[0]}' first",
                                      f"run it: grocker workspace build --only {member.name} --stage {missing[0]}")
+            self._custom_stages(f"before-{SLOT[stage]}", engine, member, images, done, progress)
             # A library's wheel and tests share one container when both are to run.
             combine = stage == "wheel" and "test" in stages_of(member, False) and "test" in requested \
                 and "test" not in done
@@ -307,13 +320,47 @@ class WorkspaceBuild:
                                           with_tests=combine)
             if combine:
                 done["test"] = {"command": done[stage].pop("test_command")}
+            self._custom_stages(f"after-{SLOT[stage]}", engine, member, images, done, progress)
             ran = True
             self._save_state(member, done)
+            if stage in ("smoke", "push") and member.kind == "application":
+                published = ProjectResult(name=member.name, version=member.version, kind=member.kind)
+                self._fill_result(member, done, published)
+                published.status = "built"
+                self.plugins[member.name].call("grocker_after_publish", config=member.config, result=published)
         self._fill_result(member, done, result)
         result.status = "built" if ran else "cached"
         if ran and self.index is not None and member.kind == "library" and \
                 all(s in done for s in stages_of(member, False)) and not done["wheel"].get("fetched"):
             self._upload(member, entry, Path(done["wheel"]["wheel"]), progress)
+
+    def _custom_stages(self, position: str, engine: Engine, member: Member, images: BaseImages | None,
+                       done: dict[str, Any], progress: Progress) -> None:
+        """Plugin stages at ``position``; files they add for the image are kept in the state."""
+        if position in ("before-", "after-"):  # the test stage has no plugin positions of its own
+            return
+        pm = self.plugins[member.name]
+        todo = [s for s in apply.stages(pm, member.config) if s.position == position and s.plugin != BUILTIN]
+        if not todo:
+            return
+        ctx = StageContext(config=member.config, engine=engine, progress=progress,
+                           work_dir=self.ws.state_dir / "stages" / member.name,
+                           compiler_image=images.compiler if images else None)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        ctx.artifacts["files"] = {k: Path(v) for k, v in done.get("wheel", {}).get("plugin_files", {}).items()}
+        ctx.artifacts["image_id"] = done.get("image", {}).get("image_id")
+        for stage in todo:
+            with progress.stage(f"{stage.name} [{stage.plugin}]"):
+                try:
+                    stage.run(ctx)
+                except GrockerError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
+                                      f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
+                                      f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
+        if "wheel" in done and ctx.artifacts["files"]:
+            done["wheel"]["plugin_files"] = {k: str(v) for k, v in ctx.artifacts["files"].items()}
 
     def _stage_valid(self, engine: Engine, stage: str, data: Mapping[str, Any]) -> bool:
         if stage == "wheel":
@@ -338,7 +385,9 @@ class WorkspaceBuild:
         if stage == "wheel":
             mode = "library" if member.kind == "library" else "project"
             test = self._test_spec(member) if with_tests else None
-            wheels = self._compile(engine, member, entry, images, progress, mode=mode, test=test)
+            env, commands = apply.compile_environment(self.plugins[member.name], member.config)
+            wheels = self._compile(engine, member, entry, images, progress, mode=mode, test=test,
+                                   extra_env=env, pre_commands=commands)
             data: dict[str, Any] = {"wheel": str(wheels.project_wheel), "distributions": wheels.distributions()}
             if test:
                 data["test_command"] = test["command"]
@@ -357,11 +406,15 @@ class WorkspaceBuild:
             wheelhouse = Wheelhouse.load(Path(done["wheel"]["wheel"]).parent.parent)
             if wheelhouse is None:
                 raise WorkspaceError(f"the wheels of {member.name} are gone", "build again with --no-cache")
+            files = {**apply.image_files(self.plugins[member.name], config),
+                     **{k: Path(v) for k, v in done["wheel"].get("plugin_files", {}).items()}}
             image_id = build_runtime_image(engine, config, wheels=wheelhouse, key=entry.key, progress=progress,
-                                           images=BaseImages(roots.root, images.compiler, roots.root_key))
+                                           images=BaseImages(roots.root, images.compiler, roots.root_key),
+                                           files=files)
             return {"image_id": image_id}
         if stage == "smoke":
-            smoke_test(engine, config, done["image"]["image_id"], progress)
+            smoke_test(engine, config, done["image"]["image_id"], progress,
+                       commands=apply.smoke_commands(self.plugins[member.name], config))
             ref = self._reference(member)
             engine.tag(done["image"]["image_id"], ref)
             return {"image": ref}
@@ -443,7 +496,8 @@ class WorkspaceBuild:
                              f"build it first (grocker workspace build --only {name}), or drop --no-deps")
 
     def _compile(self, engine: Engine, member: Member, entry: PlanEntry, images: BaseImages, progress: Progress,
-                 *, mode: str, test: Mapping[str, Any] | None = None, test_wheel: Path | None = None) -> Wheelhouse:
+                 *, mode: str, test: Mapping[str, Any] | None = None, test_wheel: Path | None = None,
+                 extra_env: Mapping[str, str] | None = None, pre_commands: Sequence[str] = ()) -> Wheelhouse:
         internal = [self._dep_wheel(d) for d in self.ws.closure(member.name)]
         config = dataclasses.replace(member.config, no_cache=self.options.no_cache)
         epoch = int(self.environ.get("SOURCE_DATE_EPOCH") or git_commit_time(member.path) or 315532800)
@@ -452,6 +506,7 @@ class WorkspaceBuild:
             wheelhouse_root=self.ws.state_dir / "wheels" / member.name, key=entry.key,
             pip_cache=cache_home(self.environ) / "pip", source_date_epoch=epoch, progress=progress,
             internal_wheels=internal, mode=mode, test=test, what=member.name, test_wheel=test_wheel,
+            extra_env=extra_env, pre_commands=pre_commands,
         )
 
     def _image_lock(self, key: tuple[str, ...]) -> threading.Lock:

@@ -141,3 +141,28 @@ def test_example_frontend_plugin_builds_and_serves_a_site(client: docker.DockerC
         assert listing.split() == ["assets", "index.html"]
     finally:
         remove_images(client, tag)
+
+
+def test_workspace_members_run_the_plugins(client: docker.DockerClient, testkit: dict[str, str], tmp_path: Path,
+                                           run_id: str) -> None:
+    from benchmarks.make_workspace import generate
+
+    root = tmp_path / "ws"
+    prefix = f"p{run_id[:5]}-"
+    generate(root, libs=1, apps=1, levels=1, prefix=prefix)
+    log = tmp_path / "events.jsonl"
+    app = f"{prefix}app-00"
+    run = grocker("workspace", "build", str(root), report=tmp_path / "r.json", env={**testkit, "TESTKIT_LOG": str(log)})
+    try:
+        assert run.code == 0, run.err[-3000:]
+        stages = [(e["project"], e["name"]) for e in events(log) if e["event"] == "stage"]
+        # Library: compile positions only; application: all four.
+        assert [n for p, n in stages if p == f"{prefix}lib-00"] == ["before-compile", "after-compile"], stages
+        assert [n for p, n in stages if p == app] == ["before-compile", "after-compile", "after-image",
+                                                      "after-smoke"], stages
+        assert [e["image"] for e in events(log) if e["event"] == "published"] == [f"{app}:2.0.0"]
+        assert client.images.get(f"{app}:2.0.0").labels["com.example.testkit"] == "1"
+        assert client.containers.run(f"{app}:2.0.0", ["hello"], remove=True).decode().strip() == \
+            "hello from the testkit plugin"
+    finally:
+        remove_images(client, f"{app}:2.0.0")

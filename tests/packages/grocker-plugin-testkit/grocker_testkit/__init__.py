@@ -23,7 +23,7 @@ def grocker_configure(config):
 
 def _stage(name):
     def run(ctx):
-        record("stage", name=name, image_id=ctx.image_id)
+        record("stage", name=name, project=ctx.config.project_dir.name, image_id=ctx.image_id)
         if name == "after-image":
             out = ctx.run_in_image(["run", "cat", "/opt/testkit/hello.txt"])
             record("in-image", exit_code=out.exit_code, output=out.output.strip())
