@@ -10,6 +10,7 @@ from buildbot_grocker.steps import (
     GrockerImage,
     GrockerMemberStep,
     GrockerPlan,
+    GrockerPluginStage,
     GrockerPush,
     GrockerSmokeTest,
     GrockerStep,
@@ -19,6 +20,6 @@ from buildbot_grocker.steps import (
 )
 
 __all__ = [
-    "GrockerGraph", "GrockerImage", "GrockerMemberStep", "GrockerPlan", "GrockerPush", "GrockerSmokeTest",
-    "GrockerStep", "GrockerTest", "GrockerWheel", "configure", "member_steps",
+    "GrockerGraph", "GrockerImage", "GrockerMemberStep", "GrockerPlan", "GrockerPluginStage", "GrockerPush",
+    "GrockerSmokeTest", "GrockerStep", "GrockerTest", "GrockerWheel", "configure", "member_steps",
 ]

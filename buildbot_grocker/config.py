@@ -16,7 +16,7 @@ def configure(c: dict[str, Any], *, workers: Sequence[str], repourl: str | None 
               path: str | None = None, hour: int = 2, minute: int = 0, registry: str | None = None,
               wheel_index: str | None = None, push: bool = False, grocker: str | list[str] = "grocker",
               orchestrator_worker: str | None = None, env: dict[str, str] | None = None,
-              prefix: str = "grocker") -> dict[str, str]:
+              prefix: str = "grocker", plugin_stages: Sequence[tuple[str, str, Sequence[str]]] = ()) -> dict[str, str]:
     """Add to ``c`` the builders and schedulers of a nightly full build of a workspace.
 
     The workspace comes from a git repository (``repourl`` and ``branch``; every worker
@@ -28,7 +28,8 @@ def configure(c: dict[str, Any], *, workers: Sequence[str], repourl: str | None 
 
     Adds: builders ``PREFIX-nightly`` and ``PREFIX-member``; schedulers ``PREFIX-nightly``
     (Nightly at ``hour:minute``), ``PREFIX-force`` (Force) and ``PREFIX-member``
-    (Triggerable). Returns their names.
+    (Triggerable). ``plugin_stages`` (``[(name, position, kinds)]``) makes plugin stages
+    steps of their own in the member builds. Returns their names.
     """
     if (repourl is None) == (path is None):
         raise ValueError("configure(): give either repourl (a git repository) or path (a directory)")
@@ -57,7 +58,7 @@ def configure(c: dict[str, Any], *, workers: Sequence[str], repourl: str | None 
         GrockerPlan(**common),
         GrockerGraph(scheduler=names["trigger"], extra_properties={"grocker_push": push}),
     ])
-    member = util.BuildFactory([*checkout(), *member_steps(**common)])
+    member = util.BuildFactory([*checkout(), *member_steps(plugin_stages=plugin_stages, **common)])
     c["builders"] += [
         util.BuilderConfig(name=names["orchestrator"], workernames=[orchestrator_worker], factory=orchestrator,
                            collapseRequests=False),

@@ -117,7 +117,7 @@ class GrockerMemberStep(GrockerStep):
         super().__init__(**kwargs)
         if member is None:
             config.error(f"{type(self).__name__}: member is required (e.g. Property('grocker_member'))")
-        if self.stage not in STAGES:
+        if self.stage not in STAGES and not self.stage.startswith("plugin:"):
             config.error(f"{type(self).__name__}: unknown stage {self.stage!r}")
         self.member = member
 
@@ -169,8 +169,29 @@ class GrockerPush(GrockerMemberStep):
     stage = "push"
 
 
-def member_steps(kind_property: str = "grocker_kind", **kwargs: Any) -> list[buildstep.BuildStep]:
-    """The steps of one member build: library stages or application stages, by ``kind_property``."""
+class GrockerPluginStage(GrockerMemberStep):
+    """A custom stage contributed by a plugin, as a step of its own (``--stage plugin:NAME``)."""
+
+    def __init__(self, stage_name: str = "", **kwargs: Any) -> None:
+        if not stage_name:
+            config.error("GrockerPluginStage: stage_name (the plugin stage's name) is required")
+        self.stage = f"plugin:{stage_name}"
+        kwargs.setdefault("name", stage_name)
+        super().__init__(**kwargs)
+
+
+# Where a plugin stage's step goes among the member steps.
+_ORDER = {"before-compile": 0, "compile": 1, "after-compile": 2, "before-image": 3, "image": 4, "after-image": 5,
+          "before-smoke": 6, "smoke": 7, "after-smoke": 8, "before-push": 9, "push": 10, "after-push": 11}
+
+
+def member_steps(kind_property: str = "grocker_kind", plugin_stages: Any = (),
+                 **kwargs: Any) -> list[buildstep.BuildStep]:
+    """The steps of one member build: library stages or application stages, by ``kind_property``.
+
+    ``plugin_stages``: ``[(name, position, kinds)]`` of plugin stages to show as steps of their
+    own, ``kinds`` being ``("library", "application")`` or a part of it.
+    """
 
     def is_library(step: buildstep.BuildStep) -> bool:
         return bool(step.getProperty(kind_property) == "library")
@@ -186,16 +207,25 @@ def member_steps(kind_property: str = "grocker_kind", **kwargs: Any) -> list[bui
 
     kwargs.setdefault("member", Property("grocker_member"))
     common = {"hideStepIf": lambda results, step: results == SKIPPED, **kwargs}
-    return [
-        GrockerWheel(**common),
-        GrockerTest(doStepIf=has_tests, **common),
-        GrockerImage(doStepIf=is_application, **common),
-        GrockerSmokeTest(doStepIf=is_application, **common),
-        GrockerPush(doStepIf=wants_push, **common),
+    ordered: list[tuple[int, buildstep.BuildStep]] = [
+        (1, GrockerWheel(**common)),
+        (1, GrockerTest(doStepIf=has_tests, **common)),
+        (4, GrockerImage(doStepIf=is_application, **common)),
+        (7, GrockerSmokeTest(doStepIf=is_application, **common)),
+        (10, GrockerPush(doStepIf=wants_push, **common)),
     ]
+    for name, position, kinds in plugin_stages:
+        if position not in _ORDER:
+            config.error(f"member_steps: plugin stage {name!r} has unknown position {position!r}")
+
+        def applies(step: buildstep.BuildStep, kinds: tuple[str, ...] = tuple(kinds)) -> bool:
+            return str(step.getProperty(kind_property)) in kinds
+
+        ordered.append((_ORDER[position], GrockerPluginStage(stage_name=name, doStepIf=applies, **common)))
+    return [step for _, step in sorted(ordered, key=lambda item: item[0])]
 
 
 __all__ = [
     "GrockerImage", "GrockerMemberStep", "GrockerPlan", "GrockerPush", "GrockerSmokeTest", "GrockerStep",
-    "GrockerTest", "GrockerWheel", "member_steps",
+    "GrockerPluginStage", "GrockerTest", "GrockerWheel", "member_steps",
 ]

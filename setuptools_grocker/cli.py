@@ -24,6 +24,12 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push", action="store_true", help="push the image to the configured registry")
 
 
+def _stage_name(text: str) -> str:
+    if text in ("wheel", "test", "image", "smoke", "push") or (text.startswith("plugin:") and len(text) > 7):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown stage {text!r}: use wheel, test, image, smoke, push or plugin:NAME")
+
+
 def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "tag": args.tag,
@@ -69,8 +75,9 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
     wsb.add_argument("--wheel-index", metavar="URL",
                      help="PyPI-compatible index to share wheels through (overrides workspace.index-url)")
-    wsb.add_argument("--stage", action="append", choices=["wheel", "test", "image", "smoke", "push"],
-                     help="run only this stage (repeatable; default: all); what earlier stages made is reused")
+    wsb.add_argument("--stage", action="append", type=_stage_name, metavar="STAGE",
+                     help="run only this stage: wheel, test, image, smoke, push, or plugin:NAME (repeatable; "
+                          "default: all); what earlier stages made is reused")
     wsb.add_argument("--no-deps", action="store_true",
                      help="with --only: do not build dependencies; take their wheels from earlier builds or the index")
     wsb.set_defaults(func=cmd_ws_build)

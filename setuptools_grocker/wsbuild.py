@@ -302,6 +302,18 @@ class WorkspaceBuild:
         done: dict[str, Any] = dict(state.get("stages", {}))
         requested = set(self.options.stages or STAGES)
         ran = False
+        wanted_plugin_stages = [s[len("plugin:"):] for s in self.options.stages if s.startswith("plugin:")]
+        if wanted_plugin_stages:
+            known = {st.name: st for st in apply.stages(self.plugins[member.name], member.config)
+                     if st.plugin != BUILTIN}
+            for name in wanted_plugin_stages:
+                if name not in known:
+                    raise WorkspaceError(f"no plugin stage named '{name}' for {member.name}",
+                                         "see `grocker plugins`; stages: " + (", ".join(sorted(known)) or "none"))
+                self._custom_stages(known[name].position, engine, member, images, done, progress)
+                ran = True
+            if "wheel" in done:
+                self._save_state(member, done)
         for stage in stages_of(member, self.options.push):
             if stage not in requested or (stage in done and self._stage_valid(engine, stage, done[stage])):
                 continue
@@ -341,6 +353,8 @@ class WorkspaceBuild:
             return
         pm = self.plugins[member.name]
         todo = [s for s in apply.stages(pm, member.config) if s.position == position and s.plugin != BUILTIN]
+        if self.options.stages:  # staged runs (one Buildbot step per stage): plugin stages only by name
+            todo = [s for s in todo if f"plugin:{s.name}" in self.options.stages]
         if not todo:
             return
         ctx = StageContext(config=member.config, engine=engine, progress=progress,

@@ -166,3 +166,22 @@ def test_workspace_members_run_the_plugins(client: docker.DockerClient, testkit:
             "hello from the testkit plugin"
     finally:
         remove_images(client, f"{app}:2.0.0")
+
+
+def test_plugin_stage_alone_as_a_ci_step_would_run_it(testkit: dict[str, str], tmp_path: Path, run_id: str) -> None:
+    from benchmarks.make_workspace import generate
+
+    root = tmp_path / "ws"
+    prefix = f"q{run_id[:5]}-"
+    generate(root, libs=1, apps=1, levels=1, prefix=prefix)
+    log = tmp_path / "events.jsonl"
+    env = {**testkit, "TESTKIT_LOG": str(log)}
+    lib = f"{prefix}lib-00"
+    base = ["workspace", "build", str(root), "--only", lib, "--no-deps"]
+    assert grocker(*base, "--stage", "wheel", env=env).code == 0
+    assert [e for e in events(log) if e["event"] == "stage"] == []  # staged: plugin stages only by name
+    run = grocker(*base, "--stage", "plugin:testkit after-compile", env=env, report=tmp_path / "r.json")
+    assert run.code == 0, run.err[-3000:]
+    assert [(e["project"], e["name"]) for e in events(log) if e["event"] == "stage"] == [(lib, "after-compile")]
+    unknown = grocker(*base, "--stage", "plugin:nope", env=env, report=tmp_path / "u.json")
+    assert unknown.code != 0 and "no plugin stage named 'nope'" in unknown.project["error"]

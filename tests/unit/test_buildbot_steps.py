@@ -194,3 +194,29 @@ class TestGraphStep(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
         self.expect_outcome(result=FAILURE)
         self.expect_log_file("error", "no plan in property grocker_plan; run GrockerPlan first")
         yield self.run_step()
+
+
+class TestPluginStageStep(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.setup_test_reactor()
+        yield self.setup_test_build_step()
+
+    @defer.inlineCallbacks
+    def test_plugin_stage_runs_as_its_own_step(self):  # type: ignore[no-untyped-def]
+        from buildbot_grocker import GrockerPluginStage
+
+        self.setup_step(GrockerPluginStage(stage_name="frontend", root="ws", member="web"))
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=member_command("plugin:frontend", member="web"), log_environ=False)
+            .stdout(report(name="web")).exit(0))
+        self.expect_outcome(result=SUCCESS, state_string="plugin:frontend built")
+        yield self.run_step()
+
+
+def test_member_steps_place_plugin_stages_by_position() -> None:
+    from buildbot_grocker import member_steps
+
+    steps = member_steps(plugin_stages=[("frontend", "after-compile", ("application",)),
+                                        ("lint", "before-compile", ("library", "application"))], root=".")
+    assert [s.name for s in steps] == ["lint", "wheel", "test", "frontend", "image", "smoke", "push"]
