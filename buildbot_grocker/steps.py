@@ -181,8 +181,9 @@ class GrockerPluginStage(GrockerMemberStep):
 
 
 # Where a plugin stage's step goes among the member steps.
-_ORDER = {"before-compile": 0, "compile": 1, "after-compile": 2, "before-image": 3, "image": 4, "after-image": 5,
-          "before-smoke": 6, "smoke": 7, "after-smoke": 8, "before-push": 9, "push": 10, "after-push": 11}
+_ORDER = {"before-compile": 0, "compile": 1, "after-compile": 2, "before-test": 2.5, "test": 3, "after-test": 3.5,
+          "before-image": 3.8, "image": 4, "after-image": 5, "before-smoke": 6, "smoke": 7, "after-smoke": 8,
+          "before-push": 9, "push": 10, "after-push": 11}
 
 
 def member_steps(kind_property: str = "grocker_kind", plugin_stages: Any = (),
@@ -207,9 +208,9 @@ def member_steps(kind_property: str = "grocker_kind", plugin_stages: Any = (),
 
     kwargs.setdefault("member", Property("grocker_member"))
     common = {"hideStepIf": lambda results, step: results == SKIPPED, **kwargs}
-    ordered: list[tuple[int, buildstep.BuildStep]] = [
+    ordered: list[tuple[float, buildstep.BuildStep]] = [
         (1, GrockerWheel(**common)),
-        (1, GrockerTest(doStepIf=has_tests, **common)),
+        (3, GrockerTest(doStepIf=has_tests, **common)),
         (4, GrockerImage(doStepIf=is_application, **common)),
         (7, GrockerSmokeTest(doStepIf=is_application, **common)),
         (10, GrockerPush(doStepIf=wants_push, **common)),

@@ -54,7 +54,7 @@ from setuptools_grocker.workspace import (
 STALE_STAGING_SECONDS = 6 * 3600
 STAGES = ("wheel", "test", "image", "smoke", "push")
 # The plugin positions around each workspace stage (tests belong to the compile slot).
-SLOT = {"wheel": "compile", "test": "", "image": "image", "smoke": "smoke", "push": "push"}
+SLOT = {"wheel": "compile", "test": "test", "image": "image", "smoke": "smoke", "push": "push"}
 
 
 def stages_of(member: Member, push: bool) -> list[str]:
@@ -323,16 +323,21 @@ class WorkspaceBuild:
             if missing:
                 raise WorkspaceError(f"stage '{stage}' of {member.name} needs stage '{missing[0]}' first",
                                      f"run it: grocker workspace build --only {member.name} --stage {missing[0]}")
-            self._custom_stages(f"before-{SLOT[stage]}", engine, member, images, done, progress)
-            # A library's wheel and tests share one container when both are to run.
+            # A library's wheel and tests share one container when both are to run; the plugin
+            # stages of both positions then run before and after that container.
             combine = stage == "wheel" and "test" in stages_of(member, False) and "test" in requested \
                 and "test" not in done
+            self._custom_stages(f"before-{SLOT[stage]}", engine, member, images, done, progress)
+            if combine:
+                self._custom_stages("before-test", engine, member, images, done, progress)
             with progress.stage("wheel + test" if combine else stage):
                 done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
                                           with_tests=combine)
             if combine:
                 done["test"] = {"command": done[stage].pop("test_command")}
             self._custom_stages(f"after-{SLOT[stage]}", engine, member, images, done, progress)
+            if combine:
+                self._custom_stages("after-test", engine, member, images, done, progress)
             ran = True
             self._save_state(member, done)
             if stage in ("smoke", "push") and member.kind == "application":
@@ -349,8 +354,6 @@ class WorkspaceBuild:
     def _custom_stages(self, position: str, engine: Engine, member: Member, images: BaseImages | None,
                        done: dict[str, Any], progress: Progress) -> None:
         """Plugin stages at ``position``; files they add for the image are kept in the state."""
-        if position in ("before-", "after-"):  # the test stage has no plugin positions of its own
-            return
         pm = self.plugins[member.name]
         todo = [s for s in apply.stages(pm, member.config) if s.position == position and s.plugin != BUILTIN]
         if self.options.stages:  # staged runs (one Buildbot step per stage): plugin stages only by name

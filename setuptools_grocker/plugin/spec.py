@@ -33,9 +33,8 @@ def grocker_stages(config: Config) -> Sequence[Stage] | None:  # type: ignore[em
     """Contribute stages to the pipeline.
 
     Each :class:`~setuptools_grocker.plugin.stages.Stage` has a name, a position
-    (``before-compile``, ``after-compile``, ``before-image``, ``after-image``,
-    ``before-smoke``, ``after-smoke``, ``before-push``, ``after-push``, or one of the
-    built-in slots ``compile``, ``image``, ``smoke``, ``push``) and a ``run(context)``
+    (``before-``/``after-`` ``compile``, ``test``, ``image``, ``smoke``, ``push``, or one
+    of those slots itself) and a ``run(context)``
     callable. Stages of one position run in registration order. The built-in stages are
     contributed through this hook too.
     """

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from setuptools_grocker.engine import Engine, RunResult
     from setuptools_grocker.progress import Progress
 
-SLOTS = ("compile", "image", "smoke", "push")
+SLOTS = ("compile", "test", "image", "smoke", "push")
 POSITIONS = tuple(p for slot in SLOTS for p in (f"before-{slot}", slot, f"after-{slot}"))
 
 

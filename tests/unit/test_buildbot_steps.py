@@ -219,4 +219,4 @@ def test_member_steps_place_plugin_stages_by_position() -> None:
 
     steps = member_steps(plugin_stages=[("frontend", "after-compile", ("application",)),
                                         ("lint", "before-compile", ("library", "application"))], root=".")
-    assert [s.name for s in steps] == ["lint", "wheel", "test", "frontend", "image", "smoke", "push"]
+    assert [s.name for s in steps] == ["lint", "wheel", "frontend", "test", "image", "smoke", "push"]
