@@ -21,8 +21,10 @@ PACKAGES = Path(__file__).resolve().parent.parent / "packages"
 def testkit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """pip-installs the testkit plugin into its own directory; PYTHONPATH makes it visible."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "testkit"  # pip builds in-tree: keep the repository clean
+    shutil.copytree(PACKAGES / "grocker-plugin-testkit", source)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                    str(PACKAGES / "grocker-plugin-testkit")], check=True, capture_output=True)
+                    str(source)], check=True, capture_output=True)
     return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 
 
@@ -109,8 +111,10 @@ def test_example_frontend_plugin_builds_and_serves_a_site(client: docker.DockerC
     from tests.conftest import EXAMPLES
 
     target = tmp_path / "site-packages"
+    source = tmp_path / "plugin-src"  # pip builds in-tree: keep the repository clean
+    shutil.copytree(EXAMPLES / "grocker-plugin-frontend", source)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                    str(EXAMPLES / "grocker-plugin-frontend")], check=True, capture_output=True)
+                    str(source)], check=True, capture_output=True)
     app = tmp_path / "demo-front"
     shutil.copytree(EXAMPLES / "demo-front", app, ignore=shutil.ignore_patterns(".grocker"))
     tag = "grocker-test/demo-front:1"
