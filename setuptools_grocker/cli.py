@@ -82,6 +82,12 @@ def make_parser() -> argparse.ArgumentParser:
                      help="with --only: do not build dependencies; take their wheels from earlier builds or the index")
     wsb.set_defaults(func=cmd_ws_build)
 
+    diff = sub.add_parser("diff", help="distributions added, removed and changed between two images")
+    diff.add_argument("image_a")
+    diff.add_argument("image_b")
+    diff.add_argument("--json", action="store_true", help="print the difference as JSON")
+    diff.set_defaults(func=cmd_diff)
+
     plug = sub.add_parser("plugins", help="list the loaded plugins, their hooks and where they come from")
     plug.add_argument("project", nargs="?", default=".", help="project whose plugins key to read (default: .)")
     plug.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -188,6 +194,21 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({', '.join(p.name for p in failed)}), "
                      f"{len(skipped)} skipped; see the errors above\n")
     return WorkspaceError.exit_code
+
+
+def cmd_diff(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.diff import diff_images
+    from setuptools_grocker.engine import Engine
+
+    with Engine(Progress(quiet=True)) as engine:
+        result = diff_images(engine, args.image_a, args.image_b)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print("\n".join(result.lines()))
+    return 0
 
 
 def cmd_plugins(args: argparse.Namespace, progress: Progress) -> int:

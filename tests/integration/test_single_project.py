@@ -204,3 +204,30 @@ def test_restrictive_umask_still_gives_a_readable_entrypoint(client: docker.Dock
         assert b"check: passed" in client.containers.run(ref, ["check"], remove=True)
     finally:
         remove_images(client, ref)
+
+
+def test_diff_between_two_real_images(client: docker.DockerClient, demo_build: Run, examples_copy: Path,
+                                      tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "examples"
+    shutil.copytree(examples_copy, other, ignore=shutil.ignore_patterns(".grocker"))
+    (other / "demo-app" / "constraints.txt").write_text("packaging==24.0\n")
+    with (other / "demo-app" / "grocker.toml").open("r+") as fh:
+        text = fh.read()
+        fh.seek(0)
+        fh.write('constraints = "constraints.txt"\n' + text)
+    ref = "grocker-test/demo-app:older-packaging"
+    run = grocker("build", str(other / "demo-app"), "--tag", ref, report=tmp_path / "r.json")
+    try:
+        assert run.code == 0, run.err[-3000:]
+        out = grocker("diff", demo_build.project["image"], ref, "--json")
+        assert out.code == 0, out.err
+        data = json.loads(out.out)
+        new = dict(d.split("==") for d in demo_build.project["distributions"])
+        assert data["changed"] == {"packaging": {"from": new["packaging"], "to": "24.0"}}
+        assert data["added"] == {} and data["removed"] == {} and data["unchanged"] == 2
+        missing = grocker("diff", ref, "grocker-test/no-such:1")
+        assert missing.code == 1 and "grocker-test/no-such:1 is not in the engine" in missing.err
+    finally:
+        remove_images(client, ref)
