@@ -61,6 +61,27 @@ def default_reference(config: Config, name: str, version: str) -> str:
     return f"{repo}:{tag_safe(version)}"
 
 
+def extra_tags(config: Config, ref: str, version: str, revision: str | None) -> list[str]:
+    """Tags beside the version tag: version + git revision, and the configured moving tags."""
+    import datetime
+
+    repo = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    tags = []
+    if revision and not revision.endswith("-dirty"):
+        tags.append(f"{repo}:{tag_safe(version)}-g{revision[:12]}")
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+    tags += [f"{repo}:{t.replace('{date}', today)}" for t in config.moving_tags]
+    return tags
+
+
+def _apply_tags(engine: Engine, config: Config, image_id: str, ref: str, version: str) -> list[str]:
+    refs = [ref, *extra_tags(config, ref, version, git_revision(config.project_dir))]
+    for extra in refs[1:]:
+        if engine.image_id(extra) != image_id:
+            engine.tag(image_id, extra)
+    return refs
+
+
 def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
               pip_env: Mapping[str, str], plugins: str = "") -> str:
     constraints = config.constraints.read_bytes() if config.constraints and config.constraints.is_file() else b""
@@ -211,14 +232,18 @@ def stage_smoke(ctx: StageContext) -> None:
     ref = config.tag or default_reference(config, wheels.name, wheels.version)
     ctx.engine.tag(a["image_id"], ref)
     result: ProjectResult = a["result"]
-    result.image, result.image_id, result.tags = ref, a["image_id"], [ref]
+    result.image, result.image_id = ref, a["image_id"]
+    result.tags = _apply_tags(ctx.engine, config, a["image_id"], ref, wheels.version)
     result.size = (ctx.engine.image_attrs(a["image_id"]) or {}).get("Size")
     a["ref"] = ref
 
 
 def stage_push(ctx: StageContext) -> None:
     if ctx.config.push:
-        ctx.artifacts["result"].digest = ctx.engine.push(ctx.artifacts["ref"])
+        result = ctx.artifacts["result"]
+        result.digest = ctx.engine.push(ctx.artifacts["ref"])
+        for extra in result.tags[1:]:
+            ctx.engine.push(extra)
 
 
 def _cached(config: Config, engine: Engine, state: dict[str, Any], result: ProjectResult) -> None:
@@ -228,12 +253,15 @@ def _cached(config: Config, engine: Engine, state: dict[str, Any], result: Proje
         engine.tag(image_id, ref)
     result.status = "cached"
     result.name, result.version = state["name"], state["version"]
-    result.image, result.image_id, result.tags = ref, image_id, [ref]
+    result.image, result.image_id = ref, image_id
+    result.tags = _apply_tags(engine, config, image_id, ref, state["version"])
     result.wheel = state.get("wheel")
     result.distributions = list(state.get("distributions", []))
     result.size = (engine.image_attrs(image_id) or {}).get("Size")
     if config.push:
         result.digest = engine.push(ref)
+        for extra in result.tags[1:]:
+            engine.push(extra)
     else:
         result.digest = state.get("digest") if state.get("image") == ref else None
 

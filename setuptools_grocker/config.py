@@ -60,6 +60,7 @@ KEYS: dict[str, tuple[str, Any]] = {
     "test-extras": ("list", None),
     "plugins": ("list", ()),
     "cache-dir": ("str", None),
+    "moving-tags": ("list", ()),
 }
 # Table names, so that ``[tool.grocker.smoke-test]`` is not reported as an unknown key.
 TABLES = {"system-packages", "smoke-test", "workspace"}
@@ -113,6 +114,7 @@ class Config:
     test_extras: tuple[str, ...] | None = None
     plugins: tuple[str, ...] = ()
     cache_dir: Path | None = None
+    moving_tags: tuple[str, ...] = ()
     # Per-invocation options (command line only); they do not change what an image contains.
     tag: str | None = None
     no_cache: bool = False
@@ -422,6 +424,10 @@ def _build(project_dir: Path, v: dict[str, Any], inv: dict[str, Any], source: st
         if not re.match(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$", pkg):
             raise ConfigError(f"system package {pkg!r} is not a valid Debian package name",
                               "use names as apt-get takes them, e.g. libpq5")
+    for moving in v["moving-tags"]:
+        if not _TAG.match(moving.replace("{date}", "20260101")):
+            raise ConfigError(f"moving tag {moving!r} is not a valid tag",
+                              "use letters, digits, '_', '.', '-' and {date}, e.g. nightly-{date}")
     path = v["smoke-test.path"]
     if not path.startswith("/"):
         raise ConfigError(f"smoke-test.path {path!r} must start with '/'", f"write '/{path}'")
@@ -458,6 +464,7 @@ def _build(project_dir: Path, v: dict[str, Any], inv: dict[str, Any], source: st
         test_extras=tuple(v["test-extras"]) if v["test-extras"] is not None else None,
         plugins=tuple(v["plugins"]),
         cache_dir=rel(v["cache-dir"]),
+        moving_tags=tuple(v["moving-tags"]),
         tag=tag,
         no_cache=bool(inv["no-cache"]),
         push=bool(inv["push"]),

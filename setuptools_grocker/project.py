@@ -124,9 +124,12 @@ def git_revision(root: Path) -> str | None:
                              timeout=30)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "."],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-z", "--", "."],
                                capture_output=True, text=True, timeout=60)
-        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        # Our own state and build outputs do not make a tree dirty.
+        changed = [entry[3:].rstrip("/") for entry in dirty.stdout.split("\0") if len(entry) > 3]
+        modified = [path for path in changed if not _excluded(path + "/x")]
+        return rev.stdout.strip() + ("-dirty" if modified else "")
     except (OSError, subprocess.SubprocessError):
         return None
 

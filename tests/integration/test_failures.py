@@ -145,9 +145,10 @@ def test_vcs_versioned_project_gets_its_git_version(client: docker.DockerClient,
         assert run.code == 0, run.err[-3000:]
         assert run.project["version"] == "1.4.2"
         assert run.project["image"] == "scm-app:1.4.2"
+        revision = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        assert run.project["tags"] == ["scm-app:1.4.2", f"scm-app:1.4.2-g{revision[:12]}"]
         assert client.containers.run("scm-app:1.4.2", ["scm-app"], remove=True).decode().strip() == "scm-app 1.4.2"
     finally:
-        try:
-            client.images.remove("scm-app:1.4.2", force=True)
-        except docker.errors.ImageNotFound:
-            pass
+        for tag in client.images.list(name="scm-app"):
+            client.images.remove(tag.id, force=True)

@@ -231,3 +231,20 @@ def test_diff_between_two_real_images(client: docker.DockerClient, demo_build: R
         assert missing.code == 1 and "grocker-test/no-such:1 is not in the engine" in missing.err
     finally:
         remove_images(client, ref)
+
+
+def test_moving_tags_follow_the_image(client: docker.DockerClient, demo_build: Run, examples_copy: Path,
+                                      tmp_path: Path) -> None:
+    import datetime
+
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+    run = grocker("build", str(examples_copy / "demo-app"), "--tag", demo_build.project["image"],
+                  report=tmp_path / "r.json", env={"GROCKER_MOVING_TAGS": "latest,nightly-{date}"})
+    repo = demo_build.project["image"].rsplit(":", 1)[0]
+    try:
+        assert run.code == 0, run.err[-3000:]
+        assert run.project["tags"] == [demo_build.project["image"], f"{repo}:latest", f"{repo}:nightly-{today}"]
+        for tag in run.project["tags"]:
+            assert client.images.get(tag).id == run.project["image_id"]
+    finally:
+        remove_images(client, f"{repo}:latest", f"{repo}:nightly-{today}")

@@ -154,3 +154,23 @@ def test_image_inputs_ignore_invocation_options(tmp_path: Path) -> None:
     a = load_config(tmp_path, environ={})
     b = load_config(tmp_path, environ={}, overrides={"tag": "x:1", "no-cache": True, "report": "r.json"})
     assert a.image_inputs() == b.image_inputs()
+
+
+def test_extra_tags_revision_and_moving(tmp_path: Path) -> None:
+    import datetime
+
+    from setuptools_grocker.build import extra_tags
+
+    write(tmp_path / "grocker.toml", 'moving-tags = ["latest", "nightly-{date}"]\n')
+    write(tmp_path / "setup.py", "")
+    config = load_config(tmp_path, environ={})
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+    assert extra_tags(config, "reg:5000/app:1.0-local", "1.0+local", "0123456789abcdef") == [
+        "reg:5000/app:1.0-local-g0123456789ab", "reg:5000/app:latest", f"reg:5000/app:nightly-{today}"]
+    assert extra_tags(config, "app:1.0", "1.0", "0123456789abcdef-dirty")[0] == "app:latest"
+
+
+def test_invalid_moving_tag(tmp_path: Path) -> None:
+    write(tmp_path / "grocker.toml", 'moving-tags = ["bad tag"]\n')
+    with pytest.raises(ConfigError, match="moving tag 'bad tag' is not a valid tag"):
+        load_config(tmp_path, environ={})

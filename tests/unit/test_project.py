@@ -67,3 +67,22 @@ def test_unpacked_sdist_keeps_its_egg_info(tmp_path: Path) -> None:
     files = source_files(root)
     assert "Demo.egg-info/PKG-INFO" in files and "PKG-INFO" in files
     assert not [f for f in files if f.startswith((".grocker/", ".venv/", "build/")) or f.endswith(".pyc")]
+
+
+def test_revision_is_dirty_only_for_source_changes(tmp_path: Path) -> None:
+    from setuptools_grocker.project import git_revision
+
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "a.py").write_text("x = 1\n")
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    for output in (".grocker/state.json", "pkg.egg-info/PKG-INFO", "build/lib/a.py"):
+        (root / output).parent.mkdir(parents=True, exist_ok=True)
+        (root / output).write_text("output")
+    clean = git_revision(root)
+    assert clean is not None and not clean.endswith("-dirty")
+    (root / "a.py").write_text("x = 2\n")
+    assert git_revision(root) == f"{clean}-dirty"
