@@ -12,6 +12,7 @@ from buildbot_grocker.steps import (
     GrockerPlan,
     GrockerPluginStage,
     GrockerPush,
+    GrockerRelease,
     GrockerSmokeTest,
     GrockerStep,
     GrockerTest,
@@ -21,5 +22,5 @@ from buildbot_grocker.steps import (
 
 __all__ = [
     "GrockerGraph", "GrockerImage", "GrockerMemberStep", "GrockerPlan", "GrockerPluginStage", "GrockerPush",
-    "GrockerSmokeTest", "GrockerStep", "GrockerTest", "GrockerWheel", "configure", "member_steps",
+    "GrockerRelease", "GrockerSmokeTest", "GrockerStep", "GrockerTest", "GrockerWheel", "configure", "member_steps",
 ]

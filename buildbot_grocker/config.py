@@ -6,7 +6,7 @@ from typing import Any, Sequence
 from buildbot.plugins import schedulers, steps, util, worker
 
 from buildbot_grocker.graph import GrockerGraph
-from buildbot_grocker.steps import GrockerPlan, member_steps
+from buildbot_grocker.steps import GrockerPlan, GrockerRelease, member_steps
 
 ORCHESTRATOR = "grocker-nightly"
 MEMBER = "grocker-member"
@@ -56,7 +56,9 @@ def configure(c: dict[str, Any], *, workers: Sequence[str], repourl: str | None 
     orchestrator = util.BuildFactory([
         *checkout(),
         GrockerPlan(**common),
-        GrockerGraph(scheduler=names["trigger"], extra_properties={"grocker_push": push}),
+        GrockerGraph(scheduler=names["trigger"], extra_properties={"grocker_push": push}, haltOnFailure=True),
+        # All or none: the release tags move only after every member build succeeded.
+        *([GrockerRelease(root=root, grocker=grocker, env=dict(env or {}), haltOnFailure=True)] if push else []),
     ])
     member = util.BuildFactory([*checkout(), *member_steps(plugin_stages=plugin_stages, **common)])
     c["builders"] += [

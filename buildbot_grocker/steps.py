@@ -105,6 +105,32 @@ class GrockerPlan(GrockerStep):
         return SUCCESS
 
 
+class GrockerRelease(GrockerStep):
+    """``grocker workspace release ROOT --json``: move every application's release tags, all or none.
+
+    Runs after the graph when every member succeeded; sets ``grocker_release`` (the release
+    document: application -> image digest, library versions) and keeps it as a log.
+    """
+
+    name = "release"
+    renderables = [*GrockerStep.renderables, "release"]
+    command_words = ("workspace", "release")
+
+    def __init__(self, release: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.release = release
+
+    def grocker_command(self) -> list[str]:
+        exe = self.grocker if isinstance(self.grocker, list) else [self.grocker]
+        cmd = [*exe, *self.command_words, self.root, "--json", *self.extra_args]
+        return cmd + (["--release", self.release] if self.release else [])
+
+    def apply_report(self, report: dict[str, Any]) -> None:
+        self.setProperty("grocker_release", report, self.name)
+        self.descriptionDone = [f"release {report.get('release')}",
+                                f"{len(report.get('applications') or {})} applications"]
+
+
 class GrockerMemberStep(GrockerStep):
     """One stage of one workspace member: ``grocker workspace build ROOT --only M --no-deps --stage S``."""
 

@@ -30,6 +30,15 @@ def _stage_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown stage {text!r}: use wheel, test, image, smoke, push or plugin:NAME")
 
 
+def _tag(text: str) -> str:
+    from setuptools_grocker.config import _TAG
+
+    if not _TAG.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid image tag: use letters, digits, '_', '.', '-' "
+                                         "(at most 128, not starting with '.' or '-')")
+    return text
+
+
 def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "tag": args.tag,
@@ -80,7 +89,16 @@ def make_parser() -> argparse.ArgumentParser:
                           "default: all); what earlier stages made is reused")
     wsb.add_argument("--no-deps", action="store_true",
                      help="with --only: do not build dependencies; take their wheels from earlier builds or the index")
+    wsb.add_argument("--release", metavar="TAG", type=_tag,
+                     help="with --push: also move TAG on every application image, and name the release document")
     wsb.set_defaults(func=cmd_ws_build)
+    rel = ws_sub.add_parser("release", help="move the release tags of every application in the registry, "
+                                            "all or none, and publish the release document")
+    rel.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
+    rel.add_argument("--release", metavar="TAG", type=_tag, help="also move TAG, and name the release document")
+    rel.add_argument("--only", nargs="+", metavar="NAME", help="release these applications only")
+    rel.add_argument("--json", action="store_true", help="print the release document as JSON")
+    rel.set_defaults(func=cmd_ws_release)
 
     diff = sub.add_parser("diff", help="distributions added, removed and changed between two images")
     diff.add_argument("image_a")
@@ -183,17 +201,41 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
     options = WorkspaceOptions(jobs=args.jobs, only=tuple(args.only or ()), fail_fast=args.fail_fast,
                                push=args.push or "push" in (args.stage or ()), no_cache=args.no_cache,
-                               index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps)
+                               index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps,
+                               release=args.release)
+    if args.release and not options.push:
+        raise WorkspaceError("--release needs --push", "add --push")
     report = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).run()
     emit_report(report, args.report)
     progress.write(summary_table(report))
     if report.ok:
         return 0
+    if report.error is not None:
+        sys.stderr.write(f"grocker: error: {report.error.one_line()}\n")
+        return report.error.exit_code
     failed = [p for p in report.projects if p.status == "failed"]
     skipped = [p for p in report.projects if p.status == "skipped"]
     sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({', '.join(p.name for p in failed)}), "
                      f"{len(skipped)} skipped; see the errors above\n")
     return WorkspaceError.exit_code
+
+
+def cmd_ws_release(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.workspace import load_workspace
+    from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions
+
+    ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
+    options = WorkspaceOptions(only=tuple(args.only or ()), push=True, release=args.release)
+    document = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).release(name=args.release)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        progress.write(f"release {document['release']} published: {document['document']['image']}")
+        for name, app in document["applications"].items():
+            progress.write(f"  {name} {app['version']}  {app['image']}@{app['digest']}")
+    return 0
 
 
 def cmd_diff(args: argparse.Namespace, progress: Progress) -> int:

@@ -69,6 +69,7 @@ WORKSPACE_KEYS: dict[str, tuple[str, Any]] = {
     "workspace.exclude": ("list", ()),
     "workspace.wheelhouse": ("str", None),
     "workspace.index-url": ("str", None),
+    "workspace.release-image": ("str", None),
 }
 
 _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")

@@ -63,16 +63,20 @@ class Report:
     projects: list[ProjectResult] = field(default_factory=list)
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A failure of the run as a whole (e.g. the release), beside the projects' own.
+    error: GrockerError | None = None
 
     @property
     def ok(self) -> bool:
-        return bool(self.projects) and all(p.status in ("built", "cached") for p in self.projects)
+        return (self.error is None and bool(self.projects)
+                and all(p.status in ("built", "cached") for p in self.projects))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
             "projects": [p.to_json() for p in self.projects],
+            **({"error": self.error.one_line()} if self.error else {}),
             **self.extra,
         }
 

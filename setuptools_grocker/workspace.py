@@ -33,6 +33,7 @@ from setuptools_grocker.config import (
     load_config,
     read_file_layer,
     unknown_key,
+    validate_reference,
 )
 from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
 from setuptools_grocker.progress import Progress
@@ -58,6 +59,8 @@ class WorkspaceSettings:
     exclude: tuple[str, ...] = ()
     wheelhouse: str | None = None
     index_url: str | None = None
+    #: Repository (under the registry) of the release documents; default: ROOTNAME-release.
+    release_image: str | None = None
 
 
 @dataclass
@@ -162,9 +165,12 @@ def read_settings(root: Path) -> tuple[WorkspaceSettings, dict[str, Any]]:
         raise ConfigError(f"workspace.members in {where} must be a list of glob patterns",
                           'write members = ["libs/*", "apps/*"]')
     exclude = ws.get("exclude", [])
+    if ws.get("release-image") is not None:
+        validate_reference(str(ws["release-image"]))
     shared = {k: v for k, v in table.items() if k != "workspace"}
     flatten(shared, where)  # unknown keys in the root fail here, with a hint
-    return WorkspaceSettings(tuple(members), tuple(exclude), ws.get("wheelhouse"), ws.get("index-url")), shared
+    return WorkspaceSettings(tuple(members), tuple(exclude), ws.get("wheelhouse"), ws.get("index-url"),
+                             ws.get("release-image")), shared
 
 
 def discover(root: Path) -> list[Path]:

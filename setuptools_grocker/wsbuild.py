@@ -75,6 +75,8 @@ class WorkspaceOptions:
     #: Run only these stages (default: all); with ``no_deps``, build only the members named in ``only``.
     stages: tuple[str, ...] = ()
     no_deps: bool = False
+    #: With push: also point this tag at every application image (and name the release document).
+    release: str | None = None
 
 
 @dataclass
@@ -211,6 +213,9 @@ class WorkspaceBuild:
                 images = ensure_base_images(engine, self.shared, self.progress)
         self._schedule(todo, entries, results, images)
         report = Report([results[n] for n in todo], time.monotonic() - start)
+        if self.options.push and not self.options.stages:
+            self._release_after_build(results, report)
+            report.seconds = time.monotonic() - start
         report.extra["workspace"] = str(self.ws.root)
         report.extra["levels"] = self.ws.levels
         report.extra["containers_started"] = sum(r.containers_started for r in report.projects)
@@ -390,14 +395,11 @@ class WorkspaceBuild:
                results: Mapping[str, ProjectResult], images: BaseImages | None, done: Mapping[str, Any],
                progress: Progress, with_tests: bool = False) -> dict[str, Any]:
         if stage == "push":
-            ref = self._reference(member)
-            if engine.image_id(ref) != done["image"]["image_id"]:
-                engine.tag(done["image"]["image_id"], ref)
-            digest = engine.push(ref)
-            keyed = f"{ref.rsplit(':', 1)[0]}:{key_tag(entry.key)}"
+            # Only the immutable key tag: the names people use move at the release, all or none.
+            keyed = self._key_reference(member, entry.key)
             engine.tag(done["image"]["image_id"], keyed)
-            engine.push(keyed)
-            return {"image": ref, "digest": digest}
+            digest = engine.push(keyed)
+            return {"image": keyed, "digest": digest}
         assert images is not None, "the compiler image is made before any stage runs"
         if stage == "wheel":
             mode = "library" if member.kind == "library" else "project"
@@ -494,6 +496,78 @@ class WorkspaceBuild:
 
     def _reference(self, member: Member) -> str:
         return default_reference(member.config, member.name, member.version)
+
+    def _key_reference(self, member: Member, key: str) -> str:
+        return f"{self._reference(member).rsplit(':', 1)[0]}:{key_tag(key)}"
+
+    # -- the release ----------------------------------------------------------------------
+    def _release_after_build(self, results: Mapping[str, ProjectResult], report: Report) -> None:
+        bad = [r.name for r in results.values() if r.status not in ("built", "cached")]
+        if bad:
+            why = f"{len(bad)} member(s) failed or were skipped ({', '.join(bad)})"
+            self.progress.write(f"release not published: {why}; no release tag was moved")
+            report.extra["release"] = {"published": False, "reason": why}
+            return
+        try:
+            document = self.release(results, self.options.release)
+        except GrockerError as exc:
+            self.progress.write(f"release not published: {exc.one_line()}")
+            report.extra["release"] = {"published": False, "reason": exc.one_line()}
+            report.error = exc
+            return
+        report.extra["release"] = {"published": True, **document}
+        self.progress.write(f"release {document['release']} published: {document['document']['image']}")
+
+    def release(self, results: Mapping[str, ProjectResult] | None = None, name: str | None = None) -> dict[str, Any]:
+        """Move the release tags of every application (of ``--only``'s selection), all or none.
+
+        Called after a build with ``--push`` that succeeded, and by ``grocker workspace release``
+        (with no results: the key tags in the registry are the build's).
+        """
+        from setuptools_grocker import __version__
+        from setuptools_grocker.build import extra_tags
+        from setuptools_grocker.project import git_revision
+        from setuptools_grocker.release import AppRelease, publish_release
+
+        if not self.keys:
+            with Engine(Progress(quiet=True)) as engine:
+                self._compute_keys(engine)
+        selected = self.ws.select(self.options.only) if self.options.only else set(self.ws.order)
+        apps, libraries = [], {}
+        for member_name in self.ws.order:
+            m = self.ws.members[member_name]
+            if member_name not in selected:
+                continue
+            if m.kind == "library":
+                libraries[m.name] = m.version
+                continue
+            if not m.config.registry:
+                raise WorkspaceError(f"application {m.name} has no registry to release to",
+                                     "set registry in the workspace root or the member")
+            ref = self._reference(m)
+            refs = [ref, *extra_tags(m.config, ref, m.version, git_revision(m.path))]
+            tags = [r.rsplit(":", 1)[1] for r in refs] + ([name] if name else [])
+            result = (results or {}).get(member_name)
+            apps.append(AppRelease(m.name, m.version, self._key_reference(m, self.keys[member_name]["key"]),
+                                   result.digest if result else None, tags))
+        first = next((self.ws.members[a.name] for a in apps), None)
+        repo = self.ws.settings.release_image or f"{normalize_name(self.ws.root.name)}-release"
+        registry = first.config.registry.rstrip("/") if first and first.config.registry else ""
+        with self.progress.stage("release"):
+            document = publish_release(apps, document_repo=f"{registry}/{repo}", release=name,
+                                       libraries=libraries, workspace=self.ws.root.name, tool_version=__version__,
+                                       info=self.progress.info)
+        releases = self.ws.state_dir / "releases"
+        releases.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(releases / f"{document['release']}.json", document)
+        for app in apps:
+            if results and app.name in results:
+                r = results[app.name]
+                r.digest = app.digest
+                repo_of = app.key_ref.rsplit(":", 1)[0]
+                r.image = f"{repo_of}:{app.tags[0]}"
+                r.tags = [f"{repo_of}:{t}" for t in dict.fromkeys(app.tags)]
+        return document
 
     def _dep_wheel(self, name: str) -> Path:
         """The wheel of internal dependency ``name``: built in this run, before, or on the index."""

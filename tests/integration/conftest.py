@@ -139,16 +139,22 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real registry (Debian's docker-registry, CNCF Distribution) on 127.0.0.1."""
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    proc = start_registry(root, port)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def start_registry(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start docker-registry on 127.0.0.1:PORT storing in ROOT (again on the same data, if started before)."""
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.fail("docker-registry is not installed; scripts/setup.sh installs it")
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
     config = root / "config.yml"
     config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
                       f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/v2/", proc, "docker-registry")
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=20)
+    return proc

@@ -180,11 +180,18 @@ def test_steps_set_properties_and_keep_logs(farm: dict[str, Any], first: dict[st
     assert "warning:" not in text
 
 
-def test_images_are_in_the_registry(farm: dict[str, Any], first: dict[str, Any]) -> None:
-    from setuptools_grocker.registry import manifest_digest
+def test_release_moves_the_version_tags_after_every_member(farm: dict[str, Any], first: dict[str, Any]) -> None:
+    from setuptools_grocker.registry import manifest_digest, read_document
 
-    for app in farm["graph"]["applications"]:
-        assert manifest_digest(f"{farm['registry']}/{app}:2.0.0")
+    api = farm["api"]
+    steps = {s["name"]: s for s in api.get(f"builds/{first['build']['buildid']}/steps")["steps"]}
+    assert steps["release"]["results"] == SUCCESS
+    assert steps["release"]["started_at"] >= max(b["complete_at"] for b in first["members"])
+    document = first["build"]["properties"]["grocker_release"][0]
+    assert set(document["applications"]) == set(farm["graph"]["applications"])
+    for app, entry in document["applications"].items():
+        assert manifest_digest(f"{farm['registry']}/{app}:2.0.0") == entry["digest"]
+    assert read_document(document["document"]["image"]) == {k: v for k, v in document.items() if k != "document"}
 
 
 def test_second_build_does_no_work(farm: dict[str, Any], first: dict[str, Any]) -> None:
@@ -197,6 +204,8 @@ def test_second_build_does_no_work(farm: dict[str, Any], first: dict[str, Any]) 
 
 
 def test_broken_library_skips_exactly_its_dependents(farm: dict[str, Any], first: dict[str, Any]) -> None:
+    from setuptools_grocker.registry import manifest_digest
+
     api, repo, graph, prefix = farm["api"], farm["repo"], farm["graph"], farm["prefix"]
     broken = next(n for n in graph["libraries"] if dependents(graph, n) and int(n.rsplit("-", 1)[1]) % 2 == 0
                   and n != f"{prefix}lib-00")
@@ -204,8 +213,12 @@ def test_broken_library_skips_exactly_its_dependents(farm: dict[str, Any], first
     broken_value = "def value() -> int:\n    return -1\n\n\ndef _v():"
     init.write_text(init.read_text().replace("def value() -> int:", broken_value))
     git(repo, "commit", "-qam", f"break {broken}")
+    tags_before = {app: manifest_digest(f"{farm['registry']}/{app}:2.0.0") for app in graph["applications"]}
     build = api.force("grocker-nightly")
     assert build["results"] == FAILURE
+    steps = {s["name"] for s in api.get(f"builds/{build['buildid']}/steps")["steps"]}
+    assert "release" not in steps or "grocker_release" not in build["properties"]
+    assert {app: manifest_digest(f"{farm['registry']}/{app}:2.0.0") for app in graph["applications"]} == tags_before
     status = results_of(build)
     assert status[broken] == "failed"
     assert {n for n, s in status.items() if s == "skipped"} == dependents(graph, broken)
