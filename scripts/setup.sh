@@ -69,6 +69,12 @@ apt_install docker.io debootstrap docker-registry git ca-certificates curl
 command -v docker >/dev/null || { log "no docker client after installing docker.io"; exit 1; }
 start_dockerd
 
+# Swarm mode, for grocker deploy/rollback: a single-node swarm, its ports on 127.0.0.1 only.
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" != "active" ]; then
+    log "docker swarm init (127.0.0.1)"
+    docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 >/dev/null
+fi
+
 if [ ! -x "$DEV_VENV/bin/grocker" ] || [ "$REPO/pyproject.toml" -nt "$DEV_VENV/.installed" ]; then
     log "installing setuptools-grocker into $DEV_VENV"
     python3 -m venv "$DEV_VENV"

@@ -283,6 +283,8 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
         "venv": VENV,
         "config_dir": CONFIG_DIR,
         "app_dir": APP_DIR,
+        "health": ({"port": config.smoke_test.port, "path": config.smoke_test.path}
+                   if config.smoke_test.port is not None else None),
     }
     labels = runtime_labels(config, name=wheels.name, version=wheels.version,
                             revision=git_revision(config.project_dir), distributions=wheels.distributions(),

@@ -39,6 +39,35 @@ def _tag(text: str) -> str:
     return text
 
 
+def add_rollout_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for a healthy service")
+    parser.add_argument("--health-interval", type=float, default=5.0, help="seconds between health checks")
+    parser.add_argument("--health-retries", type=int, default=3, help="failed checks before a task is unhealthy")
+    parser.add_argument("--start-period", type=float, default=10.0,
+                        help="seconds a new task may take to start before failed checks count")
+    parser.add_argument("--monitor", type=float, default=5.0,
+                        help="seconds each new task is watched after becoming healthy")
+    parser.add_argument("--json", action="store_true", help="print the deploy record as JSON")
+
+
+def _rollout(args: argparse.Namespace, name: str, image: str = "", **extra: Any) -> Any:
+    from setuptools_grocker.deploy import DeployOptions
+
+    return DeployOptions(name=name, image=image, timeout=args.timeout, health_interval=args.health_interval,
+                         health_retries=args.health_retries, start_period=args.start_period, monitor=args.monitor,
+                         **extra)
+
+
+def _print_record(args: argparse.Namespace, record: Mapping[str, Any], progress: Progress) -> None:
+    import json
+
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        progress.write(f"{record['action']} {record.get('version') or ''} {record['pinned']}: {record['status']}"
+                       + (f" in {record['seconds']}s" if record.get("seconds") is not None else ""))
+
+
 def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "tag": args.tag,
@@ -105,6 +134,31 @@ def make_parser() -> argparse.ArgumentParser:
     diff.add_argument("image_b")
     diff.add_argument("--json", action="store_true", help="print the difference as JSON")
     diff.set_defaults(func=cmd_diff)
+
+    dep = sub.add_parser("deploy", help="deploy an image as a Swarm service: health-checked rolling update, "
+                                        "automatic rollback")
+    dep.add_argument("image", help="image reference (pinned by digest when deployed)")
+    dep.add_argument("--name", required=True, help="service name")
+    dep.add_argument("--publish", "-p", action="append", default=[], metavar="[HOST:]PORT:TARGET",
+                     help="publish TARGET on HOST:PORT (HOST defaults to 127.0.0.1); repeatable")
+    dep.add_argument("--env-file", action="append", default=[], type=Path, metavar="FILE",
+                     help="KEY=VALUE file, given to the app as a Swarm secret in /config; repeatable")
+    dep.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE", help="environment variable")
+    dep.add_argument("--replicas", type=int, default=1, help="number of tasks (default: 1)")
+    dep.add_argument("--command", help="image command to run (default: the image's default command)")
+    add_rollout_options(dep)
+    dep.set_defaults(func=cmd_deploy)
+    rb = sub.add_parser("rollback", help="go back one release of a deployed service, by digest")
+    rb.add_argument("name", help="service name")
+    add_rollout_options(rb)
+    rb.set_defaults(func=cmd_rollback)
+    hist = sub.add_parser("history", help="what a deployed service ran, and when")
+    hist.add_argument("name", help="service name")
+    hist.add_argument("--json", action="store_true", help="print the history as JSON")
+    hist.set_defaults(func=cmd_history)
+    stop = sub.add_parser("stop", help="remove a deployed service, its edge, network and secrets")
+    stop.add_argument("name", help="service name")
+    stop.set_defaults(func=cmd_stop)
 
     plug = sub.add_parser("plugins", help="list the loaded plugins, their hooks and where they come from")
     plug.add_argument("project", nargs="?", default=".", help="project whose plugins key to read (default: .)")
@@ -250,6 +304,64 @@ def cmd_diff(args: argparse.Namespace, progress: Progress) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace, progress: Progress) -> int:
+    from setuptools_grocker.deploy import Deployer, Publish
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.errors import DeployError
+
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DeployError(f"--env {item!r} is not KEY=VALUE", "write --env NAME=VALUE")
+        env[key] = value
+    options = _rollout(args, args.name, args.image, publish=tuple(Publish.parse(p) for p in args.publish),
+                       env_files=tuple(args.env_file), env=env, replicas=args.replicas, command=args.command)
+    with Engine(progress) as engine:
+        record = Deployer(engine, progress).deploy(options)
+    _print_record(args, record, progress)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, progress: Progress) -> int:
+    from setuptools_grocker.deploy import Deployer
+    from setuptools_grocker.engine import Engine
+
+    with Engine(progress) as engine:
+        record = Deployer(engine, progress).rollback(args.name, _rollout(args, args.name))
+    _print_record(args, record, progress)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.deploy import history
+    from setuptools_grocker.engine import Engine
+
+    with Engine(Progress(quiet=True)) as engine:
+        records = history(engine, args.name)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    print(f"{'WHEN':25} {'ACTION':9} {'VERSION':12} {'STATUS':12} IMAGE")
+    for r in records:
+        status = "rolled back" if r.get("undone") else r.get("status", "")
+        print(f"{r.get('at', ''):25} {r.get('action', ''):9} {str(r.get('version') or ''):12} {status:12} "
+              f"{r.get('pinned', '')}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace, progress: Progress) -> int:
+    from setuptools_grocker.deploy import Deployer
+    from setuptools_grocker.engine import Engine
+
+    with Engine(progress) as engine:
+        Deployer(engine, progress).stop(args.name)
+    progress.write(f"{args.name} stopped and removed")
     return 0
 
 

@@ -95,3 +95,9 @@ class WheelIndexError(GrockerError):
     """The wheel index (a PyPI-compatible server) is unreachable or refused an upload."""
 
     exit_code = 14
+
+
+class DeployError(GrockerError):
+    """A deploy, rollback or stop on Docker Swarm mode failed (a failed rollout is rolled back)."""
+
+    exit_code = 15

@@ -86,7 +86,7 @@ COPY grocker {app_dir}/grocker
 ENV PATH={venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     VIRTUAL_ENV={venv} GROCKER_APP_NAME={name} GROCKER_APP_VERSION={version} \\
     GROCKER_CONFIG_DIR={config_dir}
-{expose}{volumes}USER {user}
+{expose}{volumes}{healthcheck}USER {user}
 WORKDIR /home/{user}
 ENTRYPOINT ["/usr/bin/tini", "-g", "--", "{venv}/bin/python", "{app_dir}/grocker/entrypoint.py"]
 CMD {cmd}
@@ -179,6 +179,15 @@ def runtime_labels(config: Config, *, name: str, version: str, revision: str | N
     return labels
 
 
+def healthcheck(config: Config) -> str:
+    """The image's HEALTHCHECK: the smoke-test HTTP probe, when there is one (``docker ps`` shows it)."""
+    if config.smoke_test.port is None:
+        return ""
+    start = max(1, int(config.smoke_test.timeout))
+    return (f"HEALTHCHECK --interval=10s --timeout=3s --start-period={start}s --retries=3 "
+            f"CMD [\"{VENV}/bin/python\", \"{APP_DIR}/grocker/entrypoint.py\", \"health\"]\n")
+
+
 def write_runtime_context(ctx: Path, config: Config, *, root: str, compiler: str, wheels: list[Path], requirement: str,
                           app: Mapping[str, Any], files: Mapping[str, Path] | None = None) -> None:
     """Lay out the build context of the runtime image in ``ctx``."""
@@ -223,6 +232,7 @@ def write_runtime_context(ctx: Path, config: Config, *, root: str, compiler: str
         volumes=volumes,
         user=config.user,
         cmd=json.dumps([config.effective_default_command]),
+        healthcheck=healthcheck(config),
     )
     (ctx / "Dockerfile").write_text(dockerfile)
     # COPY keeps modes: under a restrictive umask (a daemonised CI worker has 077) the

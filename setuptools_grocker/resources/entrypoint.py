@@ -5,6 +5,7 @@
 COMMAND is one of the configured commands (server, worker, ...), or:
     shell          an interactive shell with the venv on PATH
     check          import the application's modules and resolve its console scripts
+    health [PORT [PATH]]  GET the smoke-test path of the running server (the image's HEALTHCHECK)
     run SCRIPT ..  run a console script (or any program) from the venv
     help           list the commands
 Anything else is executed as given.
@@ -88,6 +89,7 @@ def usage(app):
     lines += [
         "  %-12s %s" % ("shell", "an interactive shell"),
         "  %-12s %s" % ("check", "import the application and resolve its console scripts"),
+        "  %-12s %s" % ("health", "probe the running server (the image's health check)"),
         "  %-12s %s" % ("run", "run SCRIPT [ARGS...] from the venv"),
         "  %-12s %s" % ("help", "this text"),
         "",
@@ -137,6 +139,29 @@ def check(app):
     return 1 if failures else 0
 
 
+def health(app, args):
+    """Exit 0 when the server answers GET PATH on 127.0.0.1:PORT below 400 (the smoke-test probe)."""
+    import urllib.error
+    import urllib.request
+
+    conf = app.get("health") or {}
+    port = args[0] if args else conf.get("port")
+    path = args[1] if len(args) > 1 else conf.get("path", "/")
+    if not port:
+        return check(app)
+    url = "http://127.0.0.1:%s%s" % (port, path)
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            code = resp.status
+    except urllib.error.HTTPError as exc:
+        code = exc.code
+    except Exception as exc:  # refused, timed out, reset
+        print("unhealthy: %s: %s" % (url, exc))
+        return 1
+    print("%s: %s %d" % ("healthy" if code < 400 else "unhealthy", url, code))
+    return 0 if code < 400 else 1
+
+
 def execute(argv, env):
     argv = expand(argv, env)
     try:
@@ -165,6 +190,8 @@ def main(argv):
         os.environ.clear()
         os.environ.update(env)
         return check(app)
+    if command == "health":
+        return health(app, args)
     if command == "shell":
         shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
         return execute([shell] + args, env)

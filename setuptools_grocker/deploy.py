@@ -1,0 +1,449 @@
+"""Deploying images on Docker Swarm mode: health-checked rolling updates, automatic rollback, history.
+
+``grocker deploy IMAGE --name NAME`` makes (or updates) the Swarm service NAME:
+
+* the image is pinned by digest (``repo@sha256:...`` when it came from a registry, else its ID),
+  so what runs is exactly what was tested, and a rollback returns to the same bytes;
+* the health check comes from the image's ``io.grocker.smoke-test`` label: the entrypoint's
+  ``health`` command GETs the smoke-test path on the smoke-test port inside the task;
+* updates roll one task at a time, the new task started before the old one stops
+  (``start-first``); a new task that does not become healthy makes Swarm roll the service back
+  to its previous spec by itself (``failure_action=rollback``), and ``deploy`` exits non-zero;
+* env files become Swarm *secrets* mounted as ``/config/NN-NAME.env`` (read by the entrypoint;
+  encrypted in the swarm, absent from ``docker service inspect``), versioned by content so
+  that a rollback also returns to the previous configuration;
+* ``--publish HOST:PORT:TARGET`` starts an *edge* container (``NAME-edge``) published on
+  HOST (default 127.0.0.1) that relays to the healthy tasks over the service's overlay network
+  (Swarm's routing mesh cannot bind one address, and needs IPVS);
+* what ran when is kept in the service's ``io.grocker.history`` label, newest last.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from setuptools_grocker.engine import Engine, labels_of
+from setuptools_grocker.errors import DeployError, GrockerError
+from setuptools_grocker.image import APP_DIR, RESOURCES, VENV
+from setuptools_grocker.progress import Progress
+
+DEPLOY_LABEL = "io.grocker.deploy"
+HISTORY_LABEL = "io.grocker.history"
+EDGE_LABEL = "io.grocker.edge"
+MAX_HISTORY = 30
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Health:
+    test: tuple[str, ...]
+    interval: float = 5.0
+    timeout: float = 3.0
+    retries: int = 3
+    start_period: float = 10.0
+
+
+@dataclass(frozen=True)
+class Publish:
+    host: str
+    host_port: int
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Publish:
+        """``[HOST:]HOST_PORT:PORT`` or ``PORT``; HOST defaults to 127.0.0.1."""
+        parts = text.rsplit(":", 2)
+        try:
+            if len(parts) == 1:
+                host, host_port, port = "127.0.0.1", int(parts[0]), int(parts[0])
+            elif len(parts) == 2:
+                host, host_port, port = "127.0.0.1", int(parts[0]), int(parts[1])
+            else:
+                host, host_port, port = parts[0].strip("[]"), int(parts[1]), int(parts[2])
+        except ValueError:
+            host_port = port = -1
+            host = ""
+        if not host or not (0 < host_port < 65536 and 0 < port < 65536):
+            raise DeployError(f"--publish {text!r} is not [HOST:]HOST_PORT:PORT",
+                              "write e.g. --publish 127.0.0.1:8080:8000")
+        return cls(host, host_port, port)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.host_port}:{self.port}"
+
+
+@dataclass
+class ServiceSpec:
+    """Everything the engine needs to create or update the service (see Engine.put_service)."""
+
+    name: str
+    image: str
+    args: list[str]
+    env: dict[str, str]
+    secrets: list[tuple[str, str, str]]  # (secret id, secret name, target path)
+    health: Health | None
+    replicas: int
+    network: str
+    labels: dict[str, str]
+    service_labels: dict[str, str]
+    monitor: float
+    force_update: int = 0
+
+
+@dataclass
+class DeployOptions:
+    name: str
+    image: str
+    publish: tuple[Publish, ...] = ()
+    env_files: tuple[Path, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    replicas: int = 1
+    command: str | None = None
+    timeout: float = 180.0
+    health_interval: float = 5.0
+    health_retries: int = 3
+    start_period: float = 10.0
+    #: How long Swarm watches each new task after it became healthy before calling it a success.
+    monitor: float = 5.0
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise DeployError(f"service name {name!r} is not valid",
+                          "use letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit)")
+
+
+def _require_swarm(engine: Engine) -> None:
+    if not engine.swarm_manager():
+        raise DeployError("this Docker Engine is not a Swarm manager",
+                          "run `docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377` "
+                          "(scripts/setup.sh does)")
+
+
+def read_env_file(path: Path) -> bytes:
+    """The bytes of an env file, after checking that every line is ``KEY=VALUE`` (or a comment)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DeployError(f"cannot read env file {path} ({exc.strerror})", "give a readable file") from exc
+    for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key = line.removeprefix("export ").split("=", 1)[0].strip()
+        if "=" not in line or not _ENV_KEY.match(key):
+            raise DeployError(f"{path}:{number}: expected KEY=VALUE", "fix that line of the env file")
+    return data
+
+
+def history(engine: Engine, name: str) -> list[dict[str, Any]]:
+    """What ran when: the deploys and rollbacks of ``name``, oldest first."""
+    check_name(name)
+    service = engine.service(name)
+    if service is None:
+        raise DeployError(f"no service named {name}", "deploy it first: grocker deploy IMAGE --name " + name)
+    return _history_of(service)
+
+
+def _history_of(service: Mapping[str, Any]) -> list[dict[str, Any]]:
+    labels = service["Spec"].get("Labels") or {}
+    try:
+        return list(json.loads(labels.get(HISTORY_LABEL, "[]")))
+    except ValueError:
+        return []
+
+
+class Deployer:
+    def __init__(self, engine: Engine, progress: Progress) -> None:
+        self.engine = engine
+        self.progress = progress
+
+    # -- the commands ---------------------------------------------------------------------
+    def deploy(self, options: DeployOptions) -> dict[str, Any]:
+        check_name(options.name)
+        if options.replicas < 1:
+            raise DeployError(f"--replicas {options.replicas} is not a positive number", "use 1 or more")
+        _require_swarm(self.engine)
+        attrs = self._image(options.image)
+        labels = labels_of(attrs)
+        for key, _ in options.env.items():
+            if not _ENV_KEY.match(key):
+                raise DeployError(f"--env {key!r} is not a variable name", "write --env NAME=VALUE")
+        secrets = []
+        for i, path in enumerate(options.env_files):
+            data = read_env_file(path)
+            secret = f"{options.name}-env-{hashlib.sha256(data).hexdigest()[:12]}"
+            base = path.name if path.name.endswith(".env") else f"{path.name}.env"
+            sid = self.engine.ensure_secret(secret, data, {DEPLOY_LABEL: options.name})
+            secrets.append((sid, secret, f"/config/{50 + i:02d}-{base}"))
+        command = options.command or labels.get("io.grocker.default-command")
+        record = {
+            "action": "deploy",
+            "image": options.image,
+            "pinned": _pinned(attrs, options.image),
+            "image_id": attrs["Id"],
+            "version": labels.get("org.opencontainers.image.version"),
+            "command": command,
+            "env": dict(options.env),
+            "secrets": [[name, target] for _, name, target in secrets],
+            "replicas": options.replicas,
+            "publish": [str(p) for p in options.publish],
+            "health": _health_source(labels, command),
+        }
+        return self._apply(options, record, secrets)
+
+    def rollback(self, name: str, options: DeployOptions | None = None) -> dict[str, Any]:
+        """Go back one release: redeploy, by digest, what ran before the current release."""
+        check_name(name)
+        _require_swarm(self.engine)
+        records = history(self.engine, name)
+        stack = [r for r in records if r.get("action") == "deploy" and r.get("status") == "deployed"
+                 and not r.get("undone")]
+        if len(stack) < 2:
+            raise DeployError(f"{name} has no earlier release to go back to",
+                              f"see `grocker history {name}`")
+        current, target = stack[-1], stack[-2]
+        secrets = []
+        for secret, target_path in target.get("secrets", []):
+            found = self.engine.secret_id(secret)
+            if found is None:
+                raise DeployError(f"the env file secret {secret} of that release is gone",
+                                  "deploy that image again with its env file")
+            secrets.append((found, secret, target_path))
+        base = options or DeployOptions(name=name, image=target["pinned"])
+        opts = DeployOptions(name=name, image=target["pinned"], publish=tuple(Publish.parse(p) for p in target["publish"]),
+                             env=dict(target.get("env", {})), replicas=int(target.get("replicas", 1)),
+                             command=target.get("command"), timeout=base.timeout,
+                             health_interval=base.health_interval, health_retries=base.health_retries,
+                             start_period=base.start_period, monitor=base.monitor)
+        record = {**{k: v for k, v in target.items() if k not in ("at", "status", "undone", "error")},
+                  "action": "rollback", "from": current.get("pinned")}
+        self.progress.info(f"rolling {name} back from {current.get('version')} to {target.get('version')} "
+                           f"({target['pinned']})")
+        result = self._apply(opts, record, secrets, undo=current)
+        return result
+
+    def stop(self, name: str) -> None:
+        """Remove the service, its edge, its network and its env file secrets."""
+        check_name(name)
+        _require_swarm(self.engine)
+        service = self.engine.service(name)
+        if service is None:
+            raise DeployError(f"no service named {name}", "see `docker service ls`")
+        if (service["Spec"].get("Labels") or {}).get(DEPLOY_LABEL) != name:
+            raise DeployError(f"service {name} was not deployed by grocker", f"remove it with docker service rm {name}")
+        self.engine.remove_container(f"{name}-edge")
+        self.engine.remove_service(name)
+        self.engine.remove_network(_network(name))
+        self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=())
+
+    # -- the work -------------------------------------------------------------------------
+    def _image(self, ref: str) -> dict[str, Any]:
+        attrs = self.engine.image_attrs(ref)
+        if attrs is None:
+            try:
+                attrs = self.engine.ensure_image(ref)
+            except GrockerError as exc:
+                raise DeployError(f"image {ref} is not in the engine and cannot be pulled",
+                                  "build it (grocker build) or give a reference the registry has") from exc
+        return attrs
+
+    def _apply(self, options: DeployOptions, record: dict[str, Any], secrets: list[tuple[str, str, str]],
+               undo: dict[str, Any] | None = None) -> dict[str, Any]:
+        name = options.name
+        current = self.engine.service(name)
+        if current is not None and (current["Spec"].get("Labels") or {}).get(DEPLOY_LABEL) != name:
+            raise DeployError(f"a service named {name} exists and was not deployed by grocker",
+                              "choose another --name, or remove it with docker service rm")
+        records = _history_of(current) if current else []
+        health = None
+        if record.get("health"):
+            health = Health(("CMD", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py", "health",
+                             str(record["health"]["port"]), record["health"]["path"]),
+                            interval=options.health_interval, timeout=3.0, retries=options.health_retries,
+                            start_period=options.start_period)
+        spec = ServiceSpec(
+            name=name, image=record["pinned"], args=[record["command"]] if record.get("command") else [],
+            env=dict(record.get("env", {})), secrets=secrets, health=health, replicas=options.replicas,
+            network=_network(name), labels={DEPLOY_LABEL: name},
+            service_labels={DEPLOY_LABEL: name, HISTORY_LABEL: json.dumps(records[-MAX_HISTORY:])},
+            monitor=options.monitor,
+        )
+        if current is not None and _same(current, spec):
+            self.progress.info(f"{name} already runs {record['pinned']} with this configuration; nothing to do")
+            self._ensure_edge(name, options.publish, record["image_id"])
+            return {**(records[-1] if records else record), "status": "unchanged"}
+        self.engine.ensure_overlay_network(_network(name), {DEPLOY_LABEL: name})
+        before = (current or {}).get("UpdateStatus", {}).get("StartedAt")
+        start = time.monotonic()
+        record["at"] = _now()
+        with self.progress.stage("deploy"):
+            self.engine.put_service(spec, current=current)
+            if current is None:
+                error = self._wait_created(name, options)
+                if error:
+                    self._remove_all(name)
+                    raise DeployError(f"{name} did not become healthy: {error}; nothing was deployed",
+                                      f"see the task logs (docker service logs {name}) and the image's health check")
+            else:
+                state, error = self._wait_updated(name, before, options)
+                if state != "completed":
+                    record.update(status="failed", error=error, seconds=round(time.monotonic() - start, 1))
+                    self._write_history(name, [*records, record])
+                    previous = next((r for r in reversed(records) if r.get("status") == "deployed"), {})
+                    raise DeployError(
+                        f"{record['pinned']} did not become healthy ({error}); Swarm rolled {name} back to "
+                        f"{previous.get('pinned', 'its previous image')}",
+                        f"see `docker service ps {name} --no-trunc`; the service kept answering on the old image")
+        self._ensure_edge(name, options.publish, record["image_id"])
+        record.update(status="deployed", seconds=round(time.monotonic() - start, 1))
+        if undo is not None:
+            for r in records:
+                if r.get("at") == undo.get("at") and r.get("pinned") == undo.get("pinned"):
+                    r["undone"] = True
+        self._write_history(name, [*records, record])
+        if health and options.publish:
+            self._probe(options.publish[0], record["health"]["path"], options.timeout)
+        return record
+
+    def _write_history(self, name: str, records: list[dict[str, Any]]) -> None:
+        records = records[-MAX_HISTORY:]
+        self.engine.set_service_labels(name, {DEPLOY_LABEL: name, HISTORY_LABEL: json.dumps(records)})
+        keep = {s for r in records for s, _ in r.get("secrets", [])}
+        self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=keep)
+
+    def _wait_created(self, name: str, options: DeployOptions) -> str | None:
+        deadline = time.monotonic() + options.timeout
+        last_error = "no task started"
+        failures = 0
+        while time.monotonic() < deadline:
+            tasks = self.engine.service_tasks(name)
+            running = [t for t in tasks if t["DesiredState"] == "running" and t["Status"]["State"] == "running"]
+            failed = [t for t in tasks if t["Status"]["State"] in ("failed", "rejected")]
+            if failed:
+                last_error = failed[-1]["Status"].get("Err") or failed[-1]["Status"].get("Message", "failed")
+            failures = len(failed)
+            if len(running) >= options.replicas:
+                return None
+            if failures >= 3 * options.replicas:
+                return f"{failures} tasks failed, last: {last_error}"
+            time.sleep(0.5)
+        return f"not healthy within {options.timeout:.0f}s (last: {last_error})"
+
+    def _wait_updated(self, name: str, before: str | None, options: DeployOptions) -> tuple[str, str]:
+        deadline = time.monotonic() + options.timeout
+        state, message = "updating", ""
+        while time.monotonic() < deadline:
+            status = (self.engine.service(name) or {}).get("UpdateStatus") or {}
+            if status.get("StartedAt") and status.get("StartedAt") != before:
+                state, message = status.get("State", ""), status.get("Message", "")
+                if state == "completed":
+                    return state, ""
+                if state in ("rollback_completed", "paused", "rollback_paused"):
+                    return state, self._task_error(name) or message
+            time.sleep(0.5)
+        return state, f"the update did not finish within {options.timeout:.0f}s ({message or state})"
+
+    def _task_error(self, name: str) -> str:
+        tasks = sorted(self.engine.service_tasks(name), key=lambda t: t.get("UpdatedAt", ""))
+        for task in reversed(tasks):
+            err = task["Status"].get("Err")
+            if err:
+                return err
+        return ""
+
+    def _ensure_edge(self, name: str, publish: tuple[Publish, ...], image: str) -> None:
+        edge = f"{name}-edge"
+        routes = sorted(str(p) for p in publish)
+        present = self.engine.container_labels(edge)
+        if present is not None and json.loads(present.get(EDGE_LABEL, "[]")) == routes:
+            return
+        self.engine.remove_container(edge)
+        if not publish:
+            return
+        with tempfile.TemporaryDirectory(prefix="grocker-edge-") as tmp:
+            ctx = Path(tmp)
+            (ctx / "edge.py").write_text((RESOURCES / "edge.py").read_text())
+            (ctx / "edge.py").chmod(0o644)
+            (ctx / "Dockerfile").write_text(
+                f"FROM {image}\nCOPY edge.py /usr/local/lib/grocker-edge.py\nHEALTHCHECK NONE\n"
+                'ENTRYPOINT ["/usr/bin/python3", "/usr/local/lib/grocker-edge.py"]\nCMD []\n')
+            edge_image = self.engine.build(ctx, tag=f"{name}-edge:latest", labels={DEPLOY_LABEL: name},
+                                           what=f"edge of {name}")
+        self.engine.run_daemon(edge, edge_image, [f"{p.port}={name}:{p.port}" for p in publish],
+                               ports={p.port: (p.host, p.host_port) for p in publish}, network=_network(name),
+                               labels={DEPLOY_LABEL: name, EDGE_LABEL: json.dumps(routes)})
+
+    def _probe(self, publish: Publish, path: str, timeout: float) -> None:
+        host = "127.0.0.1" if publish.host in ("0.0.0.0", "::") else publish.host
+        url = f"http://{host}:{publish.host_port}{path}"
+        deadline = time.monotonic() + min(timeout, 60)
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    self.progress.info(f"{url} answered {resp.status}")
+                    return
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(getattr(exc, "reason", exc))
+            time.sleep(0.5)
+        raise DeployError(f"the service is healthy but {url} does not answer ({last})",
+                          f"check that --publish names the port the server listens on (docker logs {publish}-edge)")
+
+    def _remove_all(self, name: str) -> None:
+        self.engine.remove_container(f"{name}-edge")
+        self.engine.remove_service(name)
+        self.engine.remove_network(_network(name))
+        self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=())
+
+
+def _network(name: str) -> str:
+    return f"grocker-{name}"
+
+
+def _pinned(attrs: Mapping[str, Any], ref: str) -> str:
+    """``repo@sha256:...`` for an image from a registry (the repo of ``ref`` first), else its ID."""
+    digests = attrs.get("RepoDigests") or []
+    repo = ref.split("@", 1)[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    for d in digests:
+        if d.split("@", 1)[0] == repo:
+            return str(d)
+    return str(digests[0]) if digests else str(attrs["Id"])
+
+
+def _health_source(labels: Mapping[str, str], command: str | None) -> dict[str, Any] | None:
+    """The HTTP health check of the default command, from the image's smoke-test label."""
+    try:
+        smoke = json.loads(labels.get("io.grocker.smoke-test", "{}"))
+    except ValueError:
+        return None
+    if not smoke.get("port") or command != labels.get("io.grocker.default-command"):
+        return None
+    return {"port": smoke["port"], "path": smoke.get("path") or "/"}
+
+
+def _same(current: Mapping[str, Any], spec: ServiceSpec) -> bool:
+    cs = current["Spec"]["TaskTemplate"]["ContainerSpec"]
+    replicas = current["Spec"].get("Mode", {}).get("Replicated", {}).get("Replicas")
+    return (cs.get("Image") == spec.image and list(cs.get("Args") or []) == spec.args
+            and sorted(cs.get("Env") or []) == sorted(f"{k}={v}" for k, v in spec.env.items())
+            and sorted(s["SecretName"] for s in cs.get("Secrets") or []) == sorted(s[1] for s in spec.secrets)
+            and replicas == spec.replicas)

@@ -1,0 +1,267 @@
+"""Deploy, automatic rollback, manual rollback, history and stop on a real Swarm (single node, 127.0.0.1).
+
+Three versions of one small application, pushed to a real registry and deployed from it:
+v1 and v2 are healthy; v3 passes its smoke test but answers its health path with 503 when it
+runs with the production env file (a release that breaks in production only). The service
+must keep answering on its port through every rollout, v3 included.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import docker
+import pytest
+
+from setuptools_grocker.errors import DeployError
+from tests.integration.conftest import free_port, grocker, remove_images
+
+SERVER = '''
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = "{version}"
+BROKEN_IN_PRODUCTION = {broken}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 200
+        if self.path == "/health" and BROKEN_IN_PRODUCTION and os.environ.get("DEPLOY_ENV") == "production":
+            code = 503
+        body = json.dumps({{"version": VERSION, "env": os.environ.get("DEPLOY_ENV")}}).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+'''
+
+
+def write_app(root: Path, version: str, broken: bool) -> Path:
+    app = root / f"v{version}"
+    (app / "src" / "shopfront").mkdir(parents=True)
+    (app / "src" / "shopfront" / "__init__.py").write_text(f'__version__ = "{version}"\n')
+    (app / "src" / "shopfront" / "server.py").write_text(SERVER.format(version=version, broken=broken))
+    (app / "pyproject.toml").write_text(f"""
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "shopfront"
+version = "{version}"
+
+[project.scripts]
+shopfront = "shopfront.server:main"
+
+[tool.grocker]
+image-name = "grocker-test/shopfront"
+ports = [8000]
+
+[tool.grocker.commands]
+server = "shopfront"
+
+[tool.grocker.smoke-test]
+port = 8000
+path = "/health"
+""")
+    return app
+
+
+class Poller(threading.Thread):
+    """GET the published port every 0.1 s; remember every answer (status, version) or failure."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.answers: list[tuple[int, str | None]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    self.answers.append((resp.status, json.loads(resp.read())["version"]))
+            except urllib.error.HTTPError as exc:
+                self.answers.append((exc.code, None))
+            except OSError as exc:
+                self.answers.append((0, str(exc)))
+            time.sleep(0.1)
+
+    def stop(self) -> list[tuple[int, str | None]]:
+        self._stop_event.set()
+        self.join(timeout=10)
+        return self.answers
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory, registry: str, client: docker.DockerClient) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("deploy")
+    refs = {}
+    for version, broken in (("1.0.0", False), ("2.0.0", False), ("3.0.0", True)):
+        run = grocker("build", str(write_app(root, version, broken)), "--push",
+                      env={"GROCKER_REGISTRY": registry}, report=root / f"{version}.json")
+        assert run.code == 0, run.err[-3000:]
+        refs[version] = {"ref": run.project["image"], "digest": run.project["digest"]}
+    env_file = root / "production.env"
+    env_file.write_text("# the production settings\nDEPLOY_ENV=production\n")
+    yield {"refs": refs, "env_file": env_file, "root": root}
+    remove_images(client, *(r["ref"] for r in refs.values()))
+
+
+@pytest.fixture(scope="module")
+def service(images: dict, client: docker.DockerClient, run_id: str) -> Iterator[dict[str, Any]]:
+    name = f"shop-{run_id[:6]}"
+    port = free_port()
+    yield {"name": name, "port": port, "url": f"http://127.0.0.1:{port}/"}
+    subprocess.run([*grocker_argv(), "stop", name], capture_output=True)
+
+
+def grocker_argv() -> list[str]:
+    from tests.integration.conftest import GROCKER
+
+    return list(GROCKER)
+
+
+def deploy(images: dict, service: dict, version: str, *extra: str) -> Any:
+    return grocker("deploy", images["refs"][version]["ref"], "--name", service["name"],
+                   "--publish", f"127.0.0.1:{service['port']}:8000", "--env-file", str(images["env_file"]),
+                   "--replicas", "2", "--health-interval", "1", "--start-period", "3", "--monitor", "2",
+                   "--json", *extra)
+
+
+def answer(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def spec_image(client: docker.DockerClient, name: str) -> str:
+    return client.api.inspect_service(name)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+
+
+def history(name: str) -> list[dict[str, Any]]:
+    run = grocker("history", name, "--json")
+    assert run.code == 0, run.err
+    return json.loads(run.out)
+
+
+def test_deploy_v1(images: dict, service: dict, client: docker.DockerClient, registry: str) -> None:
+    run = deploy(images, service, "1.0.0")
+    assert run.code == 0, run.err[-3000:]
+    record = json.loads(run.out)
+    assert record["status"] == "deployed" and record["version"] == "1.0.0"
+    # Pinned by digest: what runs is what the registry holds under that digest.
+    pinned = f"{registry}/grocker-test/shopfront@{images['refs']['1.0.0']['digest']}"
+    assert record["pinned"] == pinned
+    assert spec_image(client, service["name"]) == pinned
+    assert answer(service["url"]) == {"version": "1.0.0", "env": "production"}
+    spec = client.api.inspect_service(service["name"])["Spec"]
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Healthcheck"]["Test"][-3:] == ["health", "8000", "/health"]
+    assert spec["UpdateConfig"]["FailureAction"] == "rollback" and spec["UpdateConfig"]["Order"] == "start-first"
+    # The env file is a secret: not in the service's spec, read by the entrypoint from /config.
+    assert "DEPLOY_ENV" not in json.dumps(spec)
+    assert [s["File"]["Name"] for s in container["Secrets"]] == ["/config/50-production.env"]
+    # The edge listens on 127.0.0.1 only.
+    edge = client.containers.get(f"{service['name']}-edge")
+    assert edge.attrs["HostConfig"]["PortBindings"]["8000/tcp"] == [{"HostIp": "127.0.0.1",
+                                                                     "HostPort": str(service["port"])}]
+
+
+def test_deploy_v2_healthy_without_a_failed_request(images: dict, service: dict) -> None:
+    poller = Poller(service["url"])
+    poller.start()
+    run = deploy(images, service, "2.0.0")
+    time.sleep(1)
+    answers = poller.stop()
+    assert run.code == 0, run.err[-3000:]
+    assert json.loads(run.out)["status"] == "deployed"
+    assert answer(service["url"])["version"] == "2.0.0"
+    assert answers and all(code == 200 for code, _ in answers), answers
+    assert {v for _, v in answers} <= {"1.0.0", "2.0.0"}
+
+
+def test_deploy_v3_unhealthy_is_rolled_back_while_the_service_answers(images: dict, service: dict,
+                                                                        client: docker.DockerClient,
+                                                                        registry: str) -> None:
+    poller = Poller(service["url"])
+    poller.start()
+    run = deploy(images, service, "3.0.0")
+    answers = poller.stop()
+    assert run.code == DeployError.exit_code, run.err[-3000:]
+    last = run.err.strip().splitlines()[-1]
+    assert last.startswith("grocker: error: ") and "rolled" in last and "back to" in last
+    # Never a failed request, never an answer from v3.
+    assert len(answers) > 20
+    assert all(code == 200 and version == "2.0.0" for code, version in answers), answers
+    assert spec_image(client, service["name"]) == \
+        f"{registry}/grocker-test/shopfront@{images['refs']['2.0.0']['digest']}"
+    assert [(r["version"], r["status"]) for r in history(service["name"])] == \
+        [("1.0.0", "deployed"), ("2.0.0", "deployed"), ("3.0.0", "failed")]
+
+
+def test_manual_rollback_goes_back_one_release_by_digest(images: dict, service: dict,
+                                                         client: docker.DockerClient, registry: str) -> None:
+    run = grocker("rollback", service["name"], "--health-interval", "1", "--start-period", "3", "--monitor", "2",
+                  "--json")
+    assert run.code == 0, run.err[-3000:]
+    assert answer(service["url"]) == {"version": "1.0.0", "env": "production"}
+    assert spec_image(client, service["name"]) == \
+        f"{registry}/grocker-test/shopfront@{images['refs']['1.0.0']['digest']}"
+    records = history(service["name"])
+    assert [(r["action"], r["version"]) for r in records] == \
+        [("deploy", "1.0.0"), ("deploy", "2.0.0"), ("deploy", "3.0.0"), ("rollback", "1.0.0")]
+    assert records[1]["undone"] is True
+    text = grocker("history", service["name"])
+    assert "rolled back" in text.out and "rollback" in text.out
+    # Nothing earlier than 1.0.0: a second rollback says so, and changes nothing.
+    again = grocker("rollback", service["name"])
+    assert again.code == DeployError.exit_code
+    assert "no earlier release" in again.err.strip().splitlines()[-1]
+    assert answer(service["url"])["version"] == "1.0.0"
+
+
+def test_bad_input_is_one_line_and_changes_nothing(images: dict, service: dict, tmp_path: Path) -> None:
+    bad_env = tmp_path / "bad.env"
+    bad_env.write_text("DEPLOY_ENV production\n")
+    cases = [
+        (["--publish", "127.0.0.1:notaport:8000"], "is not [HOST:]HOST_PORT:PORT"),
+        (["--env-file", str(bad_env)], "bad.env:1: expected KEY=VALUE"),
+        (["--env-file", str(tmp_path / "missing.env")], "cannot read env file"),
+    ]
+    for extra, expected in cases:
+        run = grocker("deploy", images["refs"]["2.0.0"]["ref"], "--name", service["name"], *extra)
+        assert run.code == DeployError.exit_code, (extra, run.err)
+        assert expected in run.err.strip().splitlines()[-1]
+    run = grocker("deploy", "grocker-test/no-such-image:9", "--name", service["name"])
+    assert run.code == DeployError.exit_code and "cannot be pulled" in run.err
+    run = grocker("deploy", images["refs"]["2.0.0"]["ref"], "--name=-bad-")
+    assert run.code != 0 and "service name" in run.err
+    assert answer(service["url"])["version"] == "1.0.0"
+
+
+def test_stop_removes_everything(images: dict, service: dict, client: docker.DockerClient) -> None:
+    run = grocker("stop", service["name"])
+    assert run.code == 0, run.err
+    with pytest.raises(docker.errors.NotFound):
+        client.api.inspect_service(service["name"])
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(f"{service['name']}-edge")
+    assert not client.api.secrets(filters={"label": f"io.grocker.deploy={service['name']}"})
+    with pytest.raises(OSError):
+        urllib.request.urlopen(service["url"], timeout=3)
+    assert grocker("history", service["name"]).code == DeployError.exit_code
