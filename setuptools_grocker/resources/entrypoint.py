@@ -155,6 +155,7 @@ def health(app, args):
             code = resp.status
     except urllib.error.HTTPError as exc:
         code = exc.code
+        exc.close()
     except Exception as exc:  # refused, timed out, reset
         print("unhealthy: %s: %s" % (url, exc))
         return 1

@@ -68,3 +68,28 @@ def test_help_lists_commands(entrypoint: ModuleType, monkeypatch: pytest.MonkeyP
 def test_run_needs_a_script(entrypoint: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "environ", {"GROCKER_CONFIG_DIR": "/nonexistent"})
     assert entrypoint.main(["run"]) == 2
+
+
+def test_health_probes_the_server(entrypoint: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = str(server.server_address[1])
+    try:
+        assert entrypoint.main(["health", port, "/health"]) == 0
+        assert entrypoint.main(["health", port, "/broken"]) == 1
+        assert "unhealthy" in capsys.readouterr().out
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert entrypoint.main(["health", port, "/health"]) == 1  # nobody listens any more
