@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import shutil
 import tempfile
@@ -150,8 +151,9 @@ def _build_small(engine: Engine, dockerfile: str, tag: str, what: str, progress:
                     details=exc.details,
                 ) from exc
             if "Unable to locate package" in (exc.details or ""):
+                plain = re.sub(r"\x1b\[[0-9;]*m", "", exc.details or "")  # apt colours its errors on a tty
                 missing = [ln.split("Unable to locate package", 1)[1].strip()
-                           for ln in (exc.details or "").splitlines() if "Unable to locate package" in ln]
+                           for ln in plain.splitlines() if "Unable to locate package" in ln]
                 raise ImageBuildError(
                     f"system package {', '.join(missing)} does not exist in the base image's Debian suite",
                     "fix system-packages.run / system-packages.build (check the name with `apt-cache search`)",
