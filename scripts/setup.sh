@@ -78,7 +78,7 @@ fi
 if [ ! -x "$DEV_VENV/bin/grocker" ] || [ "$REPO/pyproject.toml" -nt "$DEV_VENV/.installed" ]; then
     log "installing setuptools-grocker into $DEV_VENV"
     python3 -m venv "$DEV_VENV"
-    "$DEV_VENV/bin/pip" install -q -e "$REPO[test,buildbot]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
+    "$DEV_VENV/bin/pip" install -q -e "$REPO[test,buildbot,docs]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
     "$DEV_VENV/bin/grocker" --version >/dev/null
     touch "$DEV_VENV/.installed"
 fi
