@@ -43,7 +43,8 @@ start_dockerd() {
     nohup dockerd --host unix:///var/run/docker.sock >"$STATE_DIR/dockerd.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$STATE_DIR/dockerd.pid"
-    DEV_STARTED="$DEV_STARTED $pid"
+    # "dockerd": stop_started reads the pid file then, since a test may restart the engine.
+    DEV_STARTED="$DEV_STARTED dockerd"
     for _ in $(seq 1 60); do
         engine_answers && { log "dockerd ready (pid $pid)"; return 0; }
         kill -0 "$pid" 2>/dev/null || { tail -20 "$STATE_DIR/dockerd.log" >&2; log "dockerd died"; return 1; }
@@ -55,7 +56,8 @@ start_dockerd() {
 stop_started() {
     # Stop every server this script started, newest first.
     local pids
-    pids=$(echo "$DEV_STARTED" | tr ' ' '\n' | sed '/^$/d' | tac)
+    pids=$(echo "$DEV_STARTED" | tr ' ' '\n' | sed '/^$/d' | tac |
+           sed "s|^dockerd\$|$(cat "$STATE_DIR/dockerd.pid" 2>/dev/null)|")
     for pid in $pids; do
         kill "$pid" 2>/dev/null || true
     done

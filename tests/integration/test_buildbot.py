@@ -225,3 +225,57 @@ def test_broken_library_skips_exactly_its_dependents(farm: dict[str, Any], first
     assert all(s == "up to date" for n, s in status.items() if n != broken and n not in dependents(graph, broken))
     reasons = build["properties"]["grocker_results"][0]["reasons"]
     assert all(reasons[n].startswith("dependency ") for n in dependents(graph, broken))
+
+
+def test_worker_killed_mid_build_its_member_is_retried(farm: dict[str, Any], first: dict[str, Any]) -> None:
+    """SIGKILL one worker while member builds run on it: Buildbot retries them on the other one."""
+    import signal
+
+    api, repo, graph, prefix, top = farm["api"], farm["repo"], farm["graph"], farm["prefix"], farm["top"]
+    git(repo, "revert", "--no-edit", "HEAD")  # undo the broken library of the previous test, if any
+    root_lib = f"{prefix}lib-00"
+    init = repo / "libs" / root_lib / "src" / root_lib.replace("-", "_") / "__init__.py"
+    init.write_text(init.read_text() + "\n# rebuild everything\n")
+    git(repo, "commit", "-qam", "touch the root library")
+    last = max(b["buildid"] for b in api.member_builds())
+    answer = api.post("forceschedulers/grocker-force", {
+        "jsonrpc": "2.0", "method": "force", "id": 1,
+        "params": {"builderid": str(api.builder_id("grocker-nightly"))}})
+    brid = list(answer["result"][1].values())[0]
+    victim = None
+    deadline = time.monotonic() + 300
+    while victim is None and time.monotonic() < deadline:
+        running = [b for b in api.member_builds(since_buildid=last) if not b["complete"]]
+        if running:
+            workers = {w["workerid"]: w["name"] for w in api.get("workers")["workers"]}
+            victim = workers[running[0]["workerid"]]
+        time.sleep(0.3)
+    assert victim in ("worker1", "worker2"), "no member build started"
+    wdir = top / victim
+    pid = int((wdir / "twistd.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            builds = api.get(f"buildrequests/{brid}/builds")["builds"]
+            if builds and builds[0]["complete"]:
+                break
+            time.sleep(1)
+        build = builds[0]
+        build["properties"] = api.get(f"builds/{build['buildid']}/properties")["properties"][0]
+        members = api.member_builds(since_buildid=last)
+        retried = [b for b in members if b["results"] == 4]  # RETRY: lost with the worker
+        assert retried, "no member build was interrupted by the kill"
+        assert build["results"] == SUCCESS, build["state_string"]
+        everyone = {**graph["libraries"], **graph["applications"]}
+        assert set(results_of(build)) == set(everyone)
+        assert set(results_of(build).values()) <= {"built", "up to date"}
+        by_member = {}
+        for b in members:
+            by_member.setdefault(b["properties"]["grocker_member"][0], []).append(b)
+        for b in retried:  # the member of every interrupted build was built again, to success
+            name = b["properties"]["grocker_member"][0]
+            assert any(x["results"] == SUCCESS and x["buildid"] > b["buildid"] for x in by_member[name]), name
+    finally:
+        (wdir / "twistd.pid").unlink(missing_ok=True)
+        run(str(BIN / "buildbot-worker"), "start", str(wdir))

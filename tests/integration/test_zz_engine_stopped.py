@@ -1,0 +1,84 @@
+"""The Docker Engine stopped in the middle of a build, then started again.
+
+Named to run last: it restarts dockerd. The new daemon's pid goes to the pid file that
+scripts/setup.sh keeps, so scripts/test.sh still stops the engine it started.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from setuptools_grocker.errors import EngineUnavailable
+from tests.integration.conftest import GROCKER, grocker, remove_images
+
+STATE_DIR = Path(os.environ.get("DEV_STATE_DIR", "/var/tmp/setuptools-grocker"))
+
+
+def engine_answers() -> bool:
+    return subprocess.run(["docker", "version"], capture_output=True, timeout=20).returncode == 0
+
+
+def dockerd_pid() -> int:
+    out = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    assert out, "no dockerd process: this test stops and restarts the engine the suite runs on"
+    return int(out[0])
+
+
+def start_dockerd() -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    Path("/var/run/docker.pid").unlink(missing_ok=True)
+    log = open(STATE_DIR / "dockerd.log", "ab")
+    proc = subprocess.Popen(["dockerd", "--host", "unix:///var/run/docker.sock"], stdout=log, stderr=log,
+                            start_new_session=True)
+    (STATE_DIR / "dockerd.pid").write_text(f"{proc.pid}\n")
+    for _ in range(120):
+        if engine_answers():
+            return
+        time.sleep(0.5)
+    pytest.fail("dockerd did not come back")
+
+
+def test_engine_stopped_during_a_build_then_a_normal_build(tmp_path: Path, examples_copy: Path,
+                                                           run_id: str) -> None:
+    shutil.copytree(examples_copy, tmp_path / "ex")
+    project = tmp_path / "ex" / "demo-app"
+    tag = f"grocker-test/engine-stop:{run_id}"
+    client = docker.from_env()
+    owned = {"label": "io.grocker.owner=setuptools-grocker"}
+    before = {c.id for c in client.containers.list(all=True, filters=owned)}
+    proc = subprocess.Popen([*GROCKER, "build", str(project), "--tag", tag, "--no-cache"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait for the compile container
+            if [c for c in client.containers.list(filters=owned) if c.id not in before]:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the build never started a container")
+        client.close()
+        os.kill(dockerd_pid(), signal.SIGTERM)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if not engine_answers():
+            start_dockerd()
+    assert proc.returncode == EngineUnavailable.exit_code, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("grocker: error:")]
+    assert len(lines) == 1 and "Docker Engine" in lines[0] and "dockerd" in lines[0], err[-2000:]
+    client = docker.from_env()
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(tag)
+    try:
+        again = grocker("build", str(project), "--tag", tag, report=tmp_path / "again.json")
+        assert again.code == 0, again.err[-3000:]
+        assert again.project["status"] == "built"
+        assert "check: passed" in client.containers.run(tag, ["check"], remove=True).decode()
+    finally:
+        remove_images(client, tag)
