@@ -19,7 +19,7 @@ from setuptools_grocker import __version__
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import Config, check_default_command
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError, PluginError, ProjectError
+from setuptools_grocker.errors import GrockerError, PluginError, ProjectError, from_os_error
 from setuptools_grocker.image import (
     APP_DIR,
     CONFIG_DIR,
@@ -131,6 +131,11 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
         result.fail(exc)
         if exc.details:
             progress.write(exc.details)
+    except OSError as exc:
+        typed = from_os_error(exc)
+        if typed is None:
+            raise
+        result.fail(typed)
     finally:
         if own_engine and engine is not None:
             engine.close()

@@ -413,6 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(exc.details.rstrip() + "\n")
         sys.stderr.write(f"grocker: error: {exc.one_line()}\n")
         return exc.exit_code
+    except OSError as exc:
+        from setuptools_grocker.errors import from_os_error
+
+        typed = from_os_error(exc)
+        if typed is None:
+            raise
+        sys.stderr.write(f"grocker: error: {typed.one_line()}\n")
+        return typed.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("grocker: interrupted\n")
         return 130

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
-from setuptools_grocker.errors import CompileError
+from setuptools_grocker.errors import CompileError, disk_full
 from setuptools_grocker.image import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipconf import PipForward
 from setuptools_grocker.progress import Progress
@@ -136,6 +136,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             secret_env=pip.secret_env,
         )
         if result.exit_code != 0:
+            if "No space left on device" in result.output:
+                raise disk_full(staging) from None
             cause = pip_failure_cause(result.output) or f"exit code {result.exit_code}"
             if result.exit_code == 24:
                 raise CompileError(f"a plugin's compile command failed for {what}: {test_failure_cause(result.output)}",

@@ -101,3 +101,23 @@ class DeployError(GrockerError):
     """A deploy, rollback or stop on Docker Swarm mode failed (a failed rollout is rolled back)."""
 
     exit_code = 15
+
+
+class DiskFullError(GrockerError):
+    """No space left on the device holding the cache, a wheelhouse or the state."""
+
+    exit_code = 16
+
+
+def disk_full(where: object) -> DiskFullError:
+    return DiskFullError(f"no space left on device writing {where}",
+                         "free space there, or point cache-dir (GROCKER_CACHE_DIR) at a larger filesystem")
+
+
+def from_os_error(exc: OSError) -> GrockerError | None:
+    """The typed error for an OSError the user can act on (a full disk), else None."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return disk_full(exc.filename or "the cache")
+    return None

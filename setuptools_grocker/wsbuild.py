@@ -31,7 +31,7 @@ from setuptools_grocker.build import cache_home, default_reference
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, check_default_command
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
+from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError, from_os_error
 from setuptools_grocker.image import BaseImages, ensure_base_images, root_key
 from setuptools_grocker.pipconf import PipForward, forward
 from setuptools_grocker.plugin import StageContext, apply
@@ -284,6 +284,11 @@ class WorkspaceBuild:
             result.fail(exc)
             if exc.details:
                 progress.write(exc.details)
+        except OSError as exc:
+            typed = from_os_error(exc)
+            if typed is None:
+                raise
+            result.fail(typed)
         result.seconds = time.monotonic() - start
         result.ended_at = time.time()
         for stage, seconds in progress.timings:
