@@ -80,7 +80,7 @@ def alternative_dockerfile(app: str, libs: list[str]) -> str:
     return (f"FROM {ALT_BUILD} AS builder\n"
             "LABEL bench.alt=1\n"
             f"{copies}COPY apps/{app} /src/apps/{app}\n"
-            f"RUN /build/bin/pip wheel --wheel-dir /wheels {paths} /src/apps/{app}\n"
+            f"RUN /build/bin/pip wheel --use-pep517 --wheel-dir /wheels {paths} /src/apps/{app}\n"
             f"\nFROM {ALT_RUN}\n"
             "COPY --from=builder /wheels /tmp/wheels\n"
             "RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir --no-index "
