@@ -10,16 +10,22 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from setuptools_grocker import __version__
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import Config, check_default_command
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError, PluginError, ProjectError, from_os_error
+from setuptools_grocker.errors import (
+    GrockerError,
+    ImageBuildError,
+    PluginError,
+    ProjectError,
+    RegistryError,
+    from_os_error,
+)
 from setuptools_grocker.image import (
     APP_DIR,
     CONFIG_DIR,
@@ -27,8 +33,10 @@ from setuptools_grocker.image import (
     BaseImages,
     ensure_base_images,
     root_key,
+    RESOURCES,
+    USER_UID,
+    healthcheck_config,
     runtime_labels,
-    write_runtime_context,
 )
 from setuptools_grocker.pipconf import forward
 from setuptools_grocker.plugin import StageContext, apply
@@ -209,7 +217,7 @@ def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine:
 def stage_compile(ctx: StageContext) -> None:
     a, config = ctx.artifacts, ctx.config
     environ = a["environ"]
-    epoch = int(environ.get("SOURCE_DATE_EPOCH") or git_commit_time(config.project_dir) or 315532800)
+    epoch = source_date_epoch(config, environ)
     env, commands = a["compile_env"]
     wheels = compile_wheels(
         ctx.engine, config, compiler=a["images"].compiler, source=a["source"], local_sources=a["local_sources"],
@@ -246,9 +254,8 @@ def stage_smoke(ctx: StageContext) -> None:
 def stage_push(ctx: StageContext) -> None:
     if ctx.config.push:
         result = ctx.artifacts["result"]
-        result.digest = ctx.engine.push(ctx.artifacts["ref"])
-        for extra in result.tags[1:]:
-            ctx.engine.push(extra)
+        result.digest, result.pushed_bytes = push_runtime_image(ctx.engine, result.image_id, result.tags,
+                                                                cache_home(ctx.artifacts["environ"]), ctx.progress)
 
 
 def _cached(config: Config, engine: Engine, state: dict[str, Any], result: ProjectResult) -> None:
@@ -264,19 +271,30 @@ def _cached(config: Config, engine: Engine, state: dict[str, Any], result: Proje
     result.distributions = list(state.get("distributions", []))
     result.size = (engine.image_attrs(image_id) or {}).get("Size")
     if config.push:
-        result.digest = engine.push(ref)
-        for extra in result.tags[1:]:
-            engine.push(extra)
+        result.digest, result.pushed_bytes = push_runtime_image(engine, image_id, result.tags, cache_home(os.environ),
+                                                                Progress(quiet=True))
     else:
         result.digest = state.get("digest") if state.get("image") == ref else None
 
 
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
-                        progress: Progress, files: Mapping[str, Path] | None = None) -> str:
+                        progress: Progress, files: Mapping[str, Path] | None = None,
+                        internal: Iterable[str] = (), epoch: int | None = None) -> str:
+    """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py)."""
+    from setuptools_grocker.assemble import (
+        MAX_LAYERS,
+        Entry,
+        Venv,
+        image_config,
+        load_archive,
+        runtime_layers,
+        tree_entries,
+    )
+
     manifest = wheels.manifest
-    requirement = f"{wheels.name}=={wheels.version}"
-    if config.extras:
-        requirement = f"{wheels.name}[{','.join(config.extras)}]=={wheels.version}"
+    if "python" not in manifest:
+        raise ImageBuildError(f"the wheelhouse of {wheels.name} predates this version of setuptools-grocker",
+                              "build again with --no-cache")
     app = {
         "name": wheels.name,
         "version": wheels.version,
@@ -294,11 +312,105 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     labels = runtime_labels(config, name=wheels.name, version=wheels.version,
                             revision=git_revision(config.project_dir), distributions=wheels.distributions(),
                             key=key)
-    with tempfile.TemporaryDirectory(prefix="grocker-runtime-") as tmp:
-        ctx = Path(tmp)
-        write_runtime_context(ctx, config, root=images.root, compiler=images.compiler, wheels=wheels.wheels,
-                              requirement=requirement, app=app, files=files or {})
-        return engine.build(ctx, nocache=config.no_cache, labels=labels, what=f"image of {wheels.name}")
+    if epoch is None:
+        epoch = source_date_epoch(config)
+    app_entries = [
+        Entry(f"{APP_DIR}/grocker/entrypoint.py", (RESOURCES / "entrypoint.py").read_bytes()),
+        Entry(f"{APP_DIR}/grocker/app.json", (json.dumps(app, indent=2, sort_keys=True) + "\n").encode()),
+    ]
+    for dest, src in sorted((files or {}).items()):
+        # Files contributed by plugins, owned by root: readable, not writable, by the app user.
+        if src.is_dir():
+            app_entries += [Entry(e.path, e.data, 0o755 if e.data is None else 0o644, e.link)
+                            for e in tree_entries(src, dest)]
+        else:
+            app_entries.append(Entry(dest, src.read_bytes(), 0o644))
+    for volume in config.volumes:  # created and owned by the runtime user, so a fresh volume is writable
+        app_entries.append(Entry(volume, uid=USER_UID))
+    root = engine.image_attrs(images.root)
+    if root is None:
+        raise ImageBuildError(f"the root image {images.root} is gone", "build again")
+    internal_names = {normalize_name(n) for n in internal} | {normalize_name(n) for n in manifest.get("local", [])}
+    layers = runtime_layers(wheels=wheels.wheels, project_wheel=wheels.project_wheel, internal=internal_names,
+                            venv=Venv(VENV, manifest["python"]["version"]), app_entries=app_entries,
+                            app_comment=f"application {wheels.name} {wheels.version}",
+                            room=MAX_LAYERS - len(root["RootFS"]["Layers"]), epoch=epoch)
+    env = dict(item.split("=", 1) for item in (root.get("Config") or {}).get("Env") or [])
+    env.update({"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "VIRTUAL_ENV": VENV, "GROCKER_APP_NAME": wheels.name, "GROCKER_APP_VERSION": wheels.version,
+                "GROCKER_CONFIG_DIR": CONFIG_DIR})
+    settings: dict[str, Any] = {
+        "Env": [f"{k}={v}" for k, v in env.items()],
+        "Entrypoint": ["/usr/bin/tini", "-g", "--", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py"],
+        "Cmd": [config.effective_default_command],
+        "User": config.user,
+        "WorkingDir": f"/home/{config.user}",
+        "Labels": {**((root.get("Config") or {}).get("Labels") or {}), **labels},
+        "ExposedPorts": {f"{p}/tcp": {} for p in config.ports},
+        "Volumes": {v: {} for v in config.volumes},
+        "Healthcheck": healthcheck_config(config),
+    }
+    blob = image_config(root, layers, settings=settings, epoch=epoch)
+    image_id = "sha256:" + hashlib.sha256(blob).hexdigest()
+    progress.info(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
+    if engine.image_id(image_id) is None:
+        engine.load(load_archive(blob, root["RootFS"]["Layers"], layers), f"image of {wheels.name}")
+    if engine.image_id(image_id) is None:
+        raise ImageBuildError(f"the engine did not keep the image of {wheels.name} ({image_id[:19]})",
+                              "see the engine log")
+    return image_id
+
+
+def push_runtime_image(engine: Engine, image_id: str, refs: list[str], cache: Path,
+                       progress: Progress) -> tuple[str, int]:
+    """Push ``image_id`` as ``refs`` through the registry's HTTP API; return (digest, bytes uploaded).
+
+    Layer blobs are gzipped deterministically once and kept in ``CACHE/blobs`` by diff ID, so
+    the same layer always has the same digest and the registry is asked only for what it lacks.
+    """
+    from setuptools_grocker.assemble import gzip_layer
+    from setuptools_grocker.registry import push_image
+
+    attrs = engine.image_attrs(image_id)
+    if attrs is None:
+        raise ImageBuildError(f"image {image_id[:19]} is gone from the engine", "build again")
+    blobs = cache / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    config_path = blobs / f"{attrs['Id'].split(':', 1)[1]}.json"
+    diff_ids = list(attrs["RootFS"]["Layers"])
+    paths = {d: blobs / f"{d.split(':', 1)[1]}.tar.gz" for d in diff_ids}
+    if not config_path.is_file() or not all(p.is_file() for p in paths.values()):
+        config, tars = engine.save_image(attrs["Id"])
+        for diff_id, path in paths.items():
+            if not path.is_file():
+                _write_atomic(path, gzip_layer(tars[diff_id]))
+        _write_atomic(config_path, config)
+    layers = []
+    for diff_id in diff_ids:
+        blob = paths[diff_id].read_bytes()
+        layers.append(("sha256:" + hashlib.sha256(blob).hexdigest(), blob))
+    with progress.stage("push"):
+        for ref in refs:
+            progress.command(["docker", "push", ref])
+        try:
+            digest, uploaded = push_image(refs[0], refs[1:], config_path.read_bytes(), layers)
+        except RegistryError as exc:
+            raise RegistryError(f"pushing {refs[0]} failed: {exc.message}", exc.hint) from exc
+        progress.info(f"pushed {refs[0]}@{digest}: {uploaded} bytes uploaded, {len(layers)} layers")
+    return digest, uploaded
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def source_date_epoch(config: Config, environ: Mapping[str, str] | None = None) -> int:
+    """SOURCE_DATE_EPOCH, else the time of the last commit, else 1980-01-01 (the zip epoch)."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("SOURCE_DATE_EPOCH") or environ.get("GROCKER_SOURCE_DATE_EPOCH")
+    return int(raw or git_commit_time(config.project_dir) or 315532800)
 
 
 def _prune_wheelhouse(root: Path, keep: str, retain: int = 3) -> None:

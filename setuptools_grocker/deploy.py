@@ -418,7 +418,13 @@ def _network(name: str) -> str:
 
 
 def _pinned(attrs: Mapping[str, Any], ref: str) -> str:
-    """``repo@sha256:...`` for an image from a registry (the repo of ``ref`` first), else its ID."""
+    """``repo@sha256:...`` for an image in a registry (the repo of ``ref`` first), else its ID.
+
+    grocker pushes through the registry's API, so the engine may not know the digest: the
+    registry is asked whether ``ref`` holds exactly this image (same config digest).
+    """
+    from setuptools_grocker.registry import RegistryError, get_manifest
+
     digests = attrs.get("RepoDigests") or []
     repo = ref.split("@", 1)[0]
     if ":" in repo.rsplit("/", 1)[-1]:
@@ -426,6 +432,12 @@ def _pinned(attrs: Mapping[str, Any], ref: str) -> str:
     for d in digests:
         if d.split("@", 1)[0] == repo:
             return str(d)
+    try:
+        body, _ = get_manifest(ref)
+        if json.loads(body).get("config", {}).get("digest") == attrs["Id"]:
+            return f"{repo}@sha256:{hashlib.sha256(body).hexdigest()}"
+    except (RegistryError, ValueError):
+        pass
     return str(digests[0]) if digests else str(attrs["Id"])
 
 

@@ -230,6 +230,34 @@ class Engine:
             raise ImageBuildError(f"importing {ref} failed: {result}", "see the engine log")
         return image_id
 
+    def load(self, archive: bytes, what: str) -> None:
+        """``docker load`` an image archive (layers the engine already has may be left out)."""
+        self.progress.command(["docker", "load"])
+        try:
+            answer = self._call(f"load the {what}", self.client.api.load_image, archive)
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"loading the {what} failed: {_short(exc)}", "see the engine log") from exc
+        for chunk in answer or []:
+            if isinstance(chunk, dict) and chunk.get("error"):
+                raise ImageBuildError(f"loading the {what} failed: {chunk['error']}", "see the engine log")
+
+    def save_image(self, ref: str) -> tuple[bytes, dict[str, bytes]]:
+        """``docker save``: the image config's exact bytes and its layer tars by diff ID."""
+        import hashlib
+        import io
+        import tarfile
+
+        self.progress.command(["docker", "save", ref])
+        data = b"".join(self._call(f"save {ref}", self.client.api.get_image, ref))
+        layers: dict[str, bytes] = {}
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+            config = tar.extractfile(manifest[0]["Config"]).read()  # type: ignore[union-attr]
+            for name in manifest[0]["Layers"]:
+                blob = tar.extractfile(name).read()  # type: ignore[union-attr]
+                layers["sha256:" + hashlib.sha256(blob).hexdigest()] = blob
+        return config, layers
+
     def push(self, ref: str) -> str:
         """Push ``ref``; return its registry digest (``sha256:...``)."""
         from setuptools_grocker.config import split_reference

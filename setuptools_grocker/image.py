@@ -14,11 +14,10 @@ import hashlib
 import json
 import re
 import shlex
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from setuptools_grocker import __version__
 from setuptools_grocker.config import Config
@@ -71,28 +70,6 @@ RUN set -eu; \\
     {python} -m venv {build_venv}; \\
     {build_venv}/bin/python -m pip --version
 """
-
-RUNTIME_DOCKERFILE = """\
-FROM {compiler} AS install
-COPY wheels /tmp/grocker-wheels
-RUN set -eu; \\
-    {python} -m venv --without-pip {venv}; \\
-    PIP_CONFIG_FILE=/dev/null {build_venv}/bin/pip --python {venv}/bin/python install \\
-        --no-index --no-cache-dir --disable-pip-version-check --find-links /tmp/grocker-wheels \\
-        {requirement}
-
-FROM {root}
-COPY --from=install {venv} {venv}
-COPY grocker {app_dir}/grocker
-ENV PATH={venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
-    VIRTUAL_ENV={venv} GROCKER_APP_NAME={name} GROCKER_APP_VERSION={version} \\
-    GROCKER_CONFIG_DIR={config_dir}
-{expose}{volumes}{healthcheck}USER {user}
-WORKDIR /home/{user}
-ENTRYPOINT ["/usr/bin/tini", "-g", "--", "{venv}/bin/python", "{app_dir}/grocker/entrypoint.py"]
-CMD {cmd}
-"""
-
 
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -181,64 +158,11 @@ def runtime_labels(config: Config, *, name: str, version: str, revision: str | N
     return labels
 
 
-def healthcheck(config: Config) -> str:
-    """The image's HEALTHCHECK: the smoke-test HTTP probe, when there is one (``docker ps`` shows it)."""
+def healthcheck_config(config: Config) -> dict[str, Any] | None:
+    """The image's health check: the smoke-test HTTP probe, when there is one (``docker ps`` shows it)."""
     if config.smoke_test.port is None:
-        return ""
+        return None
     start = max(1, int(config.smoke_test.timeout))
-    return (f"HEALTHCHECK --interval=10s --timeout=3s --start-period={start}s --retries=3 "
-            f"CMD [\"{VENV}/bin/python\", \"{APP_DIR}/grocker/entrypoint.py\", \"health\"]\n")
-
-
-def write_runtime_context(ctx: Path, config: Config, *, root: str, compiler: str, wheels: list[Path], requirement: str,
-                          app: Mapping[str, Any], files: Mapping[str, Path] | None = None) -> None:
-    """Lay out the build context of the runtime image in ``ctx``."""
-    (ctx / "wheels").mkdir(parents=True)
-    for wheel in wheels:
-        shutil.copy2(wheel, ctx / "wheels" / wheel.name)
-    (ctx / "grocker").mkdir()
-    shutil.copy2(RESOURCES / "entrypoint.py", ctx / "grocker" / "entrypoint.py")
-    (ctx / "grocker" / "app.json").write_text(json.dumps(app, indent=2, sort_keys=True) + "\n")
-    extra = ""
-    for i, (dest, src) in enumerate(sorted((files or {}).items())):
-        # Files contributed by plugins, owned by root: readable, not writable, by the app user.
-        name = f"files/{i}"
-        if src.is_dir():
-            shutil.copytree(src, ctx / name)
-        else:
-            (ctx / "files").mkdir(exist_ok=True)
-            shutil.copy2(src, ctx / name)
-        extra += f"COPY {name} {dest}\n"
-    if extra:
-        for path in [ctx / "files", *(ctx / "files").rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-    expose = extra + "".join(f"EXPOSE {p}\n" for p in config.ports)
-    volumes = ""
-    if config.volumes:
-        # Created and owned by the runtime user, so a fresh volume is writable by the app.
-        paths = " ".join(shlex.quote(v) for v in config.volumes)
-        volumes = (f"RUN mkdir -p {paths} && chown {config.user}:{config.user} {paths}\n"
-                   f"VOLUME {json.dumps(list(config.volumes))}\n")
-    dockerfile = RUNTIME_DOCKERFILE.format(
-        root=root,
-        compiler=compiler,
-        build_venv=BUILD_VENV,
-        python=shlex.quote(config.python),
-        venv=VENV,
-        app_dir=APP_DIR,
-        requirement=shlex.quote(requirement),
-        name=shlex.quote(str(app["name"])),
-        version=shlex.quote(str(app["version"])),
-        config_dir=CONFIG_DIR,
-        expose=expose,
-        volumes=volumes,
-        user=config.user,
-        cmd=json.dumps([config.effective_default_command]),
-        healthcheck=healthcheck(config),
-    )
-    (ctx / "Dockerfile").write_text(dockerfile)
-    # COPY keeps modes: under a restrictive umask (a daemonised CI worker has 077) the
-    # runtime user could not read its own entrypoint.
-    for path in (ctx / "grocker").rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    (ctx / "grocker").chmod(0o755)
+    return {"Test": ["CMD", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py", "health"],
+            "Interval": 10_000_000_000, "Timeout": 3_000_000_000, "StartPeriod": start * 1_000_000_000,
+            "Retries": 3}

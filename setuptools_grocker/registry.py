@@ -168,12 +168,8 @@ def upload_blob(repo_ref: str, data: bytes) -> str:
     """Upload ``data`` as a blob of the repository of ``repo_ref`` unless it is there; return its digest."""
     r = Ref.parse(repo_ref)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    try:
-        _request("HEAD", r.url("blobs", digest), r.host)
+    if _blob_present(repo_ref, digest):
         return digest
-    except RegistryError as exc:
-        if "HTTP 404" not in exc.message:
-            raise
     base = f"{_scheme(r.host)}://{r.host}"
     _, headers, _ = _request("POST", f"{base}/v2/{r.repo}/blobs/uploads/", r.host, data=b"")
     location = headers.get("Location", "")
@@ -227,3 +223,40 @@ def read_document(ref: str) -> dict[str, Any]:
     if RELEASE_LABEL not in labels:
         raise RegistryError(f"{ref} is not a release document", "name the release image of a workspace")
     return json.loads(labels[RELEASE_LABEL])
+
+
+def push_image(ref: str, refs: list[str], config_blob: bytes, layers: list[tuple[str, bytes]]) -> tuple[str, int]:
+    """Push an image blob by blob, uploading only what the registry lacks; tag it ``refs``.
+
+    ``layers`` are ``(digest, gzip bytes)``. Returns the manifest digest and the bytes uploaded.
+    Every reference must be in the repository of ``ref``.
+    """
+    uploaded = 0
+    for digest, blob in [(None, config_blob), *layers]:
+        before = _blob_present(ref, digest or "sha256:" + hashlib.sha256(blob).hexdigest())
+        if not before:
+            upload_blob(ref, blob)
+            uploaded += len(blob)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_V2,
+        "config": {"mediaType": IMAGE_CONFIG, "size": len(config_blob),
+                   "digest": "sha256:" + hashlib.sha256(config_blob).hexdigest()},
+        "layers": [{"mediaType": LAYER_GZIP, "size": len(blob), "digest": digest} for digest, blob in layers],
+    }
+    body = json.dumps(manifest, indent=3).encode()
+    digest = ""
+    for target in dict.fromkeys([ref, *refs]):
+        digest = put_manifest(target, body, MANIFEST_V2)
+    return digest, uploaded
+
+
+def _blob_present(ref: str, digest: str) -> bool:
+    r = Ref.parse(ref)
+    try:
+        _request("HEAD", r.url("blobs", digest), r.host)
+        return True
+    except RegistryError as exc:
+        if "HTTP 404" in exc.message:
+            return False
+        raise

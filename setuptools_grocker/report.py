@@ -44,6 +44,8 @@ class ProjectResult:
     reason: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
+    #: Bytes uploaded to the registry by the push (blobs it already had are not sent).
+    pushed_bytes: int | None = None
 
     def fail(self, exc: GrockerError) -> None:
         """Record a typed error as this project's failure."""

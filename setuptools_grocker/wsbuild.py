@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from setuptools_grocker.build import cache_home, default_reference
+from setuptools_grocker.build import cache_home, default_reference, push_runtime_image
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, check_default_command
 from setuptools_grocker.engine import Engine
@@ -403,8 +403,9 @@ class WorkspaceBuild:
             # Only the immutable key tag: the names people use move at the release, all or none.
             keyed = self._key_reference(member, entry.key)
             engine.tag(done["image"]["image_id"], keyed)
-            digest = engine.push(keyed)
-            return {"image": keyed, "digest": digest}
+            digest, uploaded = push_runtime_image(engine, done["image"]["image_id"], [keyed],
+                                                  cache_home(self.environ), progress)
+            return {"image": keyed, "digest": digest, "pushed_bytes": uploaded}
         assert images is not None, "the compiler image is made before any stage runs"
         if stage == "wheel":
             mode = "library" if member.kind == "library" else "project"
@@ -433,6 +434,7 @@ class WorkspaceBuild:
             files = {**apply.image_files(self.plugins[member.name], config),
                      **{k: Path(v) for k, v in done["wheel"].get("plugin_files", {}).items()}}
             image_id = build_runtime_image(engine, config, wheels=wheelhouse, key=entry.key, progress=progress,
+                                           internal=self.ws.closure(member.name),
                                            images=BaseImages(roots.root, images.compiler, roots.root_key),
                                            files=files)
             return {"image_id": image_id}
@@ -469,6 +471,7 @@ class WorkspaceBuild:
             result.image_id = done.get("image", {}).get("image_id")
             result.image = done.get("smoke", {}).get("image")
             result.digest = done.get("push", {}).get("digest")
+            result.pushed_bytes = done.get("push", {}).get("pushed_bytes")
             if result.image and result.image_id and result.image != self._reference(member):
                 result.image = self._reference(member)
 

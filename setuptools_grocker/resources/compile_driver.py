@@ -169,6 +169,10 @@ def main():
         pip(*(args + [requirement] + job.get("internal_wheels", [])))
         info["closure"] = closure_listing(wheels_dir)
         log("%d wheels" % len(info["closure"]))
+    # What the runtime image's venv needs to know (this is the root image's Python).
+    info["python"] = {"version": "%d.%d.%d" % sys.version_info[:3]}
+    info["local"] = sorted(wheel_info(os.path.join(local_out, w))["name"] for w in os.listdir(local_out)
+                           if w.endswith(".whl"))
     with open(os.path.join(out, "manifest.json"), "w") as fh:
         json.dump(info, fh, indent=2, sort_keys=True)
 

@@ -1,0 +1,112 @@
+"""Reproducible layers, host-side (no engine): the same inputs give the same bytes."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+from setuptools_grocker.assemble import (
+    Entry,
+    Layer,
+    Venv,
+    deterministic_tar,
+    group_layers,
+    gzip_layer,
+    image_config,
+    install_wheel,
+    runtime_layers,
+)
+
+VENV = Venv("/opt/app/venv", "3.11.2")
+
+
+def make_wheel(path: Path, name: str, version: str, *, script: bool = False) -> Path:
+    dist = f"{name}-{version}"
+    wheel = path / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(f"{name}/__init__.py", f"VALUE = {version!r}\n")
+        zf.writestr(f"{dist}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        zf.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                               "Tag: py3-none-any\n")
+        if script:
+            zf.writestr(f"{dist}.dist-info/entry_points.txt", f"[console_scripts]\n{name}-run = {name}:main\n")
+        zf.writestr(f"{dist}.dist-info/RECORD", "")
+    return wheel
+
+
+def members(tar: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        return t.getmembers()
+
+
+def test_tar_is_sorted_with_parents_fixed_times_and_owners() -> None:
+    entries = [Entry("/opt/b/x.py", b"x"), Entry("/opt/a/y.py", b"y", 0o755), Entry("/data", uid=10001)]
+    one = deterministic_tar(entries, 1000)
+    assert one == deterministic_tar(list(reversed(entries)), 1000)
+    infos = members(one)
+    assert [i.name for i in infos] == ["data", "opt", "opt/a", "opt/a/y.py", "opt/b", "opt/b/x.py"]
+    assert {i.mtime for i in infos} == {1000}
+    assert {(i.uid, i.uname) for i in infos if i.name != "data"} == {(0, "")}
+    assert next(i for i in infos if i.name == "data").uid == 10001
+    assert deterministic_tar(entries, 1001) != one
+    assert gzip_layer(one) == gzip_layer(one)
+
+
+def test_install_wheel_writes_scripts_for_the_venv_and_no_bytecode(tmp_path: Path) -> None:
+    entries = install_wheel(make_wheel(tmp_path, "tool", "1.0", script=True), VENV)
+    paths = {e.path: e for e in entries}
+    script = paths["/opt/app/venv/bin/tool-run"]
+    assert script.data.startswith(b"#!/opt/app/venv/bin/python") and script.mode == 0o755
+    assert "/opt/app/venv/lib/python3.11/site-packages/tool/__init__.py" in paths
+    assert not [p for p in paths if p.endswith(".pyc")]
+    record = paths["/opt/app/venv/lib/python3.11/site-packages/tool-1.0.dist-info/RECORD"].data.decode()
+    assert "tool/__init__.py" in record
+    assert entries == install_wheel(make_wheel(tmp_path, "tool", "1.0", script=True), VENV)
+
+
+def test_one_layer_per_internal_library_and_a_shared_third_party_layer(tmp_path: Path) -> None:
+    third = [make_wheel(tmp_path, "six", "1.16.0")]
+    libs = [make_wheel(tmp_path, "core", "1.0"), make_wheel(tmp_path, "pricing", "2.0")]
+
+    def layers_of(app: str) -> list[Layer]:
+        project = make_wheel(tmp_path, app, "3.0")
+        return runtime_layers(wheels=[*third, *libs, project], project_wheel=project, internal={"core", "pricing"},
+                              venv=VENV, app_entries=[Entry("/opt/app/grocker/app.json", app.encode())],
+                              app_comment=f"application {app}", room=50, epoch=1)
+
+    shop, till = layers_of("shop"), layers_of("till")
+    assert [layer.comment for layer in shop] == ["venv and third-party: six 1.16.0", "internal library core 1.0",
+                                                 "internal library pricing 2.0", "application shop"]
+    # Same third-party set, same internal wheels: the same layers, byte for byte.
+    assert [x.diff_id for x in shop[:3]] == [x.diff_id for x in till[:3]]
+    assert shop[3].diff_id != till[3].diff_id
+
+
+def test_groups_are_merged_near_the_layer_limit() -> None:
+    groups = [(f"g{i}", [Entry(f"/x/{i}", b"")]) for i in range(30)]
+    merged = group_layers(groups, 10)
+    assert len(merged) <= 10 and merged[0][0] == "g0" and merged[-1][0] == "g29"
+    assert sorted(e.path for _, es in merged for e in es) == sorted(f"/x/{i}" for i in range(30))
+    assert group_layers(groups, 40) == groups
+
+
+def test_image_config_depends_on_its_inputs_only() -> None:
+    root = {"Id": "sha256:" + "0" * 64, "Architecture": "amd64", "Os": "linux",
+            "Config": {"Env": ["PATH=/usr/bin"], "Labels": None}, "RootFS": {"Layers": ["sha256:" + "1" * 64]}}
+    layer = Layer("app", [Entry("/opt/app/x", b"x")], epoch=5)
+    settings = {"Cmd": ["server"], "Labels": {"a": "b"}, "Volumes": {}}
+    one = image_config(root, [layer], settings=settings, epoch=5)
+    assert one == image_config(root, [Layer("app", [Entry("/opt/app/x", b"x")], epoch=5)], settings=settings,
+                               epoch=5)
+    data = json.loads(one)
+    assert data["created"] == "1970-01-01T00:00:05Z"
+    assert data["rootfs"]["diff_ids"] == ["sha256:" + "1" * 64, layer.diff_id]
+    assert data["config"]["Cmd"] == ["server"] and "Volumes" not in data["config"]
+
+
+def test_the_venv_skeleton_points_at_the_image_python() -> None:
+    paths = {e.path: e for e in VENV.skeleton()}
+    assert paths["/opt/app/venv/bin/python"].link == "/usr/bin/python3"
+    assert b"version = 3.11.2" in paths["/opt/app/venv/pyvenv.cfg"].data
