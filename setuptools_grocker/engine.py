@@ -20,9 +20,8 @@ from setuptools_grocker.errors import (
     EngineUnavailable,
     GrockerError,
     ImageBuildError,
-    RegistryError,
 )
-from setuptools_grocker.progress import Progress, redact
+from setuptools_grocker.progress import Progress
 
 try:  # imported here only: the rest of the package never imports docker.
     import docker
@@ -257,28 +256,6 @@ class Engine:
                 blob = tar.extractfile(name).read()  # type: ignore[union-attr]
                 layers["sha256:" + hashlib.sha256(blob).hexdigest()] = blob
         return config, layers
-
-    def push(self, ref: str) -> str:
-        """Push ``ref``; return its registry digest (``sha256:...``)."""
-        from setuptools_grocker.config import split_reference
-
-        repo, tag = split_reference(ref)
-        self.progress.command(["docker", "push", ref])
-        digest = None
-        try:
-            for chunk in self._call(f"push {ref}", self.client.api.push, repo, tag=tag, stream=True, decode=True):
-                if "error" in chunk:
-                    raise RegistryError(f"pushing {ref} failed: {redact(chunk['error'])}",
-                                        "check that the registry is up and that you are logged in")
-                aux = chunk.get("aux") or {}
-                if "Digest" in aux:
-                    digest = aux["Digest"]
-        except docker.errors.APIError as exc:
-            raise RegistryError(f"pushing {ref} failed: {redact(_short(exc))}",
-                                "check that the registry is up and that you are logged in") from exc
-        if not digest:
-            raise RegistryError(f"pushing {ref} returned no digest", "check the registry")
-        return digest
 
     # -- containers -----------------------------------------------------------------
     def run(self, image: str, command: list[str], *, mounts: Iterable[Mount] = (),

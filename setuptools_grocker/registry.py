@@ -1,10 +1,9 @@
 """Talking to a registry through its HTTP API (no engine needed).
 
-Layers go up through the engine (``engine.push``), which uses the user's Docker credentials.
-Everything that only moves *names* happens here, registry-side: reading a tag's digest,
-pointing a tag at a manifest that is already there (a retag costs one small PUT, no layer
-traffic, and keeps the exact digest), and publishing the small release document of a
-workspace release.
+Everything that touches a registry happens here: reading a tag's digest, pushing an image
+blob by blob (only the blobs the registry lacks are uploaded; see ``push_image``), pointing a
+tag at a manifest that is already there (a retag costs one small PUT, no layer traffic, and
+keeps the exact digest), and publishing the small release document of a workspace release.
 
 Credentials: the ``auths`` entry of the Docker client config (``$DOCKER_CONFIG/config.json``
 or ``~/.docker/config.json``) for the registry's host, sent as HTTP Basic (what Distribution's
