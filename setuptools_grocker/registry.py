@@ -104,21 +104,63 @@ def _auth_header(host: str) -> dict[str, str]:
     return {}
 
 
+_TOKENS: dict[tuple[str, str], str] = {}
+
+
 def _request(method: str, url: str, host: str, *, data: bytes | None = None,
              headers: Mapping[str, str] | None = None, timeout: float = 30) -> tuple[int, Mapping[str, str], bytes]:
-    req = urllib.request.Request(url, data=data, method=method, headers={**_auth_header(host), **(headers or {})})
+    for attempt in (1, 2):
+        auth = _auth_header(host)
+        token = _TOKENS.get((host, _scope_of(url, method)))
+        if token:
+            auth = {"Authorization": f"Bearer {token}"}
+        req = urllib.request.Request(url, data=data, method=method, headers={**auth, **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as exc:
+            challenge = exc.headers.get("WWW-Authenticate", "") if exc.headers else ""
+            if exc.code == 401 and attempt == 1 and challenge.lower().startswith("bearer "):
+                exc.close()
+                _fetch_token(host, challenge, _scope_of(url, method), timeout)
+                continue
+            body = exc.read()[:300].decode("utf-8", "replace")
+            exc.close()
+            raise RegistryError(f"registry {host} answered {method} {url.split(host, 1)[-1]} with HTTP {exc.code} "
+                                f"({body.strip() or exc.reason})",
+                                "check that you may push there (docker login) and that the registry has room") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(f"registry {host} does not answer ({reason})",
+                                "start it or fix the registry key, then run the command again") from exc
+    raise AssertionError("unreachable")
+
+
+def _scope_of(url: str, method: str) -> str:
+    repo = url.split("/v2/", 1)[-1].rsplit("/", 2)[0] if "/v2/" in url else ""
+    if "/blobs/uploads" in url:
+        repo = url.split("/v2/", 1)[-1].split("/blobs/uploads", 1)[0]
+    return f"repository:{repo}:" + ("pull" if method in ("GET", "HEAD") else "pull,push")
+
+
+def _fetch_token(host: str, challenge: str, scope: str, timeout: float) -> None:
+    """The token flow of registries that answer 401 with ``Bearer realm=...`` (the user's Basic credentials)."""
+    import re
+    import urllib.parse
+
+    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+    realm = params.pop("realm", "")
+    if not realm:
+        return
+    query = urllib.parse.urlencode({"service": params.get("service", host), "scope": scope})
+    req = urllib.request.Request(f"{realm}?{query}", headers=_auth_header(host))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as exc:
-        body = exc.read()[:300].decode("utf-8", "replace")
-        raise RegistryError(f"registry {host} answered {method} {url.split(host, 1)[-1]} with HTTP {exc.code} "
-                            f"({body.strip() or exc.reason})",
-                            "check that you may push there (docker login) and that the registry has room") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RegistryError(f"registry {host} does not answer ({reason})",
-                            "start it or fix the registry key, then run the command again") from exc
+            answer = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RegistryError(f"registry {host}: no token from {realm} ({getattr(exc, 'reason', exc)})",
+                            "log in with `docker login " + host + "`") from exc
+    _TOKENS[(host, scope)] = answer.get("token") or answer.get("access_token", "")
 
 
 def manifest_digest(ref: str, timeout: float = 10) -> str | None:
