@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import docker
 import pytest
@@ -158,3 +158,19 @@ def start_registry(root: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/v2/", proc, "docker-registry")
     return proc
+
+
+def python_project(root: Path, name: str, *, version: str = "1.0.0", deps: Sequence[str] = (),
+                   scripts: Mapping[str, str] | None = None, grocker: str = "", modules: Mapping[str, str] | None = None) -> Path:
+    """Write a small setuptools project (PEP 621): ``src/NAME/`` with ``modules`` (file -> text)."""
+    package = name.replace("-", "_")
+    (root / "src" / package).mkdir(parents=True, exist_ok=True)
+    for filename, text in (modules or {"__init__.py": '"""A test project."""\n'}).items():
+        (root / "src" / package / filename).write_text(text)
+    entry_points = "".join(f'{k} = "{v}"\n' for k, v in (scripts or {}).items())
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        f'[project]\nname = "{name}"\nversion = "{version}"\ndependencies = {json.dumps(list(deps))}\n'
+        + (f"\n[project.scripts]\n{entry_points}" if entry_points else "")
+        + (f"\n{grocker.strip()}\n" if grocker.strip() else ""))
+    return root

@@ -20,7 +20,7 @@ import docker
 import pytest
 
 from setuptools_grocker.errors import DeployError
-from tests.integration.conftest import free_port, grocker, remove_images
+from tests.integration.conftest import free_port, grocker, python_project, remove_images
 
 SERVER = '''
 import json
@@ -52,34 +52,13 @@ def main():
 
 
 def write_app(root: Path, version: str, broken: bool) -> Path:
-    app = root / f"v{version}"
-    (app / "src" / "shopfront").mkdir(parents=True)
-    (app / "src" / "shopfront" / "__init__.py").write_text(f'__version__ = "{version}"\n')
-    (app / "src" / "shopfront" / "server.py").write_text(SERVER.format(version=version, broken=broken))
-    (app / "pyproject.toml").write_text(f"""
-[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "shopfront"
-version = "{version}"
-
-[project.scripts]
-shopfront = "shopfront.server:main"
-
-[tool.grocker]
-image-name = "grocker-test/shopfront"
-ports = [8000]
-
-[tool.grocker.commands]
-server = "shopfront"
-
-[tool.grocker.smoke-test]
-port = 8000
-path = "/health"
-""")
-    return app
+    return python_project(
+        root / f"v{version}", "shopfront", version=version, scripts={"shopfront": "shopfront.server:main"},
+        modules={"__init__.py": f'__version__ = "{version}"\n',
+                 "server.py": SERVER.format(version=version, broken=broken)},
+        grocker='[tool.grocker]\nimage-name = "grocker-test/shopfront"\nports = [8000]\n\n'
+                '[tool.grocker.commands]\nserver = "shopfront"\n\n'
+                '[tool.grocker.smoke-test]\nport = 8000\npath = "/health"')
 
 
 class Poller(threading.Thread):

@@ -11,7 +11,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.conftest import grocker, remove_images
+from tests.integration.conftest import grocker, python_project, remove_images
 
 
 def write(path: Path, text: str) -> None:
@@ -20,38 +20,14 @@ def write(path: Path, text: str) -> None:
 
 
 def library(root: Path, name: str, deps: list[str], body: str) -> None:
-    write(root / "libs" / name / "pyproject.toml", f"""
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "{name}"
-        version = "1.0.0"
-        dependencies = {json.dumps(deps)}
-    """)
-    write(root / "libs" / name / "src" / name / "__init__.py", body)
+    python_project(root / "libs" / name, name, deps=deps, modules={"__init__.py": body})
 
 
 def application(root: Path, name: str, deps: list[str]) -> None:
-    write(root / "apps" / name / "pyproject.toml", f"""
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "{name}"
-        version = "1.0.0"
-        dependencies = {json.dumps(deps)}
-
-        [project.scripts]
-        {name} = "{name}:main"
-
-        [tool.grocker.commands]
-        run = "{name}"
-    """)
     imports = "".join(f"import {d}\n" for d in deps)
-    write(root / "apps" / name / "src" / name / "__init__.py", imports + "\n\ndef main():\n    print('ok')\n")
+    python_project(root / "apps" / name, name, deps=deps, scripts={name: f"{name}:main"},
+                   modules={"__init__.py": imports + "\n\ndef main():\n    print('ok')\n"},
+                   grocker=f'[tool.grocker.commands]\nrun = "{name}"')
 
 
 def layers(client: docker.DockerClient, ref: str) -> list[str]:

@@ -31,7 +31,14 @@ from setuptools_grocker.errors import (
     RegistryError,
     SmokeTestError,
 )
-from tests.integration.conftest import GROCKER, free_port, grocker, remove_images, start_registry
+from tests.integration.conftest import (
+    GROCKER,
+    free_port,
+    grocker,
+    python_project,
+    remove_images,
+    start_registry,
+)
 
 SECRET = "s3cr3t-t0ken-4f9a1c"
 
@@ -44,25 +51,8 @@ def error_line(err: str) -> str:
 
 def write_project(root: Path, name: str, *, deps: list[str] = (), commands: dict[str, str] | None = None,
                   extra: str = "") -> Path:
-    package = name.replace("-", "_")
-    (root / "src" / package).mkdir(parents=True)
-    (root / "src" / package / "__init__.py").write_text('"""A test project."""\n')
     cmds = "".join(f'{k} = "{v}"\n' for k, v in (commands or {"hello": "python -c pass"}).items())
-    (root / "pyproject.toml").write_text(f"""
-[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "{name}"
-version = "1.0.0"
-dependencies = {json.dumps(list(deps))}
-
-[tool.grocker]
-{extra}
-[tool.grocker.commands]
-{cmds}""")
-    return root
+    return python_project(root, name, deps=deps, grocker=f"[tool.grocker]\n{extra}\n[tool.grocker.commands]\n{cmds}")
 
 
 def assert_not_tagged(client: docker.DockerClient, ref: str) -> None:
