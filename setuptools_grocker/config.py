@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -152,7 +153,8 @@ class Config:
             "smoke-test": dataclasses.asdict(self.smoke_test),
             "labels": dict(sorted(self.labels.items())),
             "user": self.user,
-            "local-packages": [str(p) for p in self.local_packages],
+            # Relative: the same project checked out elsewhere has the same key (and image).
+            "local-packages": [os.path.relpath(p, self.project_dir) for p in self.local_packages],
         }
 
 
