@@ -1,6 +1,7 @@
 """setuptools-grocker against hand-written multi-stage Dockerfiles, side by side, same run, same machine.
 
     python benchmarks/bench_compare.py [--libs 40] [--apps 8] [--runs 3] [--cold-runs 1] [--json F] [--write-docs]
+    python benchmarks/bench_compare.py --render F.json
 
 Workload: the generated workspace (``make_workspace.py``: 40 libraries in 6 levels, 8 apps).
 
@@ -223,7 +224,11 @@ def main() -> int:
     parser.add_argument("--cold-runs", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="only print the tables of an earlier --json")
     args = parser.parse_args()
+    if args.render:
+        print(markdown(json.loads(args.render.read_text())))
+        return 0
     log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                                        "engine": sh("docker", "version", "--format", "{{.Server.Version}}").stdout.strip()}}
