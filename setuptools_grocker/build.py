@@ -389,14 +389,12 @@ def push_runtime_image(engine: Engine, image_id: str, refs: list[str], cache: Pa
     for diff_id in diff_ids:
         blob = paths[diff_id].read_bytes()
         layers.append(("sha256:" + hashlib.sha256(blob).hexdigest(), blob))
-    with progress.stage("push"):
-        for ref in refs:
-            progress.command(["docker", "push", ref])
-        try:
-            digest, uploaded = push_image(refs[0], refs[1:], config_path.read_bytes(), layers)
-        except RegistryError as exc:
-            raise RegistryError(f"pushing {refs[0]} failed: {exc.message}", exc.hint) from exc
-        progress.info(f"pushed {refs[0]}@{digest}: {uploaded} bytes uploaded, {len(layers)} layers")
+    progress.info("pushing " + ", ".join(refs) + " through the registry API")
+    try:
+        digest, uploaded = push_image(refs[0], refs[1:], config_path.read_bytes(), layers)
+    except RegistryError as exc:
+        raise RegistryError(f"pushing {refs[0]} failed: {exc.message}", exc.hint) from exc
+    progress.info(f"pushed {refs[0]}@{digest}: {uploaded} bytes uploaded, {len(layers)} layers")
     return digest, uploaded
 
 

@@ -216,7 +216,9 @@ def test_registry_refusing_a_push(tmp_path: Path, examples_copy: Path, client: d
     proc.terminate()
     proc.wait(timeout=20)
     config = store / "config.yml"
-    config.write_text(config.read_text() + "  maintenance:\n    readonly:\n      enabled: true\n")
+    config.write_text(config.read_text().replace("  delete:\n", "  maintenance:\n    readonly:\n      enabled: true\n"
+                                                                 "  delete:\n"))
+    assert "readonly" in config.read_text()
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     shutil.copytree(examples_copy, tmp_path / "ex")
