@@ -225,6 +225,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--render", type=Path, metavar="JSON", help="only print the tables of an earlier --json")
+    parser.add_argument("--alternative-from", type=Path, metavar="JSON",
+                        help="take the alternative's figures from an earlier --json (same machine) instead of "
+                             "measuring them again")
     args = parser.parse_args()
     if args.render:
         print(markdown(json.loads(args.render.read_text())))
@@ -246,7 +249,9 @@ def main() -> int:
                             "root_dependents": len(dependents(graph, top))}
         alt, gro = Alternative(root, graph, tmp), Grocker(root, graph, tmp)
         log("toolchains: grocker's root/compiler images, the alternative's two images")
-        alt.toolchain()
+        prev = json.loads(args.alternative_from.read_text()) if args.alternative_from else None
+        if prev is None:
+            alt.toolchain()
         sh(sys.executable, "-m", "setuptools_grocker", "-q", "workspace", "build", str(root), "--only",
            libs[0])  # makes grocker's root and compiler images
         g: dict[str, list[dict[str, Any]]] = {}
@@ -256,32 +261,39 @@ def main() -> int:
                 gro.clean()
                 g.setdefault(f"cold --jobs {jobs}", []).append(gro.build_all("--jobs", jobs, "--no-cache"))
                 log(f"grocker cold --jobs {jobs}: {g[f'cold --jobs {jobs}'][-1]['wall']:.1f}s")
-            alt.clean()
-            a.setdefault("cold", []).append(alt.build_all())
-            log(f"alternative cold: {a['cold'][-1]['wall']:.1f}s")
-        out["sizes"] = {"grocker": sizes(gro.images()), "alternative": sizes(alt.images())}
+            if prev is None:
+                alt.clean()
+                a.setdefault("cold", []).append(alt.build_all())
+                log(f"alternative cold: {a['cold'][-1]['wall']:.1f}s")
+        out["sizes"] = {"grocker": sizes(gro.images()),
+                        "alternative": sizes(alt.images()) if prev is None else prev["sizes"]["alternative"]}
         reg_g, reg_a = Registry(tmp, "grocker"), Registry(tmp, "alternative")
         try:
             env = {"GROCKER_REGISTRY": reg_g.host}
             gro.build_all("--jobs", "2", "--push", env=env)
-            push_alt(alt, reg_a)
+            if prev is None:
+                push_alt(alt, reg_a)
             before = (reg_g.stored(), reg_a.stored())
             for run in range(args.runs):
                 g.setdefault("no change", []).append(gro.build_all("--jobs", "2"))
-                a.setdefault("no change", []).append(alt.build_all())
+                if prev is None:
+                    a.setdefault("no change", []).append(alt.build_all())
                 edit(root, leaf, run)
                 g.setdefault("leaf change", []).append(gro.build_all("--jobs", "2"))
-                a.setdefault("leaf change", []).append(alt.build_all())
+                if prev is None:
+                    a.setdefault("leaf change", []).append(alt.build_all())
                 if run == 0:
                     gro.build_all("--jobs", "2", "--push", env=env)
-                    push_alt(alt, reg_a)
+                    if prev is None:
+                        push_alt(alt, reg_a)
                     out["pushed_after_leaf_change"] = {"grocker": reg_g.stored() - before[0],
                                                        "alternative": reg_a.stored() - before[1]}
                 edit(root, top, run)
                 g.setdefault("root change", []).append(gro.build_all("--jobs", "2"))
-                a.setdefault("root change", []).append(alt.build_all())
-                log(f"run {run}: " + ", ".join(f"{k} {g[k][-1]['wall']:.1f}/{a[k][-1]['wall']:.1f}s"
-                                              for k in ("no change", "leaf change", "root change")))
+                if prev is None:
+                    a.setdefault("root change", []).append(alt.build_all())
+                log(f"run {run}: " + ", ".join(f"{k} {g[k][-1]['wall']:.1f}s" for k in
+                                              ("no change", "leaf change", "root change")))
         finally:
             reg_g.stop()
             reg_a.stop()
@@ -294,6 +306,10 @@ def main() -> int:
                           "stages_s": {s: round(t, 1) for s, t in sorted(v[-1]["stages"].items())}}
                       for k, v in g.items()}
     out["alternative"] = {k: {"median_s": round(median(v), 2), "runs": len(v)} for k, v in a.items()}
+    if prev is not None:
+        out["alternative"] = prev["alternative"]
+        out["pushed_after_leaf_change"]["alternative"] = prev["pushed_after_leaf_change"]["alternative"]
+        out["alternative_from"] = str(args.alternative_from)
     table = markdown(out)
     print(json.dumps(out, indent=2))
     print(table)
