@@ -24,7 +24,7 @@ from tests.conftest import REPO
 from tests.integration.conftest import free_port, remove_images, wait_http
 
 BIN = Path(sys.executable).parent
-SUCCESS, FAILURE = 0, 2
+SUCCESS, FAILURE, RETRY = 0, 2, 5
 
 
 def run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -264,8 +264,9 @@ def test_worker_killed_mid_build_its_member_is_retried(farm: dict[str, Any], fir
         build = builds[0]
         build["properties"] = api.get(f"builds/{build['buildid']}/properties")["properties"][0]
         members = api.member_builds(since_buildid=last)
-        retried = [b for b in members if b["results"] == 4]  # RETRY: lost with the worker
-        assert retried, "no member build was interrupted by the kill"
+        retried = [b for b in members if b["results"] == RETRY]  # lost with the worker, requeued
+        assert retried, ("no member build was interrupted by the kill",
+                         [(b["properties"]["grocker_member"][0], b["results"], b["workerid"]) for b in members])
         assert build["results"] == SUCCESS, build["state_string"]
         everyone = {**graph["libraries"], **graph["applications"]}
         assert set(results_of(build)) == set(everyone)
