@@ -118,7 +118,7 @@ def test_two_builds_from_scratch_give_the_same_image_and_digest(tmp_path: Path, 
     results = []
     for attempt in ("one", "two"):
         work = tmp_path / attempt
-        shutil.copytree(examples_copy, work)  # a fresh project state every time
+        shutil.copytree(examples_copy, work, ignore=shutil.ignore_patterns(".grocker"))  # no project state
         env = {"GROCKER_CACHE_HOME": str(tmp_path / f"cache-{attempt}"), "SOURCE_DATE_EPOCH": "1700000000"}
         run = grocker("build", str(work / "demo-app"), "--tag", ref, "--push", env=env,
                       report=tmp_path / f"{attempt}.json")

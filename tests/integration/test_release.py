@@ -111,7 +111,8 @@ def test_registry_down_during_push_moves_nothing(tmp_path: Path, examples_copy: 
     ref = ""
     try:
         env = {"GROCKER_REGISTRY": f"127.0.0.1:{port}", "GROCKER_MOVING_TAGS": "latest"}
-        shutil.copytree(examples_copy, tmp_path / "ex")  # the session's copy stays cold for other tests
+        # The session's copy stays cold for other tests; no state of earlier builds.
+        shutil.copytree(examples_copy, tmp_path / "ex", ignore=shutil.ignore_patterns(".grocker"))
         project = tmp_path / "ex" / "demo-app"
         first = grocker("build", str(project), "--push", env=env, report=tmp_path / "one.json")
         assert first.code == 0, first.err[-3000:]

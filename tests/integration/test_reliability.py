@@ -67,7 +67,7 @@ def secret_build(tmp_path_factory: pytest.TempPathFactory, examples_copy: Path, 
                  client: docker.DockerClient):
     """demo-app built while the compile stage holds a credential (an extra index URL with a token)."""
     work = tmp_path_factory.mktemp("secret")
-    shutil.copytree(examples_copy, work / "ex")
+    shutil.copytree(examples_copy, work / "ex", ignore=shutil.ignore_patterns(".grocker"))
     tag = f"grocker-test/secret-app:{run_id}"
     env = {"PIP_EXTRA_INDEX_URL": f"http://__token__:{SECRET}@127.0.0.1:9/simple/", "PIP_RETRIES": "0",
            "PIP_TIMEOUT": "2"}
@@ -221,7 +221,7 @@ def test_registry_refusing_a_push(tmp_path: Path, examples_copy: Path, client: d
     assert "readonly" in config.read_text()
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    shutil.copytree(examples_copy, tmp_path / "ex")
+    shutil.copytree(examples_copy, tmp_path / "ex", ignore=shutil.ignore_patterns(".grocker"))
     image = ""
     try:
         time.sleep(1.5)
@@ -277,7 +277,7 @@ def test_disk_full_in_the_cache(tmp_path: Path, examples_copy: Path, client: doc
     small.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(small)], capture_output=True)
     assert mounted.returncode == 0, mounted.stderr
-    shutil.copytree(examples_copy, tmp_path / "ex")
+    shutil.copytree(examples_copy, tmp_path / "ex", ignore=shutil.ignore_patterns(".grocker"))
     project = tmp_path / "ex" / "demo-app"
     tag = f"grocker-test/disk-full:{run_id}"
     try:

@@ -65,7 +65,7 @@ def start_dockerd() -> None:
 
 def test_engine_stopped_during_a_build_then_a_normal_build(tmp_path: Path, examples_copy: Path,
                                                            run_id: str) -> None:
-    shutil.copytree(examples_copy, tmp_path / "ex")
+    shutil.copytree(examples_copy, tmp_path / "ex", ignore=shutil.ignore_patterns(".grocker"))
     project = tmp_path / "ex" / "demo-app"
     tag = f"grocker-test/engine-stop:{run_id}"
     client = docker.from_env()
