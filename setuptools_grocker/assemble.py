@@ -3,10 +3,12 @@
 The root image (base + runtime packages + user) comes from the engine, unchanged. On top of
 it, setuptools-grocker writes the Python part itself:
 
-1. the wheels of the closure are installed on the host (the ``installer`` library: RECORD,
-   console scripts with ``#!/opt/app/venv/bin/python``, data files) into staging trees laid
-   out like the image's venv; no bytecode is written (the image sets
-   ``PYTHONDONTWRITEBYTECODE``; Python compiles in memory);
+1. the wheels of the closure are installed in memory (the ``installer`` library, into a
+   destination that makes layer entries: RECORD, console scripts with
+   ``#!/opt/app/venv/bin/python``, data files), laid out like the image's venv; nothing is
+   written to the host, and a member that would land outside its scheme's directory fails
+   the build; no bytecode is written (the image sets ``PYTHONDONTWRITEBYTECODE``; Python
+   compiles in memory);
 2. each group becomes a *deterministic* layer: entries sorted, mtime ``SOURCE_DATE_EPOCH`` (or
    the commit time), owner 0:0 (volumes: the runtime user), modes 0644/0755, no extended
    headers, gzip with mtime 0. Groups: the venv skeleton and the third-party closure (the same
@@ -21,20 +23,32 @@ it, setuptools-grocker writes the Python part itself:
 """
 from __future__ import annotations
 
+import base64
 import datetime
 import gzip
 import hashlib
 import io
 import json
 import os
+import posixpath
 import stat
 import tarfile
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Mapping
+
+from installer import install
+from installer.destinations import WheelDestination
+from installer.records import Hash, RecordEntry
+from installer.scripts import Script
+from installer.sources import WheelFile
+from installer.utils import Scheme, construct_record_file, fix_shebang
 
 from setuptools_grocker.errors import ImageBuildError
+
+if TYPE_CHECKING:
+    from installer.scripts import ScriptSection
 
 #: Layers the engine accepts on one image (overlay2: 128 lower directories); keep room.
 MAX_LAYERS = 100
@@ -123,7 +137,7 @@ def tree_entries(root: Path, prefix: str) -> list[Entry]:
     return out
 
 
-# -- installing wheels on the host --------------------------------------------------------------
+# -- installing wheels, in memory -----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Venv:
@@ -138,6 +152,17 @@ class Venv:
     @property
     def site_packages(self) -> str:
         return f"lib/python{self.short}/site-packages"
+
+    @property
+    def schemes(self) -> dict[str, str]:
+        """Where each scheme of a wheel goes in the image (what ``sysconfig`` gives for a venv)."""
+        return {
+            "purelib": f"{self.path}/{self.site_packages}",
+            "platlib": f"{self.path}/{self.site_packages}",
+            "headers": f"{self.path}/include/site/python{self.short}",
+            "scripts": f"{self.path}/bin",
+            "data": self.path,
+        }
 
     def skeleton(self) -> list[Entry]:
         """What ``python -m venv --without-pip`` makes, for the image's Python."""
@@ -156,31 +181,110 @@ class Venv:
         ]
 
 
-def install_wheel(wheel: Path, venv: Venv) -> list[Entry]:
-    """The files that installing ``wheel`` into ``venv`` creates (no bytecode)."""
-    from installer import install
-    from installer.destinations import SchemeDictionaryDestination
-    from installer.sources import WheelFile
+def unsafe_path(path: str) -> bool:
+    """Whether a relative path could leave the directory it is joined to, or mean different things.
 
-    with tempfile.TemporaryDirectory(prefix="grocker-install-") as tmp:
-        stage = Path(tmp)
-        scheme = {
-            "purelib": f"{venv.path}/{venv.site_packages}",
-            "platlib": f"{venv.path}/{venv.site_packages}",
-            "headers": f"{venv.path}/include/site/python{venv.short}",
-            "scripts": f"{venv.path}/bin",
-            "data": venv.path,
-        }
-        destination = SchemeDictionaryDestination(scheme, interpreter=f"{venv.path}/bin/python",
-                                                  script_kind="posix", bytecode_optimization_levels=(),
-                                                  destdir=str(stage))
-        try:
-            with WheelFile.open(wheel) as source:
-                install(source, destination, additional_metadata={"INSTALLER": b"setuptools-grocker\n"})
-        except Exception as exc:  # installer raises plain exceptions for broken wheels
-            raise ImageBuildError(f"installing {wheel.name} failed: {exc}",
-                                  "the wheel is broken; build again with --no-cache") from exc
-        return [e for e in tree_entries(stage, "/") if e.data is not None or e.link is not None]
+    Refused: empty or absolute paths, empty, ``.`` or ``..`` components, backslashes (a
+    separator elsewhere), NUL and other control characters.
+    """
+    return (not path or path.startswith("/") or "\\" in path or any(ord(c) < 32 or ord(c) == 127 for c in path)
+            or any(part in ("", ".", "..") for part in path.split("/")))
+
+
+class LayerDestination(WheelDestination):
+    """An ``installer`` destination that produces layer entries instead of writing files.
+
+    Same RECORD, console scripts and ``#!python`` rewriting as installer's
+    ``SchemeDictionaryDestination``, but nothing reaches the host's file system, and every
+    (scheme, path) is checked before it becomes an :class:`Entry`: a known scheme, a path that
+    stays below that scheme's directory, and nothing that replaces or goes through the venv
+    skeleton (the interpreter symlinks, ``lib64``, ``pyvenv.cfg``).
+    """
+
+    def __init__(self, wheel: str, venv: Venv) -> None:
+        self.wheel = wheel
+        self.schemes = venv.schemes
+        self.interpreter = f"{venv.path}/bin/python"
+        self.reserved = [e.path for e in venv.skeleton() if e.data is not None or e.link is not None]
+        self.entries: dict[str, Entry] = {}
+
+    def refuse(self, what: str) -> ImageBuildError:
+        return ImageBuildError(f"wheel {self.wheel} would write outside its place in the venv: {what}",
+                               "the wheel is hostile or broken; remove it from the closure (pin another version)")
+
+    def target(self, scheme: str, path: str, shown: str) -> str:
+        """Where (scheme, path) lands in the image; ImageBuildError naming ``shown`` when it may not."""
+        if scheme not in self.schemes or unsafe_path(path):
+            raise self.refuse(shown)
+        target = f"{self.schemes[scheme]}/{path}"
+        for reserved in self.reserved:
+            if target == reserved or target.startswith(reserved + "/"):
+                raise self.refuse(f"{shown} (it would replace {reserved})")
+        return target
+
+    def _add(self, scheme: str, path: str, data: bytes, is_executable: bool) -> RecordEntry:
+        target = self.target(scheme, path, f"{path!r} in scheme {scheme}")
+        if target in self.entries:
+            raise ImageBuildError(f"wheel {self.wheel} holds {path!r} twice", "the wheel is broken; rebuild it")
+        self.entries[target] = Entry(target, data, 0o755 if is_executable else 0o644)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode("ascii").rstrip("=")
+        return RecordEntry(path, Hash("sha256", digest), len(data))
+
+    def write_file(self, scheme: Scheme, path: str | os.PathLike[str], stream: BinaryIO,
+                   is_executable: bool) -> RecordEntry:
+        path = os.fspath(path)
+        if scheme == "scripts":
+            with fix_shebang(stream, self.interpreter) as fixed:
+                return self._add(scheme, path, fixed.read(), is_executable)
+        return self._add(scheme, path, stream.read(), is_executable)
+
+    def write_script(self, name: str, module: str, attr: str, section: ScriptSection) -> RecordEntry:
+        script_name, data = Script(name, module, attr, section).generate(self.interpreter, "posix")
+        return self._add("scripts", script_name, data, True)
+
+    def finalize_installation(self, scheme: Scheme, record_file_path: str,
+                              records: Iterable[tuple[Scheme, RecordEntry]]) -> None:
+        def prefix(file_scheme: Scheme) -> str | None:  # RECORD paths are relative to the root scheme's
+            if file_scheme == scheme:
+                return None
+            return posixpath.relpath(self.schemes[file_scheme], self.schemes[scheme]) + "/"
+
+        with construct_record_file(list(records), prefix) as stream:
+            self._add(scheme, record_file_path, stream.read(), False)
+
+
+def install_wheel(wheel: Path, venv: Venv) -> list[Entry]:
+    """The files that installing ``wheel`` into ``venv`` creates (no bytecode), as layer entries.
+
+    Wheels come from indexes and find-links and are not trusted. Every member name is checked
+    before anything is installed (and the destination checks every path again): a wheel that
+    would write outside its scheme's directory fails the build with one line naming it and the
+    path. Nothing is written to the host.
+    """
+    destination = LayerDestination(wheel.name, venv)
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            source = WheelFile(archive)
+            for name in archive.namelist():
+                if name.endswith("/"):  # a directory: installer skips it, but not a hostile name
+                    if unsafe_path(name[:-1]):
+                        raise destination.refuse(repr(name))
+                    continue
+                # The member's scheme and path as installer will see them (purelib and platlib are
+                # the same directory in a venv), checked before anything is read.
+                parts = name.split("/")
+                if parts[0] == source.data_dir:
+                    scheme, path = (parts[1], "/".join(parts[2:])) if len(parts) > 2 else ("", "")
+                else:
+                    scheme, path = "purelib", name
+                destination.target(scheme, path, repr(name))
+            install(source, destination, additional_metadata={"INSTALLER": b"setuptools-grocker\n"})
+    except ImageBuildError:
+        raise
+    except Exception as exc:  # installer raises plain exceptions for broken wheels
+        raise ImageBuildError(f"installing {wheel.name} failed: {exc}",
+                              "the wheel is broken; build again with --no-cache") from exc
+    return [destination.entries[path] for path in sorted(destination.entries)]
 
 
 # -- the image config and the archive -------------------------------------------------------------

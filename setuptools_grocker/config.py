@@ -77,6 +77,14 @@ _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED_COMMANDS = {"shell", "check", "run", "help"}
+# `user` and `python` reach a shell in the root and compiler recipes: a POSIX user name (what
+# Debian's useradd accepts, without the trailing '$' of machine accounts), and a program name or
+# absolute path made of characters that mean nothing to a shell.
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_PYTHON = re.compile(r"^(?:/[A-Za-z0-9._+-]+)+$|^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# What follows host:port in the smoke-test URL: a path, and nothing that could change the host
+# (``@evil.example/x``) or end the request line (spaces, control characters).
+_HTTP_PATH = re.compile(r"^/[^\x00-\x20\x7f]*$")
 
 
 @dataclass(frozen=True)
@@ -432,8 +440,15 @@ def _build(project_dir: Path, v: dict[str, Any], inv: dict[str, Any], source: st
             raise ConfigError(f"moving tag {moving!r} is not a valid tag",
                               "use letters, digits, '_', '.', '-' and {date}, e.g. nightly-{date}")
     path = v["smoke-test.path"]
-    if not path.startswith("/"):
-        raise ConfigError(f"smoke-test.path {path!r} must start with '/'", f"write '/{path}'")
+    check_http_path(path)
+    user = v["user"]
+    if not _USER.match(user):
+        raise ConfigError(f"user {user!r} is not a valid user name",
+                          "use lowercase letters, digits, '_' and '-', starting with a letter or '_' (at most 32)")
+    python = v["python"]
+    if not _PYTHON.match(python):
+        raise ConfigError(f"python {python!r} is not a program name or an absolute path",
+                          "write e.g. python3, python3.11 or /usr/bin/python3 (letters, digits, '.', '_', '+', '-')")
 
     def rel(p: str | None) -> Path | None:
         return None if p is None else (project_dir / p).resolve()
@@ -441,7 +456,7 @@ def _build(project_dir: Path, v: dict[str, Any], inv: dict[str, Any], source: st
     return Config(
         project_dir=project_dir,
         base_image=v["base-image"],
-        python=v["python"],
+        python=python,
         run_packages=tuple(v["system-packages.run"]),
         build_packages=tuple(v["system-packages.build"]),
         commands=commands,
@@ -461,7 +476,7 @@ def _build(project_dir: Path, v: dict[str, Any], inv: dict[str, Any], source: st
         labels=dict(v["labels"]),
         image_name=image_name,
         registry=v["registry"],
-        user=v["user"],
+        user=user,
         image=v["image"],
         test_command=v["test-command"],
         test_extras=tuple(v["test-extras"]) if v["test-extras"] is not None else None,
@@ -485,6 +500,15 @@ def check_default_command(config: Config) -> None:
             f"default-command '{default}' is not one of the configured commands",
             f"did you mean '{close[0]}'?" if close else "add it under [tool.grocker.commands]",
         )
+
+
+def check_http_path(path: str, where: str = "smoke-test.path") -> None:
+    """A path probed on 127.0.0.1 must be a path: a leading '/', no spaces or control characters."""
+    if not path.startswith("/"):
+        raise ConfigError(f"{where} {path!r} must start with '/'", f"write '/{path}'")
+    if not _HTTP_PATH.match(path):
+        raise ConfigError(f"{where} {path!r} contains spaces or control characters",
+                          "percent-encode them (%20)")
 
 
 def validate_reference(ref: str) -> None:

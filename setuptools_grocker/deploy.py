@@ -11,18 +11,25 @@
   to its previous spec by itself (``failure_action=rollback``), and ``deploy`` exits non-zero;
 * env files become Swarm *secrets* mounted as ``/config/NN-NAME.env`` (read by the entrypoint;
   encrypted in the swarm, absent from ``docker service inspect``), versioned by content so
-  that a rollback also returns to the previous configuration;
+  that a rollback also returns to the previous configuration. The version in a secret's name
+  is an HMAC of the content under a random key of the service (label ``io.grocker.secret-key``),
+  not a plain hash: a name seen in a log or a history does not let anyone test guesses of a
+  short secret offline, and the same file gives different names in different services;
 * ``--publish HOST:PORT:TARGET`` starts an *edge* container (``NAME-edge``) published on
   HOST (default 127.0.0.1) that relays to the healthy tasks over the service's overlay network
-  (Swarm's routing mesh cannot bind one address, and needs IPVS);
+  (Swarm's routing mesh cannot bind one address, and needs IPVS); the relay runs under tini;
+* the smoke-test path read from the image's label must be a path (a leading ``/``): it is
+  appended to ``http://HOST:PORT`` by the deploy probe and by the tasks' health check;
 * what ran when is kept in the service's ``io.grocker.history`` label, newest last.
 """
 from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
 import json
 import re
+import secrets as secrets_module
 import tempfile
 import time
 import urllib.error
@@ -31,14 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from setuptools_grocker.config import check_http_path
 from setuptools_grocker.engine import Engine, labels_of
-from setuptools_grocker.errors import DeployError, GrockerError
+from setuptools_grocker.errors import ConfigError, DeployError, GrockerError
 from setuptools_grocker.image import APP_DIR, RESOURCES, VENV
 from setuptools_grocker.progress import Progress
 
 DEPLOY_LABEL = "io.grocker.deploy"
 HISTORY_LABEL = "io.grocker.history"
 EDGE_LABEL = "io.grocker.edge"
+SECRET_KEY_LABEL = "io.grocker.secret-key"
 MAX_HISTORY = 30
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -150,6 +159,11 @@ def read_env_file(path: Path) -> bytes:
     return data
 
 
+def env_secret_name(service: str, key: str, data: bytes) -> str:
+    """The secret of an env file: the same content in the same service gives the same name."""
+    return f"{service}-env-{hmac.new(key.encode(), data, hashlib.sha256).hexdigest()[:12]}"
+
+
 def history(engine: Engine, name: str) -> list[dict[str, Any]]:
     """What ran when: the deploys and rollbacks of ``name``, oldest first."""
     check_name(name)
@@ -183,14 +197,16 @@ class Deployer:
         for key, _ in options.env.items():
             if not _ENV_KEY.match(key):
                 raise DeployError(f"--env {key!r} is not a variable name", "write --env NAME=VALUE")
+        command = options.command or labels.get("io.grocker.default-command")
+        health = _health_source(labels, command, options.image)  # before anything is created
+        files = [read_env_file(path) for path in options.env_files]
+        secret_key = self._secret_key(options.name)
         secrets = []
-        for i, path in enumerate(options.env_files):
-            data = read_env_file(path)
-            secret = f"{options.name}-env-{hashlib.sha256(data).hexdigest()[:12]}"
+        for i, (path, data) in enumerate(zip(options.env_files, files)):
+            secret = env_secret_name(options.name, secret_key, data)
             base = path.name if path.name.endswith(".env") else f"{path.name}.env"
             sid = self.engine.ensure_secret(secret, data, {DEPLOY_LABEL: options.name})
             secrets.append((sid, secret, f"/config/{50 + i:02d}-{base}"))
-        command = options.command or labels.get("io.grocker.default-command")
         record = {
             "action": "deploy",
             "image": options.image,
@@ -202,9 +218,9 @@ class Deployer:
             "secrets": [[name, target] for _, name, target in secrets],
             "replicas": options.replicas,
             "publish": [str(p) for p in options.publish],
-            "health": _health_source(labels, command),
+            "health": health,
         }
-        return self._apply(options, record, secrets)
+        return self._apply(options, record, secrets, secret_key=secret_key)
 
     def rollback(self, name: str, options: DeployOptions | None = None) -> dict[str, Any]:
         """Go back one release: redeploy, by digest, what ran before the current release."""
@@ -225,7 +241,8 @@ class Deployer:
                                   "deploy that image again with its env file")
             secrets.append((found, secret, target_path))
         base = options or DeployOptions(name=name, image=target["pinned"])
-        opts = DeployOptions(name=name, image=target["pinned"], publish=tuple(Publish.parse(p) for p in target["publish"]),
+        opts = DeployOptions(name=name, image=target["pinned"],
+                             publish=tuple(Publish.parse(p) for p in target["publish"]),
                              env=dict(target.get("env", {})), replicas=int(target.get("replicas", 1)),
                              command=target.get("command"), timeout=base.timeout,
                              health_interval=base.health_interval, health_retries=base.health_retries,
@@ -234,7 +251,7 @@ class Deployer:
                   "action": "rollback", "from": current.get("pinned")}
         self.progress.info(f"rolling {name} back from {current.get('version')} to {target.get('version')} "
                            f"({target['pinned']})")
-        result = self._apply(opts, record, secrets, undo=current)
+        result = self._apply(opts, record, secrets, undo=current, secret_key=self._secret_key(name))
         return result
 
     def stop(self, name: str) -> None:
@@ -252,6 +269,13 @@ class Deployer:
         self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=())
 
     # -- the work -------------------------------------------------------------------------
+    def _secret_key(self, name: str) -> str:
+        """The service's key for naming env file secrets; a new random one for a new service."""
+        service = self.engine.service(name)
+        labels = (service or {}).get("Spec", {}).get("Labels") or {}
+        key = labels.get(SECRET_KEY_LABEL) if labels.get(DEPLOY_LABEL) == name else None
+        return key or secrets_module.token_hex(32)
+
     def _image(self, ref: str) -> dict[str, Any]:
         attrs = self.engine.image_attrs(ref)
         if attrs is None:
@@ -263,7 +287,7 @@ class Deployer:
         return attrs
 
     def _apply(self, options: DeployOptions, record: dict[str, Any], secrets: list[tuple[str, str, str]],
-               undo: dict[str, Any] | None = None) -> dict[str, Any]:
+               undo: dict[str, Any] | None = None, *, secret_key: str) -> dict[str, Any]:
         name = options.name
         current = self.engine.service(name)
         if current is not None and (current["Spec"].get("Labels") or {}).get(DEPLOY_LABEL) != name:
@@ -272,6 +296,8 @@ class Deployer:
         records = _history_of(current) if current else []
         health = None
         if record.get("health"):
+            # A rollback reads it back from the history label: checked again.
+            _check_health(record["health"], f"the history of {name}")
             health = Health(("CMD", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py", "health",
                              str(record["health"]["port"]), record["health"]["path"]),
                             interval=options.health_interval, timeout=3.0, retries=options.health_retries,
@@ -280,7 +306,7 @@ class Deployer:
             name=name, image=record["pinned"], args=[record["command"]] if record.get("command") else [],
             env=dict(record.get("env", {})), secrets=secrets, health=health, replicas=options.replicas,
             network=_network(name), labels={DEPLOY_LABEL: name},
-            service_labels={DEPLOY_LABEL: name, HISTORY_LABEL: json.dumps(records[-MAX_HISTORY:])},
+            service_labels=_service_labels(name, records, secret_key),
             monitor=options.monitor,
         )
         if current is not None and _same(current, spec):
@@ -303,8 +329,8 @@ class Deployer:
                 state, error = self._wait_updated(name, before, options)
                 if state != "completed":
                     record.update(status="failed", error=error, seconds=round(time.monotonic() - start, 1))
-                    self._write_history(name, [*records, record])
-                    previous = next((r for r in reversed(records) if r.get("status") == "deployed"), {})
+                    self._write_history(name, [*records, record], secret_key)
+                    previous: dict[str, Any] = next((r for r in reversed(records) if r.get("status") == "deployed"), {})
                     raise DeployError(
                         f"{record['pinned']} did not become healthy ({error}); Swarm rolled {name} back to "
                         f"{previous.get('pinned', 'its previous image')}",
@@ -315,14 +341,14 @@ class Deployer:
             for r in records:
                 if r.get("at") == undo.get("at") and r.get("pinned") == undo.get("pinned"):
                     r["undone"] = True
-        self._write_history(name, [*records, record])
+        self._write_history(name, [*records, record], secret_key)
         if health and options.publish:
             self._probe(options.publish[0], record["health"]["path"], options.timeout)
         return record
 
-    def _write_history(self, name: str, records: list[dict[str, Any]]) -> None:
+    def _write_history(self, name: str, records: list[dict[str, Any]], secret_key: str) -> None:
         records = records[-MAX_HISTORY:]
-        self.engine.set_service_labels(name, {DEPLOY_LABEL: name, HISTORY_LABEL: json.dumps(records)})
+        self.engine.set_service_labels(name, _service_labels(name, records, secret_key))
         keep = {s for r in records for s, _ in r.get("secrets", [])}
         self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=keep)
 
@@ -368,25 +394,26 @@ class Deployer:
 
     def _ensure_edge(self, name: str, publish: tuple[Publish, ...], image: str) -> None:
         edge = f"{name}-edge"
-        routes = sorted(str(p) for p in publish)
+        script = (RESOURCES / "edge.py").read_bytes()
+        # The relay's own version is part of the label, so an edge of an earlier grocker is replaced.
+        wanted = json.dumps({"routes": sorted(str(p) for p in publish),
+                             "relay": hashlib.sha256(script + EDGE_DOCKERFILE.encode()).hexdigest()[:12]})
         present = self.engine.container_labels(edge)
-        if present is not None and json.loads(present.get(EDGE_LABEL, "[]")) == routes:
+        if present is not None and present.get(EDGE_LABEL) == wanted:
             return
         self.engine.remove_container(edge)
         if not publish:
             return
         with tempfile.TemporaryDirectory(prefix="grocker-edge-") as tmp:
             ctx = Path(tmp)
-            (ctx / "edge.py").write_text((RESOURCES / "edge.py").read_text())
+            (ctx / "edge.py").write_bytes(script)
             (ctx / "edge.py").chmod(0o644)
-            (ctx / "Dockerfile").write_text(
-                f"FROM {image}\nCOPY edge.py /usr/local/lib/grocker-edge.py\nHEALTHCHECK NONE\n"
-                'ENTRYPOINT ["/usr/bin/python3", "/usr/local/lib/grocker-edge.py"]\nCMD []\n')
+            (ctx / "Dockerfile").write_text(EDGE_DOCKERFILE.format(image=image))
             edge_image = self.engine.build(ctx, tag=f"{name}-edge:latest", labels={DEPLOY_LABEL: name},
                                            what=f"edge of {name}")
-        self.engine.run_daemon(edge, edge_image, [f"{p.port}={name}:{p.port}" for p in publish],
+        self.engine.run_daemon(edge, edge_image, [f"{p.port}=tasks.{name}:{p.port}" for p in publish],
                                ports={p.port: (p.host, p.host_port) for p in publish}, network=_network(name),
-                               labels={DEPLOY_LABEL: name, EDGE_LABEL: json.dumps(routes)})
+                               labels={DEPLOY_LABEL: name, EDGE_LABEL: wanted})
 
     def _probe(self, publish: Publish, path: str, timeout: float) -> None:
         host = "127.0.0.1" if publish.host in ("0.0.0.0", "::") else publish.host
@@ -417,6 +444,18 @@ def _network(name: str) -> str:
     return f"grocker-{name}"
 
 
+# The edge runs in the image it serves (its Python), under the image's tini: as PID 1 the relay
+# would ignore SIGTERM, and `docker stop` would wait for the kill.
+EDGE_DOCKERFILE = (
+    "FROM {image}\nCOPY edge.py /usr/local/lib/grocker-edge.py\nHEALTHCHECK NONE\n"
+    'ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/bin/python3", "/usr/local/lib/grocker-edge.py"]\nCMD []\n'
+)
+
+
+def _service_labels(name: str, records: list[dict[str, Any]], secret_key: str) -> dict[str, str]:
+    return {DEPLOY_LABEL: name, HISTORY_LABEL: json.dumps(records[-MAX_HISTORY:]), SECRET_KEY_LABEL: secret_key}
+
+
 def _pinned(attrs: Mapping[str, Any], ref: str) -> str:
     """``repo@sha256:...`` for an image in a registry (the repo of ``ref`` first), else its ID.
 
@@ -441,15 +480,30 @@ def _pinned(attrs: Mapping[str, Any], ref: str) -> str:
     return str(digests[0]) if digests else str(attrs["Id"])
 
 
-def _health_source(labels: Mapping[str, str], command: str | None) -> dict[str, Any] | None:
+def _health_source(labels: Mapping[str, str], command: str | None, image: str) -> dict[str, Any] | None:
     """The HTTP health check of the default command, from the image's smoke-test label."""
     try:
         smoke = json.loads(labels.get("io.grocker.smoke-test", "{}"))
     except ValueError:
         return None
-    if not smoke.get("port") or command != labels.get("io.grocker.default-command"):
+    if not isinstance(smoke, dict) or not smoke.get("port") or command != labels.get("io.grocker.default-command"):
         return None
-    return {"port": smoke["port"], "path": smoke.get("path") or "/"}
+    health = {"port": smoke["port"], "path": smoke.get("path") or "/"}
+    _check_health(health, f"the io.grocker.smoke-test label of {image}")
+    return health
+
+
+def _check_health(health: Mapping[str, Any], where: str) -> None:
+    """The probe goes to http://HOST:PORT + path: a port number, and a path that cannot change the host."""
+    port, path = health.get("port"), health.get("path")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise DeployError(f"{where} has port {port!r}, not a port number",
+                          "rebuild the image with grocker build (smoke-test.port is checked there)")
+    try:
+        check_http_path(path if isinstance(path, str) else repr(path), where=f"{where}: path")
+    except ConfigError as exc:
+        raise DeployError(exc.message,
+                          "rebuild the image with grocker build (smoke-test.path is checked there)") from exc
 
 
 def _same(current: Mapping[str, Any], spec: ServiceSpec) -> bool:

@@ -454,7 +454,7 @@ class Engine:
         return None
 
     def ensure_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> str:
-        """The ID of secret ``name`` (created with ``data`` when absent; names carry a content hash)."""
+        """The ID of secret ``name`` (created with ``data`` when absent; names carry a keyed hash of the content)."""
         found = self.secret_id(name)
         if found is not None:
             return found

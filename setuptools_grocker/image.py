@@ -26,9 +26,12 @@ from setuptools_grocker.errors import BaseImageError, ImageBuildError
 from setuptools_grocker.progress import Progress
 
 # Every command of a RUN is its own statement so that `set -e` stops at the first failure
-# (inside an `a && b` list it would not).
+# (inside an `a && b` list it would not). Every value from the configuration goes through
+# shlex.quote (config.py also restricts `user` and `python` to plain names).
+# /config is root's: the app reads its env files there but cannot drop one that the entrypoint
+# would load at the next start (mounted files and Swarm secrets stay readable).
 # Bump when a recipe below changes, so cached root/compiler images are not reused.
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 APP_DIR = "/opt/app"
 VENV = f"{APP_DIR}/venv"
 BUILD_VENV = "/opt/grocker/build-venv"
@@ -54,8 +57,8 @@ RUN set -eu; \\
     fi; \\
     {python} -c 'import sys; print("python", sys.version.split()[0])'; \\
     groupadd --system --gid {uid} {user}; \\
-    useradd --system --uid {uid} --gid {uid} --create-home --home-dir /home/{user} --shell /bin/sh {user}; \\
-    mkdir -p {config_dir} && chown {user}:{user} {config_dir}
+    useradd --system --uid {uid} --gid {uid} --create-home --home-dir {home} --shell /bin/sh {user}; \\
+    install -d -o root -g root -m 0755 {config_dir}
 ENV LANG=C.UTF-8 LC_ALL=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 """
 
@@ -86,6 +89,27 @@ def root_key(config: Config, base_id: str) -> str:
     return _hash("root", RECIPE_VERSION, base_id, config.python, sorted(config.run_packages), config.user)
 
 
+def root_recipe(config: Config) -> str:
+    """The root image's Dockerfile; every configured value quoted for the shell."""
+    return ROOT_DOCKERFILE.format(
+        base=config.base_image,
+        python=shlex.quote(config.python),
+        run_packages=shlex.quote(" ".join(sorted(config.run_packages))),
+        uid=USER_UID,
+        user=shlex.quote(config.user),
+        home=shlex.quote(f"/home/{config.user}"),
+        config_dir=CONFIG_DIR,
+    )
+
+
+def compiler_recipe(config: Config, root: str, build_packages: tuple[str, ...]) -> str:
+    """The compiler image's Dockerfile: the root plus compilers, the Python headers and a build venv."""
+    python_dev = Path(config.python).name + "-dev"
+    packages = " ".join(shlex.quote(p) for p in COMPILERS + (python_dev,) + build_packages)
+    return COMPILER_DOCKERFILE.format(root=root, packages=packages, python=shlex.quote(config.python),
+                                      build_venv=BUILD_VENV)
+
+
 def ensure_base_images(engine: Engine, config: Config, progress: Progress, *, need_compiler: bool = True,
                        extra_build_packages: tuple[str, ...] = ()) -> BaseImages:
     """Make sure the root and compiler images exist, building what is missing."""
@@ -93,24 +117,12 @@ def ensure_base_images(engine: Engine, config: Config, progress: Progress, *, ne
     rkey = root_key(config, base["Id"])
     root = f"grocker/root:{rkey}"
     if not engine.image_id(root):
-        text = ROOT_DOCKERFILE.format(
-            base=config.base_image,
-            python=shlex.quote(config.python),
-            run_packages=shlex.quote(" ".join(sorted(config.run_packages))),
-            uid=USER_UID,
-            user=config.user,
-            config_dir=CONFIG_DIR,
-        )
-        _build_small(engine, text, root, "root image", progress)
+        _build_small(engine, root_recipe(config), root, "root image", progress)
     build_packages = tuple(sorted(set(config.build_packages) | set(extra_build_packages)))
     ckey = _hash("compiler", RECIPE_VERSION, rkey, build_packages)
     compiler = f"grocker/compiler:{ckey}"
     if need_compiler and not engine.image_id(compiler):
-        python_dev = Path(config.python).name + "-dev"
-        packages = " ".join(COMPILERS + (python_dev,) + build_packages)
-        text = COMPILER_DOCKERFILE.format(root=root, packages=packages, python=shlex.quote(config.python),
-                                          build_venv=BUILD_VENV)
-        _build_small(engine, text, compiler, "compiler image", progress)
+        _build_small(engine, compiler_recipe(config, root, build_packages), compiler, "compiler image", progress)
     return BaseImages(root=root, compiler=compiler, root_key=rkey)
 
 

@@ -149,6 +149,10 @@ def health(app, args):
     path = args[1] if len(args) > 1 else conf.get("path", "/")
     if not port:
         return check(app)
+    if not str(port).isdigit() or not str(path).startswith("/"):
+        # Both are appended to http://127.0.0.1: "@host/..." would probe another host.
+        print("unhealthy: port %r and path %r are not a port number and a path starting with /" % (port, path))
+        return 1
     url = "http://127.0.0.1:%s%s" % (port, path)
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:

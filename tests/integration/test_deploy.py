@@ -7,6 +7,7 @@ must keep answering on its port through every rollout, v3 included.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import threading
@@ -155,10 +156,23 @@ def test_deploy_v1(images: dict, service: dict, client: docker.DockerClient, reg
     # The env file is a secret: not in the service's spec, read by the entrypoint from /config.
     assert "DEPLOY_ENV" not in json.dumps(spec)
     assert [s["File"]["Name"] for s in container["Secrets"]] == ["/config/50-production.env"]
-    # The edge listens on 127.0.0.1 only.
+    # Its name is keyed by the service's own random key, not the plain hash of the file.
+    plain = hashlib.sha256(images["env_file"].read_bytes()).hexdigest()[:12]
+    assert container["Secrets"][0]["SecretName"].startswith(f"{service['name']}-env-")
+    assert plain not in container["Secrets"][0]["SecretName"]
+    assert len(spec["Labels"]["io.grocker.secret-key"]) == 64
+    # The same deploy again: the same secret name, so nothing to roll.
+    again = deploy(images, service, "1.0.0")
+    assert again.code == 0, again.err[-3000:]
+    assert json.loads(again.out)["status"] == "unchanged"
+    assert client.api.inspect_service(service["name"])["Spec"]["Labels"]["io.grocker.secret-key"] == \
+        spec["Labels"]["io.grocker.secret-key"]
+    # The edge listens on 127.0.0.1 only, and runs under tini (PID 1), not as PID 1 itself.
     edge = client.containers.get(f"{service['name']}-edge")
     assert edge.attrs["HostConfig"]["PortBindings"]["8000/tcp"] == [{"HostIp": "127.0.0.1",
                                                                      "HostPort": str(service["port"])}]
+    assert edge.attrs["Config"]["Entrypoint"][0] == "/usr/bin/tini"
+    assert edge.exec_run(["cat", "/proc/1/comm"]).output.strip() == b"tini"
 
 
 def test_deploy_v2_healthy_without_a_failed_request(images: dict, service: dict) -> None:
@@ -231,6 +245,36 @@ def test_bad_input_is_one_line_and_changes_nothing(images: dict, service: dict, 
     run = grocker("deploy", images["refs"]["2.0.0"]["ref"], "--name=-bad-")
     assert run.code != 0 and "service name" in run.err
     assert answer(service["url"])["version"] == "1.0.0"
+
+
+def test_a_smoke_test_label_that_names_another_host_is_refused(images: dict, service: dict,
+                                                                client: docker.DockerClient, tmp_path: Path) -> None:
+    """An image whose label would send the probe and the health check to http://127.0.0.1:PORT@evil.example/x."""
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {images['refs']['2.0.0']['ref']}\n"
+        'LABEL io.grocker.smoke-test="{\\"port\\": 8000, \\"path\\": \\"@evil.example/x\\"}"\n')
+    ref = "grocker-test/shopfront-evil-label:1"
+    client.images.build(path=str(tmp_path), tag=ref, rm=True)
+    secrets_before = {s["ID"] for s in client.api.secrets(filters={"label": f"io.grocker.deploy={service['name']}"})}
+    try:
+        other = f"{service['name']}-evil"
+        run = grocker("deploy", ref, "--name", other, "--env-file", str(images["env_file"]))
+        assert run.code == DeployError.exit_code, run.err[-3000:]
+        last = run.err.strip().splitlines()[-1]
+        assert "io.grocker.smoke-test label of grocker-test/shopfront-evil-label:1" in last
+        assert "'@evil.example/x' must start with '/'" in last
+        # Nothing was created: no service, no secret.
+        with pytest.raises(docker.errors.NotFound):
+            client.api.inspect_service(other)
+        assert not client.api.secrets(filters={"label": f"io.grocker.deploy={other}"})
+        # Nor can it replace the running release.
+        run = grocker("deploy", ref, "--name", service["name"])
+        assert run.code == DeployError.exit_code
+        assert answer(service["url"])["version"] == "1.0.0"
+        assert {s["ID"] for s in client.api.secrets(filters={"label": f"io.grocker.deploy={service['name']}"})} \
+            == secrets_before
+    finally:
+        remove_images(client, ref)
 
 
 def test_stop_removes_everything(images: dict, service: dict, client: docker.DockerClient) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
+import uuid
+import zipfile
 from pathlib import Path
 
 import docker
@@ -17,7 +20,7 @@ from setuptools_grocker.errors import (
     ImageBuildError,
     SmokeTestError,
 )
-from tests.integration.conftest import grocker
+from tests.integration.conftest import grocker, python_project, remove_images
 
 PACKAGES = Path(__file__).resolve().parent.parent / "packages"
 
@@ -100,6 +103,39 @@ def test_failing_http_probe_leaves_the_image_untagged(client: docker.DockerClien
     leftovers = [c for c in client.containers.list(all=True, filters=owned) if c.id not in before
                  and not _owner_alive(c.labels.get("io.grocker.pid", ""))]
     assert leftovers == []
+
+
+def test_a_hostile_wheel_in_the_closure_fails_the_build_and_writes_nothing(client: docker.DockerClient,
+                                                                           tmp_path: Path) -> None:
+    """A dependency served by a find-links directory whose wheel climbs out of site-packages."""
+    target = Path(tempfile.gettempdir()) / f"pwned-{uuid.uuid4().hex}"
+    member = "../" * 16 + str(target).lstrip("/")
+    links = tmp_path / "links"
+    links.mkdir()
+    with zipfile.ZipFile(links / "grocker_test_evil-1.0-py3-none-any.whl", "w") as zf:
+        zf.writestr("grocker_test_evil/__init__.py", "")
+        zf.writestr(member, "pwned\n")
+        dist = "grocker_test_evil-1.0.dist-info"
+        zf.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: grocker-test-evil\nVersion: 1.0\n")
+        zf.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{dist}/top_level.txt", "grocker_test_evil\n")
+        zf.writestr(f"{dist}/RECORD", f"grocker_test_evil/__init__.py,,\n{member},,\n{dist}/RECORD,,\n")
+    project = python_project(tmp_path / "trusting", "trusting-app", deps=["grocker-test-evil"])
+    tag = f"grocker-test/trusting-app:{uuid.uuid4().hex[:8]}"
+    find_links = " ".join(filter(None, [os.environ.get("PIP_FIND_LINKS", ""), str(links)]))
+    try:
+        run = grocker("build", str(project), "--tag", tag, env={"PIP_FIND_LINKS": find_links},
+                      report=tmp_path / "r.json")
+        assert run.code == ImageBuildError.exit_code, run.err[-3000:]
+        line = error_line(run.err)
+        assert "wheel grocker_test_evil-1.0-py3-none-any.whl would write outside" in line
+        assert repr(member) in line
+        assert not target.exists()
+        assert_untagged(client, tag)
+        assert not (project / ".grocker" / "state.json").exists()
+    finally:
+        target.unlink(missing_ok=True)
+        remove_images(client, tag)  # only there when the test fails
 
 
 def test_missing_base_image_names_bootstrap_base(client: docker.DockerClient, package) -> None:

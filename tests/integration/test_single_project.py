@@ -103,6 +103,17 @@ def test_runtime_user_cannot_write_the_venv(client: docker.DockerClient, demo_bu
         client.containers.run(demo_build.project["image"], ["sh", "-c", "touch /opt/app/venv/x"], remove=True)
 
 
+def test_config_dir_is_roots_so_the_app_cannot_drop_an_env_file(client: docker.DockerClient,
+                                                               demo_build: Run) -> None:
+    image = demo_build.project["image"]
+    # As the image's user (the app): /config is readable, but not writable.
+    assert client.containers.run(image, ["stat", "-c", "%U %G %a", "/config"], remove=True).split() == \
+        [b"root", b"root", b"755"]
+    with pytest.raises(docker.errors.ContainerError) as info:
+        client.containers.run(image, ["sh", "-c", "echo PATH=/tmp > /config/99-evil.env"], remove=True)
+    assert b"Permission denied" in info.value.stderr
+
+
 FORBIDDEN = ("bin/gcc", "bin/cc", "bin/x86_64-linux-gnu-gcc-12", "bin/c++", "bin/ld")
 
 

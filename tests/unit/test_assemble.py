@@ -4,8 +4,12 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import tempfile
+import uuid
 import zipfile
 from pathlib import Path
+
+import pytest
 
 from setuptools_grocker.assemble import (
     Entry,
@@ -18,6 +22,7 @@ from setuptools_grocker.assemble import (
     install_wheel,
     runtime_layers,
 )
+from setuptools_grocker.errors import ImageBuildError
 
 VENV = Venv("/opt/app/venv", "3.11.2")
 
@@ -110,3 +115,88 @@ def test_the_venv_skeleton_points_at_the_image_python() -> None:
     paths = {e.path: e for e in VENV.skeleton()}
     assert paths["/opt/app/venv/bin/python"].link == "/usr/bin/python3"
     assert b"version = 3.11.2" in paths["/opt/app/venv/pyvenv.cfg"].data
+
+
+def test_data_schemes_scripts_and_record_match_installers_own_destination(tmp_path: Path) -> None:
+    """The in-memory destination gives what installer's SchemeDictionaryDestination writes, byte for byte."""
+    from installer import install
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.sources import WheelFile
+
+    wheel = tmp_path / "datapkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for directory in ("datapkg/", "datapkg-1.0.data/", "datapkg-1.0.data/scripts/"):  # some builders list them
+            zf.writestr(directory, "")
+        zf.writestr("datapkg/__init__.py", "def main():\n    pass\n")
+        zf.writestr("datapkg-1.0.data/scripts/tool", "#!python\nprint('hi')\n")
+        info = zipfile.ZipInfo("datapkg-1.0.data/scripts/shtool")
+        info.external_attr = 0o100755 << 16
+        zf.writestr(info, "#!/bin/sh\necho x\n")
+        zf.writestr("datapkg-1.0.data/data/share/datapkg/a.txt", "x\n")
+        zf.writestr("datapkg-1.0.data/headers/x.h", "#define X 1\n")
+        zf.writestr("datapkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: datapkg\nVersion: 1.0\n")
+        zf.writestr("datapkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr("datapkg-1.0.dist-info/entry_points.txt", "[console_scripts]\ndp = datapkg:main\n")
+        zf.writestr("datapkg-1.0.dist-info/RECORD", "")
+    stage = tmp_path / "stage"
+    reference = SchemeDictionaryDestination(VENV.schemes, interpreter="/opt/app/venv/bin/python", script_kind="posix",
+                                            destdir=str(stage))
+    with WheelFile.open(wheel) as source:
+        install(source, reference, additional_metadata={"INSTALLER": b"setuptools-grocker\n"})
+    expected = {"/" + str(p.relative_to(stage)): (p.read_bytes(), 0o755 if p.stat().st_mode & 0o111 else 0o644)
+                for p in stage.rglob("*") if p.is_file()}
+    entries = install_wheel(wheel, VENV)
+    assert {e.path: (e.data, e.mode) for e in entries} == expected
+    record = expected["/opt/app/venv/lib/python3.11/site-packages/datapkg-1.0.dist-info/RECORD"][0].decode()
+    assert "../../../bin/tool," in record and "../../../include/site/python3.11/x.h," in record
+    assert expected["/opt/app/venv/bin/tool"][0].startswith(b"#!/opt/app/venv/bin/python\n")
+
+
+def hostile_wheel(path: Path, member: str) -> Path:
+    """A wheel whose only payload is ``member`` (RECORD, METADATA and WHEEL otherwise fine)."""
+    wheel = path / "evil-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("evil/__init__.py", "")
+        zf.writestr(member, "pwned\n")
+        zf.writestr("evil-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n")
+        zf.writestr("evil-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr("evil-1.0.dist-info/RECORD", f"evil/__init__.py,,\n{member},,\nevil-1.0.dist-info/RECORD,,\n")
+    return wheel
+
+
+# Enough ".." to climb from any staging directory to "/", then down into the temporary directory.
+UP = "../" * 16 + tempfile.gettempdir().strip("/")
+
+
+@pytest.mark.parametrize("member", [
+    f"{UP}/pwned-{{id}}",
+    "{tmp}/pwned-{id}",  # absolute
+    f"evil-1.0.data/scripts/{UP}/pwned-{{id}}",
+    f"evil-1.0.data/data/{UP}/pwned-{{id}}",
+    "evil-1.0.data/evil/pwned-{id}",  # a scheme the wheel format does not have
+    "evil-1.0.data/data/bin/python",  # would replace the venv's interpreter
+    "evil-1.0.data/data/lib64/pwned-{id}",  # through the venv's lib64 symlink
+    "evil\\..\\..\\pwned-{id}",
+])
+def test_a_hostile_wheel_fails_with_one_line_and_writes_nothing(tmp_path: Path, member: str) -> None:
+    name = member.format(id=uuid.uuid4().hex, tmp=tmp_path)
+    target = Path(tempfile.gettempdir()) / name.rsplit("/", 1)[-1]
+    wheel = hostile_wheel(tmp_path, name)
+    try:
+        with pytest.raises(ImageBuildError) as info:
+            install_wheel(wheel, VENV)
+        line = str(info.value)
+        assert "\n" not in line
+        assert "evil-1.0-py3-none-any.whl" in line and repr(name) in line, line
+        assert "would write outside" in line
+        assert not target.exists() and not (tmp_path / name.rsplit("/", 1)[-1]).exists()
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_a_console_script_name_cannot_leave_bin(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "tool", "1.0")
+    with zipfile.ZipFile(wheel, "a") as zf:
+        zf.writestr("tool-1.0.dist-info/entry_points.txt", "[console_scripts]\n../../../x = tool:main\n")
+    with pytest.raises(ImageBuildError, match=r"tool-1.0-py3-none-any.whl would write outside .*'\.\./\.\./\.\./x'"):
+        install_wheel(wheel, VENV)

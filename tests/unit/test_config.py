@@ -130,12 +130,31 @@ def test_unknown_env_var_warns_with_hint(tmp_path: Path) -> None:
     ('ports = [70000]', "out of range"),
     ('[system-packages]\nrun = ["lib pq"]', "not a valid Debian package name"),
     ('[smoke-test]\npath = "health"', "must start with '/'"),
+    # Appended to http://127.0.0.1:PORT, '@...' would make the probe go to another host.
+    ('[smoke-test]\npath = "@evil.example/x"', "smoke-test.path '@evil.example/x' must start with '/'"),
+    ('[smoke-test]\npath = "/x HTTP/1.0\\r\\nHost: evil"', "contains spaces or control characters"),
+    # Both reach a shell in the root and compiler image recipes.
+    ('user = "app; rm -rf /"', r"user 'app; rm -rf /' is not a valid user name"),
+    ('user = "App"', "is not a valid user name"),
+    ('python = "python3$(x)"', r"python 'python3\$\(x\)' is not a program name or an absolute path"),
+    ('python = "python3 -c 1"', "is not a program name or an absolute path"),
+    ('python = "../python3"', "is not a program name or an absolute path"),
 ])
 def test_invalid_values(tmp_path: Path, text: str, match: str) -> None:
     write(tmp_path / "grocker.toml", text + "\n")
     write(tmp_path / "setup.py", "")
     with pytest.raises(ConfigError, match=match):
         check_default_command(load_config(tmp_path, environ={}))
+
+
+def test_user_and_python_from_the_environment_are_checked_too(tmp_path: Path) -> None:
+    write(tmp_path / "setup.py", "")
+    with pytest.raises(ConfigError, match="is not a valid user name"):
+        load_config(tmp_path, environ={"GROCKER_USER": "app`id`"})
+    with pytest.raises(ConfigError, match="must start with '/'"):
+        load_config(tmp_path, environ={"GROCKER_SMOKE_TEST_PATH": "@evil.example/x"})
+    config = load_config(tmp_path, environ={"GROCKER_USER": "svc_web-1", "GROCKER_PYTHON": "/usr/bin/python3.11"})
+    assert (config.user, config.python) == ("svc_web-1", "/usr/bin/python3.11")
 
 
 @pytest.mark.parametrize("ref", ["app:1.0", "registry.local:5000/team/app:1.0-abc", "app", "127.0.0.1:5000/a:b"])

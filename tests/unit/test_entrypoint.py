@@ -93,3 +93,35 @@ def test_health_probes_the_server(entrypoint: ModuleType, capsys: pytest.Capture
         server.shutdown()
         server.server_close()
     assert entrypoint.main(["health", port, "/health"]) == 1  # nobody listens any more
+
+
+def test_health_never_probes_another_host(entrypoint: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):  # "another host", answering every probe with 200
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.2", 0), Elsewhere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    other = server.server_address[1]
+    try:
+        # http://127.0.0.1:8000@127.0.0.2:PORT/health is a URL of 127.0.0.2 (urllib happens to look up
+        # "127.0.0.1:8000@127.0.0.2" instead, a name the image's DNS resolver is then asked for).
+        assert entrypoint.main(["health", "8000", f"@127.0.0.2:{other}/health"]) == 1
+        assert entrypoint.main(["health", f"{other}@127.0.0.2:{other}", "/health"]) == 1
+        # Refused before any name is looked up or any connection made.
+        out = capsys.readouterr().out
+        assert out.count("are not a port number and a path starting with /") == 2, out
+        assert asked == []
+    finally:
+        server.shutdown()
+        server.server_close()
