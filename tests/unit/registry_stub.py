@@ -6,18 +6,24 @@ requests and uploads to ``StubStorage`` (127.0.0.2, "another host") or lie about
 ``StubStorage`` behaves like S3 behind presigned URLs: it refuses (403) any request that
 carries ``Authorization``. ``StubTokenService`` (127.0.0.2) hands out the Bearer token for
 the right Basic login. Every server records what it saw, including the ``Authorization`` header.
+``credential_helper`` puts a ``docker-credential-*`` program on PATH, as ``docker login`` uses.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import os
+import stat
 import threading
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 TOKEN = "T0K-registry-only"
 
@@ -242,3 +248,25 @@ class StubRegistry(_Server):
         self.manifests[(repo, tag)] = self.manifests[(repo, sha256(body))] = (
             body, "application/vnd.docker.distribution.manifest.v2+json")
         return sha256(body)
+
+
+def credential_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str, username: str = "helper-user",
+                      secret: str = "helper-pw") -> Path:
+    """``docker-credential-grockertest`` on PATH: the login of ``host`` (and nothing else); logs what it is asked."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "helper.log"
+    helper = bindir / "docker-credential-grockertest"
+    helper.write_text(f"""#!/bin/sh
+read -r server
+echo "$1 $server" >> '{log}'
+if [ "$1" = get ] && [ "$server" = '{host}' ]; then
+  printf '{{"ServerURL": "%s", "Username": "{username}", "Secret": "{secret}"}}' "$server"
+  exit 0
+fi
+echo "credentials not found in native keychain"
+exit 1
+""")
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return log

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import stat
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -24,6 +22,7 @@ from tests.unit.registry_stub import (
     StubStorage,
     StubTokenService,
     basic,
+    credential_helper,
     sha256,
 )
 
@@ -192,27 +191,6 @@ def test_a_registry_that_asks_nothing_receives_nothing(tmp_path: Path, servers: 
 
 
 # -- docker login credential helpers ---------------------------------------------------------------
-
-def credential_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str) -> Path:
-    """``docker-credential-grockertest`` on PATH: the login of ``host`` (and nothing else); logs what it is asked."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    log = tmp_path / "helper.log"
-    helper = bindir / "docker-credential-grockertest"
-    helper.write_text(f"""#!/bin/sh
-read -r server
-echo "$1 $server" >> '{log}'
-if [ "$1" = get ] && [ "$server" = '{host}' ]; then
-  printf '{{"ServerURL": "%s", "Username": "helper-user", "Secret": "helper-pw"}}' "$server"
-  exit 0
-fi
-echo "credentials not found in native keychain"
-exit 1
-""")
-    helper.chmod(helper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    return log
-
 
 @pytest.mark.parametrize("where", ["credsStore", "credHelpers"])
 def test_credentials_from_a_docker_credential_helper(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
