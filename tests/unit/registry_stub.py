@@ -129,14 +129,23 @@ class StubStorage(_Server):
 
 
 class StubTokenService(_Server):
-    """A token service: the Bearer token for the right Basic login, scoped as asked."""
+    """A token service: the Bearer token for the right Basic login (GET), or for the right OAuth refresh token
+    (POST ``grant_type=refresh_token``, what an identity token from ``docker login`` is)."""
 
-    def __init__(self, login: tuple[str, str], address: str = "127.0.0.2") -> None:
+    def __init__(self, login: tuple[str, str], address: str = "127.0.0.2", refresh_token: str = "") -> None:
         super().__init__(address)
         self.login = login
+        self.refresh_token = refresh_token
+        self.forms: list[dict[str, str]] = []
 
     def handle(self, req: BaseHTTPRequestHandler, body: bytes) -> None:
-        if req.headers.get("Authorization") == basic(*self.login):
+        if req.command == "POST":
+            form = dict(urllib.parse.parse_qsl(body.decode()))
+            self.forms.append(form)
+            ok = self.refresh_token and form.get("grant_type") == "refresh_token" and \
+                form.get("refresh_token") == self.refresh_token
+            self.answer(req, 200 if ok else 401, json.dumps({"access_token": TOKEN} if ok else {}).encode())
+        elif req.headers.get("Authorization") == basic(*self.login):
             self.answer(req, 200, json.dumps({"token": TOKEN}).encode())
         else:
             self.answer(req, 401, b'{"details": "bad login"}')

@@ -210,6 +210,23 @@ def test_credentials_from_a_docker_credential_helper(where: str, tmp_path: Path,
     assert log.read_text().splitlines() == [f"get {reg.host}"]
 
 
+def test_an_identity_token_from_a_helper_is_exchanged_at_the_realm_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, servers: Callable[..., StubRegistry],
+        storage: StubStorage) -> None:
+    realm = StubTokenService(("nobody", "-"), refresh_token="refresh-s3cret")
+    try:
+        reg = servers(auth="bearer", storage=storage, token_service=realm)
+        # A helper answering the user name "<token>" holds an OAuth refresh token, not a password.
+        credential_helper(tmp_path, monkeypatch, reg.host, username="<token>", secret="refresh-s3cret")
+        docker_config(tmp_path, {"credsStore": "grockertest"})
+        push_and_read_back(reg)
+    finally:
+        realm.close()
+    assert realm.forms and all(form["refresh_token"] == "refresh-s3cret" for form in realm.forms)
+    assert {s.authorization for s in reg.seen} == {"", f"Bearer {TOKEN}"}
+    assert [s for s in storage.seen if s.authorization] == []
+
+
 def test_a_missing_credential_helper_is_a_clear_error(tmp_path: Path, servers: Callable[..., StubRegistry]) -> None:
     reg = servers(auth="basic")
     docker_config(tmp_path, {"credsStore": "grocker-not-installed"})
