@@ -29,13 +29,13 @@ from setuptools_grocker.errors import (
 from setuptools_grocker.image import (
     APP_DIR,
     CONFIG_DIR,
+    RESOURCES,
+    USER_UID,
     VENV,
     BaseImages,
     ensure_base_images,
-    root_key,
-    RESOURCES,
-    USER_UID,
     healthcheck_config,
+    root_key,
     runtime_labels,
 )
 from setuptools_grocker.pipconf import forward
@@ -366,42 +366,24 @@ def push_runtime_image(engine: Engine, image_id: str, refs: list[str], cache: Pa
     """Push ``image_id`` as ``refs`` through the registry's HTTP API; return (digest, bytes uploaded).
 
     Layer blobs are gzipped deterministically once and kept in ``CACHE/blobs`` by diff ID, so
-    the same layer always has the same digest and the registry is asked only for what it lacks.
+    the same layer always has the same digest and the registry is asked only for what it lacks
+    (see blobcache.py: safe to share between threads and processes, checked before use).
     """
-    from setuptools_grocker.assemble import gzip_layer
+    from setuptools_grocker.blobcache import image_blobs
     from setuptools_grocker.registry import push_image
 
     attrs = engine.image_attrs(image_id)
     if attrs is None:
         raise ImageBuildError(f"image {image_id[:19]} is gone from the engine", "build again")
-    blobs = cache / "blobs"
-    blobs.mkdir(parents=True, exist_ok=True)
-    config_path = blobs / f"{attrs['Id'].split(':', 1)[1]}.json"
-    diff_ids = list(attrs["RootFS"]["Layers"])
-    paths = {d: blobs / f"{d.split(':', 1)[1]}.tar.gz" for d in diff_ids}
-    if not config_path.is_file() or not all(p.is_file() for p in paths.values()):
-        config, tars = engine.save_image(attrs["Id"])
-        for diff_id, path in paths.items():
-            if not path.is_file():
-                _write_atomic(path, gzip_layer(tars[diff_id]))
-        _write_atomic(config_path, config)
-    layers = []
-    for diff_id in diff_ids:
-        blob = paths[diff_id].read_bytes()
-        layers.append(("sha256:" + hashlib.sha256(blob).hexdigest(), blob))
+    config, layers = image_blobs(cache, attrs["Id"], list(attrs["RootFS"]["Layers"]),
+                                 lambda: engine.save_image(attrs["Id"]), progress.info)
     progress.info("pushing " + ", ".join(refs) + " through the registry API")
     try:
-        digest, uploaded = push_image(refs[0], refs[1:], config_path.read_bytes(), layers)
+        digest, uploaded = push_image(refs[0], refs[1:], config, layers)
     except RegistryError as exc:
         raise RegistryError(f"pushing {refs[0]} failed: {exc.message}", exc.hint) from exc
     progress.info(f"pushed {refs[0]}@{digest}: {uploaded} bytes uploaded, {len(layers)} layers")
     return digest, uploaded
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def source_date_epoch(config: Config, environ: Mapping[str, str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Everything else asks :class:`Engine` for images, containers and tags, and gets typed
 errors back. Every engine operation is echoed as the equivalent ``docker`` command line,
-so a user can replay it by hand.
+so a user can replay it by hand. It is also the only module that imports the docker SDK:
+:func:`registry_credentials` reads the Docker client's login configuration through it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from setuptools_grocker.errors import (
     EngineUnavailable,
     GrockerError,
     ImageBuildError,
+    RegistryError,
 )
 from setuptools_grocker.progress import Progress
 
@@ -575,3 +577,36 @@ def labels_of(attrs: Mapping[str, Any]) -> dict[str, str]:
 
 def dumps(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def registry_credentials(host: str) -> dict[str, str] | None:
+    """What ``docker login HOST`` stored, resolved the way the docker client does; None when nothing.
+
+    The Docker client config (``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``) keeps
+    credentials in ``auths``, or behind a credential helper named by ``credHelpers[HOST]`` or
+    ``credsStore`` (``docker-credential-NAME get``, the default on desktops and many CI images).
+    The answer is ``{"username", "password"}`` or ``{"identitytoken"}`` (an OAuth refresh token).
+    """
+    import shutil
+
+    import docker.auth
+
+    try:
+        config = docker.auth.load_config()
+        store = config.get_credential_store(host)
+        # The SDK only warns when a helper is missing, then fails with a vaguer message.
+        if store and shutil.which(f"docker-credential-{store}") is None:
+            raise RegistryError(f"the Docker client config names the credential helper docker-credential-{store} "
+                                f"for {host}, and it is not on PATH",
+                                "install it, or remove credsStore/credHelpers from config.json and `docker login` "
+                                "again")
+        entry = config.resolve_authconfig(host) or {}
+    except docker.errors.DockerException as exc:
+        raise RegistryError(f"reading the credentials of {host} from the Docker client config failed ({_short(exc)})",
+                            f"check its credential helper, or `docker login {host}` again") from exc
+    found = {k.lower(): str(v) for k, v in entry.items() if v}
+    if found.get("identitytoken"):
+        return {"identitytoken": found["identitytoken"]}
+    if found.get("username") and found.get("password"):
+        return {"username": found["username"], "password": found["password"]}
+    return None

@@ -5,11 +5,23 @@ blob by blob (only the blobs the registry lacks are uploaded; see ``push_image``
 tag at a manifest that is already there (a retag costs one small PUT, no layer traffic, and
 keeps the exact digest), and publishing the small release document of a workspace release.
 
-Credentials: the ``auths`` entry of the Docker client config (``$DOCKER_CONFIG/config.json``
-or ``~/.docker/config.json``) for the registry's host, sent as HTTP Basic (what Distribution's
-htpasswd mode expects). They are never logged. Reading a registry that refuses answers
-"not there" (:func:`manifest_digest`), so a plan falls back to building; writing one that
-refuses raises :class:`RegistryError`.
+Credentials: nothing is sent until the registry asks (401). Then what ``docker login`` stored
+for the registry's host, resolved like the docker client does (``auths``, ``credHelpers``,
+``credsStore``: :func:`setuptools_grocker.engine.registry_credentials`), goes as HTTP Basic
+(what Distribution's htpasswd mode expects) or to the token service its Bearer challenge
+names. Every credential is bound to one origin (scheme, host, port): the registry's for Basic
+and Bearer, the token realm's for the login sent there. Redirects are followed here, hop by
+hop, and a hop to another origin (blob storage, an S3-style presigned URL, an upload
+``Location`` elsewhere, https to http) carries none: :func:`_authorization_for` decides.
+Credentials are never logged, nor are URL queries (a presigned URL's query is a secret).
+
+Digests are checked, not believed: a manifest read must hash to the digest asked for and to
+the ``Docker-Content-Digest`` answered, a manifest or blob written must come back under the
+digest of what was sent, a blob read must hash to its digest; otherwise the registry lies and
+:class:`RegistryError` names the reference.
+
+Reading a registry that refuses answers "not there" (:func:`manifest_digest`), so a plan
+falls back to building; writing one that refuses raises :class:`RegistryError`.
 """
 from __future__ import annotations
 
@@ -18,12 +30,15 @@ import gzip
 import hashlib
 import io
 import json
-import os
+import re
 import tarfile
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
+from email.message import Message
+from http import HTTPStatus
 from typing import Any, Mapping
 
 from setuptools_grocker.config import split_reference
@@ -87,53 +102,204 @@ def _scheme(host: str) -> str:
     return "http" if name in ("localhost", "127.0.0.1") or name.startswith("127.") else "https"
 
 
-def _auth_header(host: str) -> dict[str, str]:
-    """Basic credentials for ``host`` from the Docker client config, if it has any."""
-    where = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+# -- who may receive a credential -----------------------------------------------------------------
+
+#: (scheme, host, port): a credential is bound to one, the way a browser binds a cookie.
+Origin = tuple[str, str, int]
+
+
+def _origin(url: str) -> Origin | None:
     try:
-        auths = json.loads(where.read_text()).get("auths", {})
-    except (OSError, ValueError):
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+    except ValueError:  # a malformed port: it matches no origin
+        return None
+
+
+def _registry_origin(host: str) -> Origin | None:
+    return _origin(f"{_scheme(host)}://{host}/")
+
+
+@dataclass(frozen=True)
+class _Credential:
+    """An ``Authorization`` value and the only origin that may receive it."""
+
+    header: str
+    origin: Origin | None
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"_Credential(<hidden>, {self.origin})"
+
+
+def _authorization_for(url: str, credential: _Credential | None) -> dict[str, str]:
+    """The one place that decides whether a request to ``url`` carries ``credential``.
+
+    Only when ``url`` is on the origin the credential is bound to: the registry's own scheme,
+    host and port for what the registry asked for, the token realm's for the login sent there.
+    A redirect to blob storage on another host (S3-style presigned URLs refuse a request that
+    carries ``Authorization``), an upload ``Location`` elsewhere, or a downgrade from https to
+    http therefore gets no credential.
+    """
+    if credential is None or credential.origin is None or _origin(url) != credential.origin:
         return {}
-    for name in (host, f"https://{host}", f"http://{host}"):
-        entry = auths.get(name) or {}
-        if entry.get("auth"):
-            return {"Authorization": f"Basic {entry['auth']}"}
-        if entry.get("username") and entry.get("password"):
-            token = base64.b64encode(f"{entry['username']}:{entry['password']}".encode()).decode()
-            return {"Authorization": f"Basic {token}"}
-    return {}
+    return {"Authorization": credential.header}
 
 
+_LOCK = threading.Lock()
+#: host -> what `docker login` stored for it (None: nothing); resolved once, a helper is a subprocess.
+_LOGINS: dict[str, dict[str, str] | None] = {}
+#: hosts that asked for HTTP Basic: later requests to them send it without waiting for a 401.
+_BASIC: set[str] = set()
 _TOKENS: dict[tuple[str, str], str] = {}
 
 
-def _request(method: str, url: str, host: str, *, data: bytes | None = None,
-             headers: Mapping[str, str] | None = None, timeout: float = 30) -> tuple[int, Mapping[str, str], bytes]:
-    for attempt in (1, 2):
-        auth = _auth_header(host)
-        token = _TOKENS.get((host, _scope_of(url, method)))
-        if token:
-            auth = {"Authorization": f"Bearer {token}"}
-        req = urllib.request.Request(url, data=data, method=method, headers={**auth, **(headers or {})})
+def _reset() -> None:
+    """Forget the logins, Basic hosts and tokens of this process (a new ``docker login``, tests)."""
+    with _LOCK:
+        _LOGINS.clear()
+        _BASIC.clear()
+        _TOKENS.clear()
+
+
+def _login(host: str) -> dict[str, str] | None:
+    from setuptools_grocker.engine import registry_credentials
+
+    with _LOCK:
+        if host not in _LOGINS:
+            _LOGINS[host] = registry_credentials(host)
+        return _LOGINS[host]
+
+
+def _basic(login: dict[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{login['username']}:{login['password']}".encode()).decode()
+
+
+def _credential_for(host: str, scope: str) -> _Credential | None:
+    """What a request to the registry ``host`` carries before any challenge: a token, Basic, or nothing."""
+    token = _TOKENS.get((host, scope))
+    if token:
+        return _Credential(f"Bearer {token}", _registry_origin(host))
+    login = _LOGINS.get(host) if host in _BASIC else None
+    if login and "username" in login:
+        return _Credential(_basic(login), _registry_origin(host))
+    return None
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Let a 30x through as an answer: :func:`_send` follows it, deciding the credential per hop."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_HOPS = 10
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: Message
+    body: bytes
+    #: The URL that answered, after redirects.
+    url: str
+
+
+def _send(method: str, url: str, *, data: bytes | None, headers: Mapping[str, str],
+          credential: _Credential | None, timeout: float, follow: bool = True) -> _Answer:
+    """One request, redirects followed here so that every hop gets :func:`_authorization_for` its own URL."""
+    for _ in range(_MAX_HOPS):
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https"):  # e.g. a redirect to file: would read a local file
+            raise RegistryError(f"the registry sent {method} {_path(url)} to a '{scheme}:' URL; "
+                                "only HTTP(S) is followed",
+                                "check the registry (and what stands in front of it)")
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={**headers, **_authorization_for(url, credential)})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, resp.headers, resp.read()
+            with _OPENER.open(req, timeout=timeout) as resp:
+                return _Answer(resp.status, resp.headers, resp.read(), url)
         except urllib.error.HTTPError as exc:
-            challenge = exc.headers.get("WWW-Authenticate", "") if exc.headers else ""
-            if exc.code == 401 and attempt == 1 and challenge.lower().startswith("bearer "):
-                exc.close()
-                _fetch_token(host, challenge, _scope_of(url, method), timeout)
-                continue
-            body = exc.read()[:300].decode("utf-8", "replace")
-            exc.close()
-            raise RegistryError(f"registry {host} answered {method} {url.split(host, 1)[-1]} with HTTP {exc.code} "
-                                f"({body.strip() or exc.reason})",
-                                "check that you may push there (docker login) and that the registry has room") from exc
+            with exc:
+                status, answer_headers, body = exc.code, exc.headers, exc.read()
+        location = answer_headers.get("Location") if answer_headers is not None else None
+        # Only what keeps the method's meaning: GET/HEAD follow every 30x, a write only 307/308 (same method, body).
+        if follow and location and status in _REDIRECTS and (method in ("GET", "HEAD") or status in (307, 308)):
+            url = urllib.parse.urljoin(url, location)
+            continue
+        return _Answer(status, answer_headers, body, url)
+    raise RegistryError(f"more than {_MAX_HOPS} redirects for {method} {_path(url)}", "check the registry")
+
+
+def _path(url: str) -> str:
+    """The path of ``url``, for messages: no host, no query (a presigned URL's query is a secret)."""
+    return urllib.parse.urlsplit(url).path
+
+
+def _request(method: str, url: str, host: str, *, data: bytes | None = None,
+             headers: Mapping[str, str] | None = None, timeout: float = 30, allow: tuple[int, ...] = ()) -> _Answer:
+    """``method url`` on the registry ``host``, answering its 401 challenge once; a status >= 300 not in ``allow``
+    raises :class:`RegistryError`."""
+    scope = _scope_of(url, method)
+    for attempt in (1, 2):
+        credential = _credential_for(host, scope)
+        try:
+            answer = _send(method, url, data=data, headers=dict(headers or {}), credential=credential, timeout=timeout)
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryError(f"registry {host} does not answer ({reason})",
                                 "start it or fix the registry key, then run the command again") from exc
+        # Only the registry itself may ask for the registry's credentials (not a storage host it redirects to).
+        if (answer.status == 401 and attempt == 1 and _origin(answer.url) == _registry_origin(host)
+                and _authenticate(host, answer.headers.get("WWW-Authenticate", ""), scope, credential, timeout)):
+            continue
+        if answer.status < 300 or answer.status in allow:
+            return answer
+        where = "" if _origin(answer.url) == _origin(url) else f", redirected to {_origin_text(answer.url)}"
+        reason = answer.body[:300].decode("utf-8", "replace").strip() or _phrase(answer.status)
+        raise RegistryError(f"registry {host} answered {method} {_path(url)} with HTTP {answer.status}{where} "
+                            f"({reason})",
+                            f"check that you may push there (docker login {host}) and that the registry has room")
     raise AssertionError("unreachable")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "no reason given"
+
+
+def _origin_text(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+
+
+def _authenticate(host: str, challenge: str, scope: str, sent: _Credential | None, timeout: float) -> bool:
+    """Get what the registry's 401 ``challenge`` asks for; False when there is nothing better to send."""
+    kind, _, rest = challenge.strip().partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    if kind.lower() == "bearer":
+        token = _fetch_token(host, params, scope, timeout)
+        if sent is not None and sent.header == f"Bearer {token}":
+            return False
+        _TOKENS[(host, scope)] = token
+        return True
+    if kind.lower() == "basic":
+        if host in _BASIC:
+            return False  # the stored login was sent and refused
+        login = _login(host)
+        if not login or "username" not in login:
+            raise RegistryError(f"registry {host} asks for a login and the Docker client config has none for it",
+                                f"run `docker login {host}` (or set DOCKER_CONFIG to a config that has one)")
+        with _LOCK:
+            _BASIC.add(host)
+        return True
+    return False
 
 
 def _scope_of(url: str, method: str) -> str:
@@ -143,24 +309,84 @@ def _scope_of(url: str, method: str) -> str:
     return f"repository:{repo}:" + ("pull" if method in ("GET", "HEAD") else "pull,push")
 
 
-def _fetch_token(host: str, challenge: str, scope: str, timeout: float) -> None:
-    """The token flow of registries that answer 401 with ``Bearer realm=...`` (the user's Basic credentials)."""
-    import re
-    import urllib.parse
+def _fetch_token(host: str, params: Mapping[str, str], scope: str, timeout: float) -> str:
+    """The token flow of registries that answer 401 with ``Bearer realm=...``.
 
-    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-    realm = params.pop("realm", "")
-    if not realm:
-        return
-    query = urllib.parse.urlencode({"service": params.get("service", host), "scope": scope})
-    req = urllib.request.Request(f"{realm}?{query}", headers=_auth_header(host))
+    The user's login goes to the realm the registry's challenge names (on hosted registries it
+    is often another host), bound to that realm's origin; the token it answers goes back to the
+    registry's origin only. No login: an anonymous token (public repositories).
+    """
+    realm = params.get("realm", "")
+    realm_origin = _origin(realm)
+    registry_origin = _registry_origin(host)
+    if realm_origin is None or realm_origin[0] not in ("http", "https") or not realm_origin[1]:
+        raise RegistryError(f"registry {host} names no usable token service ({realm!r})", "check the registry")
+    query = {"service": params.get("service", host), "scope": scope}
+    login = _login(host)
+    if login and realm_origin[0] == "http" and registry_origin is not None and registry_origin[0] == "https":
+        raise RegistryError(f"registry {host} sends its logins to a plain-HTTP token service "
+                            f"({_origin_text(realm)}); refusing to send credentials there", "check the registry")
+    if login and "identitytoken" in login:
+        # An OAuth refresh token (what some `docker login` flows store): POSTed to the realm, never redirected.
+        form = urllib.parse.urlencode({**query, "grant_type": "refresh_token", "client_id": "setuptools-grocker",
+                                       "refresh_token": login["identitytoken"]}).encode()
+        answer = _token_answer(host, "POST", realm, data=form, credential=None, timeout=timeout, follow=False,
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    else:
+        credential = _Credential(_basic(login), realm_origin) if login else None
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+        answer = _token_answer(host, "GET", url, data=None, credential=credential, timeout=timeout, headers={})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            answer = json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise RegistryError(f"registry {host}: no token from {realm} ({getattr(exc, 'reason', exc)})",
-                            "log in with `docker login " + host + "`") from exc
-    _TOKENS[(host, scope)] = answer.get("token") or answer.get("access_token", "")
+        data = json.loads(answer.body)
+        token = str(data.get("token") or data.get("access_token") or "")
+    except (ValueError, AttributeError):
+        token = ""
+    if not token:
+        raise RegistryError(f"registry {host}: the token service {_origin_text(realm)} answered no token",
+                            f"log in with `docker login {host}`")
+    return token
+
+
+def _token_answer(host: str, method: str, url: str, **kwargs: Any) -> _Answer:
+    try:
+        answer = _send(method, url, **kwargs)
+    except (urllib.error.URLError, OSError) as exc:
+        raise RegistryError(f"registry {host}: no token from {_origin_text(url)} ({getattr(exc, 'reason', exc)})",
+                            f"log in with `docker login {host}`") from exc
+    if answer.status >= 300:
+        raise RegistryError(f"registry {host}: no token from {_origin_text(url)} (HTTP {answer.status})",
+                            f"log in with `docker login {host}`")
+    return answer
+
+
+# -- digests --------------------------------------------------------------------------------------
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _matches(digest: str, data: bytes) -> bool:
+    """Whether ``data`` hashes to ``digest`` (an algorithm we cannot compute never matches)."""
+    algorithm, _, hexdigest = digest.partition(":")
+    if algorithm not in ("sha256", "sha384", "sha512"):
+        return False
+    return hashlib.new(algorithm, data).hexdigest() == hexdigest.lower()
+
+
+def _lying(ref: object, what: str) -> RegistryError:
+    return RegistryError(f"the registry lies about {ref}: {what}",
+                         "do not use what it serves; check the registry and what stands between it and you")
+
+
+def _verified_manifest(ref: str, r: Ref, answer: _Answer) -> str:
+    """The digest of a manifest read from the registry, after checking it against the bytes."""
+    actual = _sha256(answer.body)
+    if "@" in ref and not _matches(r.tag, answer.body):
+        raise _lying(ref, f"the manifest it sent hashes to {actual}, not to the digest asked for")
+    claimed = answer.headers.get("Docker-Content-Digest")
+    if claimed and not _matches(claimed, answer.body):
+        raise _lying(ref, f"it says {claimed}, the manifest it sent hashes to {actual}")
+    return r.tag if "@" in ref else actual
 
 
 def manifest_digest(ref: str, timeout: float = 10) -> str | None:
@@ -172,31 +398,36 @@ def manifest_digest(ref: str, timeout: float = 10) -> str | None:
 
 
 def digest_of(ref: str, timeout: float = 10) -> str | None:
-    """The digest of ``ref``; None when the registry says it has no such tag; RegistryError when it fails."""
+    """The digest of ``ref``; None when the registry says it has no such tag; RegistryError when it fails.
+
+    The manifest is read (a few kB) and hashed rather than believed from a HEAD's header: the
+    answer pins deploys and verifies releases.
+    """
     r = Ref.parse(ref)
-    try:
-        _, headers, _ = _request("HEAD", r.url("manifests", r.tag), r.host, headers={"Accept": MANIFEST_TYPES},
-                                 timeout=timeout)
-    except RegistryError as exc:
-        if "HTTP 404" in exc.message:
-            return None
-        raise
-    return headers.get("Docker-Content-Digest")
+    answer = _request("GET", r.url("manifests", r.tag), r.host, headers={"Accept": MANIFEST_TYPES},
+                      timeout=timeout, allow=(404,))
+    if answer.status == 404:
+        return None
+    return _verified_manifest(ref, r, answer)
 
 
 def get_manifest(ref: str) -> tuple[bytes, str]:
-    """The raw manifest of ``ref`` and its media type."""
+    """The raw manifest of ``ref`` and its media type, checked against its digest."""
     r = Ref.parse(ref)
-    _, headers, body = _request("GET", r.url("manifests", r.tag), r.host, headers={"Accept": MANIFEST_TYPES})
-    return body, headers.get("Content-Type", MANIFEST_V2)
+    answer = _request("GET", r.url("manifests", r.tag), r.host, headers={"Accept": MANIFEST_TYPES})
+    _verified_manifest(ref, r, answer)
+    return answer.body, answer.headers.get("Content-Type", MANIFEST_V2)
 
 
 def put_manifest(ref: str, body: bytes, media_type: str) -> str:
-    """Store ``body`` under ``ref`` (a tag); return the digest the registry gives it."""
+    """Store ``body`` under ``ref`` (a tag); return its digest (the registry must agree with it)."""
     r = Ref.parse(ref)
-    _, headers, _ = _request("PUT", r.url("manifests", r.tag), r.host, data=body,
-                             headers={"Content-Type": media_type})
-    return headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+    answer = _request("PUT", r.url("manifests", r.tag), r.host, data=body, headers={"Content-Type": media_type})
+    digest = _sha256(body)
+    claimed = answer.headers.get("Docker-Content-Digest")
+    if claimed and claimed != digest:
+        raise _lying(ref, f"it stored the manifest as {claimed}, what was sent hashes to {digest}")
+    return digest
 
 
 def retag(source: str, tag_ref: str) -> str:
@@ -207,18 +438,35 @@ def retag(source: str, tag_ref: str) -> str:
 
 def upload_blob(repo_ref: str, data: bytes) -> str:
     """Upload ``data`` as a blob of the repository of ``repo_ref`` unless it is there; return its digest."""
-    r = Ref.parse(repo_ref)
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    if _blob_present(repo_ref, digest):
-        return digest
-    base = f"{_scheme(r.host)}://{r.host}"
-    _, headers, _ = _request("POST", f"{base}/v2/{r.repo}/blobs/uploads/", r.host, data=b"")
-    location = headers.get("Location", "")
-    if location.startswith("/"):
-        location = base + location
-    location += ("&" if "?" in location else "?") + f"digest={digest}"
-    _request("PUT", location, r.host, data=data, headers={"Content-Type": "application/octet-stream"})
+    digest = _sha256(data)
+    if not _blob_present(repo_ref, digest):
+        _upload(repo_ref, data, digest)
     return digest
+
+
+def _upload(repo_ref: str, data: bytes, digest: str) -> None:
+    r = Ref.parse(repo_ref)
+    started = _request("POST", f"{_scheme(r.host)}://{r.host}/v2/{r.repo}/blobs/uploads/", r.host, data=b"")
+    location = started.headers.get("Location", "")
+    if not location:
+        raise RegistryError(f"registry {r.host} started an upload to {r.repo} and said nowhere to send it",
+                            "check the registry")
+    # Relative to the URL that answered; on another host it receives no credential (see _authorization_for).
+    location = urllib.parse.urljoin(started.url, location)
+    location += ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
+    answer = _request("PUT", location, r.host, data=data, headers={"Content-Type": "application/octet-stream"})
+    claimed = answer.headers.get("Docker-Content-Digest")
+    if claimed and claimed != digest:
+        raise _lying(repo_ref, f"it stored a blob as {claimed}, what was sent hashes to {digest}")
+
+
+def get_blob(ref: str, digest: str) -> bytes:
+    """The blob ``digest`` of the repository of ``ref``, checked against its digest."""
+    r = Ref.parse(ref)
+    answer = _request("GET", r.url("blobs", digest), r.host)
+    if not _matches(digest, answer.body):
+        raise _lying(f"{r.host}/{r.repo}@{digest}", f"the blob it sent hashes to {_sha256(answer.body)}")
+    return answer.body
 
 
 def push_document(ref: str, name: str, document: Mapping[str, Any]) -> str:
@@ -239,7 +487,7 @@ def push_document(ref: str, name: str, document: Mapping[str, Any]) -> str:
         "architecture": "amd64",
         "os": "linux",
         "config": {"Labels": {RELEASE_LABEL: json.dumps(document, sort_keys=True)}},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer_raw).hexdigest()]},
+        "rootfs": {"type": "layers", "diff_ids": [_sha256(layer_raw)]},
         "history": [{"created_by": "setuptools-grocker release document"}],
     }
     config_bytes = json.dumps(config, sort_keys=True).encode()
@@ -256,10 +504,8 @@ def push_document(ref: str, name: str, document: Mapping[str, Any]) -> str:
 
 def read_document(ref: str) -> dict[str, Any]:
     """The document published by :func:`push_document` under ``ref``."""
-    r = Ref.parse(ref)
     body, _ = get_manifest(ref)
-    config_digest = json.loads(body)["config"]["digest"]
-    _, _, config = _request("GET", r.url("blobs", config_digest), r.host)
+    config = get_blob(ref, json.loads(body)["config"]["digest"])
     labels = json.loads(config).get("config", {}).get("Labels") or {}
     if RELEASE_LABEL not in labels:
         raise RegistryError(f"{ref} is not a release document", "name the release image of a workspace")
@@ -273,16 +519,14 @@ def push_image(ref: str, refs: list[str], config_blob: bytes, layers: list[tuple
     Every reference must be in the repository of ``ref``.
     """
     uploaded = 0
-    for digest, blob in [(None, config_blob), *layers]:
-        before = _blob_present(ref, digest or "sha256:" + hashlib.sha256(blob).hexdigest())
-        if not before:
-            upload_blob(ref, blob)
+    for digest, blob in [(_sha256(config_blob), config_blob), *layers]:
+        if not _blob_present(ref, digest):
+            _upload(ref, blob, digest)
             uploaded += len(blob)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_V2,
-        "config": {"mediaType": IMAGE_CONFIG, "size": len(config_blob),
-                   "digest": "sha256:" + hashlib.sha256(config_blob).hexdigest()},
+        "config": {"mediaType": IMAGE_CONFIG, "size": len(config_blob), "digest": _sha256(config_blob)},
         "layers": [{"mediaType": LAYER_GZIP, "size": len(blob), "digest": digest} for digest, blob in layers],
     }
     body = json.dumps(manifest, indent=3).encode()
@@ -294,10 +538,4 @@ def push_image(ref: str, refs: list[str], config_blob: bytes, layers: list[tuple
 
 def _blob_present(ref: str, digest: str) -> bool:
     r = Ref.parse(ref)
-    try:
-        _request("HEAD", r.url("blobs", digest), r.host)
-        return True
-    except RegistryError as exc:
-        if "HTTP 404" in exc.message:
-            return False
-        raise
+    return _request("HEAD", r.url("blobs", digest), r.host, allow=(404,)).status != 404

@@ -126,3 +126,35 @@ def test_two_builds_from_scratch_give_the_same_image_and_digest(tmp_path: Path, 
         results.append((run.project["image_id"], run.project["digest"]))
         remove_images(client, ref, run.project["image_id"])  # the second build starts with no image
     assert results[0] == results[1]
+
+
+def test_concurrent_pushes_through_one_blob_cache_and_a_damaged_blob(shop: dict[str, Any], registry: str,
+                                                                     client: docker.DockerClient,
+                                                                     tmp_path: Path) -> None:
+    """The threads of `workspace build --jobs N --push` share one cache: no error, no corrupt layer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from setuptools_grocker.blobcache import diff_id_of
+    from setuptools_grocker.build import push_runtime_image
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.progress import Progress
+    from setuptools_grocker.registry import digest_of
+
+    p = shop["prefix"]
+    till = f"{registry}/{p}till:1.0.0"
+    image_id = client.images.get(till).id
+    cache = tmp_path / "cache"  # cold: every thread makes and writes every blob
+    with Engine(Progress(quiet=True)) as engine, ThreadPoolExecutor(4) as pool:
+        pushes = [pool.submit(push_runtime_image, engine, image_id, [f"{registry}/{p}till:race"], cache,
+                              Progress(quiet=True)) for _ in range(4)]
+        digests = {push.result()[0] for push in pushes}
+        # The same image, the same blobs: the digest the workspace build pushed.
+        assert digests == {digest_of(till)}
+        # A blob cut short on disk is noticed, made again from the engine, and the push is the same.
+        layer = max((cache / "blobs").glob("*.tar.gz"), key=lambda path: path.stat().st_size)
+        whole = layer.read_bytes()
+        layer.write_bytes(whole[: len(whole) // 3])
+        assert push_runtime_image(engine, image_id, [f"{registry}/{p}till:race"], cache,
+                                  Progress(quiet=True)) == (digest_of(till), 0)
+        assert layer.read_bytes() == whole
+        assert diff_id_of(whole) == "sha256:" + layer.name.split(".")[0]
