@@ -135,7 +135,8 @@ def make_parser() -> argparse.ArgumentParser:
     rel = ws_sub.add_parser("release", help="publish the release document, move the release pointer to it, "
                                             "then the applications' release tags")
     rel.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
-    rel.add_argument("--release", metavar="TAG", type=_release_name, help="also move TAG, and name the release document")
+    rel.add_argument("--release", metavar="TAG", type=_release_name,
+                     help="name the release document, and move TAG on every application image")
     rel.add_argument("--only", nargs="+", metavar="NAME", help="release these applications only")
     rel.add_argument("--json", action="store_true", help="print the release document as JSON")
     rel.set_defaults(func=cmd_ws_release)

@@ -208,7 +208,8 @@ def _content(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k not in _RUN_FIELDS}
 
 
-def _publish_document(doc_ref: str, document: dict[str, Any], info: Callable[[str], None]) -> tuple[dict[str, Any], str]:
+def _publish_document(doc_ref: str, document: dict[str, Any],
+                      info: Callable[[str], None]) -> tuple[dict[str, Any], str]:
     """Push the document under its name, or find the same one there; refuse to change it."""
     existing = _digest(doc_ref, f"reading the release document {doc_ref}")
     if existing is not None:

@@ -12,10 +12,10 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -24,7 +24,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import docker
 import pytest
@@ -172,8 +172,6 @@ def test_registry_down_during_a_workspace_release(release_ws, first_release, reg
 
 
 # -- the release steps, one failure at a time ------------------------------------------------
-
-Action = "int | Callable[[], None]"
 
 
 @dataclass
@@ -464,3 +462,74 @@ def test_a_release_document_never_changes(lab: Lab) -> None:
     again = lab.publish(lab.r1(), "r1")
     assert lab.stub.writes() == []
     assert again["created"] == first["created"]
+
+
+# -- the command: exit codes, re-runs, two releases at once ------------------------------------
+
+def test_a_release_again_is_idempotent_and_its_name_immutable(release_ws, first_release, registry: str) -> None:
+    root, graph, _ = release_ws
+    first = grocker("workspace", "release", str(root), "--release", "r3", "--json")
+    assert first.code == 0, first.err[-3000:]
+    again = grocker("workspace", "release", str(root), "--release", "r3", "--json")
+    assert again.code == 0, again.err[-3000:]
+    one, two = json.loads(first.out), json.loads(again.out)
+    assert two["document"] == one["document"] and two["created"] == one["created"] and two["lagging"] == []
+    assert "already there: a re-run" in again.err
+    assert manifest_digest(f"{registry}/shop-release:latest") == one["document"]["digest"]
+    # r1 named other digests (an application changed since): that name is taken for good.
+    taken = grocker("workspace", "release", str(root), "--release", "r1")
+    assert taken.code == ReleaseConflict.exit_code, taken.err[-3000:]
+    last = taken.err.strip().splitlines()[-1]
+    assert last.startswith("grocker: error: release r1 already exists") and "--release NAME" in last
+    assert manifest_digest(f"{registry}/shop-release:latest") == one["document"]["digest"]
+
+
+def test_lagging_tags_fail_the_command_and_a_rerun_moves_them(release_ws, first_release, registry: str,
+                                                              stub: Stub) -> None:
+    root, graph, _ = release_ws
+    app = sorted(graph["applications"])[0]
+    stub.rules[("PUT", f"/v2/{app}/manifests/r4")] = 503
+    env = {"GROCKER_REGISTRY": stub.host}
+    run = grocker("workspace", "release", str(root), "--release", "r4", "--json", env=env)
+    assert run.code == ReleaseIncomplete.exit_code, run.err[-3000:]
+    document = json.loads(run.out)
+    assert [e["tag"] for e in document["lagging"]] == [f"{stub.host}/{app}:r4"]
+    last = run.err.strip().splitlines()[-1]
+    assert last == (f"grocker: error: release r4 is published ({stub.host}/shop-release:latest names it) but 1 "
+                    f"convenience tag(s) lag: {stub.host}/{app}:r4; run the release again to move them "
+                    "(it is idempotent)")
+    assert manifest_digest(f"{registry}/shop-release:latest") == document["document"]["digest"]
+    assert manifest_digest(f"{registry}/{app}:r4") is None
+    del stub.rules[("PUT", f"/v2/{app}/manifests/r4")]
+    again = grocker("workspace", "release", str(root), "--release", "r4", "--json", env=env)
+    assert again.code == 0, again.err[-3000:]
+    assert manifest_digest(f"{registry}/{app}:r4") == document["applications"][app]["digest"]
+
+
+def test_two_releases_at_once_run_one_after_the_other(release_ws, first_release, registry: str,
+                                                      stub: Stub) -> None:
+    """Two real processes; the first is slowed down at its pointer PUT, with the lock held."""
+    root, graph, _ = release_ws
+    stub.rules[("PUT", "/v2/shop-release/manifests/latest")] = lambda: time.sleep(3)
+    argv = [*GROCKER, "workspace", "release", str(root), "--json"]
+    first = subprocess.Popen([*argv, "--release", "r5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "GROCKER_REGISTRY": stub.host})
+    deadline = time.monotonic() + 120
+    while not stub.log:  # its first registry request: it holds the lock
+        assert first.poll() is None and time.monotonic() < deadline, "the first release did not start"
+        time.sleep(0.05)
+    second = subprocess.Popen([*argv, "--release", "r6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ended: list[str] = []
+    while len(ended) < 2:
+        for name, proc in (("first", first), ("second", second)):
+            if name not in ended and proc.poll() is not None:
+                ended.append(name)
+        assert time.monotonic() < deadline + 120, "the releases did not end"
+        time.sleep(0.05)
+    (out1, err1), (out2, err2) = first.communicate(), second.communicate()
+    assert first.returncode == 0 and second.returncode == 0, err1[-2000:] + err2[-2000:]
+    assert ended == ["first", "second"]
+    assert f"waiting for another release of this workspace (pid {first.pid}) to finish" in err2
+    # The second started from what the first made current, and is current now.
+    assert manifest_digest(f"{registry}/shop-release:latest") == json.loads(out2)["document"]["digest"]
+    assert json.loads(out1)["document"]["digest"] != json.loads(out2)["document"]["digest"]
