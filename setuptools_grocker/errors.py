@@ -110,7 +110,7 @@ class DiskFullError(GrockerError):
 
 
 class ReleaseConflict(GrockerError):
-    """Another release got in the way: the release pointer moved, the release name is taken, or the lock is held."""
+    """Another release got in the way: the pointer moved, the name is taken or superseded, or the lock is held."""
 
     exit_code = 17
 

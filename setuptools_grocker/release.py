@@ -15,6 +15,9 @@ release promises only what it can keep:
   release name) move after the pointer, best-effort. They may lag; the result lists those
   that did, and running the release again moves them (it is idempotent).
 
+A release of some applications only (``--only``) copies the entries of the others from the
+current document, so the pointer always names every application ever released.
+
 Steps, all under an exclusive lock on ``.grocker/release.lock`` (``flock``: held for the whole
 release, dropped by the kernel if the process dies), so two releases of one workspace on one
 machine run one after the other:
@@ -43,7 +46,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from setuptools_grocker.errors import RegistryError, ReleaseConflict, ReleaseIncomplete, WorkspaceError
 from setuptools_grocker.registry import (
@@ -134,11 +137,14 @@ def _holder(path: Path) -> str:
 
 def publish_release(apps: list[AppRelease], *, document_repo: str, release: str | None,
                     libraries: dict[str, str], workspace: str, tool_version: str, lock_path: Path,
-                    info: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                    carried: Sequence[str] = (), info: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Publish the release of ``apps``; return its document, with ``document`` and ``lagging`` added.
 
-    Raises before the pointer moved (the previous release stays current); once it moved the
-    release is done, and the convenience tags that could not be moved are listed in ``lagging``.
+    ``carried`` names the workspace's other members (a release of some applications only):
+    their entries are copied from the current release document, so the pointer always names
+    every application of the workspace that was ever released. Raises before the pointer
+    moved (the previous release stays current); once it moved the release is done, and the
+    convenience tags that could not be moved are listed in ``lagging``.
     """
     if not apps:
         raise RegistryError("the workspace has no application to release", "add an application member")
@@ -158,22 +164,26 @@ def publish_release(apps: list[AppRelease], *, document_repo: str, release: str 
                                     "no release tag was moved", "someone else pushed to that tag: build again")
             app.digest = found
             info(f"verified {app.key_ref} = {found}")
+        kept_apps, kept_libraries = _carried(document_repo, before, carried, info)
         name = release or release_id(apps)
         document = {
             "release": name,
             "workspace": workspace,
-            "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+            # Microseconds: the order of two releases made within one second decides which is newer.
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "tool_version": tool_version,
-            "applications": {
+            "applications": dict(sorted({**kept_apps, **{
                 a.name: {"version": a.version, "image": a.key_ref.rsplit(":", 1)[0], "digest": a.digest,
                          "tags": sorted(set(a.tags))}
                 for a in apps
-            },
-            "libraries": dict(sorted(libraries.items())),
+            }}.items())),
+            "libraries": dict(sorted({**kept_libraries, **libraries}.items())),
         }
         # 3. the immutable document
         doc_ref = f"{document_repo}:{name}"
-        document, doc_digest = _publish_document(doc_ref, document, info)
+        document, doc_digest, rerun = _publish_document(doc_ref, document, info)
+        if rerun and before not in (None, doc_digest):
+            _refuse_going_back(document_repo, pointer, before, document)
         # 4. the pointer, last of what counts
         _move_pointer(pointer, document_repo, doc_digest, before, info)
         # 5. the convenience tags: the release is done, these may lag
@@ -204,13 +214,31 @@ def _digest(ref: str, doing: str) -> str | None:
         raise RegistryError(f"{doing} failed: {exc.message}; no release tag was moved", exc.hint) from exc
 
 
+def _carried(document_repo: str, current: str | None, names: Sequence[str],
+             info: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The entries of ``names`` in the current release document (none when there is none yet)."""
+    if not names or current is None:
+        return {}, {}
+    ref = f"{document_repo}@{current}"
+    try:
+        document = read_document(ref)
+    except RegistryError as exc:
+        raise RegistryError(f"reading the current release document {ref} failed: {exc.message}; "
+                            "no release tag was moved", exc.hint) from exc
+    apps = {n: e for n, e in (document.get("applications") or {}).items() if n in names}
+    libraries = {n: v for n, v in (document.get("libraries") or {}).items() if n in names}
+    if apps:
+        info(f"kept from release {document.get('release')}: {', '.join(sorted(apps))}")
+    return apps, libraries
+
+
 def _content(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k not in _RUN_FIELDS}
 
 
 def _publish_document(doc_ref: str, document: dict[str, Any],
-                      info: Callable[[str], None]) -> tuple[dict[str, Any], str]:
-    """Push the document under its name, or find the same one there; refuse to change it."""
+                      info: Callable[[str], None]) -> tuple[dict[str, Any], str, bool]:
+    """Push the document under its name, or find the same one there (a re-run); refuse to change it."""
     existing = _digest(doc_ref, f"reading the release document {doc_ref}")
     if existing is not None:
         try:
@@ -223,14 +251,36 @@ def _publish_document(doc_ref: str, document: dict[str, Any],
                                   "and a release document never changes; no release tag was moved",
                                   "give this release another name (--release NAME)")
         info(f"release document {doc_ref} = {existing} (already there: a re-run)")
-        return stored, existing
+        return stored, existing, True
     try:
         digest = push_document(doc_ref, "release.json", document)
     except RegistryError as exc:
         raise RegistryError(f"publishing the release document {doc_ref} failed: {exc.message}; "
                             "no release tag was moved, the previous release is still current", exc.hint) from exc
     info(f"release document {doc_ref} = {digest}")
-    return document, digest
+    return document, digest, False
+
+
+def _refuse_going_back(document_repo: str, pointer: str, current: str, document: dict[str, Any]) -> None:
+    """A re-run of a release that a newer one superseded must not move the pointer back to it.
+
+    Without it, running an old release again to move its lagging tags would silently undo
+    the releases made since. Going back is a new release (a new name, a new document).
+    """
+    try:
+        newest = read_document(f"{document_repo}@{current}")
+        newer = _created(newest) > _created(document)
+    except (RegistryError, KeyError, TypeError, ValueError):
+        return  # not a document of ours, or unreadable: the pointer checks of step 4 still apply
+    if newer:
+        raise ReleaseConflict(f"release {document['release']} is older than the current release "
+                              f"{newest.get('release')} ({pointer}); moving the pointer back would undo it, "
+                              "nothing was moved", "to make this content current again, release it under a new "
+                              "name (--release NAME)")
+
+
+def _created(document: dict[str, Any]) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(str(document["created"]))
 
 
 def _move_pointer(pointer: str, document_repo: str, doc_digest: str, before: str | None,

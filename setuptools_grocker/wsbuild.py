@@ -570,7 +570,8 @@ class WorkspaceBuild:
         with self.progress.stage("release"):
             document = publish_release(apps, document_repo=f"{registry}/{repo}", release=name,
                                        libraries=libraries, workspace=self.ws.root.name, tool_version=__version__,
-                                       lock_path=self.ws.state_dir / "release.lock", info=self.progress.info)
+                                       lock_path=self.ws.state_dir / "release.lock",
+                                       carried=sorted(set(self.ws.order) - selected), info=self.progress.info)
         releases = self.ws.state_dir / "releases"
         releases.mkdir(parents=True, exist_ok=True)
         write_json_atomic(releases / f"{document['release']}.json", document)

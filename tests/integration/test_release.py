@@ -316,10 +316,10 @@ class Lab:
     def r2(self) -> list[AppRelease]:
         return [self.app("web", "web2", "2.0.0", "r2"), self.app("api", "api1", "1.0.0", "r2")]
 
-    def publish(self, apps: list[AppRelease], release: str) -> dict[str, Any]:
+    def publish(self, apps: list[AppRelease], release: str, carried: tuple[str, ...] = ()) -> dict[str, Any]:
         return publish_release(apps, document_repo=f"{self.stub.host}/{self.doc_repo}", release=release,
                                libraries={"core": "1.0.0"}, workspace="shop", tool_version="test",
-                               lock_path=self.lock)
+                               lock_path=self.lock, carried=carried)
 
     def state(self) -> dict[str, str | None]:
         """Every tag that matters, read from the registry itself (not through the stub)."""
@@ -355,6 +355,17 @@ def test_a_release_names_every_application_by_digest_under_the_pointer(lab: Lab)
     assert document["release"] == "r1"
     assert {a: e["digest"] for a, e in document["applications"].items()} == \
         {"web": lab.images["web1"][1], "api": lab.images["api1"][1]}
+
+
+def test_a_release_of_some_applications_keeps_the_others_in_the_document(lab: Lab) -> None:
+    """``--only web``: the pointer still names every application (api as released in r1)."""
+    r1 = read_document(f"{lab.registry}/{lab.doc_repo}:r1")
+    document = lab.publish([lab.app("web", "web2", "2.0.0", "r2")], "r2", carried=("api", "core"))
+    assert document["applications"]["api"] == r1["applications"]["api"]
+    assert document["applications"]["web"]["digest"] == lab.images["web2"][1]
+    current = read_document(f"{lab.registry}/{lab.doc_repo}:latest")
+    assert current["release"] == "r2" and set(current["applications"]) == {"web", "api"}
+    assert lab.state()["api:r2"] is None  # api's tags are its release's (r1), not moved again
 
 
 def test_a_missing_key_tag_moves_nothing(lab: Lab) -> None:
@@ -404,6 +415,12 @@ def test_a_refused_pointer_moves_no_application_tag(lab: Lab) -> None:
     # The immutable document r2 is there (harmless: nothing points at it); everything else is r1.
     assert lab.state() == {**released_r1(lab), f"{lab.doc_repo}:r2": digest_of(f"{lab.registry}/{lab.doc_repo}:r2")}
     assert lab.state()[f"{lab.doc_repo}:r2"] is not None
+    # Once the registry takes it, the same release run again completes.
+    lab.stub.rules.clear()
+    document = lab.publish(lab.r2(), "r2")
+    assert document["lagging"] == []
+    assert digest_of(f"{lab.registry}/{lab.doc_repo}:latest") == document["document"]["digest"]
+    assert lab.state()["web:latest"] == lab.images["web2"][1]
 
 
 def test_a_pointer_moved_under_you_is_left_alone(lab: Lab) -> None:
@@ -449,6 +466,15 @@ def test_a_refused_convenience_tag_lags_and_a_rerun_moves_it(lab: Lab) -> None:
     lab.stub.log.clear()
     assert lab.publish(lab.r2(), "r2")["lagging"] == []
     assert lab.stub.writes() == []
+
+
+def test_running_a_superseded_release_again_does_not_go_back(lab: Lab) -> None:
+    """Re-running r1 (say, for its lagging tags) once r2 is current must not undo r2."""
+    lab.publish(lab.r2(), "r2")
+    after_r2 = lab.state()
+    with pytest.raises(ReleaseConflict, match="release r1 is older than the current release r2 .*nothing was moved"):
+        lab.publish(lab.r1(), "r1")
+    assert lab.state() == after_r2
 
 
 def test_a_release_document_never_changes(lab: Lab) -> None:
