@@ -12,6 +12,17 @@ ORCHESTRATOR = "grocker-nightly"
 MEMBER = "grocker-member"
 
 
+def release_lock(workspace: str) -> util.MasterLock:
+    """The master-wide lock of the releases of one workspace (its git URL or its path on the workers).
+
+    The same name is the same lock, whatever the builder or the ``configure()`` call: two
+    releases of one workspace (nightly and forced, or two prefixes) run one after the other,
+    even on different workers, where the ``.grocker/release.lock`` file of each cannot see
+    the other.
+    """
+    return util.MasterLock(f"grocker-release:{workspace}")
+
+
 def configure(c: dict[str, Any], *, workers: Sequence[str], repourl: str | None = None, branch: str = "main",
               path: str | None = None, hour: int = 2, minute: int = 0, registry: str | None = None,
               wheel_index: str | None = None, push: bool = False, grocker: str | list[str] = "grocker",
@@ -57,8 +68,9 @@ def configure(c: dict[str, Any], *, workers: Sequence[str], repourl: str | None 
         *checkout(),
         GrockerPlan(**common),
         GrockerGraph(scheduler=names["trigger"], extra_properties={"grocker_push": push}, haltOnFailure=True),
-        # All or none: the release tags move only after every member build succeeded.
-        *([GrockerRelease(root=root, grocker=grocker, env=dict(env or {}), haltOnFailure=True)] if push else []),
+        # The release moves only after every member build succeeded, one release of a workspace at a time.
+        *([GrockerRelease(root=root, grocker=grocker, env=dict(env or {}), haltOnFailure=True,
+                          locks=[release_lock(repourl or root).access("exclusive")])] if push else []),
     ])
     member = util.BuildFactory([*checkout(), *member_steps(plugin_stages=plugin_stages, **common)])
     c["builders"] += [

@@ -21,7 +21,7 @@ from typing import Any
 from buildbot import config
 from buildbot.process import buildstep
 from buildbot.process.properties import Property
-from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
+from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
 STAGES = ("wheel", "test", "image", "smoke", "push")
@@ -106,10 +106,13 @@ class GrockerPlan(GrockerStep):
 
 
 class GrockerRelease(GrockerStep):
-    """``grocker workspace release ROOT --json``: move every application's release tags, all or none.
+    """``grocker workspace release ROOT --json``: publish the release document, move the pointer, then the tags.
 
     Runs after the graph when every member succeeded; sets ``grocker_release`` (the release
-    document: application -> image digest, library versions) and keeps it as a log.
+    document: application -> image digest, library versions) and keeps it as a log. A release
+    that is published but left convenience tags behind (listed in the document's ``lagging``)
+    ends in WARNINGS: it is current, and the next run moves those tags. ``configure()`` gives
+    it an exclusive MasterLock per workspace, so two releases of one workspace never overlap.
     """
 
     name = "release"
@@ -125,10 +128,19 @@ class GrockerRelease(GrockerStep):
         cmd = [*exe, *self.command_words, self.root, "--json", *self.extra_args]
         return cmd + (["--release", self.release] if self.release else [])
 
+    @defer.inlineCallbacks
+    def run(self):  # type: ignore[no-untyped-def]
+        result = yield super().run()
+        if result == FAILURE and self.report and self.report.get("lagging"):
+            return WARNINGS
+        return result
+
     def apply_report(self, report: dict[str, Any]) -> None:
         self.setProperty("grocker_release", report, self.name)
         self.descriptionDone = [f"release {report.get('release')}",
                                 f"{len(report.get('applications') or {})} applications"]
+        if report.get("lagging"):
+            self.descriptionDone.append(f"{len(report['lagging'])} tags lag")
 
 
 class GrockerMemberStep(GrockerStep):

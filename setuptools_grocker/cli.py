@@ -39,6 +39,17 @@ def _tag(text: str) -> str:
     return text
 
 
+def _release_name(text: str) -> str:
+    from setuptools_grocker.errors import WorkspaceError
+    from setuptools_grocker.release import check_release_name
+
+    try:
+        check_release_name(_tag(text))
+    except WorkspaceError as exc:
+        raise argparse.ArgumentTypeError(exc.one_line()) from exc
+    return text
+
+
 def add_rollout_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for a healthy service")
     parser.add_argument("--health-interval", type=float, default=5.0, help="seconds between health checks")
@@ -118,13 +129,14 @@ def make_parser() -> argparse.ArgumentParser:
                           "default: all); what earlier stages made is reused")
     wsb.add_argument("--no-deps", action="store_true",
                      help="with --only: do not build dependencies; take their wheels from earlier builds or the index")
-    wsb.add_argument("--release", metavar="TAG", type=_tag,
+    wsb.add_argument("--release", metavar="TAG", type=_release_name,
                      help="with --push: also move TAG on every application image, and name the release document")
     wsb.set_defaults(func=cmd_ws_build)
-    rel = ws_sub.add_parser("release", help="move the release tags of every application in the registry, "
-                                            "all or none, and publish the release document")
+    rel = ws_sub.add_parser("release", help="publish the release document, move the release pointer to it, "
+                                            "then the applications' release tags")
     rel.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
-    rel.add_argument("--release", metavar="TAG", type=_tag, help="also move TAG, and name the release document")
+    rel.add_argument("--release", metavar="TAG", type=_release_name,
+                     help="name the release document, and move TAG on every application image")
     rel.add_argument("--only", nargs="+", metavar="NAME", help="release these applications only")
     rel.add_argument("--json", action="store_true", help="print the release document as JSON")
     rel.set_defaults(func=cmd_ws_release)
@@ -277,6 +289,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_ws_release(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
+    from setuptools_grocker.release import lagging_error
     from setuptools_grocker.workspace import load_workspace
     from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions
 
@@ -284,11 +297,15 @@ def cmd_ws_release(args: argparse.Namespace, progress: Progress) -> int:
     options = WorkspaceOptions(only=tuple(args.only or ()), push=True, release=args.release)
     document = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).release(name=args.release)
     if args.json:
-        print(json.dumps(document, indent=2))
+        print(json.dumps(document, indent=2), flush=True)
     else:
         progress.write(f"release {document['release']} published: {document['document']['image']}")
         for name, app in document["applications"].items():
             progress.write(f"  {name} {app['version']}  {app['image']}@{app['digest']}")
+    lagging = lagging_error(document)
+    if lagging is not None:
+        # The release is current (its JSON is printed above); the tags that lag fail the command.
+        raise lagging
     return 0
 
 

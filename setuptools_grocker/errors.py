@@ -109,6 +109,18 @@ class DiskFullError(GrockerError):
     exit_code = 16
 
 
+class ReleaseConflict(GrockerError):
+    """Another release got in the way: the pointer moved, the name is taken or superseded, or the lock is held."""
+
+    exit_code = 17
+
+
+class ReleaseIncomplete(GrockerError):
+    """The release is published (its pointer moved) but some convenience tags lag; running it again moves them."""
+
+    exit_code = 18
+
+
 def disk_full(where: object) -> DiskFullError:
     return DiskFullError(f"no space left on device writing {where}",
                          "free space there, or point cache-dir (GROCKER_CACHE_DIR) at a larger filesystem")

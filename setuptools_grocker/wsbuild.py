@@ -39,6 +39,7 @@ from setuptools_grocker.plugin.manager import BUILTIN, PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import git_commit_time, normalize_name
 from setuptools_grocker.registry import key_tag, manifest_digest
+from setuptools_grocker.release import lagging_error
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
 from setuptools_grocker.smoke import smoke_test
 from setuptools_grocker.wheelhouse import WheelIndex
@@ -525,18 +526,23 @@ class WorkspaceBuild:
             return
         report.extra["release"] = {"published": True, **document}
         self.progress.write(f"release {document['release']} published: {document['document']['image']}")
+        # Published: the pointer names it. Lagging convenience tags still fail the run, so a re-run moves them.
+        report.error = lagging_error(document)
 
     def release(self, results: Mapping[str, ProjectResult] | None = None, name: str | None = None) -> dict[str, Any]:
-        """Move the release tags of every application (of ``--only``'s selection), all or none.
+        """Publish the release of every application (of ``--only``'s selection); see :mod:`.release`.
 
         Called after a build with ``--push`` that succeeded, and by ``grocker workspace release``
-        (with no results: the key tags in the registry are the build's).
+        (with no results: the key tags in the registry are the build's). Serialised with any
+        other release of this workspace on this machine by ``.grocker/release.lock``. The
+        returned document lists in ``lagging`` the convenience tags that could not be moved.
         """
         from setuptools_grocker import __version__
         from setuptools_grocker.build import extra_tags
         from setuptools_grocker.project import git_revision
-        from setuptools_grocker.release import AppRelease, publish_release
+        from setuptools_grocker.release import AppRelease, check_release_name, publish_release
 
+        check_release_name(name)
         if not self.keys:
             with Engine(Progress(quiet=True)) as engine:
                 self._compute_keys(engine)
@@ -564,7 +570,8 @@ class WorkspaceBuild:
         with self.progress.stage("release"):
             document = publish_release(apps, document_repo=f"{registry}/{repo}", release=name,
                                        libraries=libraries, workspace=self.ws.root.name, tool_version=__version__,
-                                       info=self.progress.info)
+                                       lock_path=self.ws.state_dir / "release.lock",
+                                       carried=sorted(set(self.ws.order) - selected), info=self.progress.info)
         releases = self.ws.state_dir / "releases"
         releases.mkdir(parents=True, exist_ok=True)
         write_json_atomic(releases / f"{document['release']}.json", document)

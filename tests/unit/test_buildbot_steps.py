@@ -5,7 +5,7 @@ import json
 
 import pytest
 from buildbot.process.properties import Property
-from buildbot.process.results import FAILURE, SUCCESS
+from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
 from buildbot.test.reactor import TestReactorMixin
 from buildbot.test.steps import ExpectShell, TestBuildStepMixin
 from twisted.internet import defer
@@ -220,3 +220,94 @@ def test_member_steps_place_plugin_stages_by_position() -> None:
     steps = member_steps(plugin_stages=[("frontend", "after-compile", ("application",)),
                                         ("lint", "before-compile", ("library", "application"))], root=".")
     assert [s.name for s in steps] == ["lint", "wheel", "frontend", "test", "image", "smoke", "push"]
+
+
+def release_document(lagging: list[dict[str, str]]) -> dict[str, object]:
+    return {"release": "r1", "applications": {"web": {"digest": "sha256:1"}, "api": {"digest": "sha256:2"}},
+            "document": {"image": "reg:5000/shop-release:r1", "digest": "sha256:d",
+                         "pointer": "reg:5000/shop-release:latest"},
+            "lagging": lagging}
+
+
+def release_step_of(c: dict[str, object]) -> object:
+    """The GrockerRelease step (factory) of the nightly builder that ``configure()`` added to ``c``."""
+    from buildbot_grocker import GrockerRelease
+
+    factory = c["builders"][0].factory  # type: ignore[index]
+    return next(s for s in factory.steps if s.step_class is GrockerRelease)
+
+
+def test_configure_serialises_the_releases_of_one_workspace() -> None:
+    from buildbot.locks import LockAccess, MasterLock
+
+    from buildbot_grocker import configure
+
+    def lock_of(**kwargs: object) -> LockAccess:
+        c: dict[str, object] = {}
+        configure(c, workers=["w1"], push=True, **kwargs)  # type: ignore[arg-type]
+        (access,) = release_step_of(c).kwargs["locks"]  # type: ignore[attr-defined]
+        return access
+
+    nightly = lock_of(repourl="file:///srv/shop.git", prefix="nightly")
+    assert isinstance(nightly.lockid, MasterLock) and nightly.mode == "exclusive"
+    # Another builder set for the same workspace (another prefix, branch, or worker) takes the same lock ...
+    assert lock_of(repourl="file:///srv/shop.git", prefix="hotfix", branch="hotfix") == nightly
+    # ... another workspace another one.
+    assert lock_of(repourl="file:///srv/till.git").lockid != nightly.lockid
+    assert lock_of(path="/srv/shop").lockid == MasterLock("grocker-release:/srv/shop")
+
+
+class TestReleaseStep(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.setup_test_reactor()
+        yield self.setup_test_build_step()
+
+    command = ["grocker", "workspace", "release", "ws", "--json", "--release", "r1"]
+
+    @defer.inlineCallbacks
+    def test_a_published_release_with_lagging_tags_warns(self):  # type: ignore[no-untyped-def]
+        from buildbot_grocker import GrockerRelease
+
+        document = release_document([{"tag": "reg:5000/web:r1", "error": "HTTP 503"}])
+        self.setup_step(GrockerRelease(root="ws", release="r1"))
+        self.expect_commands(ExpectShell(workdir="wkdir", command=self.command, log_environ=False)
+                             .stdout(json.dumps(document)).exit(18))
+        self.expect_outcome(result=WARNINGS, state_string="release r1 2 applications 1 tags lag (warnings)")
+        self.expect_property("grocker_release", document, "release")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_a_release_that_did_not_publish_fails(self):  # type: ignore[no-untyped-def]
+        from buildbot_grocker import GrockerRelease
+
+        self.setup_step(GrockerRelease(root="ws", release="r1"))
+        self.expect_commands(ExpectShell(workdir="wkdir", command=self.command, log_environ=False)
+                             .stderr("grocker: error: the release pointer moved under you (another release?)\n")
+                             .exit(17))
+        self.expect_outcome(result=FAILURE)
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_the_release_waits_for_the_workspace_lock(self):  # type: ignore[no-untyped-def]
+        """The step configure() makes does not start while another release holds the master lock."""
+        from buildbot_grocker import configure
+
+        c: dict[str, object] = {}
+        configure(c, workers=["w1"], path="ws", push=True)
+        step = release_step_of(c)
+        (access,) = step.kwargs["locks"]  # type: ignore[attr-defined]
+        lock = yield self.master.botmaster.getLockByID(access.lockid, 0)
+        other_release = object()
+        lock.claim(other_release, access)
+        self.setup_step(step)
+        self.expect_commands(ExpectShell(workdir="wkdir", command=["grocker", "workspace", "release", "ws", "--json"],
+                                         log_environ=False).stdout(json.dumps(release_document([]))).exit(0))
+        self.expect_outcome(result=SUCCESS)
+        running = self.run_step()
+        self.reactor.advance(5)
+        self.assertFalse(running.called, "the release ran while another release held the lock")
+        self.assertTrue(self.get_nth_step(0)._waitingForLocks)
+        lock.release(other_release, access)
+        self.reactor.advance(1)
+        yield running
