@@ -10,11 +10,12 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from setuptools_grocker import __version__
+from setuptools_grocker import __version__, smoke
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import Config, check_default_command
 from setuptools_grocker.engine import Engine
@@ -39,14 +40,23 @@ from setuptools_grocker.image import (
     runtime_labels,
 )
 from setuptools_grocker.pipconf import forward
-from setuptools_grocker.plugin import StageContext, apply
-from setuptools_grocker.plugin.manager import BUILTIN, PluginManager
+from setuptools_grocker.plugin import Stage, StageContext, apply, impl
+from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import Source, git_commit_time, git_revision, normalize_name
 from setuptools_grocker.report import ProjectResult, write_json_atomic
 from setuptools_grocker.smoke import smoke_test
 
 STATE_FILE = "state.json"
+#: The modules whose hook implementations are the built-in behaviour: this one (the stages)
+#: and smoke (the default smoke commands). Registered as they are, like any plugin module.
+BUILTIN_PLUGINS = (sys.modules[__name__], smoke)
+
+
+def plugin_manager(plugins: Sequence[str], environ: Mapping[str, str],
+                   write: Callable[[str], None] | None = None) -> PluginManager:
+    """The plugins of one build: the built-ins, the entry points, then ``plugins`` (the config key)."""
+    return PluginManager(builtins=BUILTIN_PLUGINS, extra=plugins, environ=environ, write=write)
 
 
 def cache_home(environ: Mapping[str, str]) -> Path:
@@ -155,7 +165,7 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
 
 def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine: Engine,
          result: ProjectResult) -> None:
-    plugins = PluginManager(extra=config.plugins, environ=environ, write=progress.write)
+    plugins = plugin_manager(config.plugins, environ, progress.write)
     config = apply.configure(plugins, config)
     check_default_command(config)
     files = apply.image_files(plugins, config)
@@ -190,7 +200,7 @@ def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine:
                          images=images, result=result, files=files, compile_env=compile_env,
                          smoke_commands=apply.smoke_commands(plugins, config))
     for stage in apply.stages(plugins, config):
-        with progress.stage(stage.name if stage.plugin == BUILTIN else f"{stage.name} [{stage.plugin}]"):
+        with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
             try:
                 stage.run(ctx)
             except GrockerError:
@@ -208,11 +218,21 @@ def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine:
         "version": result.version, "wheel": result.wheel, "distributions": result.distributions,
         "digest": result.digest,
     })
-    plugins.call("grocker_after_publish", config=config, result=result)
+    plugins.grocker_after_publish(config, result)
     _prune_wheelhouse(config.state_dir / "wheelhouse", keep=key)
 
 
-# -- the built-in stages (registered by setuptools_grocker.plugin.builtin) ----------------------
+# -- the built-in stages: this module is registered as a plugin (BUILTIN_PLUGINS) ------------------
+
+@impl(tryfirst=True)  # first in their positions, as a plugin's stage at the same position expects
+def grocker_stages(config: Config) -> Sequence[Stage]:
+    return [
+        Stage("compile", "compile", stage_compile),
+        Stage("image", "image", stage_image),
+        Stage("smoke test", "smoke", stage_smoke),
+        Stage("push", "push", stage_push),
+    ]
+
 
 def stage_compile(ctx: StageContext) -> None:
     a, config = ctx.artifacts, ctx.config

@@ -385,14 +385,14 @@ def cmd_stop(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_plugins(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
+    from setuptools_grocker.build import plugin_manager
     from setuptools_grocker.config import load_config
-    from setuptools_grocker.plugin.manager import PluginManager
 
     project = Path(args.project)
     extra: tuple[str, ...] = ()
     if (project / "pyproject.toml").is_file() or (project / "grocker.toml").is_file():
         extra = load_config(project, environ=os.environ, warn=progress.warn).plugins
-    manager = PluginManager(extra=extra, environ=os.environ, write=progress.write)
+    manager = plugin_manager(extra, os.environ, progress.write)
     if args.json:
         print(json.dumps([{"name": p.name, "origin": p.origin, "hooks": list(p.hooks)} for p in manager.loaded],
                          indent=2))

@@ -14,11 +14,18 @@ import urllib.request
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import SmokeTestError
+from setuptools_grocker.plugin import impl
 from setuptools_grocker.progress import Progress
 
 
 def default_commands(config: Config) -> list[list[str]]:
     return [["check"]] + ([list(config.smoke_test.command)] if config.smoke_test.command else [])
+
+
+@impl(tryfirst=True)  # ``check`` (imports, scripts) before anything a plugin adds
+def grocker_smoke_tests(config: Config) -> list[list[str]]:
+    """The built-in smoke commands (this module is registered as a built-in plugin)."""
+    return default_commands(config)
 
 
 def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from setuptools_grocker.build import cache_home, default_reference, push_runtime_image
+from setuptools_grocker.build import cache_home, default_reference, plugin_manager, push_runtime_image
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, check_default_command
 from setuptools_grocker.engine import Engine
@@ -35,7 +35,7 @@ from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError,
 from setuptools_grocker.image import BaseImages, ensure_base_images, root_key
 from setuptools_grocker.pipconf import PipForward, forward
 from setuptools_grocker.plugin import StageContext, apply
-from setuptools_grocker.plugin.manager import BUILTIN, PluginManager
+from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import git_commit_time, normalize_name
 from setuptools_grocker.registry import key_tag, manifest_digest
@@ -119,7 +119,7 @@ class WorkspaceBuild:
         # Plugins, per member (the plugins key may differ): configuration applied once, here.
         self.plugins: dict[str, PluginManager] = {}
         for m in ws.members.values():
-            pm = PluginManager(extra=m.config.plugins, environ=environ, write=progress.write)
+            pm = plugin_manager(m.config.plugins, environ, progress.write)
             m.config = apply.configure(pm, m.config)
             check_default_command(m.config)
             m.plugin_key = apply.identity(pm, apply.image_files(pm, m.config), apply.compile_environment(pm, m.config))
@@ -315,8 +315,8 @@ class WorkspaceBuild:
         ran = False
         wanted_plugin_stages = [s[len("plugin:"):] for s in self.options.stages if s.startswith("plugin:")]
         if wanted_plugin_stages:
-            known = {st.name: st for st in apply.stages(self.plugins[member.name], member.config)
-                     if st.plugin != BUILTIN}
+            pm = self.plugins[member.name]
+            known = {st.name: st for st in apply.stages(pm, member.config) if not pm.is_builtin(st.plugin)}
             for name in wanted_plugin_stages:
                 if name not in known:
                     raise WorkspaceError(f"no plugin stage named '{name}' for {member.name}",
@@ -355,7 +355,7 @@ class WorkspaceBuild:
                 published = ProjectResult(name=member.name, version=member.version, kind=member.kind)
                 self._fill_result(member, done, published)
                 published.status = "built"
-                self.plugins[member.name].call("grocker_after_publish", config=member.config, result=published)
+                self.plugins[member.name].grocker_after_publish(member.config, published)
         self._fill_result(member, done, result)
         result.status = "built" if ran else "cached"
         if ran and self.index is not None and member.kind == "library" and \
@@ -366,7 +366,7 @@ class WorkspaceBuild:
                        done: dict[str, Any], progress: Progress) -> None:
         """Plugin stages at ``position``; files they add for the image are kept in the state."""
         pm = self.plugins[member.name]
-        todo = [s for s in apply.stages(pm, member.config) if s.position == position and s.plugin != BUILTIN]
+        todo = [s for s in apply.stages(pm, member.config) if s.position == position and not pm.is_builtin(s.plugin)]
         if self.options.stages:  # staged runs (one Buildbot step per stage): plugin stages only by name
             todo = [s for s in todo if f"plugin:{s.name}" in self.options.stages]
         if not todo:

@@ -23,11 +23,23 @@ Make it found by either
 * the project's configuration: ``plugins = ["my_grocker_plugin"]`` (importable module).
 
 ``grocker plugins`` lists what is loaded and from where; ``GROCKER_DISABLE_PLUGINS=name``
-blocks a plugin; ``GROCKER_TRACE_PLUGINS=1`` prints every hook call. Hooks run in
-registration order: built-ins, entry points (by name), then the ``plugins`` key. A plugin
-that raises or returns the wrong type fails the build naming the plugin and the hook.
-The built-in stages and checks are themselves a plugin
-(:mod:`setuptools_grocker.plugin.builtin`).
+blocks a plugin; ``GROCKER_TRACE_PLUGINS=1`` prints every hook call. Plugins are registered
+in this order: built-ins, entry points (by name), then the ``plugins`` key; pluggy calls
+them ``tryfirst`` first, then the most recently registered first, ``trylast`` last, and runs
+wrappers around them all::
+
+    @impl(tryfirst=True)
+    def grocker_configure(config):  # sees what implementations called earlier changed
+        return {"labels": {**config.labels, "com.example.team": "payments"}}
+
+    @impl(wrapper=True)
+    def grocker_runtime_image(config):
+        contributions = yield  # every plugin's ImageContribution
+        return [c for c in contributions if "com.example.unwanted" not in c.labels]
+
+A plugin that raises or returns the wrong type fails the build naming the plugin and the
+hook. The built-in stages and checks are themselves plugins: the modules that implement
+them, :mod:`setuptools_grocker.build` and :mod:`setuptools_grocker.smoke`.
 """
 from __future__ import annotations
 

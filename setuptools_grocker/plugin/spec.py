@@ -2,6 +2,8 @@
 
 Implement them with ``@setuptools_grocker.plugin.impl`` in a module, and register the
 module under the entry point group ``grocker`` (or list it in the ``plugins`` config key).
+Every hook is called through pluggy: ``@impl(tryfirst=True)``/``trylast`` order the
+implementations, ``@impl(wrapper=True)`` (or ``hookwrapper=True``) wraps them all.
 """
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ def grocker_configure(config: Config) -> Mapping[str, Any] | None:  # type: igno
     """Adjust the configuration before anything is built.
 
     Return a mapping of :class:`~setuptools_grocker.config.Config` field names to new
-    values (``{"run_packages": (..., "nginx-light")}``), or None. Plugins run in
-    registration order; later ones see the changes of earlier ones.
+    values (``{"run_packages": (..., "nginx-light")}``), or None. Implementations are
+    called in pluggy's order (tryfirst ones first, then the most recently registered
+    first); each receives ``config`` with the changes of those called before it. A wrapper
+    receives the original ``config``; the list of changes it returns is applied in order.
     """
 
 
@@ -35,8 +39,9 @@ def grocker_stages(config: Config) -> Sequence[Stage] | None:  # type: ignore[em
     Each :class:`~setuptools_grocker.plugin.stages.Stage` has a name, a position
     (``before-``/``after-`` ``compile``, ``test``, ``image``, ``smoke``, ``push``, or one
     of those slots itself) and a ``run(context)``
-    callable. Stages of one position run in registration order. The built-in stages are
-    contributed through this hook too.
+    callable. Stages of one position run in the order pluggy called their implementations.
+    The built-in stages are contributed through this hook too (``tryfirst``: they open
+    their positions).
     """
 
 

@@ -17,15 +17,35 @@ from tests.integration.conftest import grocker, remove_images
 PACKAGES = Path(__file__).resolve().parent.parent / "packages"
 
 
-@pytest.fixture(scope="module")
-def testkit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """pip-installs the testkit plugin into its own directory; PYTHONPATH makes it visible."""
+def install(tmp_path_factory: pytest.TempPathFactory, package: str) -> str:
+    """pip-installs a plugin package into its own directory (for PYTHONPATH); returns that directory."""
     target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / "testkit"  # pip builds in-tree: keep the repository clean
-    shutil.copytree(PACKAGES / "grocker-plugin-testkit", source)
+    source = tmp_path_factory.mktemp("src") / package  # pip builds in-tree: keep the repository clean
+    shutil.copytree(PACKAGES / package, source)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                     str(source)], check=True, capture_output=True)
-    return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    return str(target)
+
+
+def pythonpath(*targets: str) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([*targets, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
+@pytest.fixture(scope="module")
+def testkit_site(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return install(tmp_path_factory, "grocker-plugin-testkit")
+
+
+@pytest.fixture(scope="module")
+def testkit(testkit_site: str) -> dict[str, str]:
+    """The testkit plugin, found through its entry point."""
+    return pythonpath(testkit_site)
+
+
+@pytest.fixture(scope="module")
+def testkit_and_ordering(tmp_path_factory: pytest.TempPathFactory, testkit_site: str) -> dict[str, str]:
+    """The testkit and a second plugin that uses tryfirst and wraps grocker_runtime_image."""
+    return pythonpath(install(tmp_path_factory, "grocker-plugin-ordering"), testkit_site)
 
 
 def events(log: Path) -> list[dict[str, object]]:
@@ -46,7 +66,9 @@ def test_plugins_lists_the_entry_point(testkit: dict[str, str]) -> None:
     assert set(plugins["testkit"]["hooks"]) == {
         "grocker_configure", "grocker_stages", "grocker_compile_environment", "grocker_runtime_image",
         "grocker_smoke_tests", "grocker_after_publish"}
-    assert plugins["setuptools_grocker.plugin.builtin"]["origin"] == "builtin"
+    assert plugins["setuptools_grocker.build"] == {"name": "setuptools_grocker.build", "origin": "builtin",
+                                                   "hooks": ["grocker_stages"]}
+    assert plugins["setuptools_grocker.smoke"]["origin"] == "builtin"
 
 
 def test_a_plugin_changes_a_real_image(client: docker.DockerClient, testkit: dict[str, str], tmp_path: Path) -> None:
@@ -68,6 +90,45 @@ def test_a_plugin_changes_a_real_image(client: docker.DockerClient, testkit: dic
         # The stage order in the output: custom stages are named with their plugin.
         assert "==> testkit before-compile [testkit]" in run.err
         assert "plugin trace: grocker_stages -> testkit" in run.err
+    finally:
+        remove_images(client, tag)
+
+
+def test_pluggy_order_configure_chaining_and_a_wrapper_on_a_real_build(
+        client: docker.DockerClient, testkit_and_ordering: dict[str, str], tmp_path: Path) -> None:
+    """Two entry-point plugins: 'ordering' (registered first, but tryfirst) and the testkit.
+
+    Both append to one label in grocker_configure: the image has both values, the tryfirst
+    one first, and the testkit saw ordering's change. Ordering's stage at after-compile runs
+    before the testkit's (tryfirst), and its wrapper changed the testkit's contribution.
+    """
+    log = tmp_path / "events.jsonl"
+    tag = "grocker-test/plugin-ordering:1"
+    listed = subprocess.run([sys.executable, "-m", "setuptools_grocker", "plugins", "--json"], capture_output=True,
+                            text=True, env={**os.environ, **testkit_and_ordering}, check=True).stdout
+    assert {p["name"]: p["origin"] for p in json.loads(listed)}["ordering"] == \
+        "entry point of grocker-plugin-ordering 0.1.0"
+    run = grocker("build", str(project(tmp_path)), "--tag", tag, report=tmp_path / "r.json",
+                  env={**testkit_and_ordering, "TESTKIT_LOG": str(log), "GROCKER_TRACE_PLUGINS": "1"})
+    try:
+        assert run.code == 0, run.err[-3000:]
+        labels = client.images.get(tag).labels
+        assert labels["com.example.chain"] == "ordering,testkit"
+        assert labels["com.example.testkit"] == "1, wrapped by ordering"
+        assert labels["com.example.configured"] == "yes"
+        seen = events(log)
+        configure = [(e["plugin"], e["labels"].get("com.example.chain")) for e in seen if e["event"] == "configure"]
+        assert configure[:2] == [("ordering", None), ("testkit", "ordering")]
+        stages = [(e["plugin"], e["name"]) for e in seen if e["event"] == "stage"]
+        assert stages == [("testkit", "before-compile"), ("ordering", "after-compile"), ("testkit", "after-compile"),
+                          ("testkit", "after-image"), ("testkit", "after-smoke")]
+        wrapped = [e for e in seen if e["event"] == "wrapped"][0]
+        assert {"com.example.testkit": "1"} in wrapped["labels"]  # the wrapper saw the testkit's contribution
+        order = [ln for ln in run.err.splitlines() if ln.startswith("plugin trace: grocker_configure ->")][:2]
+        assert order == ["plugin trace: grocker_configure -> ordering [tryfirst]",
+                         "plugin trace: grocker_configure -> testkit"]
+        assert "plugin trace: grocker_runtime_image -> ordering [wrapper]" in run.err
+        assert "==> ordering after-compile [ordering]" in run.err
     finally:
         remove_images(client, tag)
 

@@ -17,13 +17,17 @@ def record(event, **data):
 
 @impl
 def grocker_configure(config):
-    record("configure", labels=dict(config.labels))
-    return {"labels": {**config.labels, "com.example.configured": "yes"}}
+    # Each implementation sees the changes of those called before it: com.example.chain is a
+    # comma-separated list that every plugin appends its name to.
+    record("configure", plugin="testkit", labels=dict(config.labels))
+    chain = config.labels.get("com.example.chain")
+    return {"labels": {**config.labels, "com.example.configured": "yes",
+                       "com.example.chain": f"{chain},testkit" if chain else "testkit"}}
 
 
 def _stage(name):
     def run(ctx):
-        record("stage", name=name, project=ctx.config.project_dir.name, image_id=ctx.image_id)
+        record("stage", name=name, plugin="testkit", project=ctx.config.project_dir.name, image_id=ctx.image_id)
         if name == "after-image":
             out = ctx.run_in_image(["run", "cat", "/opt/testkit/hello.txt"])
             record("in-image", exit_code=out.exit_code, output=out.output.strip())
