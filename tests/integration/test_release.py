@@ -385,7 +385,7 @@ def test_a_key_tag_with_another_digest_moves_nothing(lab: Lab) -> None:
 
 
 def test_an_unreadable_key_tag_is_an_error_not_a_missing_one(lab: Lab) -> None:
-    lab.stub.rules[("HEAD", f"/v2/{lab.repo('api')}/manifests/k.*")] = 500
+    lab.stub.rules[("GET", f"/v2/{lab.repo('api')}/manifests/k.*")] = 500
     with pytest.raises(RegistryError, match="HTTP 500.*no release tag was moved"):
         lab.publish(lab.r2(), "r2")
     assert lab.state() == released_r1(lab)
@@ -393,7 +393,7 @@ def test_an_unreadable_key_tag_is_an_error_not_a_missing_one(lab: Lab) -> None:
 
 def test_an_unreadable_pointer_stops_the_release(lab: Lab) -> None:
     """A pointer that cannot be read could not be checked later: the release does not start."""
-    lab.stub.rules[("HEAD", f"/v2/{lab.doc_repo}/manifests/latest")] = 500
+    lab.stub.rules[("GET", f"/v2/{lab.doc_repo}/manifests/latest")] = 500
     with pytest.raises(RegistryError, match="reading the release pointer failed: .*HTTP 500"):
         lab.publish(lab.r2(), "r2")
     assert lab.state() == released_r1(lab)
