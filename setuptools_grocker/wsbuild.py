@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from setuptools_grocker.build import cache_home, default_reference, push_runtime_image
+from setuptools_grocker.build import cache_home, default_reference, pip_cache_dir, push_runtime_image
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, check_default_command
 from setuptools_grocker.engine import Engine
@@ -603,7 +603,7 @@ class WorkspaceBuild:
         return compile_wheels(
             engine, config, compiler=images.compiler, source=member.source, local_sources=[], pip=self.pip,
             wheelhouse_root=self.ws.state_dir / "wheels" / member.name, key=entry.key,
-            pip_cache=cache_home(self.environ) / "pip", source_date_epoch=epoch, progress=progress,
+            pip_cache=pip_cache_dir(self.environ, self.ws.root), source_date_epoch=epoch, progress=progress,
             internal_wheels=internal, mode=mode, test=test, what=member.name, test_wheel=test_wheel,
             extra_env=extra_env, pre_commands=pre_commands,
         )
