@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import json
+import os
 import re
 import threading
 import time
@@ -358,7 +359,7 @@ class Engine:
             # same snapshot as any container of the run.
             listed = self._call("list containers", self.client.api.containers, all=True,
                                 filters={"label": OWNER_LABEL})
-            now = engine_time(self.client)
+            now = self._call("read the engine's clock", engine_time, self.client)
         except docker.errors.APIError:
             return 0
         seen = [Seen(name=((c.get("Names") or [""])[0]).lstrip("/"), labels=c.get("Labels") or {},
@@ -575,10 +576,10 @@ class Container:
         return elapsed
 
 
-def _new_client(base_url: str | None) -> Any:
+def _new_client(base_url: str | None, timeout: int = 120) -> Any:
     if base_url:
-        return docker.DockerClient(base_url=base_url, version="auto", timeout=120)
-    return docker.from_env(version="auto", timeout=120)
+        return docker.DockerClient(base_url=base_url, version="auto", timeout=timeout)
+    return docker.from_env(version="auto", timeout=timeout)
 
 
 _ENGINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -605,11 +606,12 @@ class _Lease:
     heartbeat (then a reaper removes it with the run's containers).
     """
 
-    _held: dict[str, _Lease] = {}
+    _held: dict[tuple[int, str], _Lease] = {}
     _lock = threading.Lock()
 
     def __init__(self, base_url: str | None, image: str) -> None:
-        self._client = _new_client(base_url)
+        # Short calls: a hung engine must not hold the process's exit for long.
+        self._client = _new_client(base_url, timeout=30)
         self._image = image
         self._id = ""
         self._stop = threading.Event()
@@ -619,8 +621,10 @@ class _Lease:
 
     @classmethod
     def hold(cls, base_url: str | None, image: str) -> None:
+        # By process too: a forked child has a run ID of its own, and no heartbeat thread.
+        key = (os.getpid(), base_url or "")
         with cls._lock:
-            if (base_url or "") in cls._held:
+            if key in cls._held:
                 return
             try:
                 lease = cls(base_url, image)
@@ -629,13 +633,14 @@ class _Lease:
                                    "check that the engine answers and that the image exists") from exc
             if not cls._held:
                 atexit.register(cls.release_all)
-            cls._held[base_url or ""] = lease
+            cls._held[key] = lease
 
     @classmethod
     def release_all(cls) -> None:
         with cls._lock:
-            for lease in cls._held.values():
-                lease.release()
+            for (pid, _), lease in cls._held.items():
+                if pid == os.getpid():
+                    lease.release()
             cls._held.clear()
 
     def _create(self) -> None:
