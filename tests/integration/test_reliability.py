@@ -303,7 +303,7 @@ def test_reaper_spares_a_live_build_of_another_pid_namespace(tmp_path: Path, cli
     """
     project = write_project(tmp_path / "slow", "slow-build")
     (project / "setup.py").write_text("import sys, time\nfrom setuptools import setup\n"
-                                      "if 'bdist_wheel' in sys.argv:\n    time.sleep(25)\nsetup()\n")
+                                      "if 'bdist_wheel' in sys.argv:\n    time.sleep(10)\nsetup()\n")
     tag = f"grocker-test/slow-build:{run_id}"
     pid = free_pid()
     owned = {"label": OWNER_LABEL}
