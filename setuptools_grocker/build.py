@@ -67,6 +67,18 @@ def cache_home(environ: Mapping[str, str]) -> Path:
     return Path(xdg) / "setuptools-grocker"
 
 
+def pip_cache_dir(environ: Mapping[str, str], scope: Path) -> Path:
+    """The pip cache of one trust scope (a workspace root, or the directory of a single project).
+
+    The compile container mounts its pip cache writable, so any build backend it runs can
+    rewrite the cached wheels: a cache shared by every build would let one project's build
+    code plant wheels in another's image. Projects of one scope trust each other; a scope
+    never sees another's cache.
+    """
+    digest = hashlib.sha256(str(scope.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return cache_home(environ) / "pip" / digest
+
+
 def tag_safe(version: str) -> str:
     """A PEP 440 version as a Docker tag ('+' is not allowed in tags)."""
     return version.replace("+", "-")
@@ -242,7 +254,7 @@ def stage_compile(ctx: StageContext) -> None:
     wheels = compile_wheels(
         ctx.engine, config, compiler=a["images"].compiler, source=a["source"], local_sources=a["local_sources"],
         pip=a["pip"], wheelhouse_root=config.state_dir / "wheelhouse", key=a["key"],
-        pip_cache=cache_home(environ) / "pip", source_date_epoch=epoch, progress=ctx.progress,
+        pip_cache=pip_cache_dir(environ, config.project_dir), source_date_epoch=epoch, progress=ctx.progress,
         extra_env=env, pre_commands=commands,
     )
     result: ProjectResult = a["result"]

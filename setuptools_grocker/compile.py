@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,11 @@ from typing import Any, Mapping, Sequence
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
-from setuptools_grocker.errors import CompileError, disk_full
+from setuptools_grocker.errors import CompileError, ProjectError, disk_full
 from setuptools_grocker.image import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipconf import PipForward
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import Source, normalize_name, scm_version
+from setuptools_grocker.project import Source, metadata_fields, normalize_name, scm_version
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,46 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         return Wheelhouse(final, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def container_metadata(engine: Engine, *, compiler: str, source: Source, pip: PipForward, pip_cache: Path,
+                       progress: Progress) -> dict[str, Any]:
+    """The PEP 517 metadata of ``source``, prepared by its build backend in a compiler container.
+
+    For workspace members that are not trusted to run code on the host. The container is
+    the compile stage's (the user's uid, the source read-only, the member's own pip cache);
+    what it reports is checked before use, since the member's code wrote it.
+    """
+    with tempfile.TemporaryDirectory(prefix="grocker-metadata-") as tmp:
+        out, job = Path(tmp) / "out", Path(tmp) / "job"
+        out.mkdir()
+        job.mkdir()
+        (job / "job.json").write_text(json.dumps({"mode": "metadata", "src": "/src", "files": list(source.files),
+                                                  "out": "/out"}))
+        pip_cache.mkdir(parents=True, exist_ok=True)
+        result = engine.run(
+            compiler, [f"{BUILD_VENV}/bin/python", "/grocker/compile_driver.py", "/job/job.json"],
+            mounts=[Mount(source.root, "/src"), Mount(out, "/out", read_only=False), Mount(job, "/job"),
+                    Mount(RESOURCES, "/grocker"), Mount(pip_cache, "/pip-cache", read_only=False), *pip.mounts],
+            env={**pip.env, "PIP_CACHE_DIR": "/pip-cache", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
+                 "PIP_PROGRESS_BAR": "off", "HOME": "/tmp"},
+            user=f"{os.getuid()}:{os.getgid()}", secret_env=pip.secret_env, stream=False)
+        if result.exit_code != 0:
+            cause = pip_failure_cause(result.output) or f"exit code {result.exit_code}"
+            raise ProjectError(f"cannot prepare the metadata of {source.root} (in the compiler container): {cause}",
+                               "check that `python -m build --wheel` works in that project", details=result.tail(30))
+        try:
+            report = json.loads((out / "report.json").read_text())
+            meta = report["install"][0]["metadata"]
+            fields = (meta["name"], meta["version"], meta.get("requires_dist", []), meta.get("provides_extra", []))
+            if not all(isinstance(f, str) for f in fields[:2]) or not all(
+                    isinstance(lst, list) and all(isinstance(x, str) for x in lst) for lst in fields[2:]):
+                raise ValueError("unexpected types")
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ProjectError(f"the metadata of {source.root} prepared in the compiler container is unreadable "
+                               f"({exc})", "check that `python -m build --wheel` works in that project") from exc
+    progress.info(f"metadata of {fields[0]} {fields[1]} prepared in the compiler container")
+    return metadata_fields(*fields)
 
 
 def pip_failure_cause(output: str) -> str | None:

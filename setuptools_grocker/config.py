@@ -71,6 +71,7 @@ WORKSPACE_KEYS: dict[str, tuple[str, Any]] = {
     "workspace.wheelhouse": ("str", None),
     "workspace.index-url": ("str", None),
     "workspace.release-image": ("str", None),
+    "workspace.untrusted": ("list", ()),
 }
 
 _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")

@@ -7,9 +7,12 @@ so a user can replay it by hand. It is also the only module that imports the doc
 """
 from __future__ import annotations
 
+import atexit
+import datetime
 import json
 import os
-import socket
+import re
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -23,6 +26,20 @@ from setuptools_grocker.errors import (
     ImageBuildError,
     RegistryError,
 )
+from setuptools_grocker.ownership import (
+    HEARTBEAT,
+    LEASE_LABEL,
+    LEASE_TTL,
+    OWNER_LABEL,
+    PID_LABEL,
+    Seen,
+    lease_deadline,
+    lease_labels,
+    lease_name,
+    orphaned,
+    own_labels,
+    run_id,
+)
 from setuptools_grocker.progress import Progress
 
 try:  # imported here only: the rest of the package never imports docker.
@@ -32,9 +49,7 @@ try:  # imported here only: the rest of the package never imports docker.
 except ImportError:  # pragma: no cover
     docker = None  # type: ignore[assignment]
 
-OWNER_LABEL = "io.grocker.owner"
-# host:pid of the grocker process that created a container, to find the orphans of killed builds.
-PID_LABEL = "io.grocker.pid"
+__all__ = ["Engine", "Container", "Mount", "RunResult", "OWNER_LABEL", "PID_LABEL", "engine_time"]
 
 
 @dataclass(frozen=True)
@@ -74,10 +89,7 @@ class Engine:
         if docker is None:  # pragma: no cover
             raise EngineUnavailable("the 'docker' Python package is not installed", "pip install docker")
         try:
-            if self._base_url:
-                self._client = docker.DockerClient(base_url=self._base_url, version="auto", timeout=120)
-            else:
-                self._client = docker.from_env(version="auto", timeout=120)
+            self._client = _new_client(self._base_url)
             self._client.ping()
         except (docker.errors.DockerException, OSError) as exc:
             where = self._base_url or "the DOCKER_HOST or unix:///var/run/docker.sock"
@@ -313,6 +325,8 @@ class Engine:
                 user: str | None = None, workdir: str | None = None, entrypoint: list[str] | None = None,
                 network: str | None = None, ports: Mapping[str, Any] | None = None,
                 name: str | None = None) -> Any:
+        # The lease exists before any container of the run: a reaper that sees the container sees it.
+        _Lease.hold(self._base_url, image)
         try:
             return self._call(
                 "create a container",
@@ -327,7 +341,7 @@ class Engine:
                 entrypoint=entrypoint,
                 network_mode=network,
                 ports=dict(ports or {}),
-                labels={OWNER_LABEL: "setuptools-grocker", PID_LABEL: f"{socket.gethostname()}:{os.getpid()}"},
+                labels=own_labels(),
                 name=name,
                 detach=True,
             )
@@ -336,24 +350,34 @@ class Engine:
                                "check that the image exists and the paths mounted are valid") from exc
 
     def reap_orphans(self) -> int:
-        """Remove containers left by grocker processes of this host that no longer exist.
+        """Remove the containers of grocker runs that are gone (see :mod:`setuptools_grocker.ownership`).
 
-        A build killed with SIGKILL cannot remove its containers; the next build does.
+        A build killed with SIGKILL cannot remove its containers; the next build does. A run
+        of this machine and PID namespace is gone when its process is; any other run when its
+        lease in the engine has expired. Containers of live runs, wherever they run, stay.
         """
-        host = socket.gethostname()
-        removed = 0
         try:
-            containers = self._call("list containers", self.client.containers.list, all=True,
-                                    filters={"label": OWNER_LABEL})
+            # One listing: a run's lease is created before its containers, so it is in the
+            # same snapshot as any container of the run.
+            listed = self._call("list containers", self.client.api.containers, all=True,
+                                filters={"label": OWNER_LABEL})
+            now = self._call("read the engine's clock", engine_time, self.client)
         except docker.errors.APIError:
             return 0
-        for c in containers:
-            owner = (c.labels or {}).get(PID_LABEL, "")
-            owner_host, _, pid = owner.rpartition(":")
-            if owner_host != host or not pid.isdigit() or _alive(int(pid)):
-                continue
-            self._remove(c)
-            removed += 1
+        seen = [Seen(name=((c.get("Names") or [""])[0]).lstrip("/"), labels=c.get("Labels") or {},
+                     status=str(c.get("State", ""))) for c in listed]
+        leases = {s.labels[LEASE_LABEL]: deadline for s in seen
+                  if LEASE_LABEL in s.labels and (deadline := lease_deadline(s.name)) is not None}
+        me = run_id()
+        removed = 0
+        for c, s in zip(listed, seen):
+            if orphaned(s, leases, now, me):
+                self.progress.command(["docker", "rm", "-f", str(c["Id"])[:12]])
+                try:
+                    self.client.api.remove_container(c["Id"], force=True)
+                    removed += 1
+                except Exception:  # best effort: gone already, or removed by another reaper
+                    pass
         return removed
 
     def _remove(self, container: Any) -> None:
@@ -554,14 +578,101 @@ class Container:
         return elapsed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _new_client(base_url: str | None, timeout: int = 120) -> Any:
+    if base_url:
+        return docker.DockerClient(base_url=base_url, version="auto", timeout=timeout)
+    return docker.from_env(version="auto", timeout=timeout)
+
+
+_ENGINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def engine_time(client: Any) -> float:
+    """The engine's clock (``docker info``'s SystemTime), in seconds since the epoch.
+
+    Leases are written and judged in the engine's clock, so that the clocks of the machines
+    sharing an engine need not agree.
+    """
+    found = _ENGINE_TIME.match(str(client.info().get("SystemTime", "")))
+    if not found:
+        return time.time()
+    zone = "+00:00" if found.group(2) == "Z" else found.group(2)
+    return datetime.datetime.fromisoformat(found.group(1) + zone).timestamp()
+
+
+class _Lease:
+    """This process's lease on one engine: a never-started container renamed at every heartbeat.
+
+    One per process and engine, made by the first container the run creates and removed at
+    exit; a killed process leaves it behind, and it expires ``LEASE_TTL`` after the last
+    heartbeat (then a reaper removes it with the run's containers).
+    """
+
+    _held: dict[tuple[int, str], _Lease] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, base_url: str | None, image: str) -> None:
+        # Short calls: a hung engine must not hold the process's exit for long.
+        self._client = _new_client(base_url, timeout=30)
+        self._image = image
+        self._id = ""
+        self._stop = threading.Event()
+        self._create()
+        self._thread = threading.Thread(target=self._beat, name="grocker-lease", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def hold(cls, base_url: str | None, image: str) -> None:
+        # By process too: a forked child has a run ID of its own, and no heartbeat thread.
+        key = (os.getpid(), base_url or "")
+        with cls._lock:
+            if key in cls._held:
+                return
+            try:
+                lease = cls(base_url, image)
+            except (docker.errors.DockerException, OSError) as exc:
+                raise GrockerError(f"cannot create the lease of this grocker run in the engine: {_short(exc)}",
+                                   "check that the engine answers and that the image exists") from exc
+            if not cls._held:
+                atexit.register(cls.release_all)
+            cls._held[key] = lease
+
+    @classmethod
+    def release_all(cls) -> None:
+        with cls._lock:
+            for (pid, _), lease in cls._held.items():
+                if pid == os.getpid():
+                    lease.release()
+            cls._held.clear()
+
+    def _create(self) -> None:
+        deadline = engine_time(self._client) + LEASE_TTL
+        container = self._client.containers.create(
+            self._image, ["true"], entrypoint=["true"], name=lease_name(run_id(), deadline), network_disabled=True,
+            labels=lease_labels())
+        self._id = str(container.id)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            try:
+                self._client.api.rename(self._id, lease_name(run_id(), engine_time(self._client) + LEASE_TTL))
+            except docker.errors.NotFound:
+                # Removed by a reaper after this process could not renew it in time: hold a new one.
+                try:
+                    self._create()
+                except Exception:
+                    pass
+            except Exception:  # the engine may be away for a moment: try again at the next heartbeat
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self._client.api.remove_container(self._id, force=True)
+        except Exception:  # the engine is gone: the lease expires on its own
+            pass
+        self._client.close()
 
 
 def _short(exc: BaseException) -> str:

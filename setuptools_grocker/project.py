@@ -173,13 +173,18 @@ def prepare_metadata(path: Path) -> dict[str, Any]:
     else:
         raise ProjectError(f"cannot prepare the metadata of {path}: {_last_line(errors[-1])}",
                            "check that `python -m build --wheel` works in that project")
-    requires = list(msg.get_all("Requires-Dist") or [])
+    return metadata_fields(msg["Name"], msg["Version"], list(msg.get_all("Requires-Dist") or []),
+                           list(msg.get_all("Provides-Extra") or []))
+
+
+def metadata_fields(name: str, version: str, requires: list[str], extras: list[str]) -> dict[str, Any]:
+    """Name, version, unconditional requirements and requirements per extra, from core metadata."""
     plain = [r for r in requires if "extra ==" not in r.replace("'", '"').replace('extra=="', 'extra == "')]
     optional: dict[str, list[str]] = {}
-    for extra in msg.get_all("Provides-Extra") or []:
+    for extra in extras:
         optional[normalize_name(extra)] = [r for r in requires if r not in plain
                                            and _marker_matches(r, normalize_name(extra))]
-    return {"name": msg["Name"], "version": msg["Version"], "requires": plain, "optional": optional}
+    return {"name": name, "version": version, "requires": plain, "optional": optional}
 
 
 def _last_line(exc: BaseException) -> str:
@@ -200,6 +205,17 @@ def _marker_matches(requirement: str, extra: str) -> bool:
 SCM_BACKENDS = ("setuptools_scm", "setuptools-scm", "hatch-vcs", "hatch_vcs", "versioningit", "pdm-backend")
 
 
+def uses_scm_version(root: Path) -> bool:
+    """Does the project take its version from git through its build backend (setuptools-scm...)?"""
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file() or (root / "PKG-INFO").is_file():
+        return False
+    from setuptools_grocker.config import _load_toml
+
+    requires = " ".join(_load_toml(pyproject).get("build-system", {}).get("requires", [])).lower()
+    return any(b in requires for b in SCM_BACKENDS)
+
+
 def scm_version(root: Path, digest: str, cache_dir: Path) -> str | None:
     """The version a VCS-versioning backend (setuptools-scm, hatch-vcs...) computes from git.
 
@@ -207,13 +223,7 @@ def scm_version(root: Path, digest: str, cache_dir: Path) -> str | None:
     cannot find a version; the version computed here is passed as
     ``SETUPTOOLS_SCM_PRETEND_VERSION``. Cached by source hash and commit.
     """
-    pyproject = root / "pyproject.toml"
-    if not pyproject.is_file() or (root / "PKG-INFO").is_file():
-        return None
-    from setuptools_grocker.config import _load_toml
-
-    requires = " ".join(_load_toml(pyproject).get("build-system", {}).get("requires", [])).lower()
-    if not any(b in requires for b in SCM_BACKENDS):
+    if not uses_scm_version(root):
         return None
     revision = git_revision(root)
     if revision is None:

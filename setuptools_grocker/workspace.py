@@ -6,11 +6,13 @@ defaults for every member (a member's own file wins). A member is an *applicatio
 its config says ``image = true`` or declares ``commands``; otherwise a *library*.
 
 Metadata comes from static PEP 621 tables when they are complete, otherwise from PEP 517
-``prepare_metadata_for_build_wheel`` (cached by source hash). Internal edges honour
-markers and extras, with names normalised as pip does.
+``prepare_metadata_for_build_wheel`` (cached by source hash): on the host, or, for the
+members matched by ``workspace.untrusted``, in a container of the compiler image. Internal
+edges honour markers and extras, with names normalised as pip does.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import graphlib
 import hashlib
@@ -37,7 +39,7 @@ from setuptools_grocker.config import (
 )
 from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import Source, normalize_name, prepare_metadata, static_metadata
+from setuptools_grocker.project import Source, normalize_name, prepare_metadata, static_metadata, uses_scm_version
 from setuptools_grocker.report import write_json_atomic
 
 # Keys that describe one member only; they are not inherited from the workspace root.
@@ -61,6 +63,8 @@ class WorkspaceSettings:
     index_url: str | None = None
     #: Repository (under the registry) of the release documents; default: ROOTNAME-release.
     release_image: str | None = None
+    #: Globs of the members whose build code never runs on the host and that get a pip cache of their own.
+    untrusted: tuple[str, ...] = ()
 
 
 @dataclass
@@ -78,6 +82,8 @@ class Member:
 
     #: Fixed from the member's own configuration when loaded (plugins may add commands later).
     fixed_kind: str = ""
+    #: False for the members matched by workspace.untrusted.
+    trusted: bool = True
 
     @property
     def kind(self) -> str:
@@ -164,13 +170,17 @@ def read_settings(root: Path) -> tuple[WorkspaceSettings, dict[str, Any]]:
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise ConfigError(f"workspace.members in {where} must be a list of glob patterns",
                           'write members = ["libs/*", "apps/*"]')
+    untrusted = ws.get("untrusted", [])
+    if not isinstance(untrusted, list) or not all(isinstance(m, str) for m in untrusted):
+        raise ConfigError(f"workspace.untrusted in {where} must be a list of glob patterns of members",
+                          'write untrusted = ["vendor/*"]')
     exclude = ws.get("exclude", [])
     if ws.get("release-image") is not None:
         validate_reference(str(ws["release-image"]))
     shared = {k: v for k, v in table.items() if k != "workspace"}
     flatten(shared, where)  # unknown keys in the root fail here, with a hint
     return WorkspaceSettings(tuple(members), tuple(exclude), ws.get("wheelhouse"), ws.get("index-url"),
-                             ws.get("release-image")), shared
+                             ws.get("release-image"), tuple(untrusted)), shared
 
 
 def discover(root: Path) -> list[Path]:
@@ -225,7 +235,10 @@ def load_workspace(root: Path, *, environ: Mapping[str, str], overrides: Mapping
     progress = progress or Progress(quiet=True)
     members: dict[str, Member] = {}
     meta_cache = root / ".grocker" / "metadata"
-    for path in _member_dirs(root, settings):
+    dirs = _member_dirs(root, settings)
+    untrusted = _untrusted_dirs(root, settings, dirs)
+    loaded: list[tuple[Path, Config, Source, dict[str, Any] | None]] = []
+    for path in dirs:
         own, where = read_file_layer(path)
         if "workspace" in own:
             own = {k: v for k, v in own.items() if k != "workspace"}
@@ -233,13 +246,18 @@ def load_workspace(root: Path, *, environ: Mapping[str, str], overrides: Mapping
                              warn=progress.warn)
         check_default_command(config)
         source = Source.scan(path)
-        meta = member_metadata(path, source, meta_cache)
+        loaded.append((path, config, source, member_metadata(path, source, meta_cache, trusted=path not in untrusted)))
+    isolated = [(source, config) for _, config, source, meta in loaded if meta is None]
+    prepared = _prepare_isolated(isolated, [c for _, c, _, _ in loaded], environ, meta_cache, progress)
+    for path, config, source, meta in loaded:
+        meta = meta or prepared[path]
         name = normalize_name(meta["name"])
         if name in members:
             raise WorkspaceError(f"two workspace members are named {name}: {members[name].path} and {path}",
                                  "rename one, or exclude it with workspace.exclude")
         members[name] = Member(name=name, path=path, version=meta["version"], requires=meta["requires"],
-                               optional=meta.get("optional", {}), config=config, source=source)
+                               optional=meta.get("optional", {}), config=config, source=source,
+                               trusted=path not in untrusted)
     for m in members.values():
         m.fixed_kind = m.kind
     _link(members)
@@ -247,8 +265,57 @@ def load_workspace(root: Path, *, environ: Mapping[str, str], overrides: Mapping
     return Workspace(root, settings, members, order, levels)
 
 
-def member_metadata(path: Path, source: Source, cache_dir: Path) -> dict[str, Any]:
-    """Name, version, requirements (and per-extra requirements) of one member."""
+def _untrusted_dirs(root: Path, settings: WorkspaceSettings, dirs: list[Path]) -> set[Path]:
+    found: set[Path] = set()
+    for pattern in settings.untrusted:
+        matched = {Path(p).resolve() for p in glob.glob(str(root / pattern))} & set(dirs)
+        if not matched:
+            # A pattern that matches nothing would leave a member trusted without a word.
+            raise WorkspaceError(f"workspace.untrusted pattern '{pattern}' matches no member of {root}",
+                                 "fix the pattern (globs relative to the root, as in workspace.members)")
+        found |= matched
+    return found
+
+
+def shared_config(configs: list[Config]) -> Config:
+    """One compiler image for the whole workspace: the union of every member's packages."""
+    return dataclasses.replace(
+        configs[0],
+        run_packages=tuple(sorted({p for c in configs for p in c.run_packages})),
+        build_packages=tuple(sorted({p for c in configs for p in c.build_packages})),
+    )
+
+
+def _prepare_isolated(isolated: list[tuple[Source, Config]], configs: list[Config], environ: Mapping[str, str],
+                      cache_dir: Path, progress: Progress) -> dict[Path, dict[str, Any]]:
+    """Metadata of untrusted members, each prepared in a container of its own (cached by source hash)."""
+    if not isolated:
+        return {}
+    from setuptools_grocker.build import pip_cache_dir
+    from setuptools_grocker.compile import container_metadata
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.image import ensure_base_images
+    from setuptools_grocker.pipconf import forward
+
+    pip = forward(environ) if environ.get("GROCKER_NO_PIP_CONFIG") != "1" else forward({})
+    prepared: dict[Path, dict[str, Any]] = {}
+    with Engine(progress) as engine:
+        images = ensure_base_images(engine, shared_config(configs), progress)
+        for source, _ in isolated:
+            # One container per member: untrusted members do not share a scratch tree or a cache.
+            meta = container_metadata(engine, compiler=images.compiler, source=source, pip=pip,
+                                      pip_cache=pip_cache_dir(environ, source.root), progress=progress)
+            write_json_atomic(cache_dir / f"{source.digest}.json", meta)
+            prepared[source.root] = meta
+    return prepared
+
+
+def member_metadata(path: Path, source: Source, cache_dir: Path, *, trusted: bool = True) -> dict[str, Any] | None:
+    """Name, version, requirements (and per-extra requirements) of one member.
+
+    None for an untrusted member whose metadata needs its build backend: it is prepared in a
+    container (see ``_prepare_isolated``), never on the host.
+    """
     project = static_metadata(path)
     if project is not None and "version" in project:
         return {
@@ -263,6 +330,13 @@ def member_metadata(path: Path, source: Source, cache_dir: Path) -> dict[str, An
             return dict(json.loads(cached.read_text()))
         except ValueError:
             pass
+    if not trusted:
+        if uses_scm_version(path):
+            raise WorkspaceError(
+                f"untrusted member {path.name} takes its version from git through its build backend, which "
+                "would have to run on the host (the compiler container has no git)",
+                "give it a static version in [project], or remove it from workspace.untrusted")
+        return None
     meta = prepare_metadata(path)
     write_json_atomic(cached, meta)
     return meta

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from setuptools_grocker.build import cache_home, default_reference, plugin_manager, push_runtime_image
+from setuptools_grocker.build import cache_home, default_reference, pip_cache_dir, plugin_manager, push_runtime_image
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, check_default_command
 from setuptools_grocker.engine import Engine
@@ -49,6 +49,7 @@ from setuptools_grocker.workspace import (
     load_member_state,
     member_keys,
     member_state_path,
+    shared_config,
     why_rebuild,
 )
 
@@ -128,13 +129,7 @@ class WorkspaceBuild:
     # -- the shared environment ---------------------------------------------------------
     def _shared_config(self) -> Config:
         """One compiler image for the whole workspace: union of every member's packages."""
-        members = list(self.ws.members.values())
-        first = members[0].config
-        return dataclasses.replace(
-            first,
-            run_packages=tuple(sorted({p for m in members for p in m.config.run_packages})),
-            build_packages=tuple(sorted({p for m in members for p in m.config.build_packages})),
-        )
+        return shared_config([m.config for m in self.ws.members.values()])
 
     def _compute_keys(self, engine: Engine) -> None:
         self.shared = self._shared_config()
@@ -610,7 +605,9 @@ class WorkspaceBuild:
         return compile_wheels(
             engine, config, compiler=images.compiler, source=member.source, local_sources=[], pip=self.pip,
             wheelhouse_root=self.ws.state_dir / "wheels" / member.name, key=entry.key,
-            pip_cache=cache_home(self.environ) / "pip", source_date_epoch=epoch, progress=progress,
+            # Members trust each other, and share a cache; an untrusted member has a cache of its own.
+            pip_cache=pip_cache_dir(self.environ, self.ws.root if member.trusted else member.path),
+            source_date_epoch=epoch, progress=progress,
             internal_wheels=internal, mode=mode, test=test, what=member.name, test_wheel=test_wheel,
             extra_env=extra_env, pre_commands=pre_commands,
         )

@@ -125,9 +125,25 @@ def run_tests(job, wheel, tree):
         sys.exit(23)
 
 
+def prepare_metadata(job):
+    """The project's metadata, as pip gets it from the build backend (prepare_metadata_for_build_wheel).
+
+    For workspace members that are not trusted to run code on the host: pip's report is
+    written to the output directory, the host reads only its metadata.
+    """
+    tree = "/tmp/grocker-metadata"
+    copy_tree(job["src"], job["files"], tree)
+    log("metadata")
+    pip("install", *PEP517, "--dry-run", "--ignore-installed", "--no-deps", "--quiet",
+        "--report", os.path.join(job["out"], "report.json"), tree)
+
+
 def main():
     with open(sys.argv[1]) as fh:
         job = json.load(fh)
+    if job.get("mode") == "metadata":
+        prepare_metadata(job)
+        return
     scratch = "/tmp/grocker-build"
     out = job["out"]
     local_out = os.path.join(scratch, "local-wheels")

@@ -15,14 +15,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import time
+import uuid
 from pathlib import Path
 
 import docker
 import pytest
 
 from benchmarks.make_workspace import generate
+from setuptools_grocker.engine import engine_time
 from setuptools_grocker.errors import (
     BaseImageError,
     CompileError,
@@ -31,7 +34,16 @@ from setuptools_grocker.errors import (
     RegistryError,
     SmokeTestError,
 )
+from setuptools_grocker.ownership import (
+    LEASE_LABEL,
+    OWNER_LABEL,
+    PID_LABEL,
+    PROCESS_LABEL,
+    RUN_LABEL,
+    lease_name,
+)
 from tests.integration.conftest import (
+    BASE_IMAGE,
     GROCKER,
     free_port,
     grocker,
@@ -268,6 +280,105 @@ def test_sigkill_at_a_random_point_then_a_normal_build(seed: int, tmp_path: Path
         assert not [c for c in owned if c.labels.get("io.grocker.pid", "").endswith(f":{proc.pid}")]
     finally:
         remove_images(client, *(f"{a}:2.0.0" for a in graph["applications"]))
+
+
+# -- the orphan reaper and other grocker processes sharing the engine --------------------------------
+
+REAP = [sys.executable, "-c", "from setuptools_grocker.engine import Engine\n"
+        "with Engine() as engine:\n    print(engine.reap_orphans())"]
+
+
+def free_pid() -> int:
+    """A pid that no process of this host has (nor the next one)."""
+    taken = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+    return next(p for p in range(500, 4_000_000) if p not in taken and p + 1 not in taken)
+
+
+def test_reaper_spares_a_live_build_of_another_pid_namespace(tmp_path: Path, client: docker.DockerClient,
+                                                             run_id: str) -> None:
+    """A grocker in another PID namespace (a containerised CI worker) has pids that are dead here.
+
+    Its compile container must survive the reaper of a grocker of this namespace, and its
+    build must finish.
+    """
+    project = write_project(tmp_path / "slow", "slow-build")
+    (project / "setup.py").write_text("import sys, time\nfrom setuptools import setup\n"
+                                      "if 'bdist_wheel' in sys.argv:\n    time.sleep(10)\nsetup()\n")
+    tag = f"grocker-test/slow-build:{run_id}"
+    pid = free_pid()
+    owned = {"label": OWNER_LABEL}
+    before = {c.id for c in client.containers.list(all=True, filters=owned)}
+    # The grocker process gets pid PID in its namespace (ns_last_pid is the last pid handed out).
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
+                             f'echo {pid - 1} > /proc/sys/kernel/ns_last_pid && "$@"; exit $?', "sh",
+                             *GROCKER, "build", str(project), "--tag", tag],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        compile_container = None
+        while compile_container is None and time.monotonic() < deadline and proc.poll() is None:
+            for c in client.containers.list(filters=owned):
+                if c.id not in before and c.labels.get(PID_LABEL) == f"{socket.gethostname()}:{pid}":
+                    compile_container = c
+            time.sleep(0.3)
+        assert compile_container is not None, "the build in the other namespace started no container"
+        assert not os.path.exists(f"/proc/{pid}"), "the other namespace's pid must be dead here"
+        reaper = subprocess.run(REAP, capture_output=True, text=True, timeout=120)
+        assert reaper.returncode == 0, reaper.stderr
+        compile_container.reload()  # still there (NotFound otherwise)
+        assert compile_container.status == "running"
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        assert client.images.get(tag)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        remove_images(client, tag)
+
+
+def test_reaper_removes_exactly_the_runs_whose_lease_expired(client: docker.DockerClient) -> None:
+    """Runs of another machine (same host name, pids that mean nothing here) are judged by their lease."""
+    elsewhere = "00000000-0000-0000-0000-000000000000/pid:[4026531836]/4242/1"
+    host_pid = f"{socket.gethostname()}:{free_pid()}"
+    now = engine_time(client)
+    runs = {what: uuid.uuid4().hex for what in ("fresh", "expired", "without-lease")}
+    made: list[docker.models.containers.Container] = []
+
+    def labels(**extra: str) -> dict[str, str]:
+        return {OWNER_LABEL: "setuptools-grocker", PROCESS_LABEL: elsewhere, PID_LABEL: host_pid, **extra}
+
+    try:
+        leases = {
+            "fresh": client.containers.create(BASE_IMAGE, ["true"], name=lease_name(runs["fresh"], now + 600),
+                                              labels=labels(**{LEASE_LABEL: runs["fresh"]})),
+            "expired": client.containers.create(BASE_IMAGE, ["true"], name=lease_name(runs["expired"], now - 5),
+                                                labels=labels(**{LEASE_LABEL: runs["expired"]})),
+        }
+        made += leases.values()
+        workers = {what: client.containers.run(BASE_IMAGE, ["sleep", "300"], detach=True,
+                                               labels=labels(**{RUN_LABEL: run}))
+                   for what, run in runs.items()}
+        made += workers.values()
+        reaper = subprocess.run(REAP, capture_output=True, text=True, timeout=120)
+        assert reaper.returncode == 0, reaper.stderr
+
+        def exists(c: docker.models.containers.Container) -> bool:
+            try:
+                c.reload()
+                return True
+            except docker.errors.NotFound:
+                return False
+
+        assert exists(workers["fresh"]) and exists(leases["fresh"]), reaper.stdout + reaper.stderr
+        assert not exists(workers["expired"]) and not exists(leases["expired"])
+        assert not exists(workers["without-lease"])
+    finally:
+        for c in made:
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
 
 def test_disk_full_in_the_cache(tmp_path: Path, examples_copy: Path, client: docker.DockerClient,

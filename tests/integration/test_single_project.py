@@ -259,3 +259,46 @@ def test_moving_tags_follow_the_image(client: docker.DockerClient, demo_build: R
             assert client.images.get(tag).id == run.project["image_id"]
     finally:
         remove_images(client, f"{repo}:latest", f"{repo}:nightly-{today}")
+
+
+def test_build_code_of_one_project_cannot_reach_the_pip_cache_of_another(client: docker.DockerClient,
+                                                                         tmp_path: Path, run_id: str) -> None:
+    """The compile container's pip cache is writable: it must belong to one trust scope only.
+
+    Project A's setup.py (build code, run in A's compile container) plants a file in
+    $PIP_CACHE_DIR, where a real attack would swap a cached wheel; project B's setup.py fails
+    its build when it can see any of it.
+    """
+    from setuptools_grocker.build import pip_cache_dir
+    from tests.integration.conftest import python_project
+
+    cache_home = tmp_path / "cache-home"
+    plant = f"planted-{run_id}"
+    app = '[tool.grocker.commands]\nhello = "python -c pass"\n'
+    a = python_project(tmp_path / "a", "plant-a", grocker=app)
+    (a / "setup.py").write_text(
+        "import os, pathlib\nfrom setuptools import setup\n"
+        "cache = os.environ['PIP_CACHE_DIR']\n"
+        f"pathlib.Path(cache, {plant!r}).write_text('a wheel of my choosing')\n"
+        f"pathlib.Path(cache, 'wheels', {plant!r}).mkdir(parents=True, exist_ok=True)\n"
+        "setup()\n")
+    b = python_project(tmp_path / "b", "victim-b", grocker=app)
+    (b / "setup.py").write_text(
+        "import os, pathlib\nfrom setuptools import setup\n"
+        "cache = pathlib.Path(os.environ['PIP_CACHE_DIR'])\n"
+        f"seen = sorted(str(p) for p in cache.rglob({plant!r}))\n"
+        "if seen:\n    raise SystemExit('the other project planted ' + seen[0])\n"
+        "setup()\n")
+    env = {"GROCKER_CACHE_HOME": str(cache_home)}
+    tags = [f"grocker-test/plant-a:{run_id}", f"grocker-test/victim-b:{run_id}"]
+    try:
+        run_a = grocker("build", str(a), "--tag", tags[0], env=env)
+        assert run_a.code == 0, run_a.err[-3000:]
+        # The plant is there, in A's own cache.
+        assert (pip_cache_dir(env, a) / plant).is_file()
+        run_b = grocker("build", str(b), "--tag", tags[1], env=env)
+        assert run_b.code == 0, run_b.err[-3000:]
+        assert pip_cache_dir(env, b) != pip_cache_dir(env, a)
+        assert pip_cache_dir(env, b).is_dir() and not list(pip_cache_dir(env, b).rglob(plant))
+    finally:
+        remove_images(client, *tags)

@@ -254,3 +254,71 @@ def test_stages_one_at_a_time_without_dependencies(tmp_path: Path, client: docke
         assert len(graph["libraries"]) == 2
     finally:
         remove_images(client, f"{app}:2.0.0")
+
+
+def test_untrusted_member_runs_its_build_code_only_in_containers(tmp_path: Path, client: docker.DockerClient,
+                                                                  run_id: str) -> None:
+    """workspace.untrusted: the member's setup.py never runs on the host, and its pip cache is its own.
+
+    Its setup.py writes a marker to the host's /tmp (and a plant in $PIP_CACHE_DIR) whenever
+    it runs. Without the key, preparing the workspace's metadata runs it on the host.
+    """
+    import shutil
+    import uuid
+
+    from setuptools_grocker.build import pip_cache_dir
+
+    marker = Path(f"/tmp/grocker-pwned-{uuid.uuid4().hex}")
+    prefix = f"u{run_id[:5]}-"
+
+    def make(root: Path, untrusted: str) -> None:
+        core = root / "libs" / "core"
+        (core / "src" / f"{prefix}core".replace("-", "_")).mkdir(parents=True)
+        (core / "src" / f"{prefix}core".replace("-", "_") / "__init__.py").write_text("VALUE = 1\n")
+        (core / "pyproject.toml").write_text(f'[project]\nname = "{prefix}core"\nversion = "1.0"\n'
+                                             'dependencies = []\n')
+        evil = root / "libs" / "evil"
+        evil.mkdir(parents=True)
+        (evil / (f"{prefix}evil".replace("-", "_") + ".py")).write_text("VALUE = 2\n")
+        (evil / "setup.py").write_text(
+            "import os, pathlib\nfrom setuptools import setup\n"
+            f"pathlib.Path({str(marker)!r}).write_text('ran here')\n"
+            "if os.environ.get('PIP_CACHE_DIR'):\n"
+            "    pathlib.Path(os.environ['PIP_CACHE_DIR'], 'planted-by-evil').write_text('x')\n"
+            f"setup(name='{prefix}evil', version='0.7', install_requires=['{prefix}core>=1.0'], "
+            f"py_modules=['{prefix}evil'.replace('-', '_')])\n")
+        (root / "pyproject.toml").write_text(f'[tool.grocker.workspace]\nmembers = ["libs/*"]\n{untrusted}')
+
+    env = {"GROCKER_CACHE_HOME": str(tmp_path / "cache")}
+    try:
+        # The control: a trusted member's backend runs on the host, the marker proves it.
+        make(tmp_path / "trusting", "")
+        control = grocker("workspace", "plan", str(tmp_path / "trusting"), env=env)
+        assert control.code == 0, control.err[-3000:]
+        assert marker.is_file()
+        marker.unlink()
+
+        root = tmp_path / "ws"
+        make(root, 'untrusted = ["libs/evil"]\n')
+        plan = grocker("workspace", "plan", str(root), "--json", env=env)
+        assert plan.code == 0, plan.err[-3000:]
+        assert not marker.exists(), "the untrusted member's setup.py ran on the host"
+        members = {m["name"]: m for m in json.loads(plan.out)["members"]}
+        assert members[f"{prefix}evil"]["version"] == "0.7"
+        assert members[f"{prefix}evil"]["depends_on"] == [f"{prefix}core"]
+        assert "prepared in the compiler container" in plan.err
+        # Cached by source hash: the next plan prepares nothing (other builds share this engine, so
+        # the engine's start events cannot be counted here).
+        again = grocker("workspace", "plan", str(root), env=env)
+        assert again.code == 0 and "prepared in the compiler container" not in again.err
+        assert "+ docker run" not in again.err
+
+        build = grocker("workspace", "build", str(root), env=env, report=tmp_path / "r.json")
+        assert build.code == 0, build.err[-3000:]
+        assert not marker.exists()
+        own, shared = pip_cache_dir(env, root / "libs" / "evil"), pip_cache_dir(env, root)
+        assert (own / "planted-by-evil").is_file()
+        assert shared.is_dir() and not list(shared.rglob("planted-by-evil"))
+    finally:
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(tmp_path / "cache", ignore_errors=True)

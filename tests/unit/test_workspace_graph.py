@@ -129,3 +129,45 @@ def test_plan_reasons() -> None:
     assert why_rebuild(parts, old, set()) == "dependency rebuilt: a"
     old["parts"].update(deps={"a": "ka2"}, key="k2")
     assert why_rebuild(parts, old, set()) is None
+
+
+def test_untrusted_members_never_run_their_backend_on_the_host(tmp_path: Path) -> None:
+    root = workspace_root(tmp_path, '["libs/*"]', 'untrusted = ["libs/vendored"]\n')
+    project(root / "libs", "core")
+    project(root / "libs", "vendored", deps=("core",))
+    # Static metadata needs no backend (and no engine: this unit test cannot reach one).
+    ws = load_workspace(root, environ={})
+    assert ws.members["vendored"].trusted is False and ws.members["core"].trusted is True
+    assert ws.members["vendored"].deps == {"core"}
+    # A version from git needs the backend, and git: not in the compiler container.
+    scm = root / "libs" / "scm"
+    scm.mkdir()
+    (scm / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools", "setuptools-scm"]\n'
+                                        'build-backend = "setuptools.build_meta"\n[project]\nname = "scm"\n'
+                                        'dynamic = ["version"]\n')
+    (root / "pyproject.toml").write_text('[tool.grocker.workspace]\nmembers = ["libs/*"]\nuntrusted = ["libs/scm"]\n')
+    with pytest.raises(WorkspaceError, match="untrusted member scm takes its version from git"):
+        load_workspace(root, environ={})
+
+
+def test_untrusted_patterns_are_checked(tmp_path: Path) -> None:
+    root = workspace_root(tmp_path, '["libs/*"]', 'untrusted = ["libs/vendord"]\n')
+    project(root / "libs", "vendored")
+    # A typo must not leave the member trusted without a word.
+    with pytest.raises(WorkspaceError, match="pattern 'libs/vendord' matches no member"):
+        load_workspace(root, environ={})
+    (root / "pyproject.toml").write_text('[tool.grocker.workspace]\nmembers = ["libs/*"]\nuntrusted = "libs/*"\n')
+    with pytest.raises(ConfigError, match="workspace.untrusted .* must be a list"):
+        load_workspace(root, environ={})
+
+
+def test_pip_cache_per_trust_scope(tmp_path: Path) -> None:
+    from setuptools_grocker.build import pip_cache_dir
+
+    env = {"GROCKER_CACHE_HOME": str(tmp_path / "cache")}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = pip_cache_dir(env, tmp_path / "a")
+    assert a.parent == tmp_path / "cache" / "pip"
+    assert a == pip_cache_dir(env, tmp_path / "b" / ".." / "a")  # the same directory, however named
+    assert a != pip_cache_dir(env, tmp_path / "b")
