@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.make_workspace import dependents, generate, mod  # noqa: E402
@@ -185,7 +185,8 @@ class Registry:
         self.dir = tmp / f"registry-{name}"
         self.dir.mkdir()
         cfg = self.dir / "config.yml"
-        cfg.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {self.dir}/data\n"
+        cfg.write_text(f"version: 0.1\nlog:\n  level: error\n"
+                       f"storage:\n  filesystem:\n    rootdirectory: {self.dir}/data\n"
                        f"http:\n  addr: 127.0.0.1:{self.port}\n")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -232,9 +233,11 @@ def main() -> int:
     if args.render:
         print(markdown(json.loads(args.render.read_text())))
         return 0
-    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
-    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                                       "engine": sh("docker", "version", "--format", "{{.Server.Version}}").stdout.strip()}}
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    engine = sh("docker", "version", "--format", "{{.Server.Version}}").stdout.strip()
+    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "engine": engine}}
     with tempfile.TemporaryDirectory(prefix="grocker-compare-") as tmp_name:
         tmp = Path(tmp_name)
         root = tmp / "ws"
@@ -256,7 +259,7 @@ def main() -> int:
            libs[0])  # makes grocker's root and compiler images
         g: dict[str, list[dict[str, Any]]] = {}
         a: dict[str, list[dict[str, Any]]] = {}
-        for run in range(args.cold_runs):
+        for _ in range(args.cold_runs):
             for jobs in ("1", "2"):
                 gro.clean()
                 g.setdefault(f"cold --jobs {jobs}", []).append(gro.build_all("--jobs", jobs, "--no-cache"))
@@ -348,7 +351,8 @@ def markdown(out: dict[str, Any]) -> str:
     lines += ["| images | grocker MB | hand-written MB |", "|---|---|---|"]
     for app in sorted(sg["each"]):
         lines.append(f"| {app} | {sg['each'][app] / mb:.1f} | {sa['each'].get(app, 0) / mb:.1f} |")
-    lines.append(f"| all applications, unique bytes (`docker save`) | {sg['unique'] / mb:.1f} | {sa['unique'] / mb:.1f} |")
+    lines.append(f"| all applications, unique bytes (`docker save`) | {sg['unique'] / mb:.1f} "
+                 f"| {sa['unique'] / mb:.1f} |")
     p = out["pushed_after_leaf_change"]
     lines += ["", f"Uploaded to a registry by the push after the leaf change: grocker {p['grocker'] / mb:.2f} MB, "
                   f"hand-written {p['alternative'] / mb:.2f} MB.", "",

@@ -161,7 +161,8 @@ def start_registry(root: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def python_project(root: Path, name: str, *, version: str = "1.0.0", deps: Sequence[str] = (),
-                   scripts: Mapping[str, str] | None = None, grocker: str = "", modules: Mapping[str, str] | None = None) -> Path:
+                   scripts: Mapping[str, str] | None = None, grocker: str = "",
+                   modules: Mapping[str, str] | None = None) -> Path:
     """Write a small setuptools project (PEP 621): ``src/NAME/`` with ``modules`` (file -> text)."""
     package = name.replace("-", "_")
     (root / "src" / package).mkdir(parents=True, exist_ok=True)

@@ -102,7 +102,8 @@ def test_a_failing_application_moves_no_release_tag(release_ws, first_release, r
                                                     tmp_path: Path) -> None:
     root, graph, _ = release_ws
     good, bad = sorted(graph["applications"])
-    before = {(a, t): manifest_digest(f"{registry}/{a}:{t}") for a in graph["applications"] for t in ("2.0.0", "latest")}
+    before = {(a, t): manifest_digest(f"{registry}/{a}:{t}")
+              for a in graph["applications"] for t in ("2.0.0", "latest")}
     # good changes (its new image is built and pushed under its key tag), bad no longer starts.
     good_server = root / "apps" / good / "src" / mod(good) / "server.py"
     good_server.write_text(good_server.read_text() + "\n# a new comment\n")
