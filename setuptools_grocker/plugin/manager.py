@@ -102,10 +102,17 @@ class PluginManager:
                                   f"fix the plugin, or disable it with GROCKER_DISABLE_PLUGINS={impl.plugin_name}"
                                   ) from exc
             if self.trace:
-                self.trace(f"plugin trace: {hook} <- {impl.plugin_name}: {value!r}")
+                self.trace(f"plugin trace: {hook} <- {impl.plugin_name}: {_traced(hook, value)!r}")
             if value is not None:
                 results.append((impl.plugin_name, value))
         return results
+
+
+def _traced(hook: str, value: Any) -> Any:
+    """What the trace shows of a result: compile environment values are secrets (tokens, index URLs)."""
+    if hook == "grocker_compile_environment" and isinstance(value, Mapping) and isinstance(value.get("env"), Mapping):
+        return {**value, "env": {k: "***" for k in value["env"]}}
+    return value
 
 
 def bad_return(plugin: str, hook: str, expected: str, value: Any) -> PluginError:
