@@ -57,7 +57,8 @@ def test_registered_secrets_are_masked_everywhere(capsys: pytest.CaptureFixture[
 
 def test_errors_reports_and_details_are_redacted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exc = CompileError(f"pip could not reach https://ci:{TOKEN}@h/simple/", "check the index",
-                       details=f"Looking in indexes: https://h/simple?private_token={TOKEN}\nAuthorization: Bearer {TOKEN}")
+                       details=f"Looking in indexes: https://h/simple?private_token={TOKEN}\n"
+                               f"Authorization: Bearer {TOKEN}")
     assert TOKEN not in exc.one_line() and TOKEN not in str(exc) and TOKEN not in (exc.shown_details() or "")
     assert print_error(exc) == CompileError.exit_code
     err = capsys.readouterr().err
@@ -88,9 +89,8 @@ def test_a_wheel_index_url_with_credentials_on_the_command_line_is_refused(
 
 
 def test_the_plugin_trace_hides_compile_environment_values(capsys: pytest.CaptureFixture[str]) -> None:
-    from setuptools_grocker.plugin.manager import PluginManager
-
     from setuptools_grocker.plugin import impl
+    from setuptools_grocker.plugin.manager import PluginManager
 
     class Plugin:
         @impl
