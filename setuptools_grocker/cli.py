@@ -99,7 +99,8 @@ def make_parser() -> argparse.ArgumentParser:
     plan = ws_sub.add_parser("plan", help="the order, the levels, and what must be rebuilt and why")
     plan.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
-    plan.add_argument("--wheel-index", metavar="URL", help="also count builds found on this wheel index")
+    plan.add_argument("--wheel-index", metavar="URL", help="also count builds found on this wheel index "
+                      "(no credentials here: GROCKER_WORKSPACE_INDEX_URL or ~/.netrc)")
     plan.set_defaults(func=cmd_ws_plan)
     wsb = ws_sub.add_parser("build", help="build the members in dependency order, incrementally")
     wsb.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
@@ -112,7 +113,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--no-cache", action="store_true", help="rebuild every member")
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
     wsb.add_argument("--wheel-index", metavar="URL",
-                     help="PyPI-compatible index to share wheels through (overrides workspace.index-url)")
+                     help="PyPI-compatible index to share wheels through (overrides workspace.index-url); "
+                          "no credentials here: GROCKER_WORKSPACE_INDEX_URL or ~/.netrc")
     wsb.add_argument("--stage", action="append", type=_stage_name, metavar="STAGE",
                      help="run only this stage: wheel, test, image, smoke, push, or plugin:NAME (repeatable; "
                           "default: all); what earlier stages made is reused")
