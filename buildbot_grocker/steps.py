@@ -48,6 +48,9 @@ class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
         super().__init__(**kwargs)
         if not root:
             config.error(f"{type(self).__name__}: root (the workspace directory on the worker) is required")
+        if wheel_index and self.logEnviron:
+            config.error(f"{type(self).__name__}: logEnviron=True would write the wheel index's credentials "
+                         "(passed in the environment) into the step's log; leave it False")
         self.root = root
         self.grocker = grocker
         self.wheel_index = wheel_index

@@ -142,6 +142,9 @@ def test_configuration_errors() -> None:
     with pytest.raises(ConfigErrors, match="member is required"):
         with capture_config_errors(raise_on_error=True):
             GrockerWheel(root="ws")
+    with pytest.raises(ConfigErrors, match="logEnviron=True would write the wheel index's credentials"):
+        with capture_config_errors(raise_on_error=True):
+            GrockerWheel(root="ws", member="core", wheel_index=INDEX, logEnviron=True)
 
 
 class FakeTriggerable:
