@@ -2,7 +2,10 @@
 
 Every step runs ``grocker ... --report -`` (the report on stdout, progress on stderr),
 keeps the output as its ``stdio`` log, never logs the worker's environment, and sets
-properties from the report:
+properties from the report. The wheel index (``wheel_index``, possibly with credentials,
+e.g. ``util.Secret(...)``) reaches grocker through the command's environment
+(``GROCKER_WORKSPACE_INDEX_URL``), never its argv: Buildbot writes every argv into the step's
+log header, and a worker's process list shows it.
 
 ======================  =====================================================
 ``grocker_status``      built / cached / failed / skipped
@@ -24,6 +27,9 @@ from buildbot.process.properties import Property
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
+from setuptools_grocker.progress import redact
+from setuptools_grocker.wheelhouse import INDEX_URL_ENV
+
 STAGES = ("wheel", "test", "image", "smoke", "push")
 
 
@@ -42,6 +48,9 @@ class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
         super().__init__(**kwargs)
         if not root:
             config.error(f"{type(self).__name__}: root (the workspace directory on the worker) is required")
+        if wheel_index and self.logEnviron:
+            config.error(f"{type(self).__name__}: logEnviron=True would write the wheel index's credentials "
+                         "(passed in the environment) into the step's log; leave it False")
         self.root = root
         self.grocker = grocker
         self.wheel_index = wheel_index
@@ -50,20 +59,25 @@ class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
 
     def grocker_command(self) -> list[str]:
         exe = self.grocker if isinstance(self.grocker, list) else [self.grocker]
-        cmd = [*exe, *self.command_words, self.root]
+        return [*exe, *self.command_words, self.root, *self.extra_args]
+
+    def command_env(self) -> dict[str, Any]:
+        """The step's ``env`` plus the wheel index: it may hold credentials, so never in argv."""
+        env = dict(self.env or {})
         if self.wheel_index:
-            cmd += ["--wheel-index", self.wheel_index]
-        return cmd + self.extra_args
+            env[INDEX_URL_ENV] = self.wheel_index
+        return env
 
     @defer.inlineCallbacks
     def run(self):  # type: ignore[no-untyped-def]
-        cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True)
+        cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True,
+                                                env=self.command_env())
         yield self.runCommand(cmd)
         self.report = self._parse(cmd.stdout)
         if self.report is None:
             yield self.addCompleteLog("error", "grocker printed no JSON report; see stdio")
             return FAILURE
-        yield self.addCompleteLog("report.json", json.dumps(self.report, indent=2))
+        yield self.addCompleteLog("report.json", redact(json.dumps(self.report, indent=2)))
         yield self.apply_report(self.report)
         return SUCCESS if cmd.rc == 0 else FAILURE
 
@@ -94,7 +108,8 @@ class GrockerPlan(GrockerStep):
 
     @defer.inlineCallbacks
     def run(self):  # type: ignore[no-untyped-def]
-        cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True)
+        cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True,
+                                                env=self.command_env())
         yield self.runCommand(cmd)
         plan = self._parse(cmd.stdout)
         if cmd.rc != 0 or plan is None:
@@ -174,7 +189,8 @@ class GrockerMemberStep(GrockerStep):
             if p.get(key) is not None:
                 self.setProperty(prop, p[key], self.name)
         status = p.get("status")
-        self.descriptionDone = [f"{self.stage} {status}"] + ([p["error"]] if p.get("error") else [])
+        # Redacted again here: the report may come from an older grocker on the worker.
+        self.descriptionDone = [f"{self.stage} {status}"] + ([redact(str(p["error"]))] if p.get("error") else [])
 
 
 class GrockerWheel(GrockerMemberStep):

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from setuptools_grocker import __version__
 from setuptools_grocker.errors import GrockerError
-from setuptools_grocker.progress import Progress
+from setuptools_grocker.progress import Progress, redact
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +110,8 @@ def make_parser() -> argparse.ArgumentParser:
     plan = ws_sub.add_parser("plan", help="the order, the levels, and what must be rebuilt and why")
     plan.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
-    plan.add_argument("--wheel-index", metavar="URL", help="also count builds found on this wheel index")
+    plan.add_argument("--wheel-index", metavar="URL", help="also count builds found on this wheel index "
+                      "(no credentials here: GROCKER_WORKSPACE_INDEX_URL or ~/.netrc)")
     plan.set_defaults(func=cmd_ws_plan)
     wsb = ws_sub.add_parser("build", help="build the members in dependency order, incrementally")
     wsb.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
@@ -123,7 +124,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--no-cache", action="store_true", help="rebuild every member")
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
     wsb.add_argument("--wheel-index", metavar="URL",
-                     help="PyPI-compatible index to share wheels through (overrides workspace.index-url)")
+                     help="PyPI-compatible index to share wheels through (overrides workspace.index-url); "
+                          "no credentials here: GROCKER_WORKSPACE_INDEX_URL or ~/.netrc")
     wsb.add_argument("--stage", action="append", type=_stage_name, metavar="STAGE",
                      help="run only this stage: wheel, test, image, smoke, push, or plugin:NAME (repeatable; "
                           "default: all); what earlier stages made is reused")
@@ -213,7 +215,7 @@ def run_build(project: Path, overrides: Mapping[str, Any], *, environ: Mapping[s
     emit_report(report, report_path)
     progress.write(summary_table(report))
     if result.status == "failed":
-        sys.stderr.write(f"grocker: error: {result.error}\n")
+        sys.stderr.write(f"grocker: error: {redact(result.error or '')}\n")
         return result.exit_code
     return 0
 
@@ -241,9 +243,11 @@ def cmd_ws_plan(args: argparse.Namespace, progress: Progress) -> int:
     from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions, print_plan
 
     ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
+    # Before the engine: a bad --wheel-index is bad input, whether or not the engine answers.
+    options = WorkspaceOptions(index_url=args.wheel_index)
+    build = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options)
     with Engine(Progress(quiet=True)) as engine:
-        options = WorkspaceOptions(index_url=args.wheel_index)
-        entries = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).plan(engine)
+        entries = build.plan(engine)
     if args.json:
         print(json.dumps({"root": str(ws.root), "order": ws.order, "levels": ws.levels,
                           "members": [e.to_json() for e in entries]}, indent=2))
@@ -419,6 +423,15 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+def print_error(exc: GrockerError) -> int:
+    """The details (e.g. a log's tail), then one line on stderr, credentials redacted; the exit code."""
+    details = exc.shown_details()
+    if details:
+        sys.stderr.write(details.rstrip() + "\n")
+    sys.stderr.write(f"grocker: error: {exc.one_line()}\n")
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -426,18 +439,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args, progress))
     except GrockerError as exc:
-        if exc.details:
-            sys.stderr.write(exc.details.rstrip() + "\n")
-        sys.stderr.write(f"grocker: error: {exc.one_line()}\n")
-        return exc.exit_code
+        return print_error(exc)
     except OSError as exc:
         from setuptools_grocker.errors import from_os_error
 
         typed = from_os_error(exc)
         if typed is None:
             raise
-        sys.stderr.write(f"grocker: error: {typed.one_line()}\n")
-        return typed.exit_code
+        return print_error(typed)
     except KeyboardInterrupt:
         sys.stderr.write("grocker: interrupted\n")
         return 130

@@ -48,7 +48,7 @@ class DockerImage(Command):
             code = run_build(project, overrides, environ=os.environ, progress=Progress())
         except GrockerError as exc:
             if exc.details:
-                print(exc.details)
+                print(exc.shown_details())
             print(f"docker_image: error: {exc.one_line()}")
             raise SystemExit(exc.exit_code) from exc
         if code:

@@ -21,7 +21,7 @@ from setuptools_grocker.engine import Engine, Mount
 from setuptools_grocker.errors import CompileError, ProjectError, disk_full
 from setuptools_grocker.image import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipconf import PipForward
-from setuptools_grocker.progress import Progress
+from setuptools_grocker.progress import Progress, add_secret
 from setuptools_grocker.project import Source, metadata_fields, normalize_name, scm_version
 
 
@@ -128,13 +128,19 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         version = scm_version(source.root, source.digest, wheelhouse_root / ".scm")
         if version:
             env["SETUPTOOLS_SCM_PRETEND_VERSION"] = version
+        # Plugin environment values and the user's pip options (index URLs, tokens) are never
+        # echoed; values that look like secrets are also masked in the container's output.
+        secret_env = set(extra_env or {}) | set(pip.env)
+        for name in set(extra_env or {}) | pip.secret_env:
+            for value in [env[name], *env[name].split()]:
+                add_secret(value)
         result = engine.run(
             compiler,
             [f"{BUILD_VENV}/bin/python", "/grocker/compile_driver.py", "/job/job.json"],
             mounts=mounts,
             env=env,
             user=f"{os.getuid()}:{os.getgid()}",
-            secret_env=pip.secret_env,
+            secret_env=secret_env,
         )
         if result.exit_code != 0:
             if "No space left on device" in result.output:

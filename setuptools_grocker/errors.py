@@ -22,7 +22,16 @@ class GrockerError(Exception):
         return self.one_line()
 
     def one_line(self) -> str:
-        return f"{self.message}; {self.hint}" if self.hint else self.message
+        """The message and hint on one line, credentials redacted: what frontends and reports show."""
+        from setuptools_grocker.progress import redact
+
+        return redact(f"{self.message}; {self.hint}" if self.hint else self.message)
+
+    def shown_details(self) -> str | None:
+        """``details`` as they may be printed (credentials redacted)."""
+        from setuptools_grocker.progress import redact
+
+        return redact(self.details) if self.details else None
 
 
 class ConfigError(GrockerError):
@@ -92,7 +101,7 @@ class BootstrapError(GrockerError):
 
 
 class WheelIndexError(GrockerError):
-    """The wheel index (a PyPI-compatible server) is unreachable or refused an upload."""
+    """The wheel index is unreachable, refused a request, or listed or served a wheel that does not check out."""
 
     exit_code = 14
 

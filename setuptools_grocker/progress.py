@@ -13,12 +13,40 @@ import time
 from typing import IO, Iterator
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_SECRET_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+(:[^/@\s]*)?@", re.IGNORECASE)
+# The userinfo of a URL, whatever it holds (``user:token@``, ``:token@``, ``token@``).
+_SECRET_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/?#\s]*@", re.IGNORECASE)
+# Query parameters that carry credentials (?private_token=, &access_token=, ?X-Amz-Signature=, ?api_key=...).
+_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&;][a-z0-9_.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|access[_-]?key|signature|"
+    r"credential|auth)[a-z0-9_.-]*=)[^&#\s'\"]+", re.IGNORECASE)
+# ``Authorization: Bearer <token>`` / ``Basic <b64>`` and bare ``Bearer <token>``.
+_SECRET_HEADER = re.compile(r"(?P<name>\b(?:Proxy-)?Authorization\s*[:=]\s*(?:[A-Za-z]+\s+)?)[^\s'\",]+",
+                            re.IGNORECASE)
+_BEARER = re.compile(r"(?P<name>\bBearer\s+)(?!realm=)[A-Za-z0-9._~+/=-]{8,}")
+# Values that must never be printed, whatever their shape: plugin compile environment values,
+# forwarded pip index URLs, index credentials. Shorter ones would mask ordinary words.
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+MIN_SECRET = 8
+
+
+def add_secret(value: str) -> None:
+    """Never print ``value`` (8 characters or more) again in this process."""
+    if len(value) >= MIN_SECRET:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
 
 
 def redact(text: str) -> str:
-    """Hide credentials embedded in URLs (``https://user:token@host``)."""
-    return _SECRET_URL.sub(lambda m: f"{m.group('scheme')}***@", text)
+    """Hide credentials: URL userinfo, token query parameters, Authorization values, registered secrets."""
+    with _SECRETS_LOCK:
+        known = sorted(_SECRETS, key=len, reverse=True)
+    for value in known:
+        text = text.replace(value, "***")
+    text = _SECRET_URL.sub(lambda m: f"{m.group('scheme')}***@", text)
+    text = _SECRET_PARAM.sub(lambda m: f"{m.group('name')}***", text)
+    text = _SECRET_HEADER.sub(lambda m: f"{m.group('name')}***", text)
+    return _BEARER.sub(lambda m: f"{m.group('name')}***", text)
 
 
 class Progress:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from setuptools_grocker.errors import GrockerError
+from setuptools_grocker.progress import redact
 
 STATUSES = ("built", "cached", "failed", "skipped")
 
@@ -50,7 +51,7 @@ class ProjectResult:
     def fail(self, exc: GrockerError) -> None:
         """Record a typed error as this project's failure."""
         self.status = "failed"
-        self.error = exc.one_line()
+        self.error = exc.one_line()  # redacted: reports are kept and shown (Buildbot properties, logs)
         self.exit_code = exc.exit_code
 
     def to_json(self) -> dict[str, Any]:
@@ -74,17 +75,29 @@ class Report:
                 and all(p.status in ("built", "cached") for p in self.projects))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The report as written and printed; every string redacted (errors may quote URLs and output)."""
+        return redacted({
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
             "projects": [p.to_json() for p in self.projects],
             **({"error": self.error.one_line()} if self.error else {}),
             **self.extra,
-        }
+        })
 
     def write(self, path: Path) -> None:
         """Write atomically, so a reader never sees half a report."""
         write_json_atomic(path, self.to_json())
+
+
+def redacted(data: Any) -> Any:
+    """``data`` with credentials redacted from every string in it."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {k: redacted(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redacted(v) for v in data]
+    return data
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -42,7 +42,7 @@ from setuptools_grocker.registry import key_tag, manifest_digest
 from setuptools_grocker.release import lagging_error
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
 from setuptools_grocker.smoke import smoke_test
-from setuptools_grocker.wheelhouse import WheelIndex
+from setuptools_grocker.wheelhouse import IndexedWheel, open_index
 from setuptools_grocker.workspace import (
     Member,
     Workspace,
@@ -73,6 +73,7 @@ class WorkspaceOptions:
     fail_fast: bool = False
     push: bool = False
     no_cache: bool = False
+    #: The wheel index (no credentials: they come from GROCKER_WORKSPACE_INDEX_URL or ~/.netrc).
     index_url: str | None = None
     #: Run only these stages (default: all); with ``no_deps``, build only the members named in ``only``.
     stages: tuple[str, ...] = ()
@@ -90,9 +91,12 @@ class PlanEntry:
     depends_on: list[str]
     key: str
     reason: str | None  # None: up to date
-    #: URL of this exact build on the wheel index, when it is there and not here.
+    #: Where this exact build is, when it is there and not here: its URL on the wheel index
+    #: (no credentials, no query) or ``registry:REF``.
     fetch: str | None = None
     stages: list[str] = dataclasses.field(default_factory=list)
+    #: The wheel index's link to this build (not part of the JSON plan).
+    found: IndexedWheel | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "version": self.version, "level": self.level,
@@ -115,8 +119,7 @@ class WorkspaceBuild:
         self.keys: dict[str, dict[str, Any]] = {}
         self.env_key = ""
         self.shared: Config | None = None
-        index_url = options.index_url or ws.settings.index_url
-        self.index = WheelIndex(index_url) if index_url else None
+        self.index = open_index(options.index_url, environ=environ, configured=ws.settings.index_url)
         # Plugins, per member (the plugins key may differ): configuration applied once, here.
         self.plugins: dict[str, PluginManager] = {}
         for m in ws.members.values():
@@ -160,11 +163,11 @@ class WorkspaceBuild:
                 reason = why_rebuild(self.keys[name], state, rebuilt)
                 if reason is None and not self._artifact_present(engine, m, state):
                     reason = "unfinished stages or missing " + ("wheel" if m.kind == "library" else "image")
-                fetch = None
+                fetch, found = None, None
                 if reason is not None and m.kind == "library" and self.index and not self.options.no_cache:
-                    fetch = self.index.find(m.name, m.version, self.keys[name]["key"])
-                    if fetch:
-                        reason = None
+                    found = self.index.find(m.name, m.version, self.keys[name]["key"])
+                    if found:
+                        reason, fetch = None, found.public
                 if reason is not None and m.kind == "application" and m.config.registry and not self.options.no_cache:
                     # Built and pushed by another machine: the registry holds it under its key tag.
                     ref = f"{self._reference(m).rsplit(':', 1)[0]}:{key_tag(self.keys[name]['key'])}"
@@ -175,7 +178,8 @@ class WorkspaceBuild:
                 if reason is not None:
                     rebuilt.add(name)
                 entries.append(PlanEntry(name, m.kind, m.version, level, sorted(m.deps),
-                                         self.keys[name]["key"], reason, fetch, stages_of(m, self.options.push)))
+                                         self.keys[name]["key"], reason, fetch, stages_of(m, self.options.push),
+                                         found))
         return entries
 
     # -- the run ------------------------------------------------------------------------
@@ -303,7 +307,7 @@ class WorkspaceBuild:
             result.image = self._reference(member)
             result.digest = manifest_digest(entry.fetch[len("registry:"):])
             return
-        if entry.fetch and "wheel" not in state.get("stages", {}):
+        if entry.found and "wheel" not in state.get("stages", {}):
             state = self._fetch(member, entry, progress)
         done: dict[str, Any] = dict(state.get("stages", {}))
         requested = set(self.options.stages or STAGES)
@@ -473,12 +477,17 @@ class WorkspaceBuild:
 
     def _fetch(self, member: Member, entry: PlanEntry, progress: Progress) -> dict[str, Any]:
         """Take this exact build of a library from the wheel index instead of building it."""
-        assert self.index is not None and entry.fetch is not None
+        assert self.index is not None and entry.found is not None
         final = self.ws.state_dir / "wheels" / member.name / entry.key
         staging = final.parent / ".tmp" / f"fetch-{uuid.uuid4().hex[:8]}"
-        wheel = self.index.download(entry.fetch, staging / "wheels")
-        (staging / "manifest.json").write_text(json.dumps({"name": member.name, "version": member.version,
-                                                           "wheel": wheel.name, "closure": [], "fetched": entry.fetch}))
+        try:
+            wheel = self.index.download(entry.found, staging / "wheels", member.name, member.version, entry.key)
+            (staging / "manifest.json").write_text(json.dumps({
+                "name": member.name, "version": member.version, "wheel": wheel.name, "closure": [],
+                "fetched": entry.found.public, entry.found.hash_name: entry.found.digest}))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         try:
             os.replace(staging, final)
         except OSError:  # published meanwhile by a concurrent build
@@ -588,9 +597,9 @@ class WorkspaceBuild:
             return Path(wheel)
         if self.index is not None:
             m = self.ws.members[name]
-            url = self.index.find(m.name, m.version, key)
-            if url:
-                entry = PlanEntry(name, m.kind, m.version, 0, sorted(m.deps), key, None, url)
+            found = self.index.find(m.name, m.version, key)
+            if found:
+                entry = PlanEntry(name, m.kind, m.version, 0, sorted(m.deps), key, None, found.public, found=found)
                 fetched = self._fetch(m, entry, Progress(quiet=True))
                 return Path(fetched["stages"]["wheel"]["wheel"])
         raise WorkspaceError(f"dependency {name} is not built for this source",

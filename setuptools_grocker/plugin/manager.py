@@ -211,7 +211,7 @@ class PluginManager:
         if outcome.exception is not None:
             self._write(f"plugin trace: {hook} raised {type(outcome.exception).__name__}: {outcome.exception}")
         else:
-            self._write(f"plugin trace: {hook} <- {outcome.get_result()!r}")
+            self._write(f"plugin trace: {hook} <- {_traced(hook, outcome.get_result())!r}")
 
 
 def call_order(hookimpls: Sequence[pluggy.HookImpl]) -> list[pluggy.HookImpl]:
@@ -332,6 +332,15 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "grocker_smoke_tests": _check_smoke_tests,
     "grocker_after_publish": lambda value: None,  # its return value means nothing
 }
+
+
+def _traced(hook: str, results: Any) -> Any:
+    """What the trace shows of a hook's results: compile environment values are secrets (tokens, index URLs)."""
+    if hook != "grocker_compile_environment" or not isinstance(results, list):
+        return results
+    return [{**value, "env": {k: "***" for k in value["env"]}}
+            if isinstance(value, Mapping) and isinstance(value.get("env"), Mapping) else value
+            for value in results]
 
 
 def bad_return(plugin: str, hook: str, expected: str, value: Any) -> PluginError:

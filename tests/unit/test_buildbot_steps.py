@@ -28,11 +28,13 @@ def report(status: str = "built", **extra: object) -> str:
     return json.dumps({"ok": status in ("built", "cached"), "seconds": 1.0, "projects": [project]})
 
 
-def member_command(stage: str, member: str = "core", index: str | None = None) -> list[str]:
-    cmd = ["grocker", "workspace", "build", "ws"]
-    if index:
-        cmd += ["--wheel-index", index]
-    return cmd + ["--only", member, "--no-deps", "--stage", stage, "--report", "-"]
+TOKEN = "glpat-Zq9vX3c8Ww1tK7mN"
+INDEX = f"http://ci:{TOKEN}@127.0.0.1:1/"
+
+
+def member_command(stage: str, member: str = "core") -> list[str]:
+    # Never --wheel-index: the index (and its credentials) goes through the environment.
+    return ["grocker", "workspace", "build", "ws", "--only", member, "--no-deps", "--stage", stage, "--report", "-"]
 
 
 class TestMemberSteps(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
@@ -45,14 +47,30 @@ class TestMemberSteps(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
     def test_wheel_sets_properties_from_the_report(self):  # type: ignore[no-untyped-def]
         self.setup_step(GrockerWheel(root="ws", member="core", wheel_index="http://127.0.0.1:1/"))
         self.expect_commands(
-            ExpectShell(workdir="wkdir", command=member_command("wheel", index="http://127.0.0.1:1/"),
-                        log_environ=False)
+            ExpectShell(workdir="wkdir", command=member_command("wheel"), log_environ=False,
+                        env={"GROCKER_WORKSPACE_INDEX_URL": "http://127.0.0.1:1/"})
             .stdout(report()).stderr("[core] built in 1.0s\n").exit(0))
         self.expect_outcome(result=SUCCESS, state_string="wheel built")
         self.expect_property("grocker_status", "built", "wheel")
         self.expect_property("grocker_version", "1.2.0", "wheel")
         self.expect_property("grocker_wheel", "/w/core.whl", "wheel")
         yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_index_credentials_go_through_the_environment_only(self):  # type: ignore[no-untyped-def]
+        self.setup_step(GrockerWheel(root="ws", member="core", wheel_index=INDEX, env={"LANG": "C.UTF-8"}))
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=member_command("wheel"), log_environ=False,
+                        env={"LANG": "C.UTF-8", "GROCKER_WORKSPACE_INDEX_URL": INDEX})
+            .stdout(report("failed", error=f"the wheel index https://ci:{TOKEN}@h answered HTTP 500")).exit(14))
+        self.expect_outcome(result=FAILURE, state_string="wheel failed the wheel index https://***@h answered "
+                                                         "HTTP 500 (failure)")
+        self.expect_log_file("report.json", json.dumps(json.loads(report(
+            "failed", error="the wheel index https://***@h answered HTTP 500")), indent=2))
+        yield self.run_step()
+        step = self.get_nth_step(0)
+        assert TOKEN not in " ".join(step.command)
+        assert TOKEN not in json.dumps(step.build.getProperties().asDict())
 
     @defer.inlineCallbacks
     def test_failed_stage_fails_with_the_error(self):  # type: ignore[no-untyped-def]
@@ -107,13 +125,15 @@ class TestMemberSteps(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
             {"name": "core", "kind": "library", "up_to_date": True, "reason": None, "depends_on": []},
             {"name": "web", "kind": "application", "up_to_date": False, "reason": "never built",
              "depends_on": ["core"]}]}
-        self.setup_step(GrockerPlan(root="ws"))
+        self.setup_step(GrockerPlan(root="ws", wheel_index=INDEX))
         self.expect_commands(
-            ExpectShell(workdir="wkdir", command=["grocker", "workspace", "plan", "ws", "--json"], log_environ=False)
+            ExpectShell(workdir="wkdir", command=["grocker", "workspace", "plan", "ws", "--json"], log_environ=False,
+                        env={"GROCKER_WORKSPACE_INDEX_URL": INDEX})
             .stdout(json.dumps(plan)).exit(0))
         self.expect_outcome(result=SUCCESS, state_string="2 members, 1 to build")
         self.expect_property("grocker_plan", plan, "plan")
         yield self.run_step()
+        assert TOKEN not in json.dumps(self.get_nth_step(0).build.getProperties().asDict())
 
 
 def test_configuration_errors() -> None:
@@ -122,6 +142,9 @@ def test_configuration_errors() -> None:
     with pytest.raises(ConfigErrors, match="member is required"):
         with capture_config_errors(raise_on_error=True):
             GrockerWheel(root="ws")
+    with pytest.raises(ConfigErrors, match="logEnviron=True would write the wheel index's credentials"):
+        with capture_config_errors(raise_on_error=True):
+            GrockerWheel(root="ws", member="core", wheel_index=INDEX, logEnviron=True)
 
 
 class FakeTriggerable:
