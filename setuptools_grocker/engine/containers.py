@@ -16,6 +16,8 @@ from setuptools_grocker.engine.lease import Lease
 from setuptools_grocker.errors import GrockerError
 from setuptools_grocker.ownership import LEASE_LABEL, OWNER_LABEL, Seen, lease_deadline, orphaned, own_labels, run_id
 
+__all__ = ["Container", "Containers", "Mount", "RunResult"]
+
 
 @dataclass(frozen=True)
 class Mount:

@@ -17,6 +17,8 @@ from typing import Any, Iterable, Mapping
 from setuptools_grocker.engine.connection import Connection, docker, short
 from setuptools_grocker.errors import BaseImageError, EngineUnavailable, ImageBuildError
 
+__all__ = ["Images"]
+
 
 class Images(Connection):
     """The image operations of :class:`~setuptools_grocker.engine.Engine`."""
