@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from setuptools_grocker.config import check_http_path
-from setuptools_grocker.engine import Engine, labels_of
+from setuptools_grocker.engine import Engine, HealthCheck, ServiceSpec, labels_of
 from setuptools_grocker.errors import ConfigError, DeployError, GrockerError
 from setuptools_grocker.image import APP_DIR, RESOURCES, VENV
 from setuptools_grocker.progress import Progress
@@ -51,15 +51,6 @@ SECRET_KEY_LABEL = "io.grocker.secret-key"
 MAX_HISTORY = 30
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Health:
-    test: tuple[str, ...]
-    interval: float = 5.0
-    timeout: float = 3.0
-    retries: int = 3
-    start_period: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,24 +80,6 @@ class Publish:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.host_port}:{self.port}"
-
-
-@dataclass
-class ServiceSpec:
-    """Everything the engine needs to create or update the service (see Engine.put_service)."""
-
-    name: str
-    image: str
-    args: list[str]
-    env: dict[str, str]
-    secrets: list[tuple[str, str, str]]  # (secret id, secret name, target path)
-    health: Health | None
-    replicas: int
-    network: str
-    labels: dict[str, str]
-    service_labels: dict[str, str]
-    monitor: float
-    force_update: int = 0
 
 
 @dataclass
@@ -298,10 +271,10 @@ class Deployer:
         if record.get("health"):
             # A rollback reads it back from the history label: checked again.
             _check_health(record["health"], f"the history of {name}")
-            health = Health(("CMD", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py", "health",
-                             str(record["health"]["port"]), record["health"]["path"]),
-                            interval=options.health_interval, timeout=3.0, retries=options.health_retries,
-                            start_period=options.start_period)
+            health = HealthCheck(("CMD", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py", "health",
+                                  str(record["health"]["port"]), record["health"]["path"]),
+                                 interval=options.health_interval, timeout=3.0, retries=options.health_retries,
+                                 start_period=options.start_period)
         spec = ServiceSpec(
             name=name, image=record["pinned"], args=[record["command"]] if record.get("command") else [],
             env=dict(record.get("env", {})), secrets=secrets, health=health, replicas=options.replicas,

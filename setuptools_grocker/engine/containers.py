@@ -1,0 +1,237 @@
+"""Containers: run one to completion, start a long-running one, and reap those of dead runs.
+
+Every container grocker creates carries the labels of its run (:func:`~setuptools_grocker.ownership.own_labels`),
+and the run's lease (:mod:`setuptools_grocker.engine.lease`) exists before its first container,
+so that the reaper of another run can tell a live run's containers from an orphan's.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from setuptools_grocker.engine.connection import Connection, docker, engine_time, labels_of, short
+from setuptools_grocker.engine.lease import Lease
+from setuptools_grocker.errors import GrockerError
+from setuptools_grocker.ownership import LEASE_LABEL, OWNER_LABEL, Seen, lease_deadline, orphaned, own_labels, run_id
+
+__all__ = ["Container", "Containers", "Mount", "RunResult"]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount of a host path into a container (read-only unless said otherwise)."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a container run to completion ended: its exit code and its output."""
+
+    exit_code: int
+    output: str
+
+    def tail(self, lines: int = 25) -> str:
+        return "\n".join(self.output.rstrip().splitlines()[-lines:])
+
+
+class Containers(Connection):
+    """The container operations of :class:`~setuptools_grocker.engine.Engine`."""
+
+    #: How many containers this engine object started (the report counts them).
+    containers_started = 0
+
+    def run(self, image: str, command: list[str], *, mounts: Iterable[Mount] = (),
+            env: Mapping[str, str] | None = None, user: str | None = None, workdir: str | None = None,
+            entrypoint: list[str] | None = None, stream: bool = True, timeout: float | None = None,
+            network: str | None = None, secret_env: Iterable[str] = ()) -> RunResult:
+        """Run a container to completion and remove it; return its exit code and output."""
+        mounts = list(mounts)
+        secret = set(secret_env)
+        argv = ["docker", "run", "--rm"]
+        for m in mounts:
+            argv += ["-v", f"{m.source}:{m.target}" + (":ro" if m.read_only else "")]
+        for k, v in (env or {}).items():
+            argv += ["-e", f"{k}=***" if k in secret else f"{k}={v}"]
+        if user:
+            argv += ["-u", user]
+        if entrypoint is not None:
+            argv += ["--entrypoint", " ".join(entrypoint)]
+        self.progress.command(argv + [image] + command)
+        container = self._create(image, command, mounts=mounts, env=env, user=user, workdir=workdir,
+                                 entrypoint=entrypoint, network=network)
+        lines: list[str] = []
+        try:
+            self._call("start a container", container.start)
+            self.containers_started += 1
+            for raw in self._call("read container logs", container.logs, stream=True, follow=True):
+                text = raw.decode("utf-8", "replace")
+                lines.append(text)
+                if stream:
+                    for line in text.splitlines():
+                        self.progress.output(line)
+            status = self._call("wait for a container", container.wait, timeout=timeout)
+            return RunResult(int(status.get("StatusCode", 1)), "".join(lines))
+        finally:
+            self._remove(container)
+
+    def start(self, image: str, command: list[str], *, ports: Mapping[int, int | None] | None = None,
+              env: Mapping[str, str] | None = None, mounts: Iterable[Mount] = (),
+              name: str | None = None) -> Container:
+        """Start a long-running container with ports published on 127.0.0.1 only."""
+        published = {f"{p}/tcp": ("127.0.0.1", host) for p, host in (ports or {}).items()}
+        argv = ["docker", "run", "-d"]
+        for p, host in (ports or {}).items():
+            argv += ["-p", f"127.0.0.1:{host or ''}:{p}"]
+        self.progress.command(argv + [image] + command)
+        container = self._create(image, command, mounts=list(mounts), env=env, ports=published, name=name)
+        self._call("start a container", container.start)
+        self.containers_started += 1
+        container.reload()
+        return Container(self, container)
+
+    def _create(self, image: str, command: list[str], *, mounts: list[Mount], env: Mapping[str, str] | None,
+                user: str | None = None, workdir: str | None = None, entrypoint: list[str] | None = None,
+                network: str | None = None, ports: Mapping[str, Any] | None = None,
+                name: str | None = None) -> Any:
+        # The lease exists before any container of the run: a reaper that sees the container sees it.
+        Lease.hold(self._base_url, image)
+        try:
+            return self._call(
+                "create a container",
+                self.client.containers.create,
+                image,
+                command,
+                mounts=[docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+                        for m in mounts],
+                environment=dict(env or {}),
+                user=user,
+                working_dir=workdir,
+                entrypoint=entrypoint,
+                network_mode=network,
+                ports=dict(ports or {}),
+                labels=own_labels(),
+                name=name,
+                detach=True,
+            )
+        except docker.errors.APIError as exc:
+            raise GrockerError(f"cannot create a container from {image}: {short(exc)}",
+                               "check that the image exists and the paths mounted are valid") from exc
+
+    def reap_orphans(self) -> int:
+        """Remove the containers of grocker runs that are gone (see :mod:`setuptools_grocker.ownership`).
+
+        A build killed with SIGKILL cannot remove its containers; the next build does. A run
+        of this machine and PID namespace is gone when its process is; any other run when its
+        lease in the engine has expired. Containers of live runs, wherever they run, stay.
+        """
+        try:
+            # One listing: a run's lease is created before its containers, so it is in the
+            # same snapshot as any container of the run.
+            listed = self._call("list containers", self.client.api.containers, all=True,
+                                filters={"label": OWNER_LABEL})
+            now = self._call("read the engine's clock", engine_time, self.client)
+        except docker.errors.APIError:
+            return 0
+        seen = [Seen(name=((c.get("Names") or [""])[0]).lstrip("/"), labels=c.get("Labels") or {},
+                     status=str(c.get("State", ""))) for c in listed]
+        leases = {s.labels[LEASE_LABEL]: deadline for s in seen
+                  if LEASE_LABEL in s.labels and (deadline := lease_deadline(s.name)) is not None}
+        me = run_id()
+        removed = 0
+        for c, s in zip(listed, seen):
+            if orphaned(s, leases, now, me):
+                self.progress.command(["docker", "rm", "-f", str(c["Id"])[:12]])
+                try:
+                    self.client.api.remove_container(c["Id"], force=True)
+                    removed += 1
+                except Exception:  # best effort: gone already, or removed by another reaper
+                    pass
+        return removed
+
+    def _remove(self, container: Any) -> None:
+        try:
+            container.remove(force=True)
+        except Exception:  # best effort: the engine may be gone, and the error that matters is already raised
+            pass
+
+    def run_daemon(self, name: str, image: str, command: list[str], *, ports: Mapping[int, tuple[str, int]],
+                   network: str, labels: Mapping[str, str]) -> None:
+        """Start a named long-running container that restarts with the engine (not reaped as an orphan)."""
+        argv = ["docker", "run", "-d", "--name", name, "--restart", "unless-stopped", "--network", network]
+        for port, (host, host_port) in ports.items():
+            argv += ["-p", f"{host}:{host_port}:{port}"]
+        self.progress.command(argv + [image] + command)
+        try:
+            container = self._call(
+                f"create container {name}", self.client.containers.create, image, command, name=name, detach=True,
+                ports={f"{p}/tcp": hp for p, hp in ports.items()}, network=network, labels=dict(labels),
+                restart_policy={"Name": "unless-stopped"})
+            self._call(f"start container {name}", container.start)
+        except docker.errors.APIError as exc:
+            self.remove_container(name)
+            raise GrockerError(f"cannot start {name}: {short(exc)}",
+                               "is the port already in use? choose another with --publish") from exc
+
+    def container_labels(self, name: str) -> dict[str, str] | None:
+        try:
+            attrs = self._call(f"inspect {name}", self.client.api.inspect_container, name)
+        except docker.errors.NotFound:
+            return None
+        return labels_of(attrs)
+
+    def remove_container(self, name: str) -> None:
+        try:
+            self._call(f"remove {name}", self.client.api.remove_container, name, force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+
+class Container:
+    """A started container; stop() removes it."""
+
+    def __init__(self, engine: Containers, container: Any) -> None:
+        self.engine = engine
+        self._c = container
+
+    @property
+    def id(self) -> str:
+        return str(self._c.id)
+
+    def host_port(self, port: int) -> int:
+        self._c.reload()
+        bindings = (self._c.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
+        for b in bindings:
+            if b.get("HostIp") in ("127.0.0.1", "", "0.0.0.0"):
+                return int(b["HostPort"])
+        raise GrockerError(f"container port {port} was not published", "check the image's ports")
+
+    def status(self) -> str:
+        self._c.reload()
+        return str(self._c.status)
+
+    def exit_code(self) -> int | None:
+        self._c.reload()
+        state = self._c.attrs.get("State", {})
+        return None if state.get("Running") else int(state.get("ExitCode", 0))
+
+    def logs(self) -> str:
+        try:
+            return self._c.logs().decode("utf-8", "replace")
+        except Exception:
+            return ""
+
+    def stop(self, timeout: int = 10) -> float:
+        """Stop (SIGTERM, then SIGKILL after ``timeout``) and remove; return the seconds it took."""
+        start = time.monotonic()
+        try:
+            self._c.stop(timeout=timeout)
+        finally:
+            elapsed = time.monotonic() - start
+            self.engine._remove(self._c)
+        return elapsed

@@ -1,0 +1,162 @@
+"""Images: inspect, pull, build, tag, import, load and save.
+
+Each operation is echoed as its ``docker`` command line; build and load failures become
+:class:`~setuptools_grocker.errors.ImageBuildError`, a base image that cannot be pulled
+:class:`~setuptools_grocker.errors.BaseImageError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from setuptools_grocker.engine.connection import Connection, docker, short
+from setuptools_grocker.errors import BaseImageError, EngineUnavailable, ImageBuildError
+
+__all__ = ["Images"]
+
+
+class Images(Connection):
+    """The image operations of :class:`~setuptools_grocker.engine.Engine`."""
+
+    def image_attrs(self, ref: str) -> dict[str, Any] | None:
+        """The ``docker image inspect`` data of ``ref``, or None when the engine lacks it."""
+        try:
+            return self._call(f"inspect {ref}", self.client.api.inspect_image, ref)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    def image_id(self, ref: str) -> str | None:
+        attrs = self.image_attrs(ref)
+        return attrs["Id"] if attrs else None
+
+    def ensure_image(self, ref: str) -> dict[str, Any]:
+        """Return the attributes of ``ref``, pulling it when absent."""
+        attrs = self.image_attrs(ref)
+        if attrs:
+            return attrs
+        self.progress.command(["docker", "pull", ref])
+        try:
+            self._call(f"pull {ref}", self.client.api.pull, ref)
+        except docker.errors.APIError as exc:
+            raise BaseImageError(
+                f"base image '{ref}' is not in the engine and could not be pulled ({short(exc)})",
+                f"build one with `grocker bootstrap-base --tag {ref}`, or set base-image to an image you have",
+            ) from exc
+        attrs = self.image_attrs(ref)
+        if not attrs:  # pragma: no cover - the engine said it pulled it
+            raise BaseImageError(f"base image '{ref}' was pulled but cannot be inspected")
+        return attrs
+
+    def build(self, context: Path, *, tag: str | None = None, nocache: bool = False,
+              labels: Mapping[str, str] | None = None, what: str = "image") -> str:
+        """Build ``context/Dockerfile`` with the classic builder; return the image ID."""
+        argv = ["docker", "build", "--rm", "--force-rm"]
+        if tag:
+            argv += ["-t", tag]
+        if nocache:
+            argv.append("--no-cache")
+        self.progress.command(argv + [str(context)])
+        tail: deque[str] = deque(maxlen=40)
+        image_id = None
+        try:
+            stream = self._call(
+                f"build the {what}",
+                self.client.api.build,
+                path=str(context),
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                nocache=nocache,
+                decode=True,
+                labels=dict(labels or {}),
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    for line in chunk["stream"].splitlines():
+                        if line.strip():
+                            tail.append(line)
+                            self.progress.output(line)
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                if "error" in chunk:
+                    tail.append(chunk["error"])
+                    raise ImageBuildError(
+                        f"building the {what} failed: {chunk['error'].strip().splitlines()[-1]}",
+                        "see the build output above",
+                        details="\n".join(tail),
+                    )
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"building the {what} failed: {short(exc)}",
+                                  "see the build output above", details="\n".join(tail)) from exc
+        except (docker.errors.DockerException, OSError) as exc:
+            raise EngineUnavailable(f"the Docker Engine stopped answering while building the {what}",
+                                    "check that dockerd is running, then run the build again") from exc
+        if image_id is None:
+            raise ImageBuildError(f"building the {what} produced no image", "see the build output above",
+                                  details="\n".join(tail))
+        return image_id
+
+    def tag(self, image_id: str, ref: str) -> None:
+        from setuptools_grocker.config import split_reference
+
+        repo, tag = split_reference(ref)
+        self.progress.command(["docker", "tag", image_id[7:19] if image_id.startswith("sha256:") else image_id, ref])
+        self._call(f"tag {ref}", self.client.api.tag, image_id, repo, tag or "latest", force=True)
+
+    def untag(self, ref: str) -> None:
+        try:
+            self._call(f"untag {ref}", self.client.api.remove_image, ref, noprune=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+    def import_tarball(self, tarball: Path, ref: str, changes: Iterable[str] = ()) -> str:
+        """``docker import`` a root filesystem tarball; return the image ID."""
+        from setuptools_grocker.config import split_reference
+
+        repo, tag = split_reference(ref)
+        self.progress.command(["docker", "import", str(tarball), ref])
+        result = self._call(
+            "import the base image",
+            self.client.api.import_image_from_file,
+            str(tarball),
+            repository=repo,
+            tag=tag or "latest",
+            changes=list(changes),
+        )
+        image_id = self.image_id(ref)
+        if not image_id:
+            raise ImageBuildError(f"importing {ref} failed: {result}", "see the engine log")
+        return image_id
+
+    def load(self, archive: bytes, what: str) -> None:
+        """``docker load`` an image archive (layers the engine already has may be left out)."""
+        self.progress.command(["docker", "load"])
+        try:
+            answer = self._call(f"load the {what}", self.client.api.load_image, archive)
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"loading the {what} failed: {short(exc)}", "see the engine log") from exc
+        for chunk in answer or []:
+            if isinstance(chunk, dict) and chunk.get("error"):
+                raise ImageBuildError(f"loading the {what} failed: {chunk['error']}", "see the engine log")
+
+    def save_image(self, ref: str) -> tuple[bytes, dict[str, bytes]]:
+        """``docker save``: the image config's exact bytes and its layer tars by diff ID."""
+        self.progress.command(["docker", "save", ref])
+        data = b"".join(self._call(f"save {ref}", self.client.api.get_image, ref))
+        layers: dict[str, bytes] = {}
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+            config = tar.extractfile(manifest[0]["Config"]).read()  # type: ignore[union-attr]
+            for name in manifest[0]["Layers"]:
+                blob = tar.extractfile(name).read()  # type: ignore[union-attr]
+                layers["sha256:" + hashlib.sha256(blob).hexdigest()] = blob
+        return config, layers
