@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from setuptools_grocker import __version__, smoke
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
-from setuptools_grocker.config import Config, check_default_command
+from setuptools_grocker.config import Config, RunOptions, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import (
     GrockerError,
@@ -138,13 +138,16 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 def build_project(config: Config, *, environ: Mapping[str, str], progress: Progress,
-                  engine: Engine | None = None) -> ProjectResult:
+                  engine: Engine | None = None, run: RunOptions | None = None) -> ProjectResult:
     """Run the whole pipeline for the project of ``config``; never raises GrockerError.
+
+    ``run`` holds what this invocation does with the image (``--tag``, ``--push``, ``--no-cache``).
 
     The returned result has ``status`` ``built``, ``cached`` or ``failed`` (with ``error``
     and ``exit_code`` set).
     """
     start = time.monotonic()
+    run = run or RunOptions()
     result = ProjectResult(name=config.project_dir.name)
     own_engine = engine is None
     try:
@@ -154,7 +157,7 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
         started_before = engine.containers_started
         engine.reap_orphans()
         try:
-            _run(config, environ, progress, engine, result)
+            _run(config, run, environ, progress, engine, result)
         finally:
             result.containers_started = engine.containers_started - started_before
     except GrockerError as exc:
@@ -175,7 +178,7 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
     return result
 
 
-def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine: Engine,
+def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: Progress, engine: Engine,
          result: ProjectResult) -> None:
     plugins = plugin_manager(config.plugins, environ, progress.write)
     config = apply.configure(plugins, config)
@@ -200,14 +203,14 @@ def _run(config: Config, environ: Mapping[str, str], progress: Progress, engine:
     result.key = key
     state_path = config.state_dir / STATE_FILE
     state = _load_state(state_path)
-    if not config.no_cache and state.get("key") == key and engine.image_id(state.get("image_id", "")):
-        _cached(config, engine, state, result)
+    if not run.no_cache and state.get("key") == key and engine.image_id(state.get("image_id", "")):
+        _cached(config, run, engine, state, result)
         progress.info(f"{result.image}: up to date (cache key {key[:12]}), nothing to build")
         return
 
     images = ensure_base_images(engine, config, progress)
     ctx = StageContext(config=config, engine=engine, progress=progress, work_dir=config.state_dir / "stages",
-                       compiler_image=images.compiler)
+                       compiler_image=images.compiler, run=run)
     ctx.artifacts.update(environ=environ, source=source, local_sources=local_sources, pip=pip, key=key,
                          images=images, result=result, files=files, compile_env=compile_env,
                          smoke_commands=apply.smoke_commands(plugins, config))
@@ -255,7 +258,7 @@ def stage_compile(ctx: StageContext) -> None:
         ctx.engine, config, compiler=a["images"].compiler, source=a["source"], local_sources=a["local_sources"],
         pip=a["pip"], wheelhouse_root=config.state_dir / "wheelhouse", key=a["key"],
         pip_cache=pip_cache_dir(environ, config.project_dir), source_date_epoch=epoch, progress=ctx.progress,
-        extra_env=env, pre_commands=commands,
+        extra_env=env, pre_commands=commands, no_cache=ctx.run.no_cache,
     )
     result: ProjectResult = a["result"]
     result.name, result.version = wheels.name, wheels.version
@@ -274,7 +277,7 @@ def stage_smoke(ctx: StageContext) -> None:
     a, config = ctx.artifacts, ctx.config
     smoke_test(ctx.engine, config, a["image_id"], ctx.progress, commands=a["smoke_commands"])
     wheels = a["wheels"]
-    ref = config.tag or default_reference(config, wheels.name, wheels.version)
+    ref = ctx.run.tag or default_reference(config, wheels.name, wheels.version)
     ctx.engine.tag(a["image_id"], ref)
     result: ProjectResult = a["result"]
     result.image, result.image_id = ref, a["image_id"]
@@ -284,14 +287,14 @@ def stage_smoke(ctx: StageContext) -> None:
 
 
 def stage_push(ctx: StageContext) -> None:
-    if ctx.config.push:
+    if ctx.run.push:
         result = ctx.artifacts["result"]
         result.digest, result.pushed_bytes = push_runtime_image(ctx.engine, result.image_id, result.tags,
                                                                 cache_home(ctx.artifacts["environ"]), ctx.progress)
 
 
-def _cached(config: Config, engine: Engine, state: dict[str, Any], result: ProjectResult) -> None:
-    ref = config.tag or default_reference(config, state["name"], state["version"])
+def _cached(config: Config, run: RunOptions, engine: Engine, state: dict[str, Any], result: ProjectResult) -> None:
+    ref = run.tag or default_reference(config, state["name"], state["version"])
     image_id = state["image_id"]
     if engine.image_id(ref) != image_id:
         engine.tag(image_id, ref)
@@ -302,7 +305,7 @@ def _cached(config: Config, engine: Engine, state: dict[str, Any], result: Proje
     result.wheel = state.get("wheel")
     result.distributions = list(state.get("distributions", []))
     result.size = (engine.image_attrs(image_id) or {}).get("Size")
-    if config.push:
+    if run.push:
         result.digest, result.pushed_bytes = push_runtime_image(engine, image_id, result.tags, cache_home(os.environ),
                                                                 Progress(quiet=True))
     else:

@@ -9,11 +9,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from setuptools_grocker import __version__
 from setuptools_grocker.errors import GrockerError
 from setuptools_grocker.progress import Progress, redact
+
+if TYPE_CHECKING:
+    from setuptools_grocker.config import RunOptions
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -80,13 +83,15 @@ def _print_record(args: argparse.Namespace, record: Mapping[str, Any], progress:
 
 
 def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "tag": args.tag,
-        "base-image": args.base_image,
-        "report": args.report,
-        "no-cache": args.no_cache,
-        "push": args.push,
-    }
+    """The configuration keys set on the command line (the top layer of the configuration)."""
+    return {"base-image": args.base_image}
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """What this invocation does with the image: not configuration, never part of a cache key."""
+    from setuptools_grocker.config import RunOptions
+
+    return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -190,7 +195,7 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_build(project: Path, overrides: Mapping[str, Any], *, environ: Mapping[str, str],
+def run_build(project: Path, overrides: Mapping[str, Any], run: RunOptions, *, environ: Mapping[str, str],
               progress: Progress) -> int:
     """Shared by ``grocker build`` and ``setup.py docker_image``: build, report, exit code."""
     from setuptools_grocker.build import build_project
@@ -199,18 +204,17 @@ def run_build(project: Path, overrides: Mapping[str, Any], *, environ: Mapping[s
     from setuptools_grocker.report import ProjectResult, Report, summary_table
 
     start = time.monotonic()
-    report_path = overrides.get("report")
-    if report_path == "-":
-        overrides = {**overrides, "report": None}
+    report_path = run.report
     try:
         check_python_project(project.resolve())
         config = load_config(project, environ=environ, overrides=overrides, warn=progress.warn)
+        run.validate()
     except GrockerError as exc:
         if report_path:
             failed = ProjectResult(name=project.resolve().name, error=exc.one_line(), exit_code=exc.exit_code)
             emit_report(Report([failed], time.monotonic() - start), report_path)
         raise
-    result = build_project(config, environ=environ, progress=progress)
+    result = build_project(config, environ=environ, progress=progress, run=run)
     report = Report([result], time.monotonic() - start)
     emit_report(report, report_path)
     progress.write(summary_table(report))
@@ -232,7 +236,8 @@ def emit_report(report: Any, where: str | None) -> None:
 
 
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
-    return run_build(Path(args.project), build_overrides(args), environ=os.environ, progress=progress)
+    return run_build(Path(args.project), build_overrides(args), run_options(args), environ=os.environ,
+                     progress=progress)
 
 
 def cmd_ws_plan(args: argparse.Namespace, progress: Progress) -> int:

@@ -40,12 +40,13 @@ class DockerImage(Command):
 
     def run(self) -> None:
         from setuptools_grocker.cli import run_build
+        from setuptools_grocker.config import RunOptions
 
         project = Path(self.distribution.src_root or os.getcwd())
-        overrides = {"tag": self.tag, "base-image": self.base_image, "report": self.report,
-                     "no-cache": self.no_cache, "push": self.push}
+        overrides = {"base-image": self.base_image}
+        run = RunOptions(tag=self.tag, no_cache=self.no_cache, push=self.push, report=self.report)
         try:
-            code = run_build(project, overrides, environ=os.environ, progress=Progress())
+            code = run_build(project, overrides, run, environ=os.environ, progress=Progress())
         except GrockerError as exc:
             if exc.details:
                 print(exc.shown_details())

@@ -68,7 +68,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    internal_wheels: Sequence[Path] = (), mode: str = "project",
                    test: Mapping[str, Any] | None = None, what: str | None = None,
                    test_wheel: Path | None = None, extra_env: Mapping[str, str] | None = None,
-                   pre_commands: Sequence[str] = ()) -> Wheelhouse:
+                   pre_commands: Sequence[str] = (), no_cache: bool = False) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``mode="project"`` builds the project and its whole closure (internal wheels given as
@@ -78,7 +78,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
-    if mode != "test" and existing is not None and not config.no_cache:
+    if mode != "test" and existing is not None and not no_cache:
         progress.info(f"wheels for {key[:12]} already built: {final}")
         return existing
     what = what or config.project_dir.name
@@ -162,7 +162,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             return existing
         manifest = json.loads((staging / "out" / "manifest.json").read_text())
         # Atomic publication: the directory appears complete or not at all.
-        if final.exists() and config.no_cache:
+        if final.exists() and no_cache:
             shutil.rmtree(final, ignore_errors=True)
         try:
             os.replace(staging / "out", final)

@@ -11,81 +11,38 @@ Nothing else in the package reads ``os.environ`` for configuration: frontends pa
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import json
-import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from setuptools_grocker.errors import ConfigError
+from setuptools_grocker.keys import (
+    _IMAGE_NAME,
+    _TAG,
+    DEFAULT_BASE_IMAGE,
+    DEFAULT_TEST_COMMAND,
+    KEYS,
+    RESERVED_COMMANDS,
+    RETIRED,
+    TABLES,
+    WORKSPACE_KEYS,
+    Key,
+    WrongType,
+    check_http_path,
+    env_var,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
-# The pytest script, not `python -m pytest`: -m would put the source tree first on sys.path
-# and test it instead of the wheel just built.
-DEFAULT_TEST_COMMAND = "pytest -q -p no:cacheprovider"
-
-# The public contract: dotted key -> (kind, default). ``kind`` drives validation of file
-# values and parsing of environment values.
-KEYS: dict[str, tuple[str, Any]] = {
-    "base-image": ("str", DEFAULT_BASE_IMAGE),
-    "python": ("str", "python3"),
-    "system-packages.run": ("list", ()),
-    "system-packages.build": ("list", ()),
-    "commands": ("dict", {}),
-    "default-command": ("str", None),
-    "ports": ("ints", ()),
-    "volumes": ("list", ()),
-    "env": ("dict", {}),
-    "extras": ("list", ()),
-    "constraints": ("str", None),
-    "local-packages": ("list", ()),
-    "smoke-test.command": ("list", ()),
-    "smoke-test.port": ("int", None),
-    "smoke-test.path": ("str", "/"),
-    "smoke-test.timeout": ("float", 60.0),
-    "labels": ("dict", {}),
-    "image-name": ("str", None),
-    "registry": ("str", None),
-    "user": ("str", "app"),
-    "image": ("bool", None),
-    "test-command": ("str", None),
-    "test-extras": ("list", None),
-    "plugins": ("list", ()),
-    "cache-dir": ("str", None),
-    "moving-tags": ("list", ()),
-}
-# Table names, so that ``[tool.grocker.smoke-test]`` is not reported as an unknown key.
-TABLES = {"system-packages", "smoke-test", "workspace"}
-WORKSPACE_KEYS: dict[str, tuple[str, Any]] = {
-    "workspace.members": ("list", ()),
-    "workspace.exclude": ("list", ()),
-    "workspace.wheelhouse": ("str", None),
-    "workspace.index-url": ("str", None),
-    "workspace.release-image": ("str", None),
-    "workspace.untrusted": ("list", ()),
-}
-
-_IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-RESERVED_COMMANDS = {"shell", "check", "run", "help"}
-# `user` and `python` reach a shell in the root and compiler recipes: a POSIX user name (what
-# Debian's useradd accepts, without the trailing '$' of machine accounts), and a program name or
-# absolute path made of characters that mean nothing to a shell.
-_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_PYTHON = re.compile(r"^(?:/[A-Za-z0-9._+-]+)+$|^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-# What follows host:port in the smoke-test URL: a path, and nothing that could change the host
-# (``@evil.example/x``) or end the request line (spaces, control characters).
-_HTTP_PATH = re.compile(r"^/[^\x00-\x20\x7f]*$")
+__all__ = [
+    "DEFAULT_BASE_IMAGE", "DEFAULT_TEST_COMMAND", "KEYS", "TABLES", "WORKSPACE_KEYS", "Config", "RunOptions",
+    "SmokeTest", "check_default_command", "check_http_path", "env_var", "load_config", "validate_reference",
+]
 
 
 @dataclass(frozen=True)
@@ -126,11 +83,6 @@ class Config:
     plugins: tuple[str, ...] = ()
     cache_dir: Path | None = None
     moving_tags: tuple[str, ...] = ()
-    # Per-invocation options (command line only); they do not change what an image contains.
-    tag: str | None = None
-    no_cache: bool = False
-    push: bool = False
-    report: Path | None = None
     #: Where the file layer came from, for messages.
     source: str = "defaults"
 
@@ -147,24 +99,42 @@ class Config:
         return self.cache_dir or (self.project_dir / ".grocker")
 
     def image_inputs(self) -> dict[str, Any]:
-        """The part of the configuration that shapes the image (part of every cache key)."""
-        return {
-            "base-image": self.base_image,
-            "python": self.python,
-            "run": list(self.run_packages),
-            "build": list(self.build_packages),
-            "commands": dict(sorted(self.commands.items())),
-            "default-command": self.effective_default_command,
-            "ports": list(self.ports),
-            "volumes": list(self.volumes),
-            "env": dict(sorted(self.env.items())),
-            "extras": sorted(self.extras),
-            "smoke-test": dataclasses.asdict(self.smoke_test),
-            "labels": dict(sorted(self.labels.items())),
-            "user": self.user,
-            # Relative: the same project checked out elsewhere has the same key (and image).
-            "local-packages": [os.path.relpath(p, self.project_dir) for p in self.local_packages],
-        }
+        """The part of the configuration that shapes the image (part of every cache key).
+
+        Derived from the keys marked ``image_input`` (keys.py); a dotted input name nests
+        (``smoke-test.port`` -> ``{"smoke-test": {"port": ...}}``).
+        """
+        inputs: dict[str, Any] = {}
+        for key in KEYS.values():
+            if key.image_input:
+                *tables, last = (key.input_name or key.name).split(".")
+                where = inputs
+                for table in tables:
+                    where = where.setdefault(table, {})
+                where[last.replace("-", "_") if tables else last] = key.input_value(self)
+        return inputs
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one invocation does with the image: never what the image contains (no cache key sees it).
+
+    Built by the frontends (``grocker build``, ``setup.py docker_image``) beside the :class:`Config`.
+    """
+
+    #: Final image reference NAME:TAG (default: IMAGE-NAME:VERSION).
+    tag: str | None = None
+    #: Rebuild even when the cache key is unchanged.
+    no_cache: bool = False
+    #: Push the image (and its tags) to the registry.
+    push: bool = False
+    #: Where the JSON report goes: a file, ``-`` for stdout, None for nowhere.
+    report: str | None = None
+
+    def validate(self) -> None:
+        """Raise ConfigError for a bad ``--tag`` (checked after the configuration, as before)."""
+        if self.tag is not None:
+            validate_reference(self.tag)
 
 
 def read_file_layer(project_dir: Path) -> tuple[dict[str, Any], str]:
@@ -202,7 +172,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the file permissions") from exc
 
 
-def flatten(table: Mapping[str, Any], where: str, known: Mapping[str, Any] = KEYS) -> dict[str, Any]:
+def flatten(table: Mapping[str, Any], where: str, known: Mapping[str, Key] = KEYS) -> dict[str, Any]:
     """Turn nested tables into dotted keys, rejecting unknown keys with the closest valid one."""
     flat: dict[str, Any] = {}
     for key, value in table.items():
@@ -210,10 +180,7 @@ def flatten(table: Mapping[str, Any], where: str, known: Mapping[str, Any] = KEY
             for sub, subvalue in value.items():
                 flat[f"{key}.{sub}"] = subvalue
         elif key == "workspace" and isinstance(value, dict):
-            for sub in value:
-                dotted = f"workspace.{sub}"
-                if dotted not in WORKSPACE_KEYS:
-                    raise unknown_key(dotted, where, WORKSPACE_KEYS)
+            check_workspace_keys(value, where)
         else:
             flat[key] = value
     for key in flat:
@@ -222,127 +189,49 @@ def flatten(table: Mapping[str, Any], where: str, known: Mapping[str, Any] = KEY
     return flat
 
 
+def check_workspace_keys(table: Mapping[str, Any], where: str) -> None:
+    """Refuse unknown and retired keys of ``[tool.grocker.workspace]``."""
+    for sub in table:
+        dotted = f"workspace.{sub}"
+        if dotted in RETIRED:
+            raise ConfigError(f"'{dotted}' in {where} is no longer supported", RETIRED[dotted])
+        if dotted not in WORKSPACE_KEYS:
+            raise unknown_key(dotted, where, WORKSPACE_KEYS)
+
+
 def unknown_key(key: str, where: str, known: Mapping[str, Any]) -> ConfigError:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(known))}"
     return ConfigError(f"unknown key '{key}' in {where}", hint)
 
 
-def _check(key: str, kind: str, value: Any, where: str) -> Any:
+def _check(key: Key, value: Any, where: str) -> Any:
     """Validate a value from a file against its kind and normalise it."""
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(
-            f"'{key}' in {where} must be {expected}, not {type(value).__name__} {value!r}",
-            f"write it as {key} = {_example(kind)}",
-        )
-
     if value is None:
         return None
-    if kind == "str":
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    if kind == "list":
-        if isinstance(value, str):
-            return tuple(value.split()) if key.startswith("smoke-test.command") else (value,)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad("a list of strings")
-        return tuple(value)
-    if kind == "ints":
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise bad("a list of integers")
-        return tuple(value)
-    if kind == "dict":
-        if not isinstance(value, dict) or not all(isinstance(v, (str, int, float, bool)) for v in value.values()):
-            raise bad("a table of strings")
-        return {str(k): _scalar_str(v) for k, v in value.items()}
-    raise AssertionError(kind)
-
-
-def _scalar_str(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _example(kind: str) -> str:
-    return {
-        "str": '"text"',
-        "bool": "true",
-        "int": "8000",
-        "float": "30",
-        "list": '["a", "b"]',
-        "ints": "[8000]",
-        "dict": '{ NAME = "value" }',
-    }[kind]
-
-
-def env_var(key: str) -> str:
-    return "GROCKER_" + key.upper().replace("-", "_").replace(".", "_")
-
-
-def _parse_env(key: str, kind: str, raw: str) -> Any:
-    name = env_var(key)
     try:
-        if kind in ("str",):
-            return raw
-        if kind == "bool":
-            low = raw.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(raw)
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "list":
-            return tuple(p for p in re.split(r"[,\s]+", raw.strip()) if p)
-        if kind == "ints":
-            return tuple(int(p) for p in re.split(r"[,\s]+", raw.strip()) if p)
-        if kind == "dict":
-            if raw.strip().startswith("{"):
-                loaded = json.loads(raw)
-                return {str(k): _scalar_str(v) for k, v in loaded.items()}
-            pairs = [p for p in re.split(r"[,\n]", raw) if p.strip()]
-            return dict(_split_pair(p) for p in pairs)
-    except (ValueError, json.JSONDecodeError) as exc:
+        return key.kind.check(value)
+    except WrongType as exc:
         raise ConfigError(
-            f"environment variable {name}={raw!r} is not a valid {kind}",
-            f"set it like {name}={_env_example(kind)}",
+            f"'{key.name}' in {where} must be {exc.expected}, not {type(value).__name__} {value!r}",
+            f"write it as {key.name} = {key.kind.example}",
+        ) from None
+
+
+def _parse_env(key: Key, raw: str) -> Any:
+    name = env_var(key.name)
+    try:
+        return key.kind.parse(raw)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not a valid {key.kind.name}",
+            f"set it like {name}={key.kind.env_example}",
         ) from exc
-    raise AssertionError(kind)
-
-
-def _split_pair(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise ValueError(text)
-    k, v = text.split("=", 1)
-    return k.strip(), v.strip()
-
-
-def _env_example(kind: str) -> str:
-    return {"bool": "1", "int": "8000", "float": "30", "list": "a,b", "ints": "8000,8001",
-            "dict": "NAME=value,OTHER=x", "str": "text"}[kind]
 
 
 def env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     """Parse ``GROCKER_*`` configuration variables; return them and warnings for unknown ones."""
-    by_var = {env_var(k): k for k in KEYS}
+    by_var = {key.env_var: key for key in KEYS.values() if key.env_var}
     values: dict[str, Any] = {}
     warnings: list[str] = []
     for name, raw in environ.items():
@@ -356,7 +245,7 @@ def env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
                 + (f" (did you mean {close[0]}?)" if close else "")
             )
             continue
-        values[key] = _parse_env(key, KEYS[key][0], raw)
+        values[key.name] = _parse_env(key, raw)
     return values, warnings
 
 
@@ -382,8 +271,8 @@ def load_config(
 ) -> Config:
     """Build the :class:`Config` of one project from its four layers.
 
-    ``overrides`` holds command-line values by dotted key (``"base-image"``) or by the
-    per-invocation names ``tag``, ``no-cache``, ``push``, ``report``.
+    ``overrides`` holds command-line values by dotted key (``"base-image"``); per-run options
+    (``--tag``, ``--push``, ...) are not configuration: they go in :class:`RunOptions`.
     """
     project_dir = project_dir.resolve()
     if file_table is None:
@@ -391,107 +280,37 @@ def load_config(
     else:
         table, source = dict(file_table), f"{project_dir}"
     flat = flatten({k: v for k, v in table.items() if k != "workspace"}, source)
-    values: dict[str, Any] = {key: default for key, (kind, default) in KEYS.items()}
-    for key, value in flat.items():
-        values[key] = _check(key, KEYS[key][0], value, source)
+    values: dict[str, Any] = {name: key.default for name, key in KEYS.items()}
+    for name, value in flat.items():
+        values[name] = _check(KEYS[name], value, source)
     env_values, warnings = env_layer(environ or {})
     values.update(env_values)
     for message in warnings:
         if warn:
             warn(message)
-    invocation = {"tag": None, "no-cache": False, "push": False, "report": None}
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key in invocation:
-            invocation[key] = value
-        elif key in KEYS:
-            values[key] = value
-        else:  # a frontend bug, not user input
-            raise AssertionError(f"unknown override {key}")
-    return _build(project_dir, values, invocation, source)
+    for name, value in (overrides or {}).items():
+        if name not in KEYS:  # a frontend bug, not user input
+            raise AssertionError(f"unknown override {name}")
+        if value is not None:
+            values[name] = value
+    return _build(project_dir, values, source)
 
 
-def _build(project_dir: Path, v: dict[str, Any], inv: dict[str, Any], source: str) -> Config:
-    commands = dict(v["commands"])
-    for name, line in commands.items():
-        if not _COMMAND_NAME.match(name):
-            raise ConfigError(f"command name {name!r} in {source} is not valid",
-                              "use letters, digits, '-', '_' or '.'")
-        if name in RESERVED_COMMANDS:
-            raise ConfigError(f"command name '{name}' in {source} is built into the entrypoint",
-                              "choose another name")
-        if not line.strip():
-            raise ConfigError(f"command '{name}' in {source} is empty", "give it a command line")
-    default = v["default-command"]
-    image_name = v["image-name"]
-    if image_name is not None and not _IMAGE_NAME.match(image_name):
-        raise ConfigError(f"image-name {image_name!r} is not a valid image name",
-                          "use lowercase letters, digits, '.', '_', '-' and '/'")
-    tag = inv["tag"]
-    if tag is not None:
-        validate_reference(tag)
-    for port in list(v["ports"]) + ([v["smoke-test.port"]] if v["smoke-test.port"] is not None else []):
-        if not 0 < port < 65536:
-            raise ConfigError(f"port {port} is out of range", "use a port between 1 and 65535")
-    for pkg in list(v["system-packages.run"]) + list(v["system-packages.build"]):
-        if not re.match(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$", pkg):
-            raise ConfigError(f"system package {pkg!r} is not a valid Debian package name",
-                              "use names as apt-get takes them, e.g. libpq5")
-    for moving in v["moving-tags"]:
-        if not _TAG.match(moving.replace("{date}", "20260101")):
-            raise ConfigError(f"moving tag {moving!r} is not a valid tag",
-                              "use letters, digits, '_', '.', '-' and {date}, e.g. nightly-{date}")
-    path = v["smoke-test.path"]
-    check_http_path(path)
-    user = v["user"]
-    if not _USER.match(user):
-        raise ConfigError(f"user {user!r} is not a valid user name",
-                          "use lowercase letters, digits, '_' and '-', starting with a letter or '_' (at most 32)")
-    python = v["python"]
-    if not _PYTHON.match(python):
-        raise ConfigError(f"python {python!r} is not a program name or an absolute path",
-                          "write e.g. python3, python3.11 or /usr/bin/python3 (letters, digits, '.', '_', '+', '-')")
-
-    def rel(p: str | None) -> Path | None:
-        return None if p is None else (project_dir / p).resolve()
-
-    return Config(
-        project_dir=project_dir,
-        base_image=v["base-image"],
-        python=python,
-        run_packages=tuple(v["system-packages.run"]),
-        build_packages=tuple(v["system-packages.build"]),
-        commands=commands,
-        default_command=default,
-        ports=tuple(v["ports"]),
-        volumes=tuple(v["volumes"]),
-        env=dict(v["env"]),
-        extras=tuple(v["extras"]),
-        constraints=rel(v["constraints"]),
-        local_packages=tuple((project_dir / p).resolve() for p in v["local-packages"]),
-        smoke_test=SmokeTest(
-            command=tuple(v["smoke-test.command"]),
-            port=v["smoke-test.port"],
-            path=path,
-            timeout=float(v["smoke-test.timeout"]),
-        ),
-        labels=dict(v["labels"]),
-        image_name=image_name,
-        registry=v["registry"],
-        user=user,
-        image=v["image"],
-        test_command=v["test-command"],
-        test_extras=tuple(v["test-extras"]) if v["test-extras"] is not None else None,
-        plugins=tuple(v["plugins"]),
-        cache_dir=rel(v["cache-dir"]),
-        moving_tags=tuple(v["moving-tags"]),
-        tag=tag,
-        no_cache=bool(inv["no-cache"]),
-        push=bool(inv["push"]),
-        report=Path(inv["report"]).resolve() if inv["report"] else None,
-        source=source,
-    )
+def _build(project_dir: Path, values: dict[str, Any], source: str) -> Config:
+    """Validate each value (keys.py), then fill the Config fields the table names."""
+    fields: dict[str, Any] = {}
+    smoke: dict[str, Any] = {}
+    for key in KEYS.values():
+        value = values[key.name]
+        if key.validate is not None:
+            key.validate(value, source)
+        table, _, sub = key.field.partition(".")
+        if sub:
+            assert table == "smoke_test", key.field  # the only nested table
+            smoke[sub] = key.field_value(project_dir, value)
+        else:
+            fields[table] = key.field_value(project_dir, value)
+    return Config(project_dir=project_dir, smoke_test=SmokeTest(**smoke), source=source, **fields)
 
 
 def check_default_command(config: Config) -> None:
@@ -503,15 +322,6 @@ def check_default_command(config: Config) -> None:
             f"default-command '{default}' is not one of the configured commands",
             f"did you mean '{close[0]}'?" if close else "add it under [tool.grocker.commands]",
         )
-
-
-def check_http_path(path: str, where: str = "smoke-test.path") -> None:
-    """A path probed on 127.0.0.1 must be a path: a leading '/', no spaces or control characters."""
-    if not path.startswith("/"):
-        raise ConfigError(f"{where} {path!r} must start with '/'", f"write '/{path}'")
-    if not _HTTP_PATH.match(path):
-        raise ConfigError(f"{where} {path!r} contains spaces or control characters",
-                          "percent-encode them (%20)")
 
 
 def validate_reference(ref: str) -> None:

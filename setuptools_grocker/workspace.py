@@ -28,24 +28,20 @@ from packaging.version import InvalidVersion, Version
 
 from setuptools_grocker import __version__
 from setuptools_grocker.config import (
-    WORKSPACE_KEYS,
     Config,
     check_default_command,
+    check_workspace_keys,
     flatten,
     load_config,
     read_file_layer,
-    unknown_key,
     validate_reference,
 )
 from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
+from setuptools_grocker.keys import MEMBER_ONLY, TABLES
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import Source, normalize_name, prepare_metadata, static_metadata, uses_scm_version
 from setuptools_grocker.report import write_json_atomic
 
-# Keys that describe one member only; they are not inherited from the workspace root.
-MEMBER_ONLY = {"commands", "default-command", "image", "image-name", "test-command", "test-extras",
-               "smoke-test.command",
-               "smoke-test.port", "smoke-test.path", "ports", "volumes", "extras", "local-packages"}
 # A Linux CPython 3.11 target, for evaluating markers of the image's interpreter.
 TARGET_ENV = {
     "implementation_name": "cpython", "implementation_version": "3.11.2", "os_name": "posix",
@@ -59,7 +55,6 @@ TARGET_ENV = {
 class WorkspaceSettings:
     members: tuple[str, ...]
     exclude: tuple[str, ...] = ()
-    wheelhouse: str | None = None
     index_url: str | None = None
     #: Repository (under the registry) of the release documents; default: ROOTNAME-release.
     release_image: str | None = None
@@ -163,9 +158,7 @@ def read_settings(root: Path) -> tuple[WorkspaceSettings, dict[str, Any]]:
         raise WorkspaceError(f"{root} declares no workspace",
                              'add [tool.grocker.workspace] members = ["libs/*", "apps/*"] to its pyproject.toml '
                              "or grocker.toml")
-    for key in ws:
-        if f"workspace.{key}" not in WORKSPACE_KEYS:
-            raise unknown_key(f"workspace.{key}", where, WORKSPACE_KEYS)
+    check_workspace_keys(ws, where)
     members = ws["members"]
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise ConfigError(f"workspace.members in {where} must be a list of glob patterns",
@@ -179,7 +172,7 @@ def read_settings(root: Path) -> tuple[WorkspaceSettings, dict[str, Any]]:
         validate_reference(str(ws["release-image"]))
     shared = {k: v for k, v in table.items() if k != "workspace"}
     flatten(shared, where)  # unknown keys in the root fail here, with a hint
-    return WorkspaceSettings(tuple(members), tuple(exclude), ws.get("wheelhouse"), ws.get("index-url"),
+    return WorkspaceSettings(tuple(members), tuple(exclude), ws.get("index-url"),
                              ws.get("release-image"), tuple(untrusted)), shared
 
 
@@ -215,11 +208,11 @@ def _merge(shared: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in shared.items():
         if key in MEMBER_ONLY:
             continue
-        if isinstance(value, dict) and key in ("system-packages", "smoke-test"):
+        if isinstance(value, dict) and key in TABLES:
             value = {k: v for k, v in value.items() if f"{key}.{k}" not in MEMBER_ONLY}
         merged[key] = value
     for key, value in own.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key in ("system-packages", "smoke-test"):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key in TABLES:
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value

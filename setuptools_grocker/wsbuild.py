@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from setuptools_grocker.build import cache_home, default_reference, pip_cache_dir, plugin_manager, push_runtime_image
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
-from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, check_default_command
+from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError, from_os_error
 from setuptools_grocker.image import BaseImages, ensure_base_images, root_key
@@ -372,7 +372,8 @@ class WorkspaceBuild:
             return
         ctx = StageContext(config=member.config, engine=engine, progress=progress,
                            work_dir=self.ws.state_dir / "stages" / member.name,
-                           compiler_image=images.compiler if images else None)
+                           compiler_image=images.compiler if images else None,
+                           run=RunOptions(no_cache=self.options.no_cache, push=self.options.push))
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         ctx.artifacts["files"] = {k: Path(v) for k, v in done.get("wheel", {}).get("plugin_files", {}).items()}
         ctx.artifacts["image_id"] = done.get("image", {}).get("image_id")
@@ -458,8 +459,7 @@ class WorkspaceBuild:
         closure = self.ws.closure(member.name)
         run_packages = sorted({p for n in [member.name, *closure] for p in self.ws.members[n].config.run_packages})
         return dataclasses.replace(member.config, run_packages=tuple(run_packages),
-                                   build_packages=self.shared.build_packages if self.shared else (),
-                                   no_cache=self.options.no_cache)
+                                   build_packages=self.shared.build_packages if self.shared else ())
 
     def _fill_result(self, member: Member, done: Mapping[str, Any], result: ProjectResult) -> None:
         wheel = done.get("wheel", {})
@@ -609,16 +609,15 @@ class WorkspaceBuild:
                  *, mode: str, test: Mapping[str, Any] | None = None, test_wheel: Path | None = None,
                  extra_env: Mapping[str, str] | None = None, pre_commands: Sequence[str] = ()) -> Wheelhouse:
         internal = [self._dep_wheel(d) for d in self.ws.closure(member.name)]
-        config = dataclasses.replace(member.config, no_cache=self.options.no_cache)
         epoch = int(self.environ.get("SOURCE_DATE_EPOCH") or git_commit_time(member.path) or 315532800)
         return compile_wheels(
-            engine, config, compiler=images.compiler, source=member.source, local_sources=[], pip=self.pip,
+            engine, member.config, compiler=images.compiler, source=member.source, local_sources=[], pip=self.pip,
             wheelhouse_root=self.ws.state_dir / "wheels" / member.name, key=entry.key,
             # Members trust each other, and share a cache; an untrusted member has a cache of its own.
             pip_cache=pip_cache_dir(self.environ, self.ws.root if member.trusted else member.path),
             source_date_epoch=epoch, progress=progress,
             internal_wheels=internal, mode=mode, test=test, what=member.name, test_wheel=test_wheel,
-            extra_env=extra_env, pre_commands=pre_commands,
+            extra_env=extra_env, pre_commands=pre_commands, no_cache=self.options.no_cache,
         )
 
     def _image_lock(self, key: tuple[str, ...]) -> threading.Lock:

@@ -93,22 +93,28 @@ class HooksDirective(_Markdownish):
 
 
 class ConfigDirective(_Markdownish):
+    """The key reference, from the one table the loader reads (setuptools_grocker/keys.py)."""
+
     def run(self) -> list[nodes.Node]:
-        from setuptools_grocker.config import KEYS, WORKSPACE_KEYS, env_var
+        from setuptools_grocker.keys import TABLE
 
         def show(value: Any) -> str:
             if value is None:
                 return "none"
             if isinstance(value, (tuple, list)):
                 return f"`{list(value)}`"
-            if isinstance(value, dict):
-                return f"`{value}`"
             return f"`{value}`"
 
-        rows = ["| key | type | built-in default | environment variable |", "|---|---|---|---|"]
-        for key, (kind, default) in {**KEYS, **WORKSPACE_KEYS}.items():
-            var = "workspace root only" if key.startswith("workspace.") else f"`{env_var(key)}`"
-            rows.append(f"| `{key}` | {kind} | {show(default)} | {var} |")
+        rows = ["| key | type | default | environment variable | meaning |", "|---|---|---|---|---|"]
+        for key in TABLE:
+            var = "workspace root only" if key.env_var is None else f"`{key.env_var}`"
+            notes = [key.doc]
+            if key.member_only:
+                notes.append("*(a workspace member's own: not inherited from the root)*")
+            if key.image_input:
+                notes.append("*(shapes the image: part of the cache key)*")
+            rows.append(f"| `{key.name}` | {key.kind.doc} | {key.default_doc or show(key.default)} | {var} "
+                        f"| {' '.join(notes)} |")
         return self.emit(rows + [""])
 
 

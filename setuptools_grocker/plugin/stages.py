@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
-    from setuptools_grocker.config import Config
+    from setuptools_grocker.config import Config, RunOptions
     from setuptools_grocker.engine import Engine, RunResult
     from setuptools_grocker.progress import Progress
 
@@ -48,6 +48,8 @@ class StageContext:
     work_dir: Path
     artifacts: dict[str, Any] = field(default_factory=dict)
     compiler_image: str | None = None
+    #: What this invocation does with the image (``--tag``, ``--push``, ``--no-cache``); not configuration.
+    run: RunOptions = field(default_factory=lambda: _default_run())
 
     @property
     def image_id(self) -> str | None:
@@ -80,3 +82,9 @@ class StageContext:
             raise PluginError("run_in_image() needs the image: use a position after 'image'",
                               "move the stage to after-image or later")
         return self.engine.run(self.image_id, args)
+
+
+def _default_run() -> RunOptions:
+    from setuptools_grocker.config import RunOptions
+
+    return RunOptions()

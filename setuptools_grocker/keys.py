@@ -1,0 +1,385 @@
+"""Every configuration key, declared once.
+
+One :class:`Key` per key of ``[tool.grocker]``: its value :class:`Kind` (how a file value is
+checked and an environment value parsed), default, documentation, the :class:`Config` field it
+fills, whether a workspace member keeps it to itself (``member_only``), and whether it shapes the
+image (``image_input``: part of every cache key). The loader (config.py), the workspace merge
+(workspace.py), the cache key (``Config.image_inputs``) and the generated reference
+(docs/_ext/grocker_docs.py) all read this table; nothing else lists keys.
+
+Per-run options (``--tag``, ``--no-cache``, ``--push``, ``--report``) are not keys: they live in
+:class:`setuptools_grocker.config.RunOptions`, and never reach a cache key.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from setuptools_grocker.errors import ConfigError
+
+if TYPE_CHECKING:
+    from setuptools_grocker.config import Config
+
+DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
+# The pytest script, not `python -m pytest`: -m would put the source tree first on sys.path
+# and test it instead of the wheel just built.
+DEFAULT_TEST_COMMAND = "pytest -q -p no:cacheprovider"
+
+_IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RESERVED_COMMANDS = {"shell", "check", "run", "help"}
+# `user` and `python` reach a shell in the root and compiler recipes: a POSIX user name (what
+# Debian's useradd accepts, without the trailing '$' of machine accounts), and a program name or
+# absolute path made of characters that mean nothing to a shell.
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_PYTHON = re.compile(r"^(?:/[A-Za-z0-9._+-]+)+$|^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# What follows host:port in the smoke-test URL: a path, and nothing that could change the host
+# (``@evil.example/x``) or end the request line (spaces, control characters).
+_HTTP_PATH = re.compile(r"^/[^\x00-\x20\x7f]*$")
+_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")
+
+
+class WrongType(Exception):
+    """A file value of the wrong type; ``expected`` completes "must be ..."."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+# -- value kinds: how a file value is checked, an environment value parsed, a field filled ---------
+
+def _scalar_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(p for p in re.split(r"[,\s]+", raw.strip()) if p)
+
+
+def _check_str(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise WrongType("a string")
+    return value
+
+
+def _check_bool(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise WrongType("true or false")
+    return value
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
+
+
+def _check_int(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WrongType("an integer")
+    return value
+
+
+def _check_float(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WrongType("a number")
+    return float(value)
+
+
+def _check_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise WrongType("a list of strings")
+    return tuple(value)
+
+
+def _check_command(value: Any) -> Any:
+    # A command line may be written as one string: it is split into words.
+    return tuple(value.split()) if isinstance(value, str) else _check_list(value)
+
+
+def _check_ints(value: Any) -> Any:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise WrongType("a list of integers")
+    return tuple(value)
+
+
+def _check_dict(value: Any) -> Any:
+    if not isinstance(value, dict) or not all(isinstance(v, (str, int, float, bool)) for v in value.values()):
+        raise WrongType("a table of strings")
+    return {str(k): _scalar_str(v) for k, v in value.items()}
+
+
+def _split_pair(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ValueError(text)
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def _parse_dict(raw: str) -> dict[str, str]:
+    if raw.strip().startswith("{"):
+        loaded = json.loads(raw)
+        return {str(k): _scalar_str(v) for k, v in loaded.items()}
+    return dict(_split_pair(p) for p in re.split(r"[,\n]", raw) if p.strip())
+
+
+def _as_tuple(value: Any) -> Any:
+    return None if value is None else tuple(value)
+
+
+def _as_float(value: Any) -> Any:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A value type: its name in messages, its name in the docs, and its three conversions."""
+
+    name: str
+    doc: str
+    #: How to write it in TOML, and as an environment variable (for hints).
+    example: str
+    env_example: str
+    #: File value -> normalised value; raises WrongType.
+    check: Callable[[Any], Any]
+    #: Environment string -> value; raises ValueError.
+    parse: Callable[[str], Any]
+    #: Normalised value -> the Config field's value (tuples for lists).
+    to_field: Callable[[Any], Any] = lambda value: value
+
+
+STR = Kind("str", "string", '"text"', "text", _check_str, lambda raw: raw)
+BOOL = Kind("bool", "bool", "true", "1", _check_bool, _parse_bool)
+INT = Kind("int", "int", "8000", "8000", _check_int, int)
+FLOAT = Kind("float", "number", "30", "30", _check_float, float, _as_float)
+LIST = Kind("list", "list", '["a", "b"]', "a,b", _check_list, _words, _as_tuple)
+COMMAND = Kind("list", "list or string", '["a", "b"]', "a,b", _check_command, _words, _as_tuple)
+INTS = Kind("ints", "list of int", "[8000]", "8000,8001", _check_ints, lambda raw: tuple(int(p) for p in _words(raw)),
+            _as_tuple)
+DICT = Kind("dict", "table", '{ NAME = "value" }', "NAME=value,OTHER=x", _check_dict, _parse_dict, dict)
+
+
+# -- validation of single values (cross-key checks stay in config.py) ----------------------------
+
+def check_http_path(path: str, where: str = "smoke-test.path") -> None:
+    """A path probed on 127.0.0.1 must be a path: a leading '/', no spaces or control characters."""
+    if not path.startswith("/"):
+        raise ConfigError(f"{where} {path!r} must start with '/'", f"write '/{path}'")
+    if not _HTTP_PATH.match(path):
+        raise ConfigError(f"{where} {path!r} contains spaces or control characters",
+                          "percent-encode them (%20)")
+
+
+def _commands(commands: Mapping[str, str], source: str) -> None:
+    for name, line in commands.items():
+        if not _COMMAND_NAME.match(name):
+            raise ConfigError(f"command name {name!r} in {source} is not valid",
+                              "use letters, digits, '-', '_' or '.'")
+        if name in RESERVED_COMMANDS:
+            raise ConfigError(f"command name '{name}' in {source} is built into the entrypoint",
+                              "choose another name")
+        if not line.strip():
+            raise ConfigError(f"command '{name}' in {source} is empty", "give it a command line")
+
+
+def _image_name(name: str | None, source: str) -> None:
+    if name is not None and not _IMAGE_NAME.match(name):
+        raise ConfigError(f"image-name {name!r} is not a valid image name",
+                          "use lowercase letters, digits, '.', '_', '-' and '/'")
+
+
+def _port(port: int | None, source: str) -> None:
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"port {port} is out of range", "use a port between 1 and 65535")
+
+
+def _ports(ports: tuple[int, ...], source: str) -> None:
+    for port in ports:
+        _port(port, source)
+
+
+def _packages(packages: tuple[str, ...], source: str) -> None:
+    for pkg in packages:
+        if not _DEBIAN_PACKAGE.match(pkg):
+            raise ConfigError(f"system package {pkg!r} is not a valid Debian package name",
+                              "use names as apt-get takes them, e.g. libpq5")
+
+
+def _moving_tags(tags: tuple[str, ...], source: str) -> None:
+    for moving in tags:
+        if not _TAG.match(moving.replace("{date}", "20260101")):
+            raise ConfigError(f"moving tag {moving!r} is not a valid tag",
+                              "use letters, digits, '_', '.', '-' and {date}, e.g. nightly-{date}")
+
+
+def _user(user: str, source: str) -> None:
+    if not _USER.match(user):
+        raise ConfigError(f"user {user!r} is not a valid user name",
+                          "use lowercase letters, digits, '_' and '-', starting with a letter or '_' (at most 32)")
+
+
+def _python(python: str, source: str) -> None:
+    if not _PYTHON.match(python):
+        raise ConfigError(f"python {python!r} is not a program name or an absolute path",
+                          "write e.g. python3, python3.11 or /usr/bin/python3 (letters, digits, '.', '_', '+', '-')")
+
+
+# -- project-relative paths, and the image inputs that need more than the field's value -------------
+
+def _path(project_dir: Path, value: str | None) -> Path | None:
+    return None if value is None else (project_dir / value).resolve()
+
+
+def _paths(project_dir: Path, value: tuple[str, ...]) -> tuple[Path, ...]:
+    return tuple((project_dir / p).resolve() for p in value)
+
+
+def _relative_paths(config: Config, paths: tuple[Path, ...]) -> list[str]:
+    # Relative: the same project checked out elsewhere has the same key (and image).
+    return [os.path.relpath(p, config.project_dir) for p in paths]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key and everything derived from it."""
+
+    name: str
+    kind: Kind
+    default: Any
+    doc: str
+    #: The Config attribute it fills ("smoke_test.port" for a nested one); "" for workspace keys.
+    field: str = ""
+    #: In a workspace, a member's own (not inherited from the root's table).
+    member_only: bool = False
+    #: Shapes the image: part of ``Config.image_inputs()`` and so of every cache key.
+    image_input: bool = False
+    #: Its name in ``image_inputs()`` when not the key's own (kept so that cache keys stay stable).
+    input_name: str | None = None
+    #: Its value in ``image_inputs()`` when not the field's value made JSON-like.
+    to_input: Callable[[Config, Any], Any] | None = None
+    #: Raw value -> field value, for values relative to the project directory.
+    convert: Callable[[Path, Any], Any] | None = None
+    #: Checks the value (after the layers are applied); raises ConfigError naming the fix.
+    validate: Callable[[Any, str], None] | None = None
+    #: The default as the docs show it, when the value alone does not say it.
+    default_doc: str | None = None
+    #: Only in the workspace root's ``[tool.grocker.workspace]``; no environment variable.
+    workspace: bool = False
+
+    @property
+    def env_var(self) -> str | None:
+        return None if self.workspace else env_var(self.name)
+
+    def field_value(self, project_dir: Path, value: Any) -> Any:
+        return self.convert(project_dir, value) if self.convert else self.kind.to_field(value)
+
+    def input_value(self, config: Config) -> Any:
+        value: Any = config
+        for part in self.field.split("."):
+            value = getattr(value, part)
+        if self.to_input is not None:
+            return self.to_input(config, value)
+        if isinstance(value, Mapping):
+            return dict(sorted(value.items()))
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+
+def env_var(key: str) -> str:
+    return "GROCKER_" + key.upper().replace("-", "_").replace(".", "_")
+
+
+TABLE: tuple[Key, ...] = (
+    Key("base-image", STR, DEFAULT_BASE_IMAGE,
+        "Debian-based image everything starts from. Pulled when absent; on machines without a public registry, "
+        "make it with `grocker bootstrap-base`.", "base_image", image_input=True),
+    Key("python", STR, "python3", "interpreter of the base image; installed with apt when missing (a program name "
+        "or an absolute path of `[A-Za-z0-9._+-]`)", "python", image_input=True, validate=_python),
+    Key("system-packages.run", LIST, (), "Debian packages of the root image (runtime libraries: `libpq5`)",
+        "run_packages", image_input=True, input_name="run", validate=_packages),
+    Key("system-packages.build", LIST, (), "Debian packages of the compiler image only (`libpq-dev`)",
+        "build_packages", image_input=True, input_name="build", validate=_packages),
+    Key("commands", DICT, {}, "entrypoint commands: name -> command line "
+        '(`server = "gunicorn app:wsgi -b 0.0.0.0:${PORT}"`); `$VAR` is expanded at run time',
+        "commands", member_only=True, image_input=True, validate=_commands),
+    Key("default-command", STR, None, "what the container runs without arguments", "default_command",
+        member_only=True, image_input=True, default_doc="`server` if defined, else `help`",
+        # The command the image runs, whether written or implied.
+        to_input=lambda config, _: config.effective_default_command),
+    Key("ports", INTS, (), "`EXPOSE`d ports", "ports", member_only=True, image_input=True, validate=_ports),
+    Key("volumes", LIST, (), "`VOLUME`s declared in the image", "volumes", member_only=True, image_input=True),
+    Key("env", DICT, {}, "default environment of the commands (lowest priority, see below)", "env",
+        image_input=True),
+    Key("extras", LIST, (), "extras of the project to install (`myapp[pg]`)", "extras", member_only=True,
+        image_input=True, to_input=lambda _, extras: sorted(extras)),
+    # Not an image input by itself: the cache key hashes the file's content instead.
+    Key("constraints", STR, None, "pip constraints file (relative to the project) used in the compile stage",
+        "constraints", convert=_path),
+    Key("local-packages", LIST, (), "directories of other projects (relative paths) built as wheels in the same "
+        "compile, for dependencies that are not on an index", "local_packages", member_only=True,
+        image_input=True, to_input=_relative_paths, convert=_paths),
+    Key("smoke-test.command", COMMAND, (), "an extra command the image must run with exit code 0 before it "
+        "is tagged", "smoke_test.command", member_only=True, image_input=True, default_doc="none"),
+    Key("smoke-test.port", INT, None, "container port of the HTTP probe (the default command is started for it)",
+        "smoke_test.port", member_only=True, image_input=True, validate=_port),
+    Key("smoke-test.path", STR, "/", "path probed (starts with `/`, no spaces or control characters); any status "
+        "below 400 passes", "smoke_test.path", member_only=True, image_input=True,
+        validate=lambda path, _: check_http_path(path)),
+    Key("smoke-test.timeout", FLOAT, 60.0, "seconds the probe may take", "smoke_test.timeout", image_input=True),
+    Key("labels", DICT, {}, "extra image labels", "labels", image_input=True),
+    Key("image-name", STR, None, "repository part of the default tag", "image_name", member_only=True,
+        default_doc="project name, normalised", validate=_image_name),
+    Key("registry", STR, None, "registry host (`registry.example:5000`) prefixed to the default tag and used by "
+        "`--push`", "registry"),
+    Key("user", STR, "app", "name of the non-root runtime user (uid 10001); a POSIX user name "
+        "`[a-z_][a-z0-9_-]{0,31}`", "user", image_input=True, validate=_user),
+    Key("image", BOOL, None, "workspace: this member gets an image (also implied by `commands`)", "image",
+        member_only=True),
+    Key("test-command", STR, None, "workspace: how a library's tests run (in a copy of its source, with the "
+        "wheel installed)", "test_command", member_only=True,
+        default_doc=f"`{DEFAULT_TEST_COMMAND}` when the project has tests"),
+    Key("test-extras", LIST, None, "workspace: extras installed for the tests", "test_extras", member_only=True,
+        default_doc="the project's `test`/`tests`/`testing` extras"),
+    Key("plugins", LIST, (), "plugins to load (pluggy)", "plugins"),
+    Key("cache-dir", STR, None, "where the project's build state and wheelhouse live", "cache_dir",
+        convert=_path, default_doc="`.grocker`"),
+    Key("moving-tags", LIST, (), "extra tags that follow every new image, `{date}` = UTC `YYYYMMDD` "
+        '(`["latest", "nightly-{date}"]`); pushed with `--push`', "moving_tags", validate=_moving_tags),
+    # The workspace root's own table. Its values are checked where they are read (workspace.py).
+    Key("workspace.members", LIST, (), "globs of the member directories", workspace=True),
+    Key("workspace.exclude", LIST, (), "globs of directories that are not members", workspace=True),
+    Key("workspace.index-url", STR, None, "PyPI-compatible index to share wheels through (no credentials "
+        "here: `GROCKER_WORKSPACE_INDEX_URL` or `~/.netrc`)", workspace=True),
+    Key("workspace.release-image", STR, None, "repository of the release documents", workspace=True,
+        default_doc="`ROOTNAME-release`"),
+    Key("workspace.untrusted", LIST, (), "globs of members whose build code never runs on the host and that get "
+        "a pip cache of their own", workspace=True),
+)
+
+#: Project keys (and their environment variables), by name.
+KEYS: dict[str, Key] = {k.name: k for k in TABLE if not k.workspace}
+WORKSPACE_KEYS: dict[str, Key] = {k.name: k for k in TABLE if k.workspace}
+#: Table names, so that ``[tool.grocker.smoke-test]`` is not reported as an unknown key.
+TABLES = {k.name.split(".", 1)[0] for k in TABLE if "." in k.name}
+#: Keys that describe one workspace member only; they are not inherited from the workspace root.
+MEMBER_ONLY = frozenset(k.name for k in TABLE if k.member_only)
+#: Keys that were accepted once and are not any more: the error says what replaces them.
+RETIRED: dict[str, str] = {
+    # Once accepted and silently ignored: wheels always went to the root's .grocker/wheels.
+    "workspace.wheelhouse": "remove it: a workspace keeps its wheels in .grocker/wheels/ under its root; "
+                            "to share them between machines, set workspace.index-url",
+}
