@@ -44,6 +44,7 @@ from setuptools_grocker.plugin import Stage, StageContext, apply, impl
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import Source, git_commit_time, git_revision, normalize_name
+from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.report import ProjectResult, write_json_atomic
 from setuptools_grocker.smoke import smoke_test
 
@@ -95,12 +96,12 @@ def extra_tags(config: Config, ref: str, version: str, revision: str | None) -> 
     """Tags beside the version tag: version + git revision, and the configured moving tags."""
     import datetime
 
-    repo = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    parsed = ImageRef.parse(ref)
     tags = []
     if revision and not revision.endswith("-dirty"):
-        tags.append(f"{repo}:{tag_safe(version)}-g{revision[:12]}")
+        tags.append(str(parsed.with_tag(f"{tag_safe(version)}-g{revision[:12]}")))
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-    tags += [f"{repo}:{t.replace('{date}', today)}" for t in config.moving_tags]
+    tags += [str(parsed.with_tag(t.replace("{date}", today))) for t in config.moving_tags]
     return tags
 
 

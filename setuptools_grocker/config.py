@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from setuptools_grocker.errors import ConfigError
+from setuptools_grocker.ref import NAME_PATTERN, TAG_PATTERN, parse_reference
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,8 +75,8 @@ WORKSPACE_KEYS: dict[str, tuple[str, Any]] = {
     "workspace.untrusted": ("list", ()),
 }
 
-_IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_IMAGE_NAME = NAME_PATTERN
+_TAG = TAG_PATTERN
 _COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED_COMMANDS = {"shell", "check", "run", "help"}
 # `user` and `python` reach a shell in the root and compiler recipes: a POSIX user name (what
@@ -516,22 +517,4 @@ def check_http_path(path: str, where: str = "smoke-test.path") -> None:
 
 def validate_reference(ref: str) -> None:
     """Check an image reference ``[registry/]name[:tag]``; raise ConfigError when invalid."""
-    name, tag = split_reference(ref)
-    bare = name.split("/", 1)[1] if "/" in name and _looks_like_registry(name.split("/", 1)[0]) else name
-    if not _IMAGE_NAME.match(bare) or (tag is not None and not _TAG.match(tag)):
-        raise ConfigError(
-            f"image reference {ref!r} is not valid",
-            "use NAME:TAG with a lowercase name and a tag of letters, digits, '_', '.', '-'",
-        )
-
-
-def split_reference(ref: str) -> tuple[str, str | None]:
-    last = ref.rsplit("/", 1)[-1]
-    if ":" in last:
-        name, tag = ref.rsplit(":", 1)
-        return name, tag
-    return ref, None
-
-
-def _looks_like_registry(part: str) -> bool:
-    return "." in part or ":" in part or part == "localhost"
+    parse_reference(ref)

@@ -38,6 +38,7 @@ from setuptools_grocker.plugin import StageContext, apply
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import git_commit_time, normalize_name
+from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.registry import key_tag, manifest_digest
 from setuptools_grocker.release import lagging_error
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
@@ -170,7 +171,7 @@ class WorkspaceBuild:
                         reason, fetch = None, found.public
                 if reason is not None and m.kind == "application" and m.config.registry and not self.options.no_cache:
                     # Built and pushed by another machine: the registry holds it under its key tag.
-                    ref = f"{self._reference(m).rsplit(':', 1)[0]}:{key_tag(self.keys[name]['key'])}"
+                    ref = self._key_reference(m, self.keys[name]["key"])
                     if manifest_digest(ref):
                         reason, fetch = None, f"registry:{ref}"
                 if self.options.no_cache and reason is None:
@@ -511,7 +512,7 @@ class WorkspaceBuild:
         return default_reference(member.config, member.name, member.version)
 
     def _key_reference(self, member: Member, key: str) -> str:
-        return f"{self._reference(member).rsplit(':', 1)[0]}:{key_tag(key)}"
+        return str(ImageRef.parse(self._reference(member)).with_tag(key_tag(key)))
 
     # -- the release ----------------------------------------------------------------------
     def _release_after_build(self, results: Mapping[str, ProjectResult], report: Report) -> None:
@@ -564,7 +565,7 @@ class WorkspaceBuild:
                                      "set registry in the workspace root or the member")
             ref = self._reference(m)
             refs = [ref, *extra_tags(m.config, ref, m.version, git_revision(m.path))]
-            tags = [r.rsplit(":", 1)[1] for r in refs] + ([name] if name else [])
+            tags = [ImageRef.parse(r).tag or "latest" for r in refs] + ([name] if name else [])
             result = (results or {}).get(member_name)
             apps.append(AppRelease(m.name, m.version, self._key_reference(m, self.keys[member_name]["key"]),
                                    result.digest if result else None, tags))
@@ -583,9 +584,9 @@ class WorkspaceBuild:
             if results and app.name in results:
                 r = results[app.name]
                 r.digest = app.digest
-                repo_of = app.key_ref.rsplit(":", 1)[0]
-                r.image = f"{repo_of}:{app.tags[0]}"
-                r.tags = [f"{repo_of}:{t}" for t in dict.fromkeys(app.tags)]
+                repo_of = ImageRef.parse(app.key_ref)
+                r.image = str(repo_of.with_tag(app.tags[0]))
+                r.tags = [str(repo_of.with_tag(t)) for t in dict.fromkeys(app.tags)]
         return document
 
     def _dep_wheel(self, name: str) -> Path:
