@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from setuptools_grocker.errors import ProjectError
+from setuptools_grocker.fs import write_atomic
 
 EXCLUDED_DIRS = {
     ".git", ".hg", ".svn", ".grocker", ".tox", ".nox", ".venv", "venv", "__pycache__", "build", "dist",
@@ -233,7 +234,6 @@ def scm_version(root: Path, digest: str, cache_dir: Path) -> str | None:
         return cached.read_text().strip() or None
     version = str(prepare_metadata(root)["version"])
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(version)
-    os.replace(tmp, cached)
+    # Two builds of one cache root may compute it at once: each writes a file of its own.
+    write_atomic(cached, version)
     return version
