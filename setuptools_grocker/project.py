@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from packaging.utils import canonicalize_name
 
 from setuptools_grocker.errors import ProjectError
 from setuptools_grocker.fs import write_atomic
@@ -23,11 +24,6 @@ EXCLUDED_DIRS = {
     ".pytest_cache", ".mypy_cache", ".ruff_cache", ".eggs", "node_modules",
 }
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".so.tmp")
-
-
-def normalize_name(name: str) -> str:
-    """PEP 503 normalisation, as pip compares names."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def check_python_project(path: Path) -> None:
@@ -183,8 +179,8 @@ def metadata_fields(name: str, version: str, requires: list[str], extras: list[s
     plain = [r for r in requires if "extra ==" not in r.replace("'", '"').replace('extra=="', 'extra == "')]
     optional: dict[str, list[str]] = {}
     for extra in extras:
-        optional[normalize_name(extra)] = [r for r in requires if r not in plain
-                                           and _marker_matches(r, normalize_name(extra))]
+        optional[canonicalize_name(extra)] = [r for r in requires if r not in plain
+                                           and _marker_matches(r, canonicalize_name(extra))]
     return {"name": name, "version": version, "requires": plain, "optional": optional}
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from packaging.utils import canonicalize_name
+
 from setuptools_grocker.build import cache_home, default_reference, pip_cache_dir, plugin_manager, push_runtime_image
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, check_default_command
@@ -37,7 +39,7 @@ from setuptools_grocker.pipconf import PipForward, forward
 from setuptools_grocker.plugin import StageContext, apply
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import git_commit_time, normalize_name
+from setuptools_grocker.project import git_commit_time
 from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.registry import key_tag, manifest_digest
 from setuptools_grocker.release import lagging_error
@@ -191,7 +193,7 @@ class WorkspaceBuild:
             engine.reap_orphans()
             entries = {e.name: e for e in self.plan(engine)}
             if self.options.only and self.options.no_deps:
-                selected = {normalize_name(n) for n in self.options.only}
+                selected: set[str] = {canonicalize_name(n) for n in self.options.only}
                 self.ws.select(self.options.only)  # unknown names fail with a hint
             elif self.options.only:
                 selected = self.ws.select(self.options.only)
@@ -570,7 +572,7 @@ class WorkspaceBuild:
             apps.append(AppRelease(m.name, m.version, self._key_reference(m, self.keys[member_name]["key"]),
                                    result.digest if result else None, tags))
         first = next((self.ws.members[a.name] for a in apps), None)
-        repo = self.ws.settings.release_image or f"{normalize_name(self.ws.root.name)}-release"
+        repo = self.ws.settings.release_image or f"{canonicalize_name(self.ws.root.name)}-release"
         registry = first.config.registry.rstrip("/") if first and first.config.registry else ""
         with self.progress.stage("release"):
             document = publish_release(apps, document_repo=f"{registry}/{repo}", release=name,
