@@ -44,6 +44,7 @@ from installer.records import Hash, RecordEntry
 from installer.scripts import Script
 from installer.sources import WheelFile
 from installer.utils import Scheme, construct_record_file, fix_shebang
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from setuptools_grocker.errors import ImageBuildError
 
@@ -354,9 +355,13 @@ def group_layers(groups: list[tuple[str, list[Entry]]], room: int) -> list[tuple
 # -- the whole runtime image ------------------------------------------------------------------------
 
 def wheel_name(wheel: Path) -> str:
-    import re
-
-    return re.sub(r"[-_.]+", "-", wheel.name.split("-", 1)[0]).lower()
+    """The normalised project name of a wheel, from its file name."""
+    try:
+        return parse_wheel_filename(wheel.name)[0]
+    except InvalidWheelFilename:
+        # pip accepted it (it installed it); packaging is stricter (a legacy version, say): the
+        # name field is still the first.
+        return canonicalize_name(wheel.name.split("-", 1)[0])
 
 
 def runtime_layers(*, wheels: list[Path], project_wheel: Path, internal: set[str], venv: Venv,

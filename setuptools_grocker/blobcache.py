@@ -8,7 +8,8 @@ Contract: the threads of a workspace build (``--jobs N --push``) and the applica
 cache root read and write the same files at once, and a machine can stop at any point.
 
 - A file appears under its final name complete or not at all: it is written to a temporary
-  file of its own (``mkstemp``, never a name shared by two writers), fsynced, then renamed.
+  file of its own (``mkstemp``, never a name shared by two writers), fsynced, then renamed
+  (``fs.write_atomic``).
 - A blob is checked against its name before it is used, on the very bytes that are then
   uploaded: a layer must gunzip to its diff ID, a config must hash to its image ID. One that
   does not (cut short by a crash or a full disk, damaged on disk, written by an older tool)
@@ -20,47 +21,15 @@ import gzip
 import hashlib
 import io
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from setuptools_grocker.errors import ImageBuildError
+from setuptools_grocker.fs import write_atomic
 
 #: ``() -> (image config bytes, {diff ID: layer tar})``: the engine's copy of the image (``docker save``).
 Save = Callable[[], tuple[bytes, Mapping[str, bytes]]]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: complete under that name, or not there (other writers may race)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (a crash right after it must not bring the old name back)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on a directory; the data itself is synced
-        pass
-    finally:
-        os.close(fd)
 
 
 def sha256(data: bytes) -> str:

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from packaging.utils import canonicalize_name
+
 from setuptools_grocker import __version__, smoke
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import Config, RunOptions, check_default_command
@@ -43,7 +45,8 @@ from setuptools_grocker.pipconf import forward
 from setuptools_grocker.plugin import Stage, StageContext, apply, impl
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import Source, git_commit_time, git_revision, normalize_name
+from setuptools_grocker.project import Source, git_commit_time, git_revision
+from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.report import ProjectResult, write_json_atomic
 from setuptools_grocker.smoke import smoke_test
 
@@ -85,7 +88,7 @@ def tag_safe(version: str) -> str:
 
 
 def default_reference(config: Config, name: str, version: str) -> str:
-    repo = config.image_name or normalize_name(name)
+    repo = config.image_name or canonicalize_name(name)
     if config.registry:
         repo = f"{config.registry.rstrip('/')}/{repo}"
     return f"{repo}:{tag_safe(version)}"
@@ -95,12 +98,12 @@ def extra_tags(config: Config, ref: str, version: str, revision: str | None) -> 
     """Tags beside the version tag: version + git revision, and the configured moving tags."""
     import datetime
 
-    repo = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    parsed = ImageRef.parse(ref)
     tags = []
     if revision and not revision.endswith("-dirty"):
-        tags.append(f"{repo}:{tag_safe(version)}-g{revision[:12]}")
+        tags.append(str(parsed.with_tag(f"{tag_safe(version)}-g{revision[:12]}")))
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-    tags += [f"{repo}:{t.replace('{date}', today)}" for t in config.moving_tags]
+    tags += [str(parsed.with_tag(t.replace("{date}", today))) for t in config.moving_tags]
     return tags
 
 
@@ -365,7 +368,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     root = engine.image_attrs(images.root)
     if root is None:
         raise ImageBuildError(f"the root image {images.root} is gone", "build again")
-    internal_names = {normalize_name(n) for n in internal} | {normalize_name(n) for n in manifest.get("local", [])}
+    internal_names: set[str] = {canonicalize_name(n) for n in [*internal, *manifest.get("local", [])]}
     layers = runtime_layers(wheels=wheels.wheels, project_wheel=wheels.project_wheel, internal=internal_names,
                             venv=Venv(VENV, manifest["python"]["version"]), app_entries=app_entries,
                             app_comment=f"application {wheels.name} {wheels.version}",

@@ -34,7 +34,7 @@ def _stage_name(text: str) -> str:
 
 
 def _tag(text: str) -> str:
-    from setuptools_grocker.config import _TAG
+    from setuptools_grocker.ref import TAG_PATTERN as _TAG
 
     if not _TAG.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid image tag: use letters, digits, '_', '.', '-' "

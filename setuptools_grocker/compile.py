@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from packaging.utils import canonicalize_name
+
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
 from setuptools_grocker.errors import CompileError, ProjectError, disk_full
 from setuptools_grocker.image import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipconf import PipForward
 from setuptools_grocker.progress import Progress, add_secret
-from setuptools_grocker.project import Source, metadata_fields, normalize_name, scm_version
+from setuptools_grocker.project import Source, metadata_fields, scm_version
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Wheelhouse:
 
     @property
     def name(self) -> str:
-        return normalize_name(str(self.manifest["name"]))
+        return canonicalize_name(str(self.manifest["name"]))
 
     @property
     def version(self) -> str:
@@ -49,7 +51,7 @@ class Wheelhouse:
         return self.path / "wheels" / str(self.manifest["wheel"])
 
     def distributions(self) -> list[str]:
-        return sorted(f"{normalize_name(w['name'])}=={w['version']}" for w in self.manifest["closure"])
+        return sorted(f"{canonicalize_name(w['name'])}=={w['version']}" for w in self.manifest["closure"])
 
     @classmethod
     def load(cls, path: Path) -> Wheelhouse | None:

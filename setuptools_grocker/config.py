@@ -19,8 +19,6 @@ from typing import Any, Callable, Mapping
 
 from setuptools_grocker.errors import ConfigError
 from setuptools_grocker.keys import (
-    _IMAGE_NAME,
-    _TAG,
     DEFAULT_BASE_IMAGE,
     DEFAULT_TEST_COMMAND,
     KEYS,
@@ -33,6 +31,7 @@ from setuptools_grocker.keys import (
     check_http_path,
     env_var,
 )
+from setuptools_grocker.ref import parse_reference
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -326,22 +325,4 @@ def check_default_command(config: Config) -> None:
 
 def validate_reference(ref: str) -> None:
     """Check an image reference ``[registry/]name[:tag]``; raise ConfigError when invalid."""
-    name, tag = split_reference(ref)
-    bare = name.split("/", 1)[1] if "/" in name and _looks_like_registry(name.split("/", 1)[0]) else name
-    if not _IMAGE_NAME.match(bare) or (tag is not None and not _TAG.match(tag)):
-        raise ConfigError(
-            f"image reference {ref!r} is not valid",
-            "use NAME:TAG with a lowercase name and a tag of letters, digits, '_', '.', '-'",
-        )
-
-
-def split_reference(ref: str) -> tuple[str, str | None]:
-    last = ref.rsplit("/", 1)[-1]
-    if ":" in last:
-        name, tag = ref.rsplit(":", 1)
-        return name, tag
-    return ref, None
-
-
-def _looks_like_registry(part: str) -> bool:
-    return "." in part or ":" in part or part == "localhost"
+    parse_reference(ref)

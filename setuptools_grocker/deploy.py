@@ -43,6 +43,7 @@ from setuptools_grocker.engine import Engine, HealthCheck, ServiceSpec, labels_o
 from setuptools_grocker.errors import ConfigError, DeployError, GrockerError
 from setuptools_grocker.image import APP_DIR, RESOURCES, VENV
 from setuptools_grocker.progress import Progress
+from setuptools_grocker.ref import ImageRef
 
 DEPLOY_LABEL = "io.grocker.deploy"
 HISTORY_LABEL = "io.grocker.history"
@@ -438,11 +439,9 @@ def _pinned(attrs: Mapping[str, Any], ref: str) -> str:
     from setuptools_grocker.registry import RegistryError, get_manifest
 
     digests = attrs.get("RepoDigests") or []
-    repo = ref.split("@", 1)[0]
-    if ":" in repo.rsplit("/", 1)[-1]:
-        repo = repo.rsplit(":", 1)[0]
+    repo = ImageRef.parse(ref).repository
     for d in digests:
-        if d.split("@", 1)[0] == repo:
+        if ImageRef.parse(d).repository == repo:
             return str(d)
     try:
         body, _ = get_manifest(ref)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from setuptools_grocker.errors import ConfigError
+from setuptools_grocker.ref import NAME_PATTERN, TAG_PATTERN
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import Config
@@ -29,8 +30,8 @@ DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
 # and test it instead of the wheel just built.
 DEFAULT_TEST_COMMAND = "pytest -q -p no:cacheprovider"
 
-_IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_IMAGE_NAME = NAME_PATTERN
+_TAG = TAG_PATTERN
 _COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED_COMMANDS = {"shell", "check", "run", "help"}
 # `user` and `python` reach a shell in the root and compiler recipes: a POSIX user name (what

@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from setuptools_grocker.errors import ProjectError
+from setuptools_grocker.fs import write_atomic
 
 EXCLUDED_DIRS = {
     ".git", ".hg", ".svn", ".grocker", ".tox", ".nox", ".venv", "venv", "__pycache__", "build", "dist",
     ".pytest_cache", ".mypy_cache", ".ruff_cache", ".eggs", "node_modules",
 }
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".so.tmp")
-
-
-def normalize_name(name: str) -> str:
-    """PEP 503 normalisation, as pip compares names."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def check_python_project(path: Path) -> None:
@@ -182,8 +179,8 @@ def metadata_fields(name: str, version: str, requires: list[str], extras: list[s
     plain = [r for r in requires if "extra ==" not in r.replace("'", '"').replace('extra=="', 'extra == "')]
     optional: dict[str, list[str]] = {}
     for extra in extras:
-        optional[normalize_name(extra)] = [r for r in requires if r not in plain
-                                           and _marker_matches(r, normalize_name(extra))]
+        optional[canonicalize_name(extra)] = [r for r in requires if r not in plain
+                                           and _marker_matches(r, canonicalize_name(extra))]
     return {"name": name, "version": version, "requires": plain, "optional": optional}
 
 
@@ -233,7 +230,6 @@ def scm_version(root: Path, digest: str, cache_dir: Path) -> str | None:
         return cached.read_text().strip() or None
     version = str(prepare_metadata(root)["version"])
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(version)
-    os.replace(tmp, cached)
+    # Two builds of one cache root may compute it at once: each writes a file of its own.
+    write_atomic(cached, version)
     return version

@@ -41,8 +41,8 @@ from email.message import Message
 from http import HTTPStatus
 from typing import Any, Mapping
 
-from setuptools_grocker.config import split_reference
 from setuptools_grocker.errors import RegistryError
+from setuptools_grocker.ref import ImageRef
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_TYPES = ", ".join([
@@ -61,40 +61,17 @@ def key_tag(key: str) -> str:
     return "k" + key[:16]
 
 
-@dataclass(frozen=True)
-class Ref:
-    """``host/repo:tag`` or ``host/repo@sha256:...`` split into its parts."""
-
-    host: str
-    repo: str
-    tag: str
-
-    @classmethod
-    def parse(cls, ref: str) -> Ref:
-        if "@" in ref:
-            name, tag = ref.split("@", 1)
-        else:
-            name, maybe = split_reference(ref)
-            tag = maybe or "latest"
-        if "/" not in name or not _looks_like_host(name.split("/", 1)[0]):
-            raise RegistryError(f"'{ref}' names no registry",
-                                "set the registry key (e.g. registry = \"127.0.0.1:5000\")")
-        host, repo = name.split("/", 1)
-        return cls(host, repo, tag)
-
-    def url(self, kind: str, what: str) -> str:
-        return f"{_scheme(self.host)}://{self.host}/v2/{self.repo}/{kind}/{what}"
-
-    def with_tag(self, tag: str) -> str:
-        return f"{self.host}/{self.repo}:{tag}"
-
-    def __str__(self) -> str:
-        sep = "@" if self.tag.startswith("sha256:") else ":"
-        return f"{self.host}/{self.repo}{sep}{self.tag}"
+def _registry_ref(ref: str) -> tuple[ImageRef, str]:
+    """``ref`` split, and the registry host it names; RegistryError when it names none."""
+    parsed = ImageRef.parse(ref)
+    if parsed.host is None:
+        raise RegistryError(f"'{ref}' names no registry",
+                            "set the registry key (e.g. registry = \"127.0.0.1:5000\")")
+    return parsed, parsed.host
 
 
-def _looks_like_host(part: str) -> bool:
-    return "." in part or ":" in part or part == "localhost"
+def _url(host: str, parsed: ImageRef, kind: str, what: str) -> str:
+    return f"{_scheme(host)}://{host}/v2/{parsed.path}/{kind}/{what}"
 
 
 def _scheme(host: str) -> str:
@@ -378,15 +355,15 @@ def _lying(ref: object, what: str) -> RegistryError:
                          "do not use what it serves; check the registry and what stands between it and you")
 
 
-def _verified_manifest(ref: str, r: Ref, answer: _Answer) -> str:
+def _verified_manifest(ref: str, r: ImageRef, answer: _Answer) -> str:
     """The digest of a manifest read from the registry, after checking it against the bytes."""
     actual = _sha256(answer.body)
-    if "@" in ref and not _matches(r.tag, answer.body):
+    if r.digest is not None and not _matches(r.digest, answer.body):
         raise _lying(ref, f"the manifest it sent hashes to {actual}, not to the digest asked for")
     claimed = answer.headers.get("Docker-Content-Digest")
     if claimed and not _matches(claimed, answer.body):
         raise _lying(ref, f"it says {claimed}, the manifest it sent hashes to {actual}")
-    return r.tag if "@" in ref else actual
+    return r.digest if r.digest is not None else actual
 
 
 def manifest_digest(ref: str, timeout: float = 10) -> str | None:
@@ -403,8 +380,8 @@ def digest_of(ref: str, timeout: float = 10) -> str | None:
     The manifest is read (a few kB) and hashed rather than believed from a HEAD's header: the
     answer pins deploys and verifies releases.
     """
-    r = Ref.parse(ref)
-    answer = _request("GET", r.url("manifests", r.tag), r.host, headers={"Accept": MANIFEST_TYPES},
+    r, host = _registry_ref(ref)
+    answer = _request("GET", _url(host, r, "manifests", r.reference), host, headers={"Accept": MANIFEST_TYPES},
                       timeout=timeout, allow=(404,))
     if answer.status == 404:
         return None
@@ -413,16 +390,17 @@ def digest_of(ref: str, timeout: float = 10) -> str | None:
 
 def get_manifest(ref: str) -> tuple[bytes, str]:
     """The raw manifest of ``ref`` and its media type, checked against its digest."""
-    r = Ref.parse(ref)
-    answer = _request("GET", r.url("manifests", r.tag), r.host, headers={"Accept": MANIFEST_TYPES})
+    r, host = _registry_ref(ref)
+    answer = _request("GET", _url(host, r, "manifests", r.reference), host, headers={"Accept": MANIFEST_TYPES})
     _verified_manifest(ref, r, answer)
     return answer.body, answer.headers.get("Content-Type", MANIFEST_V2)
 
 
 def put_manifest(ref: str, body: bytes, media_type: str) -> str:
     """Store ``body`` under ``ref`` (a tag); return its digest (the registry must agree with it)."""
-    r = Ref.parse(ref)
-    answer = _request("PUT", r.url("manifests", r.tag), r.host, data=body, headers={"Content-Type": media_type})
+    r, host = _registry_ref(ref)
+    answer = _request("PUT", _url(host, r, "manifests", r.reference), host, data=body,
+                      headers={"Content-Type": media_type})
     digest = _sha256(body)
     claimed = answer.headers.get("Docker-Content-Digest")
     if claimed and claimed != digest:
@@ -445,16 +423,16 @@ def upload_blob(repo_ref: str, data: bytes) -> str:
 
 
 def _upload(repo_ref: str, data: bytes, digest: str) -> None:
-    r = Ref.parse(repo_ref)
-    started = _request("POST", f"{_scheme(r.host)}://{r.host}/v2/{r.repo}/blobs/uploads/", r.host, data=b"")
+    r, host = _registry_ref(repo_ref)
+    started = _request("POST", _url(host, r, "blobs", "uploads/"), host, data=b"")
     location = started.headers.get("Location", "")
     if not location:
-        raise RegistryError(f"registry {r.host} started an upload to {r.repo} and said nowhere to send it",
+        raise RegistryError(f"registry {host} started an upload to {r.path} and said nowhere to send it",
                             "check the registry")
     # Relative to the URL that answered; on another host it receives no credential (see _authorization_for).
     location = urllib.parse.urljoin(started.url, location)
     location += ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
-    answer = _request("PUT", location, r.host, data=data, headers={"Content-Type": "application/octet-stream"})
+    answer = _request("PUT", location, host, data=data, headers={"Content-Type": "application/octet-stream"})
     claimed = answer.headers.get("Docker-Content-Digest")
     if claimed and claimed != digest:
         raise _lying(repo_ref, f"it stored a blob as {claimed}, what was sent hashes to {digest}")
@@ -462,10 +440,10 @@ def _upload(repo_ref: str, data: bytes, digest: str) -> None:
 
 def get_blob(ref: str, digest: str) -> bytes:
     """The blob ``digest`` of the repository of ``ref``, checked against its digest."""
-    r = Ref.parse(ref)
-    answer = _request("GET", r.url("blobs", digest), r.host)
+    r, host = _registry_ref(ref)
+    answer = _request("GET", _url(host, r, "blobs", digest), host)
     if not _matches(digest, answer.body):
-        raise _lying(f"{r.host}/{r.repo}@{digest}", f"the blob it sent hashes to {_sha256(answer.body)}")
+        raise _lying(f"{r.repository}@{digest}", f"the blob it sent hashes to {_sha256(answer.body)}")
     return answer.body
 
 
@@ -537,5 +515,5 @@ def push_image(ref: str, refs: list[str], config_blob: bytes, layers: list[tuple
 
 
 def _blob_present(ref: str, digest: str) -> bool:
-    r = Ref.parse(ref)
-    return _request("HEAD", r.url("blobs", digest), r.host, allow=(404,)).status != 404
+    r, host = _registry_ref(ref)
+    return _request("HEAD", _url(host, r, "blobs", digest), host, allow=(404,)).status != 404

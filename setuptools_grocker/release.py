@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from setuptools_grocker.errors import RegistryError, ReleaseConflict, ReleaseIncomplete, WorkspaceError
+from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.registry import (
-    Ref,
     digest_of,
     get_manifest,
     push_document,
@@ -173,7 +173,7 @@ def publish_release(apps: list[AppRelease], *, document_repo: str, release: str 
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "tool_version": tool_version,
             "applications": dict(sorted({**kept_apps, **{
-                a.name: {"version": a.version, "image": a.key_ref.rsplit(":", 1)[0], "digest": a.digest,
+                a.name: {"version": a.version, "image": ImageRef.parse(a.key_ref).repository, "digest": a.digest,
                          "tags": sorted(set(a.tags))}
                 for a in apps
             }}.items())),
@@ -314,12 +314,12 @@ def _move_convenience_tags(apps: list[AppRelease], info: Callable[[str], None]) 
     """Point every application's tags at its digest; return those that could not be moved."""
     lagging = []
     for app in apps:
-        repo = app.key_ref.rsplit(":", 1)[0]
+        repo = ImageRef.parse(app.key_ref)
         for tag in dict.fromkeys(app.tags):
-            target = Ref.parse(app.key_ref).with_tag(tag)
+            target = str(repo.with_tag(tag))
             try:
                 if digest_of(target) != app.digest:  # a re-run writes only what lags
-                    retag(f"{repo}@{app.digest}", target)
+                    retag(f"{repo.repository}@{app.digest}", target)
             except RegistryError as exc:
                 lagging.append({"tag": target, "error": exc.message})
                 info(f"{target} lags: {exc.message}")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from setuptools_grocker.errors import GrockerError
+from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.progress import redact
 
 STATUSES = ("built", "cached", "failed", "skipped")
@@ -101,21 +100,9 @@ def redacted(data: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as indented JSON in ``path`` (its directory made), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def summary_table(report: Report) -> str:

@@ -35,7 +35,6 @@ import html.parser
 import netrc
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,6 +48,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from setuptools_grocker.errors import WheelIndexError
+from setuptools_grocker.fs import atomic_writer
 from setuptools_grocker.progress import add_secret, redact
 
 #: The environment variable of ``workspace.index-url``: the only place a URL may carry credentials.
@@ -345,30 +345,25 @@ class WheelIndex:
         if target.parent != dest_dir or wheel.filename != tagged_name(wheel.filename, key):
             raise WheelIndexError(f"refusing to write {_shown(wheel.filename)} outside {dest_dir}",
                                   "this is a bug in grocker; report it")
-        fd, tmp = tempfile.mkstemp(prefix=".dl-", suffix=".part", dir=dest_dir)
-        try:
-            digest = hashlib.new(wheel.hash_name)
-            with os.fdopen(fd, "wb") as fh:
-                try:
-                    with self._open(wheel.url, leave_origin=True) as resp:
-                        while True:
-                            chunk = resp.read(_CHUNK)
-                            if not chunk:
-                                break
-                            digest.update(chunk)
-                            fh.write(chunk)
-                except urllib.error.HTTPError as exc:
-                    raise _http_error(f"downloading {wheel.filename} from the wheel index", exc) from None
-                except (urllib.error.URLError, OSError) as exc:
-                    raise WheelIndexError(f"downloading {wheel.filename} from the wheel index failed "
-                                          f"({_reason(exc)})", "check that the index is running") from None
+        digest = hashlib.new(wheel.hash_name)
+        # The wheel appears under its name only once all of it is there and its hash checked.
+        with atomic_writer(target) as fh:
+            try:
+                with self._open(wheel.url, leave_origin=True) as resp:
+                    while True:
+                        chunk = resp.read(_CHUNK)
+                        if not chunk:
+                            break
+                        digest.update(chunk)
+                        fh.write(chunk)
+            except urllib.error.HTTPError as exc:
+                raise _http_error(f"downloading {wheel.filename} from the wheel index", exc) from None
+            except (urllib.error.URLError, OSError) as exc:
+                raise WheelIndexError(f"downloading {wheel.filename} from the wheel index failed "
+                                      f"({_reason(exc)})", "check that the index is running") from None
             if digest.hexdigest() != wheel.digest:
                 raise WheelIndexError(f"{wheel.filename} from the wheel index does not match the {wheel.hash_name} "
                                       "the index gives for it", "fix or re-upload it on the index; it was not used")
-            os.replace(tmp, target)
-        except BaseException:
-            _unlink(Path(tmp))
-            raise
         try:
             check_wheel(target, project, version, key)
         except BaseException:

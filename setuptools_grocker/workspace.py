@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from setuptools_grocker import __version__
@@ -39,7 +40,7 @@ from setuptools_grocker.config import (
 from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
 from setuptools_grocker.keys import MEMBER_ONLY, TABLES
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import Source, normalize_name, prepare_metadata, static_metadata, uses_scm_version
+from setuptools_grocker.project import Source, prepare_metadata, static_metadata, uses_scm_version
 from setuptools_grocker.report import write_json_atomic
 
 # A Linux CPython 3.11 target, for evaluating markers of the image's interpreter.
@@ -139,7 +140,7 @@ class Workspace:
     def select(self, only: Iterable[str]) -> set[str]:
         wanted: set[str] = set()
         for raw in only:
-            name = normalize_name(raw)
+            name = canonicalize_name(raw)
             if name not in self.members:
                 import difflib
 
@@ -244,7 +245,7 @@ def load_workspace(root: Path, *, environ: Mapping[str, str], overrides: Mapping
     prepared = _prepare_isolated(isolated, [c for _, c, _, _ in loaded], environ, meta_cache, progress)
     for path, config, source, meta in loaded:
         meta = meta or prepared[path]
-        name = normalize_name(meta["name"])
+        name = canonicalize_name(meta["name"])
         if name in members:
             raise WorkspaceError(f"two workspace members are named {name}: {members[name].path} and {path}",
                                  "rename one, or exclude it with workspace.exclude")
@@ -315,7 +316,7 @@ def member_metadata(path: Path, source: Source, cache_dir: Path, *, trusted: boo
             "name": project["name"],
             "version": str(project["version"]),
             "requires": list(project.get("dependencies", [])),
-            "optional": {normalize_name(k): list(v) for k, v in project.get("optional-dependencies", {}).items()},
+            "optional": {canonicalize_name(k): list(v) for k, v in project.get("optional-dependencies", {}).items()},
         }
     cached = cache_dir / f"{source.digest}.json"
     if cached.is_file():
@@ -356,7 +357,7 @@ def _link(members: dict[str, Member]) -> None:
                                    "fix the dependency list") from exc
             if not _applies(req, extras):
                 continue
-            dep = normalize_name(req.name)
+            dep = canonicalize_name(req.name)
             target = members.get(dep)
             if target is None or dep == owner.name:
                 continue
@@ -371,15 +372,15 @@ def _link(members: dict[str, Member]) -> None:
                 )
             owner.deps.add(dep)
             for extra in req.extras:
-                key = (dep, normalize_name(extra))
+                key = (dep, canonicalize_name(extra))
                 if key not in seen:
                     seen.add(key)
-                    visit(owner, target.optional.get(normalize_name(extra), []), [], seen)
+                    visit(owner, target.optional.get(canonicalize_name(extra), []), [], seen)
 
     for member in members.values():
         visit(member, member.requires, member.config.extras, set())
         for extra in member.config.extras:
-            visit(member, member.optional.get(normalize_name(extra), []), [], set())
+            visit(member, member.optional.get(canonicalize_name(extra), []), [], set())
 
 
 def _order(members: dict[str, Member]) -> tuple[list[str], list[list[str]]]:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from packaging.utils import canonicalize_name
+
 from setuptools_grocker.build import cache_home, default_reference, pip_cache_dir, plugin_manager, push_runtime_image
 from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions, check_default_command
@@ -37,7 +39,8 @@ from setuptools_grocker.pipconf import PipForward, forward
 from setuptools_grocker.plugin import StageContext, apply
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import git_commit_time, normalize_name
+from setuptools_grocker.project import git_commit_time
+from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.registry import key_tag, manifest_digest
 from setuptools_grocker.release import lagging_error
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
@@ -170,7 +173,7 @@ class WorkspaceBuild:
                         reason, fetch = None, found.public
                 if reason is not None and m.kind == "application" and m.config.registry and not self.options.no_cache:
                     # Built and pushed by another machine: the registry holds it under its key tag.
-                    ref = f"{self._reference(m).rsplit(':', 1)[0]}:{key_tag(self.keys[name]['key'])}"
+                    ref = self._key_reference(m, self.keys[name]["key"])
                     if manifest_digest(ref):
                         reason, fetch = None, f"registry:{ref}"
                 if self.options.no_cache and reason is None:
@@ -190,7 +193,7 @@ class WorkspaceBuild:
             engine.reap_orphans()
             entries = {e.name: e for e in self.plan(engine)}
             if self.options.only and self.options.no_deps:
-                selected = {normalize_name(n) for n in self.options.only}
+                selected: set[str] = {canonicalize_name(n) for n in self.options.only}
                 self.ws.select(self.options.only)  # unknown names fail with a hint
             elif self.options.only:
                 selected = self.ws.select(self.options.only)
@@ -511,7 +514,7 @@ class WorkspaceBuild:
         return default_reference(member.config, member.name, member.version)
 
     def _key_reference(self, member: Member, key: str) -> str:
-        return f"{self._reference(member).rsplit(':', 1)[0]}:{key_tag(key)}"
+        return str(ImageRef.parse(self._reference(member)).with_tag(key_tag(key)))
 
     # -- the release ----------------------------------------------------------------------
     def _release_after_build(self, results: Mapping[str, ProjectResult], report: Report) -> None:
@@ -564,12 +567,12 @@ class WorkspaceBuild:
                                      "set registry in the workspace root or the member")
             ref = self._reference(m)
             refs = [ref, *extra_tags(m.config, ref, m.version, git_revision(m.path))]
-            tags = [r.rsplit(":", 1)[1] for r in refs] + ([name] if name else [])
+            tags = [ImageRef.parse(r).tag or "latest" for r in refs] + ([name] if name else [])
             result = (results or {}).get(member_name)
             apps.append(AppRelease(m.name, m.version, self._key_reference(m, self.keys[member_name]["key"]),
                                    result.digest if result else None, tags))
         first = next((self.ws.members[a.name] for a in apps), None)
-        repo = self.ws.settings.release_image or f"{normalize_name(self.ws.root.name)}-release"
+        repo = self.ws.settings.release_image or f"{canonicalize_name(self.ws.root.name)}-release"
         registry = first.config.registry.rstrip("/") if first and first.config.registry else ""
         with self.progress.stage("release"):
             document = publish_release(apps, document_repo=f"{registry}/{repo}", release=name,
@@ -583,9 +586,9 @@ class WorkspaceBuild:
             if results and app.name in results:
                 r = results[app.name]
                 r.digest = app.digest
-                repo_of = app.key_ref.rsplit(":", 1)[0]
-                r.image = f"{repo_of}:{app.tags[0]}"
-                r.tags = [f"{repo_of}:{t}" for t in dict.fromkeys(app.tags)]
+                repo_of = ImageRef.parse(app.key_ref)
+                r.image = str(repo_of.with_tag(app.tags[0]))
+                r.tags = [str(repo_of.with_tag(t)) for t in dict.fromkeys(app.tags)]
         return document
 
     def _dep_wheel(self, name: str) -> Path:

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from setuptools_grocker.engine.connection import Connection, docker, short
 from setuptools_grocker.errors import BaseImageError, EngineUnavailable, ImageBuildError
+from setuptools_grocker.ref import ImageRef
 
 __all__ = ["Images"]
 
@@ -106,11 +107,10 @@ class Images(Connection):
         return image_id
 
     def tag(self, image_id: str, ref: str) -> None:
-        from setuptools_grocker.config import split_reference
-
-        repo, tag = split_reference(ref)
+        parsed = ImageRef.parse(ref)
         self.progress.command(["docker", "tag", image_id[7:19] if image_id.startswith("sha256:") else image_id, ref])
-        self._call(f"tag {ref}", self.client.api.tag, image_id, repo, tag or "latest", force=True)
+        self._call(f"tag {ref}", self.client.api.tag, image_id, parsed.repository, parsed.tag or "latest",
+                   force=True)
 
     def untag(self, ref: str) -> None:
         try:
@@ -120,16 +120,14 @@ class Images(Connection):
 
     def import_tarball(self, tarball: Path, ref: str, changes: Iterable[str] = ()) -> str:
         """``docker import`` a root filesystem tarball; return the image ID."""
-        from setuptools_grocker.config import split_reference
-
-        repo, tag = split_reference(ref)
+        parsed = ImageRef.parse(ref)
         self.progress.command(["docker", "import", str(tarball), ref])
         result = self._call(
             "import the base image",
             self.client.api.import_image_from_file,
             str(tarball),
-            repository=repo,
-            tag=tag or "latest",
+            repository=parsed.repository,
+            tag=parsed.tag or "latest",
             changes=list(changes),
         )
         image_id = self.image_id(ref)

@@ -31,6 +31,7 @@ import pytest
 
 from benchmarks.make_workspace import generate, mod
 from setuptools_grocker.errors import RegistryError, ReleaseConflict, ReleaseIncomplete, WorkspaceError
+from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.registry import digest_of, manifest_digest, push_document, push_image, read_document, retag
 from setuptools_grocker.release import AppRelease, publish_release
 from tests.integration.conftest import GROCKER, free_port, grocker, remove_images, start_registry
@@ -113,7 +114,7 @@ def test_a_failing_application_moves_no_release_tag(release_ws, first_release, r
     assert run.code == WorkspaceError.exit_code, run.err[-3000:]
     status = {p["name"]: p for p in run.report["projects"]}
     assert status[bad]["status"] == "failed" and status[good]["status"] == "built"
-    assert manifest_digest(status[good]["image"].rsplit(":", 1)[0] + ":k" + status[good]["key"][:16]) \
+    assert manifest_digest(str(ImageRef.parse(status[good]["image"]).with_tag("k" + status[good]["key"][:16]))) \
         == status[good]["digest"] != before[(good, "2.0.0")]
     assert run.report["release"]["published"] is False
     assert "no release tag was moved" in run.err
@@ -139,7 +140,7 @@ def test_registry_down_during_push_moves_nothing(tmp_path: Path, examples_copy: 
         first = grocker("build", str(project), "--push", env=env, report=tmp_path / "one.json")
         assert first.code == 0, first.err[-3000:]
         digest = first.project["digest"]
-        ref = first.project["image"].rsplit(":", 1)[0]
+        ref = ImageRef.parse(first.project["image"]).repository
         assert ref.startswith(f"127.0.0.1:{port}/")
         assert manifest_digest(f"{ref}:latest") == digest
         proc.terminate()
@@ -371,7 +372,7 @@ def test_a_release_of_some_applications_keeps_the_others_in_the_document(lab: La
 
 def test_a_missing_key_tag_moves_nothing(lab: Lab) -> None:
     apps = lab.r2()
-    apps[1].key_ref = apps[1].key_ref.rsplit(":", 1)[0] + ":k0000000000000000"
+    apps[1].key_ref = str(ImageRef.parse(apps[1].key_ref).with_tag("k0000000000000000"))
     with pytest.raises(RegistryError, match="api is not in the registry as .*; no release tag was moved"):
         lab.publish(apps, "r2")
     assert lab.state() == released_r1(lab)

@@ -21,6 +21,7 @@ from setuptools_grocker.assemble import (
     image_config,
     install_wheel,
     runtime_layers,
+    wheel_name,
 )
 from setuptools_grocker.errors import ImageBuildError
 
@@ -200,3 +201,14 @@ def test_a_console_script_name_cannot_leave_bin(tmp_path: Path) -> None:
         zf.writestr("tool-1.0.dist-info/entry_points.txt", "[console_scripts]\n../../../x = tool:main\n")
     with pytest.raises(ImageBuildError, match=r"tool-1.0-py3-none-any.whl would write outside .*'\.\./\.\./\.\./x'"):
         install_wheel(wheel, VENV)
+
+
+@pytest.mark.parametrize("filename, name", [
+    ("Demo_Pkg.x-1.0-py3-none-any.whl", "demo-pkg-x"),
+    ("zope.interface-6.0-cp311-cp311-linux_x86_64.whl", "zope-interface"),
+    ("lib_a-2.0-1abc-py3-none-any.whl", "lib-a"),
+    # A legacy version packaging refuses (pip installed it): the name is still read.
+    ("Foo__Bar-2004d-py3-none-any.whl", "foo-bar"),
+])
+def test_wheel_name_is_the_normalised_project_name(filename: str, name: str) -> None:
+    assert wheel_name(Path(filename)) == name

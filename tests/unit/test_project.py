@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from setuptools_grocker.errors import ProjectError
-from setuptools_grocker.project import Source, normalize_name, source_files, static_metadata
+from setuptools_grocker.project import Source, source_files, static_metadata
 
 
 def make_project(root: Path) -> Path:
@@ -58,7 +60,6 @@ def test_static_metadata_only_when_static(tmp_path: Path) -> None:
     assert static_metadata(root)["name"] == "Demo_Pkg"
     (root / "pyproject.toml").write_text('[project]\nname = "x"\ndynamic = ["version"]\n')
     assert static_metadata(root) is None
-    assert normalize_name("Demo_Pkg.x") == "demo-pkg-x"
 
 
 def test_unpacked_sdist_keeps_its_egg_info(tmp_path: Path) -> None:
@@ -86,3 +87,9 @@ def test_revision_is_dirty_only_for_source_changes(tmp_path: Path) -> None:
     assert clean is not None and not clean.endswith("-dirty")
     (root / "a.py").write_text("x = 2\n")
     assert git_revision(root) == f"{clean}-dirty"
+
+
+@pytest.mark.parametrize("name", ["Demo_Pkg.x", "a--b__c..d", "Zope.Interface", "-x-", "İstanbul_Lib", "my project"])
+def test_names_normalise_as_pep_503_writes_it(name: str) -> None:
+    # Member names, image names and cache keys were made with this regex: packaging must agree.
+    assert canonicalize_name(name) == re.sub(r"[-_.]+", "-", name).lower()
