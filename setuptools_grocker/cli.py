@@ -1,19 +1,19 @@
 """``grocker``: the command-line frontend. It maps options to a Config and calls the library.
 
-Errors from the library are caught here, once: one line on stderr, a distinct exit code.
+Errors from the library are caught once, by frontend.handle_errors (shared with ``setup.py docker_image``):
+one line on stderr, a distinct exit code.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from setuptools_grocker import __version__
-from setuptools_grocker.errors import GrockerError
-from setuptools_grocker.progress import Progress, redact
+from setuptools_grocker.frontend import emit_report, handle_errors, run_build
+from setuptools_grocker.progress import Progress
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -188,47 +188,6 @@ def make_parser() -> argparse.ArgumentParser:
     boot.add_argument("--force", action="store_true", help="rebuild even when the image exists")
     boot.set_defaults(func=cmd_bootstrap)
     return parser
-
-
-def run_build(project: Path, overrides: Mapping[str, Any], *, environ: Mapping[str, str],
-              progress: Progress) -> int:
-    """Shared by ``grocker build`` and ``setup.py docker_image``: build, report, exit code."""
-    from setuptools_grocker.build import build_project
-    from setuptools_grocker.config import load_config
-    from setuptools_grocker.project import check_python_project
-    from setuptools_grocker.report import ProjectResult, Report, summary_table
-
-    start = time.monotonic()
-    report_path = overrides.get("report")
-    if report_path == "-":
-        overrides = {**overrides, "report": None}
-    try:
-        check_python_project(project.resolve())
-        config = load_config(project, environ=environ, overrides=overrides, warn=progress.warn)
-    except GrockerError as exc:
-        if report_path:
-            failed = ProjectResult(name=project.resolve().name, error=exc.one_line(), exit_code=exc.exit_code)
-            emit_report(Report([failed], time.monotonic() - start), report_path)
-        raise
-    result = build_project(config, environ=environ, progress=progress)
-    report = Report([result], time.monotonic() - start)
-    emit_report(report, report_path)
-    progress.write(summary_table(report))
-    if result.status == "failed":
-        sys.stderr.write(f"grocker: error: {redact(result.error or '')}\n")
-        return result.exit_code
-    return 0
-
-
-def emit_report(report: Any, where: str | None) -> None:
-    """``--report FILE`` writes the file atomically; ``--report -`` prints it on stdout (for CI steps)."""
-    import json
-
-    if where == "-":
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
-        sys.stdout.flush()
-    elif where:
-        report.write(Path(where).resolve())
 
 
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
@@ -423,30 +382,8 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
-def print_error(exc: GrockerError) -> int:
-    """The details (e.g. a log's tail), then one line on stderr, credentials redacted; the exit code."""
-    details = exc.shown_details()
-    if details:
-        sys.stderr.write(details.rstrip() + "\n")
-    sys.stderr.write(f"grocker: error: {exc.one_line()}\n")
-    return exc.exit_code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     progress = Progress(quiet=args.quiet)
-    try:
-        return int(args.func(args, progress))
-    except GrockerError as exc:
-        return print_error(exc)
-    except OSError as exc:
-        from setuptools_grocker.errors import from_os_error
-
-        typed = from_os_error(exc)
-        if typed is None:
-            raise
-        return print_error(typed)
-    except KeyboardInterrupt:
-        sys.stderr.write("grocker: interrupted\n")
-        return 130
+    return handle_errors("grocker", lambda: args.func(args, progress))
