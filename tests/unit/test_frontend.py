@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import errno
+import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +92,39 @@ def test_setup_py_docker_image_bad_config_exit_3_one_line(tmp_path: Path) -> Non
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
     assert errors == ["docker_image: error: unknown key 'comands' in " + str(tmp_path / "pyproject.toml")
                       + "; did you mean 'commands'?"], proc.stderr
+
+
+@pytest.mark.parametrize("frontend", ["grocker", "setup.py"])
+def test_ctrl_c_in_either_frontend_is_130_one_line_and_publishes_nothing(tmp_path: Path, frontend: str) -> None:
+    """A real SIGINT to a real build process, while it waits for an engine that never answers.
+
+    The "engine" is a socket of this test that accepts and stays silent: the process is then
+    certainly inside the build (connecting), before any image, report or state exists.
+    """
+    project = tmp_path / "tiny"
+    project.mkdir()
+    (project / "setup.py").write_text("from setuptools import setup\nsetup(name='tiny', version='1.0')\n")
+    report = tmp_path / "report.json"
+    argv = ([sys.executable, "-m", "setuptools_grocker", "build", str(project), "--report", str(report)]
+            if frontend == "grocker" else
+            [sys.executable, "setup.py", "-q", "docker_image", "--report", str(report)])
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        silent.settimeout(60)
+        env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{silent.getsockname()[1]}"}
+        proc = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            conn, _ = silent.accept()
+            with conn:
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == INTERRUPTED, out + err
+    prog = "grocker" if frontend == "grocker" else "docker_image"
+    assert err.splitlines() == [f"{prog}: interrupted"], err
+    assert "Traceback" not in err
+    assert not report.exists() and not (project / ".grocker" / "state.json").exists()
