@@ -218,12 +218,6 @@ class Engine:
         self.progress.command(["docker", "tag", image_id[7:19] if image_id.startswith("sha256:") else image_id, ref])
         self._call(f"tag {ref}", self.client.api.tag, image_id, repo, tag or "latest", force=True)
 
-    def untag(self, ref: str) -> None:
-        try:
-            self._call(f"untag {ref}", self.client.api.remove_image, ref, noprune=True)
-        except docker.errors.ImageNotFound:
-            pass
-
     def import_tarball(self, tarball: Path, ref: str, changes: Iterable[str] = ()) -> str:
         """``docker import`` a root filesystem tarball; return the image ID."""
         from setuptools_grocker.config import split_reference

@@ -18,8 +18,6 @@ from typing import Any
 from setuptools_grocker.errors import GrockerError
 from setuptools_grocker.progress import redact
 
-STATUSES = ("built", "cached", "failed", "skipped")
-
 
 @dataclass
 class ProjectResult:
