@@ -117,8 +117,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
     wsb.add_argument("--jobs", "-j", type=int, default=1, help="members built at once (default: 1)")
     wsb.add_argument("--only", nargs="+", metavar="NAME", help="these members (and their dependencies) only")
-    wsb.add_argument("--keep-going", action="store_true",
-                     help="after a failure, go on with the members that do not depend on it (the default)")
+    # Deprecated: going on after a failure is the default. Still accepted (scripts pass it), hidden from --help.
+    wsb.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
     wsb.add_argument("--fail-fast", action="store_true", help="start nothing new after the first failure")
     wsb.add_argument("--push", action="store_true", help="push the application images")
     wsb.add_argument("--no-cache", action="store_true", help="rebuild every member")
@@ -221,6 +221,9 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     from setuptools_grocker.workspace import load_workspace
     from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions
 
+    if args.keep_going:
+        progress.warn("--keep-going is deprecated and does nothing (going on after a failure is the default); "
+                      "drop it")
     if args.jobs < 1:
         raise WorkspaceError(f"--jobs {args.jobs} is not a positive number", "use --jobs 1 or more")
     if args.no_deps and not args.only:
