@@ -388,5 +388,5 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    progress = Progress(quiet=args.quiet)
+    progress = Progress(quiet=args.quiet, environ=os.environ)
     return handle_errors("grocker", lambda: args.func(args, progress))

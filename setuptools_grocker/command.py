@@ -47,7 +47,8 @@ class DockerImage(Command):
                      "no-cache": self.no_cache, "push": self.push}
         # The same handler as ``grocker``: setuptools would otherwise print a traceback for our errors,
         # or its own "interrupted" with exit code 1 for Ctrl-C.
-        code = handle_errors(PROG, lambda: run_build(project, overrides, environ=os.environ, progress=Progress(),
+        progress = Progress(environ=os.environ)
+        code = handle_errors(PROG, lambda: run_build(project, overrides, environ=os.environ, progress=progress,
                                                      prog=PROG))
         if code:
             raise SystemExit(code)
