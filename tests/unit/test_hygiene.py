@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,14 @@ def test_keep_going_is_accepted_hidden_and_deprecated(tmp_path: Path, capsys: py
     with pytest.raises(SystemExit):
         make_parser().parse_args(["workspace", "build", "--help"])
     assert "--keep-going" not in capsys.readouterr().out
+
+
+def test_the_test_that_restarts_the_engine_is_collected_last_whatever_the_order() -> None:
+    """By marker, not by file name: given first on the command line, it still runs after the others."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "tests/integration/test_engine_stopped.py", "tests/integration/test_layers.py"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert len(ids) > 1 and ids[-1].startswith("tests/integration/test_engine_stopped.py::"), ids
+    assert not any(p.name.startswith("test_zz") for p in (ROOT / "tests").rglob("test_*.py"))
