@@ -8,9 +8,6 @@ from buildbot.plugins import schedulers, steps, util, worker
 from buildbot_grocker.graph import GrockerGraph
 from buildbot_grocker.steps import GrockerPlan, GrockerRelease, member_steps
 
-ORCHESTRATOR = "grocker-nightly"
-MEMBER = "grocker-member"
-
 
 def release_lock(workspace: str) -> util.MasterLock:
     """The master-wide lock of the releases of one workspace (its git URL or its path on the workers).

@@ -56,7 +56,7 @@ class GrockerGraph(buildstep.BuildStep):
         return stamps
 
     @defer.inlineCallbacks
-    def run(self):  # type: ignore[no-untyped-def]
+    def run(self):
         plan = self.getProperty(self.plan_property)
         if not isinstance(plan, dict) or "members" not in plan:
             yield self.addCompleteLog("error", f"no plan in property {self.plan_property}; run GrockerPlan first")
@@ -111,7 +111,7 @@ class GrockerGraph(buildstep.BuildStep):
 
     @defer.inlineCallbacks
     def _trigger(self, scheduler: Any, stamps: list[dict[str, Any]], member: dict[str, Any],
-                 plan: dict[str, Any]):  # type: ignore[no-untyped-def]
+                 plan: dict[str, Any]):
         props = Properties()
         props.update({
             "grocker_member": member["name"],

@@ -69,7 +69,7 @@ class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
         return env
 
     @defer.inlineCallbacks
-    def run(self):  # type: ignore[no-untyped-def]
+    def run(self):
         cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True,
                                                 env=self.command_env())
         yield self.runCommand(cmd)
@@ -107,7 +107,7 @@ class GrockerPlan(GrockerStep):
         return [*super().grocker_command(), "--json"]
 
     @defer.inlineCallbacks
-    def run(self):  # type: ignore[no-untyped-def]
+    def run(self):
         cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True,
                                                 env=self.command_env())
         yield self.runCommand(cmd)
@@ -144,7 +144,7 @@ class GrockerRelease(GrockerStep):
         return cmd + (["--release", self.release] if self.release else [])
 
     @defer.inlineCallbacks
-    def run(self):  # type: ignore[no-untyped-def]
+    def run(self):
         result = yield super().run()
         if result == FAILURE and self.report and self.report.get("lagging"):
             return WARNINGS

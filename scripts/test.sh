@@ -5,6 +5,11 @@ set -euo pipefail
 trap stop_started EXIT
 
 cd "$REPO"
+# Lint and type-check first: a tree that fails either fails the run before the long tests start.
+echo "+ ruff check ." >&2
+"$DEV_VENV/bin/ruff" check .
+echo "+ mypy" >&2
+"$DEV_VENV/bin/mypy"
 set +e
 "$DEV_VENV/bin/python" -m pytest "$@"
 code=$?

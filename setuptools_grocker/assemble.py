@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 
 #: Layers the engine accepts on one image (overlay2: 128 lower directories); keep room.
 MAX_LAYERS = 100
-LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 
 
 @dataclass

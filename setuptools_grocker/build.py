@@ -207,7 +207,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
     state_path = config.state_dir / STATE_FILE
     state = _load_state(state_path)
     if not run.no_cache and state.get("key") == key and engine.image_id(state.get("image_id", "")):
-        _cached(config, run, engine, state, result)
+        _cached(config, run, environ, engine, state, result)
         progress.info(f"{result.image}: up to date (cache key {key[:12]}), nothing to build")
         return
 
@@ -273,7 +273,8 @@ def stage_compile(ctx: StageContext) -> None:
 def stage_image(ctx: StageContext) -> None:
     a = ctx.artifacts
     a["image_id"] = build_runtime_image(ctx.engine, ctx.config, images=a["images"], wheels=a["wheels"],
-                                        key=a["key"], progress=ctx.progress, files=a["files"])
+                                        key=a["key"], progress=ctx.progress, files=a["files"],
+                                        epoch=source_date_epoch(ctx.config, a["environ"]))
 
 
 def stage_smoke(ctx: StageContext) -> None:
@@ -296,7 +297,8 @@ def stage_push(ctx: StageContext) -> None:
                                                                 cache_home(ctx.artifacts["environ"]), ctx.progress)
 
 
-def _cached(config: Config, run: RunOptions, engine: Engine, state: dict[str, Any], result: ProjectResult) -> None:
+def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine: Engine, state: dict[str, Any],
+            result: ProjectResult) -> None:
     ref = run.tag or default_reference(config, state["name"], state["version"])
     image_id = state["image_id"]
     if engine.image_id(ref) != image_id:
@@ -309,7 +311,7 @@ def _cached(config: Config, run: RunOptions, engine: Engine, state: dict[str, An
     result.distributions = list(state.get("distributions", []))
     result.size = (engine.image_attrs(image_id) or {}).get("Size")
     if run.push:
-        result.digest, result.pushed_bytes = push_runtime_image(engine, image_id, result.tags, cache_home(os.environ),
+        result.digest, result.pushed_bytes = push_runtime_image(engine, image_id, result.tags, cache_home(environ),
                                                                 Progress(quiet=True))
     else:
         result.digest = state.get("digest") if state.get("image") == ref else None
@@ -317,7 +319,7 @@ def _cached(config: Config, run: RunOptions, engine: Engine, state: dict[str, An
 
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
                         progress: Progress, files: Mapping[str, Path] | None = None,
-                        internal: Iterable[str] = (), epoch: int | None = None) -> str:
+                        epoch: int, internal: Iterable[str] = ()) -> str:
     """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py)."""
     from setuptools_grocker.assemble import (
         MAX_LAYERS,
@@ -350,8 +352,6 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     labels = runtime_labels(config, name=wheels.name, version=wheels.version,
                             revision=git_revision(config.project_dir), distributions=wheels.distributions(),
                             key=key)
-    if epoch is None:
-        epoch = source_date_epoch(config)
     app_entries = [
         Entry(f"{APP_DIR}/grocker/entrypoint.py", (RESOURCES / "entrypoint.py").read_bytes()),
         Entry(f"{APP_DIR}/grocker/app.json", (json.dumps(app, indent=2, sort_keys=True) + "\n").encode()),
@@ -424,9 +424,8 @@ def push_runtime_image(engine: Engine, image_id: str, refs: list[str], cache: Pa
     return digest, uploaded
 
 
-def source_date_epoch(config: Config, environ: Mapping[str, str] | None = None) -> int:
+def source_date_epoch(config: Config, environ: Mapping[str, str]) -> int:
     """SOURCE_DATE_EPOCH, else the time of the last commit, else 1980-01-01 (the zip epoch)."""
-    environ = os.environ if environ is None else environ
     raw = environ.get("SOURCE_DATE_EPOCH") or environ.get("GROCKER_SOURCE_DATE_EPOCH")
     return int(raw or git_commit_time(config.project_dir) or 315532800)
 

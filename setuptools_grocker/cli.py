@@ -1,19 +1,19 @@
 """``grocker``: the command-line frontend. It maps options to a Config and calls the library.
 
-Errors from the library are caught here, once: one line on stderr, a distinct exit code.
+Errors from the library are caught once, by frontend.handle_errors (shared with ``setup.py docker_image``):
+one line on stderr, a distinct exit code.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from setuptools_grocker import __version__
-from setuptools_grocker.errors import GrockerError
-from setuptools_grocker.progress import Progress, redact
+from setuptools_grocker.frontend import emit_report, handle_errors, run_build
+from setuptools_grocker.progress import Progress
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import RunOptions
@@ -122,8 +122,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("root", nargs="?", default=".", help="workspace root (default: .)")
     wsb.add_argument("--jobs", "-j", type=int, default=1, help="members built at once (default: 1)")
     wsb.add_argument("--only", nargs="+", metavar="NAME", help="these members (and their dependencies) only")
-    wsb.add_argument("--keep-going", action="store_true",
-                     help="after a failure, go on with the members that do not depend on it (the default)")
+    # Deprecated: going on after a failure is the default. Still accepted (scripts pass it), hidden from --help.
+    wsb.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
     wsb.add_argument("--fail-fast", action="store_true", help="start nothing new after the first failure")
     wsb.add_argument("--push", action="store_true", help="push the application images")
     wsb.add_argument("--no-cache", action="store_true", help="rebuild every member")
@@ -195,46 +195,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_build(project: Path, overrides: Mapping[str, Any], run: RunOptions, *, environ: Mapping[str, str],
-              progress: Progress) -> int:
-    """Shared by ``grocker build`` and ``setup.py docker_image``: build, report, exit code."""
-    from setuptools_grocker.build import build_project
-    from setuptools_grocker.config import load_config
-    from setuptools_grocker.project import check_python_project
-    from setuptools_grocker.report import ProjectResult, Report, summary_table
-
-    start = time.monotonic()
-    report_path = run.report
-    try:
-        check_python_project(project.resolve())
-        config = load_config(project, environ=environ, overrides=overrides, warn=progress.warn)
-        run.validate()
-    except GrockerError as exc:
-        if report_path:
-            failed = ProjectResult(name=project.resolve().name, error=exc.one_line(), exit_code=exc.exit_code)
-            emit_report(Report([failed], time.monotonic() - start), report_path)
-        raise
-    result = build_project(config, environ=environ, progress=progress, run=run)
-    report = Report([result], time.monotonic() - start)
-    emit_report(report, report_path)
-    progress.write(summary_table(report))
-    if result.status == "failed":
-        sys.stderr.write(f"grocker: error: {redact(result.error or '')}\n")
-        return result.exit_code
-    return 0
-
-
-def emit_report(report: Any, where: str | None) -> None:
-    """``--report FILE`` writes the file atomically; ``--report -`` prints it on stdout (for CI steps)."""
-    import json
-
-    if where == "-":
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
-        sys.stdout.flush()
-    elif where:
-        report.write(Path(where).resolve())
-
-
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
     return run_build(Path(args.project), build_overrides(args), run_options(args), environ=os.environ,
                      progress=progress)
@@ -267,6 +227,9 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     from setuptools_grocker.workspace import load_workspace
     from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions
 
+    if args.keep_going:
+        progress.warn("--keep-going is deprecated and does nothing (going on after a failure is the default); "
+                      "drop it")
     if args.jobs < 1:
         raise WorkspaceError(f"--jobs {args.jobs} is not a positive number", "use --jobs 1 or more")
     if args.no_deps and not args.only:
@@ -428,30 +391,8 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
-def print_error(exc: GrockerError) -> int:
-    """The details (e.g. a log's tail), then one line on stderr, credentials redacted; the exit code."""
-    details = exc.shown_details()
-    if details:
-        sys.stderr.write(details.rstrip() + "\n")
-    sys.stderr.write(f"grocker: error: {exc.one_line()}\n")
-    return exc.exit_code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    progress = Progress(quiet=args.quiet)
-    try:
-        return int(args.func(args, progress))
-    except GrockerError as exc:
-        return print_error(exc)
-    except OSError as exc:
-        from setuptools_grocker.errors import from_os_error
-
-        typed = from_os_error(exc)
-        if typed is None:
-            raise
-        return print_error(typed)
-    except KeyboardInterrupt:
-        sys.stderr.write("grocker: interrupted\n")
-        return 130
+    progress = Progress(quiet=args.quiet, environ=os.environ)
+    return handle_errors("grocker", lambda: args.func(args, progress))

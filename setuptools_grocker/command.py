@@ -1,7 +1,8 @@
 """``python setup.py docker_image``: the setuptools frontend.
 
 Maps its options to the same overrides as ``grocker build`` and calls the same engine, so
-both give the same image for the same project.
+both give the same image for the same project, and end the same way on an error
+(:func:`setuptools_grocker.frontend.handle_errors`).
 """
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from pathlib import Path
 
 from setuptools import Command
 
-from setuptools_grocker.errors import GrockerError
+from setuptools_grocker.config import RunOptions
+from setuptools_grocker.frontend import handle_errors, run_build
 from setuptools_grocker.progress import Progress
+
+PROG = "docker_image"
 
 
 class DockerImage(Command):
@@ -39,18 +43,13 @@ class DockerImage(Command):
         self.push = bool(self.push)
 
     def run(self) -> None:
-        from setuptools_grocker.cli import run_build
-        from setuptools_grocker.config import RunOptions
-
         project = Path(self.distribution.src_root or os.getcwd())
         overrides = {"base-image": self.base_image}
         run = RunOptions(tag=self.tag, no_cache=self.no_cache, push=self.push, report=self.report)
-        try:
-            code = run_build(project, overrides, run, environ=os.environ, progress=Progress())
-        except GrockerError as exc:
-            if exc.details:
-                print(exc.shown_details())
-            print(f"docker_image: error: {exc.one_line()}")
-            raise SystemExit(exc.exit_code) from exc
+        # The same handler as ``grocker``: setuptools would otherwise print a traceback for our errors,
+        # or its own "interrupted" with exit code 1 for Ctrl-C.
+        progress = Progress(environ=os.environ)
+        code = handle_errors(PROG, lambda: run_build(project, overrides, run, environ=os.environ, progress=progress,
+                                                     prog=PROG))
         if code:
             raise SystemExit(code)

@@ -6,8 +6,10 @@ command-line options. Keys are kebab-case in files; a nested table such as
 ``[tool.grocker.smoke-test]`` is addressed as ``smoke-test.port``; its environment variable
 is ``GROCKER_SMOKE_TEST_PORT``.
 
-Nothing else in the package reads ``os.environ`` for configuration: frontends pass
-``environ`` in.
+Nothing in the library reads ``os.environ``: the frontends (cli.py, command.py) pass their
+``environ`` in, to this module and to everything else that reads a variable (caches, pip options,
+plugins, ``SOURCE_DATE_EPOCH``, ``NO_COLOR``). Only the scripts in ``resources/``, which run
+inside containers, read their own environment. tests/unit/test_hygiene.py checks this.
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
-"""The three images: root, compiler, runtime.
+"""The recipes of the root and compiler images, and what the runtime image is labelled with.
 
 * root = base + Python + ``tini`` + ``system-packages.run`` + a non-root user;
-* compiler = root + compilers + Python headers + ``system-packages.build`` + a build venv;
-* runtime = FROM root, with only a venv copied in from a throw-away install stage (run in
-  the compiler image): wheels, pip, ensurepip's bundled wheels and pip's caches stay in
-  that stage and never reach a layer of the final image.
+* compiler = root + compilers + Python headers + ``system-packages.build`` + a build venv.
 
-Root and compiler images are tagged by a hash of their inputs and reused while present.
+Both are built from small Dockerfiles, tagged by a hash of their inputs and reused while present.
+The runtime image is not built here nor in any container: assemble.py writes its layers on top
+of the root image's from the wheels (with the ``installer`` library) and ``docker load``s them;
+this module only gives it its labels and HEALTHCHECK.
 """
 from __future__ import annotations
 

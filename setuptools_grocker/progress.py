@@ -1,7 +1,8 @@
 """Progress output: named stages with durations, echoed engine commands, warnings.
 
-The library writes through a :class:`Progress` object; frontends choose the stream. Colour
-is used only on a terminal and never when ``NO_COLOR`` is set.
+The library writes through a :class:`Progress` object; frontends choose the stream and pass
+their environment. Colour is used only on a terminal, only when a frontend passed ``environ``,
+and never when ``NO_COLOR`` is set in it.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 import sys
 import threading
 import time
-from typing import IO, Iterator
+from typing import IO, Iterator, Mapping
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # The userinfo of a URL, whatever it holds (``user:token@``, ``:token@``, ``token@``).
@@ -53,12 +54,11 @@ class Progress:
     """Writes human-readable progress; thread-safe so parallel builds can share one."""
 
     def __init__(self, stream: IO[str] | None = None, color: bool | None = None, prefix: str = "",
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, environ: Mapping[str, str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         if color is None:
-            import os
-
-            color = bool(getattr(self.stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
+            color = (environ is not None and "NO_COLOR" not in environ
+                     and bool(getattr(self.stream, "isatty", lambda: False)()))
         self.color = color
         self.prefix = prefix
         self.quiet = quiet

@@ -17,8 +17,6 @@ from setuptools_grocker.errors import GrockerError
 from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.progress import redact
 
-STATUSES = ("built", "cached", "failed", "skipped")
-
 
 @dataclass
 class ProjectResult:

@@ -18,7 +18,6 @@ import graphlib
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -175,11 +174,6 @@ def read_settings(root: Path) -> tuple[WorkspaceSettings, dict[str, Any]]:
     flatten(shared, where)  # unknown keys in the root fail here, with a hint
     return WorkspaceSettings(tuple(members), tuple(exclude), ws.get("index-url"),
                              ws.get("release-image"), tuple(untrusted)), shared
-
-
-def discover(root: Path) -> list[Path]:
-    settings, _ = read_settings(root)
-    return _member_dirs(root, settings)
 
 
 def _member_dirs(root: Path, settings: WorkspaceSettings) -> list[Path]:
@@ -449,7 +443,3 @@ def why_rebuild(parts: Mapping[str, Any], state: Mapping[str, Any], rebuilt: set
     if old.get("env") != parts["env"]:
         return "base images or workspace settings changed"
     return "inputs changed"
-
-
-def python_tag() -> str:
-    return f"cp{sys.version_info.major}{sys.version_info.minor}"

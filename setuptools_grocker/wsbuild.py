@@ -428,7 +428,7 @@ class WorkspaceBuild:
             return {"command": test["command"]}
         config = self._app_config(member)
         if stage == "image":
-            from setuptools_grocker.build import build_runtime_image
+            from setuptools_grocker.build import build_runtime_image, source_date_epoch
 
             with self._image_lock(config.run_packages):
                 roots = ensure_base_images(engine, config, progress, need_compiler=False)
@@ -440,7 +440,7 @@ class WorkspaceBuild:
             image_id = build_runtime_image(engine, config, wheels=wheelhouse, key=entry.key, progress=progress,
                                            internal=self.ws.closure(member.name),
                                            images=BaseImages(roots.root, images.compiler, roots.root_key),
-                                           files=files)
+                                           files=files, epoch=source_date_epoch(config, self.environ))
             return {"image_id": image_id}
         if stage == "smoke":
             smoke_test(engine, config, done["image"]["image_id"], progress,

@@ -44,7 +44,7 @@ def _escape(text: str) -> str:
 def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
     rows = []
     for action in parser._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
             continue
         names = ", ".join(action.option_strings) or action.dest
         if action.option_strings and action.nargs != 0:

@@ -22,7 +22,7 @@ try:  # imported here only: the rest of the package never imports docker.
     import docker.errors
     import docker.types
 except ImportError:  # pragma: no cover
-    docker = None  # type: ignore[assignment]
+    docker = None  # type: ignore[assignment,unused-ignore]  # needed once docker ships type hints
 
 __all__ = ["Connection", "docker", "engine_time", "labels_of", "new_client", "short"]
 

@@ -112,12 +112,6 @@ class Images(Connection):
         self._call(f"tag {ref}", self.client.api.tag, image_id, parsed.repository, parsed.tag or "latest",
                    force=True)
 
-    def untag(self, ref: str) -> None:
-        try:
-            self._call(f"untag {ref}", self.client.api.remove_image, ref, noprune=True)
-        except docker.errors.ImageNotFound:
-            pass
-
     def import_tarball(self, tarball: Path, ref: str, changes: Iterable[str] = ()) -> str:
         """``docker import`` a root filesystem tarball; return the image ID."""
         parsed = ImageRef.parse(ref)

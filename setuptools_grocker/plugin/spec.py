@@ -21,7 +21,7 @@ spec = pluggy.HookspecMarker(NAME)
 
 
 @spec
-def grocker_configure(config: Config) -> Mapping[str, Any] | None:  # type: ignore[empty-body]
+def grocker_configure(config: Config) -> Mapping[str, Any] | None:
     """Adjust the configuration before anything is built.
 
     Return a mapping of :class:`~setuptools_grocker.config.Config` field names to new
@@ -33,7 +33,7 @@ def grocker_configure(config: Config) -> Mapping[str, Any] | None:  # type: igno
 
 
 @spec
-def grocker_stages(config: Config) -> Sequence[Stage] | None:  # type: ignore[empty-body]
+def grocker_stages(config: Config) -> Sequence[Stage] | None:
     """Contribute stages to the pipeline.
 
     Each :class:`~setuptools_grocker.plugin.stages.Stage` has a name, a position
@@ -46,7 +46,7 @@ def grocker_stages(config: Config) -> Sequence[Stage] | None:  # type: ignore[em
 
 
 @spec
-def grocker_compile_environment(config: Config) -> Mapping[str, Any] | None:  # type: ignore[empty-body]
+def grocker_compile_environment(config: Config) -> Mapping[str, Any] | None:
     """Contribute to the compile container: ``{"env": {NAME: VALUE}, "commands": [SHELL, ...]}``.
 
     The commands run in the compiler container, in a copy of the source, before the wheels
@@ -55,7 +55,7 @@ def grocker_compile_environment(config: Config) -> Mapping[str, Any] | None:  # 
 
 
 @spec
-def grocker_runtime_image(config: Config) -> ImageContribution | None:  # type: ignore[empty-body]
+def grocker_runtime_image(config: Config) -> ImageContribution | None:
     """Contribute to the runtime image: files, system packages, labels, commands.
 
     Return an :class:`~setuptools_grocker.plugin.stages.ImageContribution`. Files are
@@ -65,7 +65,7 @@ def grocker_runtime_image(config: Config) -> ImageContribution | None:  # type: 
 
 
 @spec
-def grocker_smoke_tests(config: Config) -> Sequence[Sequence[str]] | None:  # type: ignore[empty-body]
+def grocker_smoke_tests(config: Config) -> Sequence[Sequence[str]] | None:
     """Commands (entrypoint arguments) the new image must run with exit code 0 before it is tagged.
 
     The built-in plugin contributes ``check`` and the configured ``smoke-test.command``.

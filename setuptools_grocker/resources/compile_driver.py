@@ -55,7 +55,7 @@ def wheel_info(path):
         names = zf.namelist()
         dist_info = next(n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info"))
         meta = zf.read(dist_info + "/METADATA").decode("utf-8")
-        fields = {}
+        fields: dict[str, str] = {}
         for line in meta.splitlines():
             if not line.strip():
                 break
@@ -71,7 +71,7 @@ def wheel_info(path):
                     section = line.strip("[]")
                 elif "=" in line and section == "console_scripts":
                     scripts.append(line.split("=", 1)[0].strip())
-        modules = set()
+        modules: set[str] = set()
         if dist_info + "/top_level.txt" in names:
             modules.update(m.strip() for m in zf.read(dist_info + "/top_level.txt").decode().splitlines()
                            if m.strip())

@@ -19,9 +19,7 @@ from typing import Any, Iterator
 import docker
 import pytest
 
-from benchmarks.make_workspace import dependents, generate
-from tests.conftest import REPO
-from tests.integration.conftest import free_port, remove_images, wait_http
+from tests.helpers import REPO, dependents, free_port, generate, remove_images, wait_http
 
 BIN = Path(sys.executable).parent
 SUCCESS, FAILURE, RETRY = 0, 2, 5

@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from setuptools_grocker.errors import DeployError
-from tests.integration.conftest import free_port, grocker, python_project, remove_images
+from tests.helpers import free_port, grocker, python_project, remove_images
 
 SERVER = '''
 import json
@@ -112,7 +112,7 @@ def service(images: dict, client: docker.DockerClient, run_id: str) -> Iterator[
 
 
 def grocker_argv() -> list[str]:
-    from tests.integration.conftest import GROCKER
+    from tests.helpers import GROCKER
 
     return list(GROCKER)
 

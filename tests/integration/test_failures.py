@@ -20,7 +20,7 @@ from setuptools_grocker.errors import (
     ImageBuildError,
     SmokeTestError,
 )
-from tests.integration.conftest import grocker, python_project, remove_images
+from tests.helpers import grocker, python_project, remove_images
 
 PACKAGES = Path(__file__).resolve().parent.parent / "packages"
 

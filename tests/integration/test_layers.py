@@ -11,7 +11,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.conftest import grocker, python_project, remove_images
+from tests.helpers import grocker, python_project, remove_images
 
 
 def write(path: Path, text: str) -> None:

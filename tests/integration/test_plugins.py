@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from setuptools_grocker.errors import PluginError
-from tests.integration.conftest import grocker, remove_images
+from tests.helpers import grocker, remove_images
 
 PACKAGES = Path(__file__).resolve().parent.parent / "packages"
 
@@ -169,7 +169,7 @@ def test_example_frontend_plugin_builds_and_serves_a_site(client: docker.DockerC
     import time
     import urllib.request
 
-    from tests.conftest import EXAMPLES
+    from tests.helpers import EXAMPLES
 
     target = tmp_path / "site-packages"
     source = tmp_path / "plugin-src"  # pip builds in-tree: keep the repository clean
@@ -210,7 +210,7 @@ def test_example_frontend_plugin_builds_and_serves_a_site(client: docker.DockerC
 
 def test_workspace_members_run_the_plugins(client: docker.DockerClient, testkit: dict[str, str], tmp_path: Path,
                                            run_id: str) -> None:
-    from benchmarks.make_workspace import generate
+    from tests.helpers import generate
 
     root = tmp_path / "ws"
     prefix = f"p{run_id[:5]}-"
@@ -234,7 +234,7 @@ def test_workspace_members_run_the_plugins(client: docker.DockerClient, testkit:
 
 
 def test_plugin_stage_alone_as_a_ci_step_would_run_it(testkit: dict[str, str], tmp_path: Path, run_id: str) -> None:
-    from benchmarks.make_workspace import generate
+    from tests.helpers import generate
 
     root = tmp_path / "ws"
     prefix = f"q{run_id[:5]}-"

@@ -18,7 +18,7 @@ import pytest
 
 from setuptools_grocker import registry
 from setuptools_grocker.errors import RegistryError
-from tests.integration.conftest import free_port, wait_http
+from tests.helpers import free_port, wait_http
 from tests.unit.registry_stub import basic, credential_helper, sha256
 
 PASSWORD = "grocker-test-pw"

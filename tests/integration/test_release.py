@@ -29,12 +29,11 @@ from typing import Any, Iterator
 import docker
 import pytest
 
-from benchmarks.make_workspace import generate, mod
 from setuptools_grocker.errors import RegistryError, ReleaseConflict, ReleaseIncomplete, WorkspaceError
 from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.registry import digest_of, manifest_digest, push_document, push_image, read_document, retag
 from setuptools_grocker.release import AppRelease, publish_release
-from tests.integration.conftest import GROCKER, free_port, grocker, remove_images, start_registry
+from tests.helpers import GROCKER, free_port, generate, grocker, mod, remove_images, start_registry
 
 
 def tags_of(registry: str, repo: str) -> set[str]:

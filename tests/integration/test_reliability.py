@@ -24,7 +24,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from benchmarks.make_workspace import generate
 from setuptools_grocker.engine import engine_time
 from setuptools_grocker.errors import (
     BaseImageError,
@@ -42,10 +41,11 @@ from setuptools_grocker.ownership import (
     RUN_LABEL,
     lease_name,
 )
-from tests.integration.conftest import (
+from tests.helpers import (
     BASE_IMAGE,
     GROCKER,
     free_port,
+    generate,
     grocker,
     python_project,
     remove_images,

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.conftest import Run, container_starts, grocker, remove_images, setup_py
+from tests.helpers import Run, container_starts, grocker, remove_images, setup_py
 
 
 def http_get(url: str, timeout: float = 20) -> bytes:
@@ -270,7 +270,7 @@ def test_build_code_of_one_project_cannot_reach_the_pip_cache_of_another(client:
     its build when it can see any of it.
     """
     from setuptools_grocker.build import pip_cache_dir
-    from tests.integration.conftest import python_project
+    from tests.helpers import python_project
 
     cache_home = tmp_path / "cache-home"
     plant = f"planted-{run_id}"

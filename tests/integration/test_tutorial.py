@@ -8,7 +8,7 @@ from pathlib import Path
 
 import docker
 
-from tests.integration.conftest import remove_images
+from tests.helpers import remove_images
 
 REPO = Path(__file__).resolve().parents[2]
 TUTORIAL = REPO / "docs" / "tutorial.md"

@@ -19,10 +19,9 @@ from typing import Iterator
 import docker
 import pytest
 
-from benchmarks.make_workspace import generate
 from setuptools_grocker.errors import WheelIndexError, WorkspaceError
 from setuptools_grocker.wheelhouse import build_tag
-from tests.integration.conftest import free_port, grocker, remove_images, wait_http
+from tests.helpers import free_port, generate, grocker, remove_images, wait_http
 from tests.stub_index import StubIndex, make_wheel, sha256
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from benchmarks.make_workspace import dependents, generate
 from setuptools_grocker.errors import WorkspaceError
-from tests.integration.conftest import Run, container_starts, grocker, remove_images
+from tests.helpers import Run, container_starts, dependents, generate, grocker, remove_images
 
 
 def statuses(run: Run) -> dict[str, str]:

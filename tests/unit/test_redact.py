@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from setuptools_grocker.cli import main, print_error
+from setuptools_grocker.cli import main
 from setuptools_grocker.errors import CompileError, WheelIndexError
+from setuptools_grocker.frontend import print_error
 from setuptools_grocker.progress import Progress, add_secret, redact
 from setuptools_grocker.report import ProjectResult, Report
 

@@ -1,7 +1,9 @@
 """The Docker Engine stopped in the middle of a build, then started again.
 
-Named to run last: it restarts dockerd. The new daemon's pid goes to the pid file that
-scripts/setup.sh keeps, so scripts/test.sh still stops the engine it started.
+It restarts dockerd, so it is marked ``restarts_engine``: tests/conftest.py runs such tests
+after every other test, whatever the file names and the order they are given in. The new
+daemon's pid goes to the pid file that scripts/setup.sh keeps, so scripts/test.sh still stops
+the engine it started.
 """
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ import docker
 import pytest
 
 from setuptools_grocker.errors import EngineUnavailable
-from tests.integration.conftest import GROCKER, grocker, remove_images
+from tests.helpers import GROCKER, grocker, remove_images
+
+pytestmark = pytest.mark.restarts_engine
 
 STATE_DIR = Path(os.environ.get("DEV_STATE_DIR", "/var/tmp/setuptools-grocker"))
 
