@@ -41,6 +41,7 @@ from setuptools_grocker.project import git_commit_time, normalize_name
 from setuptools_grocker.registry import key_tag, manifest_digest
 from setuptools_grocker.release import lagging_error
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
+from setuptools_grocker.scheduler import Scheduler
 from setuptools_grocker.smoke import smoke_test
 from setuptools_grocker.wheelhouse import IndexedWheel, open_index
 from setuptools_grocker.workspace import (
@@ -223,45 +224,35 @@ class WorkspaceBuild:
 
     def _schedule(self, todo: list[str], entries: Mapping[str, PlanEntry], results: dict[str, ProjectResult],
                   images: BaseImages | None) -> None:
-        pending = list(todo)
+        # --no-deps: the dependencies left out are on disk, the scheduler takes them as satisfied.
+        sched = Scheduler({name: self.ws.members[name].deps for name in todo}, todo)
         running: dict[cf.Future[None], str] = {}
-        failed_any = False
-        with cf.ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="grocker") as pool:
-            while pending or running:
-                for name in list(pending):
-                    r = results[name]
-                    deps = self.ws.members[name].deps & set(results)  # --no-deps: the others are on disk
-                    bad = [d for d in sorted(deps) if results[d].status in ("failed", "skipped")]
-                    if bad:
-                        pending.remove(name)
-                        first = bad[0]
-                        why = "failed" if results[first].status == "failed" else "was skipped"
-                        r.status = "skipped"
-                        r.error = f"dependency {first} {why}"
-                        self.progress.info(f"[{name}] skipped: dependency {first} {why}")
-                        continue
-                    if failed_any and self.options.fail_fast:
-                        pending.remove(name)
-                        r.status, r.error = "skipped", "stopped after a failure (--fail-fast)"
-                        continue
-                    if all(results[d].status in ("built", "cached") for d in deps) and \
-                            len(running) < max(1, self.options.jobs):
-                        pending.remove(name)
-                        r.status = "running"
-                        fut = pool.submit(self._build_member, name, entries[name], results, images)
-                        running[fut] = name
+        jobs = max(1, self.options.jobs)
+
+        def skip(skipped: list[tuple[str, str]]) -> None:
+            for name, why in skipped:
+                results[name].status, results[name].error = "skipped", why
+                self.progress.info(f"[{name}] skipped: {why}")
+
+        with cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grocker") as pool:
+            while not sched.settled:
+                batch = sched.advance(jobs)
+                skip(batch.skipped)
+                for name in batch.start:
+                    results[name].status = "running"
+                    running[pool.submit(self._build_member, name, entries[name], results, images)] = name
                 if not running:
-                    if pending:  # cannot happen with a valid graph; never spin
-                        for name in pending:
-                            results[name].status, results[name].error = "skipped", "unreachable"
-                        pending.clear()
                     break
                 done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     name = running.pop(fut)
                     fut.result()  # _build_member never raises GrockerError; anything else is a bug
-                    if results[name].status == "failed":
-                        failed_any = True
+                    if results[name].status in ("built", "cached"):
+                        sched.succeeded(name)
+                        continue
+                    sched.failed(name)
+                    if self.options.fail_fast:
+                        skip(sched.stop("stopped after a failure (--fail-fast)"))
 
     def _build_member(self, name: str, entry: PlanEntry, results: dict[str, ProjectResult],
                       images: BaseImages | None) -> None:
