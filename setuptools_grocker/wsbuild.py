@@ -43,6 +43,7 @@ from setuptools_grocker.release import lagging_error
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
 from setuptools_grocker.scheduler import Scheduler
 from setuptools_grocker.smoke import smoke_test
+from setuptools_grocker.stages import PLUGIN_PREFIX, SLOT, STAGES, member_stages
 from setuptools_grocker.wheelhouse import IndexedWheel, open_index
 from setuptools_grocker.workspace import (
     Member,
@@ -55,16 +56,11 @@ from setuptools_grocker.workspace import (
 )
 
 STALE_STAGING_SECONDS = 6 * 3600
-STAGES = ("wheel", "test", "image", "smoke", "push")
-# The plugin positions around each workspace stage (tests belong to the compile slot).
-SLOT = {"wheel": "compile", "test": "test", "image": "image", "smoke": "smoke", "push": "push"}
 
 
 def stages_of(member: Member, push: bool) -> list[str]:
     """The stages of one member, in order (``push`` only when asked for)."""
-    if member.kind == "library":
-        return ["wheel"] + (["test"] if member.has_tests else [])
-    return ["wheel", "image", "smoke"] + (["push"] if push else [])
+    return member_stages(member.kind, has_tests=member.has_tests, push=push)
 
 
 @dataclass(frozen=True)
@@ -303,7 +299,7 @@ class WorkspaceBuild:
         done: dict[str, Any] = dict(state.get("stages", {}))
         requested = set(self.options.stages or STAGES)
         ran = False
-        wanted_plugin_stages = [s[len("plugin:"):] for s in self.options.stages if s.startswith("plugin:")]
+        wanted_plugin_stages = [s[len(PLUGIN_PREFIX):] for s in self.options.stages if s.startswith(PLUGIN_PREFIX)]
         if wanted_plugin_stages:
             pm = self.plugins[member.name]
             known = {st.name: st for st in apply.stages(pm, member.config) if not pm.is_builtin(st.plugin)}
@@ -318,9 +314,8 @@ class WorkspaceBuild:
         for stage in stages_of(member, self.options.push):
             if stage not in requested or (stage in done and self._stage_valid(engine, stage, done[stage])):
                 continue
-            missing = [s for s in stages_of(member, False)[: stages_of(member, False).index(stage)]
-                       if s not in done] if stage != "push" else [s for s in ("wheel", "image", "smoke")
-                                                                  if s not in done]
+            earlier = stages_of(member, True)
+            missing = [s for s in earlier[: earlier.index(stage)] if s not in done]
             if missing:
                 raise WorkspaceError(f"stage '{stage}' of {member.name} needs stage '{missing[0]}' first",
                                      f"run it: grocker workspace build --only {member.name} --stage {missing[0]}")
@@ -358,7 +353,7 @@ class WorkspaceBuild:
         pm = self.plugins[member.name]
         todo = [s for s in apply.stages(pm, member.config) if s.position == position and not pm.is_builtin(s.plugin)]
         if self.options.stages:  # staged runs (one Buildbot step per stage): plugin stages only by name
-            todo = [s for s in todo if f"plugin:{s.name}" in self.options.stages]
+            todo = [s for s in todo if PLUGIN_PREFIX + s.name in self.options.stages]
         if not todo:
             return
         ctx = StageContext(config=member.config, engine=engine, progress=progress,
