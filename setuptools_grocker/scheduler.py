@@ -77,6 +77,8 @@ class Scheduler:
     def advance(self, slots: int | None = None) -> Batch:
         """Skip the dependents of failures, then start up to ``slots`` more running members (``None``: all
         that are ready). The members returned in ``start`` are running from now on."""
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be at least 1 (not {slots}): nothing could ever start")
         batch = Batch(skipped=self._skip_blocked())
         free = None if slots is None else slots - len(self.running)
         for name in self.pending:

@@ -112,6 +112,11 @@ def test_slots_limit_how_many_run_at_once_in_order():
     assert sched.advance(2).start == ["c"]
 
 
+def test_zero_slots_is_refused_not_read_as_unreachable():
+    with pytest.raises(ValueError, match="slots must be at least 1"):
+        Scheduler({"a": []}).advance(0)
+
+
 def test_order_is_deterministic_and_members_outside_order_follow_sorted():
     graph = {"b": [], "a": [], "c": []}
     assert Scheduler(graph, ["c"]).advance().start == ["c", "a", "b"]
