@@ -5,7 +5,8 @@ and triggers the member builder's Triggerable scheduler for every member that is
 to date, as soon as all its internal dependencies succeeded, so independent members run
 at the same time on whichever workers are free. When a member fails, its dependents are
 reported skipped (with the failed dependency named) and never triggered; unrelated
-members go on. The step's result is the worst of its children.
+members go on. The decisions are :class:`setuptools_grocker.scheduler.Scheduler`'s, the
+same as a local ``grocker workspace build``. The step's result is the worst of its children.
 
 Run it on a builder of its own (``configure`` uses a LocalWorker): it waits for the
 member builds, so sharing a worker slot with them could deadlock.
@@ -19,6 +20,8 @@ from buildbot.process import buildstep
 from buildbot.process.properties import Properties
 from buildbot.process.results import FAILURE, SUCCESS, WARNINGS, Results, worst_status
 from twisted.internet import defer
+
+from setuptools_grocker.scheduler import Scheduler
 
 
 class GrockerGraph(buildstep.BuildStep):
@@ -62,35 +65,25 @@ class GrockerGraph(buildstep.BuildStep):
             yield self.addCompleteLog("error", f"no plan in property {self.plan_property}; run GrockerPlan first")
             return FAILURE
         members = {m["name"]: m for m in plan["members"]}
-        status: dict[str, str] = {}
+        up_to_date = [name for name, m in members.items() if m["up_to_date"]]
+        sched = Scheduler({name: m["depends_on"] for name, m in members.items()}, plan["order"], done=up_to_date)
+        status: dict[str, str] = {name: "up to date" for name in up_to_date}
         reasons: dict[str, str] = {}
-        for name, m in members.items():
-            if m["up_to_date"]:
-                status[name] = "up to date"
-        pending = [n for n in plan["order"] if n not in status]
         running: dict[str, Any] = {}
         log = yield self.addLog("members")
         scheduler = self._find_scheduler()
         stamps = self._sourcestamps()
-        yield log.addStdout(f"{len(members)} members, {len(pending)} to build, "
-                            f"{len(members) - len(pending)} up to date\n")
-        while pending or running:
-            for name in list(pending):
-                deps = members[name]["depends_on"]
-                bad = [d for d in deps if status.get(d) in ("failed", "skipped")]
-                if bad:
-                    pending.remove(name)
-                    status[name] = "skipped"
-                    reasons[name] = f"dependency {bad[0]} {'failed' if status[bad[0]] == 'failed' else 'was skipped'}"
-                    yield log.addStdout(f"{name}: skipped ({reasons[name]})\n")
-                    continue
-                if all(status.get(d) in ("up to date", "built") for d in deps):
-                    pending.remove(name)
-                    running[name] = yield self._trigger(scheduler, stamps, members[name], plan)
-                    yield log.addStdout(f"{name}: started ({members[name]['reason']})\n")
+        yield log.addStdout(f"{len(members)} members, {len(members) - len(up_to_date)} to build, "
+                            f"{len(up_to_date)} up to date\n")
+        while not sched.settled:
+            batch = sched.advance()
+            for name, why in batch.skipped:
+                status[name], reasons[name] = "skipped", why
+                yield log.addStdout(f"{name}: skipped ({why})\n")
+            for name in batch.start:
+                running[name] = yield self._trigger(scheduler, stamps, members[name], plan)
+                yield log.addStdout(f"{name}: started ({members[name]['reason']})\n")
             if not running:
-                for name in pending:  # unreachable with a valid plan; never wait forever
-                    status[name], reasons[name] = "skipped", "unreachable"
                 break
             self._wake = defer.Deferred()
             finished = [n for n, d in running.items() if d.called]
@@ -100,6 +93,7 @@ class GrockerGraph(buildstep.BuildStep):
             for name in finished:
                 results = running.pop(name).result
                 status[name] = "built" if results in (SUCCESS, WARNINGS) else "failed"
+                (sched.succeeded if status[name] == "built" else sched.failed)(name)
                 yield log.addStdout(f"{name}: {status[name]} ({Results[results]})\n")
         self.setProperty("grocker_results", {"status": status, "reasons": reasons}, self.name)
         counts = {s: sum(1 for v in status.values() if v == s) for s in ("built", "up to date", "failed", "skipped")}

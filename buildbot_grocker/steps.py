@@ -28,9 +28,8 @@ from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
 from setuptools_grocker.progress import redact
+from setuptools_grocker.stages import PLUGIN_PREFIX, POSITIONS, SLOT, STAGES, is_stage_name, position_order
 from setuptools_grocker.wheelhouse import INDEX_URL_ENV
-
-STAGES = ("wheel", "test", "image", "smoke", "push")
 
 
 class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
@@ -170,7 +169,7 @@ class GrockerMemberStep(GrockerStep):
         super().__init__(**kwargs)
         if member is None:
             config.error(f"{type(self).__name__}: member is required (e.g. Property('grocker_member'))")
-        if self.stage not in STAGES and not self.stage.startswith("plugin:"):
+        if not is_stage_name(self.stage):
             config.error(f"{type(self).__name__}: unknown stage {self.stage!r}")
         self.member = member
 
@@ -229,15 +228,14 @@ class GrockerPluginStage(GrockerMemberStep):
     def __init__(self, stage_name: str = "", **kwargs: Any) -> None:
         if not stage_name:
             config.error("GrockerPluginStage: stage_name (the plugin stage's name) is required")
-        self.stage = f"plugin:{stage_name}"
+        self.stage = PLUGIN_PREFIX + stage_name
         kwargs.setdefault("name", stage_name)
         super().__init__(**kwargs)
 
 
-# Where a plugin stage's step goes among the member steps.
-_ORDER = {"before-compile": 0, "compile": 1, "after-compile": 2, "before-test": 2.5, "test": 3, "after-test": 3.5,
-          "before-image": 3.8, "image": 4, "after-image": 5, "before-smoke": 6, "smoke": 7, "after-smoke": 8,
-          "before-push": 9, "push": 10, "after-push": 11}
+# One step class per member stage of setuptools_grocker.stages (tests/unit/test_stages.py checks it is complete).
+_STEP_OF: dict[str, type[GrockerMemberStep]] = {
+    cls.stage: cls for cls in (GrockerWheel, GrockerTest, GrockerImage, GrockerSmokeTest, GrockerPush)}
 
 
 def member_steps(kind_property: str = "grocker_kind", plugin_stages: Any = (),
@@ -262,21 +260,19 @@ def member_steps(kind_property: str = "grocker_kind", plugin_stages: Any = (),
 
     kwargs.setdefault("member", Property("grocker_member"))
     common = {"hideStepIf": lambda results, step: results == SKIPPED, **kwargs}
-    ordered: list[tuple[float, buildstep.BuildStep]] = [
-        (1, GrockerWheel(**common)),
-        (3, GrockerTest(doStepIf=has_tests, **common)),
-        (4, GrockerImage(doStepIf=is_application, **common)),
-        (7, GrockerSmokeTest(doStepIf=is_application, **common)),
-        (10, GrockerPush(doStepIf=wants_push, **common)),
-    ]
+    when: dict[str, Any] = {"wheel": True, "test": has_tests, "image": is_application, "smoke": is_application,
+                            "push": wants_push}
+    # Sorted by plugin position (stable: a member stage comes before plugin stages at its own slot).
+    ordered: list[tuple[int, buildstep.BuildStep]] = [
+        (position_order(SLOT[stage]), _STEP_OF[stage](doStepIf=when[stage], **common)) for stage in STAGES]
     for name, position, kinds in plugin_stages:
-        if position not in _ORDER:
+        if position not in POSITIONS:
             config.error(f"member_steps: plugin stage {name!r} has unknown position {position!r}")
 
         def applies(step: buildstep.BuildStep, kinds: tuple[str, ...] = tuple(kinds)) -> bool:
             return str(step.getProperty(kind_property)) in kinds
 
-        ordered.append((_ORDER[position], GrockerPluginStage(stage_name=name, doStepIf=applies, **common)))
+        ordered.append((position_order(position), GrockerPluginStage(stage_name=name, doStepIf=applies, **common)))
     return [step for _, step in sorted(ordered, key=lambda item: item[0])]
 
 

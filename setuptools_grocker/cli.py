@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from setuptools_grocker import __version__
 from setuptools_grocker.frontend import emit_report, handle_errors, run_build
 from setuptools_grocker.progress import Progress
+from setuptools_grocker.stages import PLUGIN_PREFIX, STAGES, is_stage_name
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import RunOptions
@@ -28,9 +29,9 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _stage_name(text: str) -> str:
-    if text in ("wheel", "test", "image", "smoke", "push") or (text.startswith("plugin:") and len(text) > 7):
+    if is_stage_name(text):
         return text
-    raise argparse.ArgumentTypeError(f"unknown stage {text!r}: use wheel, test, image, smoke, push or plugin:NAME")
+    raise argparse.ArgumentTypeError(f"unknown stage {text!r}: use {', '.join(STAGES)} or {PLUGIN_PREFIX}NAME")
 
 
 def _tag(text: str) -> str:
@@ -132,7 +133,7 @@ def make_parser() -> argparse.ArgumentParser:
                      help="PyPI-compatible index to share wheels through (overrides workspace.index-url); "
                           "no credentials here: GROCKER_WORKSPACE_INDEX_URL or ~/.netrc")
     wsb.add_argument("--stage", action="append", type=_stage_name, metavar="STAGE",
-                     help="run only this stage: wheel, test, image, smoke, push, or plugin:NAME (repeatable; "
+                     help=f"run only this stage: {', '.join(STAGES)}, or {PLUGIN_PREFIX}NAME (repeatable; "
                           "default: all); what earlier stages made is reused")
     wsb.add_argument("--no-deps", action="store_true",
                      help="with --only: do not build dependencies; take their wheels from earlier builds or the index")

@@ -44,7 +44,9 @@ from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.registry import key_tag, manifest_digest
 from setuptools_grocker.release import lagging_error
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
+from setuptools_grocker.scheduler import Scheduler
 from setuptools_grocker.smoke import smoke_test
+from setuptools_grocker.stages import PLUGIN_PREFIX, SLOT, STAGES, member_stages
 from setuptools_grocker.wheelhouse import IndexedWheel, open_index
 from setuptools_grocker.workspace import (
     Member,
@@ -57,16 +59,11 @@ from setuptools_grocker.workspace import (
 )
 
 STALE_STAGING_SECONDS = 6 * 3600
-STAGES = ("wheel", "test", "image", "smoke", "push")
-# The plugin positions around each workspace stage (tests belong to the compile slot).
-SLOT = {"wheel": "compile", "test": "test", "image": "image", "smoke": "smoke", "push": "push"}
 
 
 def stages_of(member: Member, push: bool) -> list[str]:
     """The stages of one member, in order (``push`` only when asked for)."""
-    if member.kind == "library":
-        return ["wheel"] + (["test"] if member.has_tests else [])
-    return ["wheel", "image", "smoke"] + (["push"] if push else [])
+    return member_stages(member.kind, has_tests=member.has_tests, push=push)
 
 
 @dataclass(frozen=True)
@@ -226,45 +223,35 @@ class WorkspaceBuild:
 
     def _schedule(self, todo: list[str], entries: Mapping[str, PlanEntry], results: dict[str, ProjectResult],
                   images: BaseImages | None) -> None:
-        pending = list(todo)
+        # --no-deps: the dependencies left out are on disk, the scheduler takes them as satisfied.
+        sched = Scheduler({name: self.ws.members[name].deps for name in todo}, todo)
         running: dict[cf.Future[None], str] = {}
-        failed_any = False
-        with cf.ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="grocker") as pool:
-            while pending or running:
-                for name in list(pending):
-                    r = results[name]
-                    deps = self.ws.members[name].deps & set(results)  # --no-deps: the others are on disk
-                    bad = [d for d in sorted(deps) if results[d].status in ("failed", "skipped")]
-                    if bad:
-                        pending.remove(name)
-                        first = bad[0]
-                        why = "failed" if results[first].status == "failed" else "was skipped"
-                        r.status = "skipped"
-                        r.error = f"dependency {first} {why}"
-                        self.progress.info(f"[{name}] skipped: dependency {first} {why}")
-                        continue
-                    if failed_any and self.options.fail_fast:
-                        pending.remove(name)
-                        r.status, r.error = "skipped", "stopped after a failure (--fail-fast)"
-                        continue
-                    if all(results[d].status in ("built", "cached") for d in deps) and \
-                            len(running) < max(1, self.options.jobs):
-                        pending.remove(name)
-                        r.status = "running"
-                        fut = pool.submit(self._build_member, name, entries[name], results, images)
-                        running[fut] = name
+        jobs = max(1, self.options.jobs)
+
+        def skip(skipped: list[tuple[str, str]]) -> None:
+            for name, why in skipped:
+                results[name].status, results[name].error = "skipped", why
+                self.progress.info(f"[{name}] skipped: {why}")
+
+        with cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grocker") as pool:
+            while not sched.settled:
+                batch = sched.advance(jobs)
+                skip(batch.skipped)
+                for name in batch.start:
+                    results[name].status = "running"
+                    running[pool.submit(self._build_member, name, entries[name], results, images)] = name
                 if not running:
-                    if pending:  # cannot happen with a valid graph; never spin
-                        for name in pending:
-                            results[name].status, results[name].error = "skipped", "unreachable"
-                        pending.clear()
                     break
                 done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     name = running.pop(fut)
                     fut.result()  # _build_member never raises GrockerError; anything else is a bug
-                    if results[name].status == "failed":
-                        failed_any = True
+                    if results[name].status in ("built", "cached"):
+                        sched.succeeded(name)
+                        continue
+                    sched.failed(name)
+                    if self.options.fail_fast:
+                        skip(sched.stop("stopped after a failure (--fail-fast)"))
 
     def _build_member(self, name: str, entry: PlanEntry, results: dict[str, ProjectResult],
                       images: BaseImages | None) -> None:
@@ -315,7 +302,7 @@ class WorkspaceBuild:
         done: dict[str, Any] = dict(state.get("stages", {}))
         requested = set(self.options.stages or STAGES)
         ran = False
-        wanted_plugin_stages = [s[len("plugin:"):] for s in self.options.stages if s.startswith("plugin:")]
+        wanted_plugin_stages = [s[len(PLUGIN_PREFIX):] for s in self.options.stages if s.startswith(PLUGIN_PREFIX)]
         if wanted_plugin_stages:
             pm = self.plugins[member.name]
             known = {st.name: st for st in apply.stages(pm, member.config) if not pm.is_builtin(st.plugin)}
@@ -330,9 +317,8 @@ class WorkspaceBuild:
         for stage in stages_of(member, self.options.push):
             if stage not in requested or (stage in done and self._stage_valid(engine, stage, done[stage])):
                 continue
-            missing = [s for s in stages_of(member, False)[: stages_of(member, False).index(stage)]
-                       if s not in done] if stage != "push" else [s for s in ("wheel", "image", "smoke")
-                                                                  if s not in done]
+            earlier = stages_of(member, True)
+            missing = [s for s in earlier[: earlier.index(stage)] if s not in done]
             if missing:
                 raise WorkspaceError(f"stage '{stage}' of {member.name} needs stage '{missing[0]}' first",
                                      f"run it: grocker workspace build --only {member.name} --stage {missing[0]}")
@@ -370,7 +356,7 @@ class WorkspaceBuild:
         pm = self.plugins[member.name]
         todo = [s for s in apply.stages(pm, member.config) if s.position == position and not pm.is_builtin(s.plugin)]
         if self.options.stages:  # staged runs (one Buildbot step per stage): plugin stages only by name
-            todo = [s for s in todo if f"plugin:{s.name}" in self.options.stages]
+            todo = [s for s in todo if PLUGIN_PREFIX + s.name in self.options.stages]
         if not todo:
             return
         ctx = StageContext(config=member.config, engine=engine, progress=progress,

@@ -5,13 +5,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from setuptools_grocker.stages import POSITIONS, position_order
+
 if TYPE_CHECKING:
     from setuptools_grocker.config import Config, RunOptions
     from setuptools_grocker.engine import Engine, RunResult
     from setuptools_grocker.progress import Progress
 
-SLOTS = ("compile", "test", "image", "smoke", "push")
-POSITIONS = tuple(p for slot in SLOTS for p in (f"before-{slot}", slot, f"after-{slot}"))
+# Re-exported: plugin authors import POSITIONS from setuptools_grocker.plugin.
+__all__ = ["POSITIONS", "ImageContribution", "Stage", "StageContext"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Stage:
     plugin: str = ""
 
     def order(self) -> int:
-        return POSITIONS.index(self.position)
+        return position_order(self.position)
 
 
 @dataclass
