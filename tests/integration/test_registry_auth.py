@@ -19,7 +19,12 @@ import pytest
 from setuptools_grocker import registry
 from setuptools_grocker.errors import RegistryError
 from tests.helpers import free_port, wait_http
-from tests.unit.registry_stub import basic, credential_helper, sha256
+from tests.unit.registry_stub import (
+    basic,
+    credential_helper,
+    fresh_login_state,  # noqa: F401 (a fixture, used by name)
+    sha256,
+)
 
 PASSWORD = "grocker-test-pw"
 #: bcrypt (cost 4) of PASSWORD: Distribution's htpasswd mode reads only bcrypt.
@@ -45,13 +50,7 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait(timeout=20)
 
 
-@pytest.fixture(autouse=True)
-def no_login_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    (tmp_path / "docker").mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    registry._reset()
-    yield
-    registry._reset()
+pytestmark = pytest.mark.usefixtures("fresh_login_state")
 
 
 def test_the_registry_requires_a_login(auth_registry: str) -> None:

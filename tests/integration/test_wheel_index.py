@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +20,7 @@ import pytest
 
 from setuptools_grocker.errors import WheelIndexError, WorkspaceError
 from setuptools_grocker.wheelhouse import build_tag
-from tests.helpers import free_port, generate, grocker, remove_images, wait_http
+from tests.helpers import free_port, generate, grocker, python_project, remove_images, wait_http
 from tests.stub_index import StubIndex, make_wheel, sha256
 
 
@@ -84,18 +83,7 @@ def test_index_down_is_a_clear_error(tmp_path: Path, client: docker.DockerClient
 
 def small_workspace(root: Path, name: str, *, plugin: str | None = None) -> Path:
     """A workspace of one pure-Python library (fast to build)."""
-    package = name.replace("-", "_")
-    (root / "libs" / name / "src" / package).mkdir(parents=True)
-    (root / "libs" / name / "src" / package / "__init__.py").write_text("VALUE = 42\n")
-    (root / "libs" / name / "pyproject.toml").write_text(textwrap.dedent(f"""
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "{name}"
-        version = "1.0.0"
-    """))
+    python_project(root / "libs" / name, name, modules={"__init__.py": "VALUE = 42\n"})
     (root / "pyproject.toml").write_text('[tool.grocker.workspace]\nmembers = ["libs/*"]\n'
                                          + (f'\n[tool.grocker]\nplugins = ["{plugin}"]\n' if plugin else ""))
     return root

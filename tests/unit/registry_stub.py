@@ -21,9 +21,11 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+
+from setuptools_grocker import registry
 
 TOKEN = "T0K-registry-only"
 
@@ -279,3 +281,13 @@ exit 1
     helper.chmod(helper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     return log
+
+
+@pytest.fixture
+def fresh_login_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An empty Docker client config (never the user's), and no login or token left from another test."""
+    (tmp_path / "docker").mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    registry._reset()
+    yield
+    registry._reset()

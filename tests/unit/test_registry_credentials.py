@@ -23,6 +23,7 @@ from tests.unit.registry_stub import (
     StubTokenService,
     basic,
     credential_helper,
+    fresh_login_state,  # noqa: F401 (a fixture, used by name)
     sha256,
 )
 
@@ -30,14 +31,7 @@ CONFIG_BLOB = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"ty
 LAYERS = [gzip.compress(b"layer one" * 5000, mtime=0), gzip.compress(b"layer two", mtime=0)]
 
 
-@pytest.fixture(autouse=True)
-def clean_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """An empty Docker client config (never the user's), and no login or token left from another test."""
-    (tmp_path / "docker").mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    registry._reset()
-    yield
-    registry._reset()
+pytestmark = pytest.mark.usefixtures("fresh_login_state")
 
 
 def docker_config(tmp_path: Path, config: dict[str, object]) -> None:
