@@ -10,7 +10,8 @@ One module per concern; :class:`Engine` is their sum, as the SDK's own ``APIClie
     connection.py   the client, ``_call`` (SDK errors -> EngineUnavailable), the engine's clock
     images.py       inspect, pull, build, tag, import, load, save
     containers.py   run, start, Mount, RunResult, Container, and the reaper of dead runs' containers
-    lease.py        this run's lease in the engine (the rules are in setuptools_grocker.ownership)
+    ownership.py    the rules: run IDs, owner labels, leases, when a run's containers are orphaned (pure)
+    lease.py        this run's lease in the engine (the rules are in ownership.py)
     swarm.py        services (ServiceSpec, HealthCheck), overlay networks, secrets
     credentials.py  what ``docker login`` stored, for the registry client
 
@@ -23,8 +24,8 @@ from setuptools_grocker.engine.connection import engine_time, labels_of
 from setuptools_grocker.engine.containers import Container, Containers, Mount, RunResult
 from setuptools_grocker.engine.credentials import registry_credentials
 from setuptools_grocker.engine.images import Images
+from setuptools_grocker.engine.ownership import OWNER_LABEL, PID_LABEL
 from setuptools_grocker.engine.swarm import HealthCheck, ServiceSpec, Swarm
-from setuptools_grocker.ownership import OWNER_LABEL, PID_LABEL
 
 __all__ = [
     "Engine", "Container", "Mount", "RunResult", "HealthCheck", "ServiceSpec", "OWNER_LABEL", "PID_LABEL",

@@ -1,6 +1,6 @@
 """Containers: run one to completion, start a long-running one, and reap those of dead runs.
 
-Every container grocker creates carries the labels of its run (:func:`~setuptools_grocker.ownership.own_labels`),
+Every container grocker creates carries the labels of its run (:func:`~setuptools_grocker.engine.ownership.own_labels`),
 and the run's lease (:mod:`setuptools_grocker.engine.lease`) exists before its first container,
 so that the reaper of another run can tell a live run's containers from an orphan's.
 """
@@ -13,8 +13,16 @@ from typing import Any, Iterable, Mapping
 
 from setuptools_grocker.engine.connection import Connection, docker, engine_time, labels_of, short
 from setuptools_grocker.engine.lease import Lease
+from setuptools_grocker.engine.ownership import (
+    LEASE_LABEL,
+    OWNER_LABEL,
+    Seen,
+    lease_deadline,
+    orphaned,
+    own_labels,
+    run_id,
+)
 from setuptools_grocker.errors import GrockerError
-from setuptools_grocker.ownership import LEASE_LABEL, OWNER_LABEL, Seen, lease_deadline, orphaned, own_labels, run_id
 
 __all__ = ["Container", "Containers", "Mount", "RunResult"]
 
@@ -123,7 +131,7 @@ class Containers(Connection):
                                "check that the image exists and the paths mounted are valid") from exc
 
     def reap_orphans(self) -> int:
-        """Remove the containers of grocker runs that are gone (see :mod:`setuptools_grocker.ownership`).
+        """Remove the containers of grocker runs that are gone (see :mod:`setuptools_grocker.engine.ownership`).
 
         A build killed with SIGKILL cannot remove its containers; the next build does. A run
         of this machine and PID namespace is gone when its process is; any other run when its

@@ -1,4 +1,4 @@
-"""The lease of this grocker run in the engine (the rules are in :mod:`setuptools_grocker.ownership`).
+"""The lease of this grocker run in the engine (the rules are in :mod:`setuptools_grocker.engine.ownership`).
 
 The first container a run creates makes the lease (see ``Containers._create``); a daemon
 thread renews it, and it is removed at exit. A reaper of another run judges the run alive
@@ -11,8 +11,8 @@ import os
 import threading
 
 from setuptools_grocker.engine.connection import docker, engine_time, new_client, short
+from setuptools_grocker.engine.ownership import HEARTBEAT, LEASE_TTL, lease_labels, lease_name, run_id
 from setuptools_grocker.errors import GrockerError
-from setuptools_grocker.ownership import HEARTBEAT, LEASE_TTL, lease_labels, lease_name, run_id
 
 __all__ = ["Lease"]
 

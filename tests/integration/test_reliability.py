@@ -25,6 +25,14 @@ import docker
 import pytest
 
 from setuptools_grocker.engine import engine_time
+from setuptools_grocker.engine.ownership import (
+    LEASE_LABEL,
+    OWNER_LABEL,
+    PID_LABEL,
+    PROCESS_LABEL,
+    RUN_LABEL,
+    lease_name,
+)
 from setuptools_grocker.errors import (
     BaseImageError,
     CompileError,
@@ -32,14 +40,6 @@ from setuptools_grocker.errors import (
     ProjectError,
     RegistryError,
     SmokeTestError,
-)
-from setuptools_grocker.ownership import (
-    LEASE_LABEL,
-    OWNER_LABEL,
-    PID_LABEL,
-    PROCESS_LABEL,
-    RUN_LABEL,
-    lease_name,
 )
 from tests.helpers import (
     BASE_IMAGE,

@@ -10,8 +10,8 @@ from setuptools_grocker.engine import Engine
 ROOT = Path(setuptools_grocker.__file__).parent
 ENGINE = ROOT / "engine"
 #: What the engine may use of grocker: leaves that know nothing of images, pipelines or deploys.
-ENGINE_MAY_IMPORT = {"setuptools_grocker.errors", "setuptools_grocker.progress", "setuptools_grocker.ownership",
-                     "setuptools_grocker.config", "setuptools_grocker.ref"}
+ENGINE_MAY_IMPORT = {"setuptools_grocker.errors", "setuptools_grocker.progress", "setuptools_grocker.config",
+                     "setuptools_grocker.ref"}
 
 
 def _imports(path: Path) -> set[str]:

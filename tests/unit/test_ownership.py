@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from setuptools_grocker.ownership import (
+from setuptools_grocker.engine.ownership import (
     LEASE_LABEL,
     OWNER_LABEL,
     PID_LABEL,
