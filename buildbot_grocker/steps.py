@@ -28,8 +28,8 @@ from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
 from setuptools_grocker.progress import redact
+from setuptools_grocker.registry.wheelhouse import INDEX_URL_ENV
 from setuptools_grocker.stages import PLUGIN_PREFIX, POSITIONS, SLOT, STAGES, is_stage_name, position_order
-from setuptools_grocker.wheelhouse import INDEX_URL_ENV
 
 
 class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):

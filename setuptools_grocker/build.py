@@ -407,8 +407,8 @@ def push_runtime_image(engine: Engine, image_id: str, refs: list[str], cache: Pa
     the same layer always has the same digest and the registry is asked only for what it lacks
     (see blobcache.py: safe to share between threads and processes, checked before use).
     """
-    from setuptools_grocker.blobcache import image_blobs
-    from setuptools_grocker.registry import push_image
+    from setuptools_grocker.registry.blobcache import image_blobs
+    from setuptools_grocker.registry.client import push_image
 
     attrs = engine.image_attrs(image_id)
     if attrs is None:

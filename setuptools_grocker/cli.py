@@ -45,7 +45,7 @@ def _tag(text: str) -> str:
 
 def _release_name(text: str) -> str:
     from setuptools_grocker.errors import WorkspaceError
-    from setuptools_grocker.release import check_release_name
+    from setuptools_grocker.registry.release import check_release_name
 
     try:
         check_release_name(_tag(text))
@@ -262,7 +262,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_ws_release(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
-    from setuptools_grocker.release import lagging_error
+    from setuptools_grocker.registry.release import lagging_error
     from setuptools_grocker.workspace import load_workspace
     from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions
 

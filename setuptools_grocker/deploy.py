@@ -436,7 +436,7 @@ def _pinned(attrs: Mapping[str, Any], ref: str) -> str:
     grocker pushes through the registry's API, so the engine may not know the digest: the
     registry is asked whether ``ref`` holds exactly this image (same config digest).
     """
-    from setuptools_grocker.registry import RegistryError, get_manifest
+    from setuptools_grocker.registry.client import RegistryError, get_manifest
 
     digests = attrs.get("RepoDigests") or []
     repo = ImageRef.parse(ref).repository

@@ -41,13 +41,13 @@ from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.project import git_commit_time
 from setuptools_grocker.ref import ImageRef
-from setuptools_grocker.registry import key_tag, manifest_digest
-from setuptools_grocker.release import lagging_error
+from setuptools_grocker.registry.client import key_tag, manifest_digest
+from setuptools_grocker.registry.release import lagging_error
+from setuptools_grocker.registry.wheelhouse import IndexedWheel, open_index
 from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
 from setuptools_grocker.scheduler import Scheduler
 from setuptools_grocker.smoke import smoke_test
 from setuptools_grocker.stages import PLUGIN_PREFIX, SLOT, STAGES, member_stages
-from setuptools_grocker.wheelhouse import IndexedWheel, open_index
 from setuptools_grocker.workspace import (
     Member,
     Workspace,
@@ -533,7 +533,7 @@ class WorkspaceBuild:
         from setuptools_grocker import __version__
         from setuptools_grocker.build import extra_tags
         from setuptools_grocker.project import git_revision
-        from setuptools_grocker.release import AppRelease, check_release_name, publish_release
+        from setuptools_grocker.registry.release import AppRelease, check_release_name, publish_release
 
         check_release_name(name)
         if not self.keys:

@@ -1,7 +1,7 @@
 """Registry credentials from the Docker client's configuration (what ``docker login`` stored).
 
 They are read through the docker SDK (``docker.auth``), which is why this lives in the engine
-package; :mod:`setuptools_grocker.registry` uses them for its own HTTP calls.
+package; :mod:`setuptools_grocker.registry.client` uses them for its own HTTP calls.
 """
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ def test_steps_set_properties_and_keep_logs(farm: dict[str, Any], first: dict[st
 
 
 def test_release_moves_the_version_tags_after_every_member(farm: dict[str, Any], first: dict[str, Any]) -> None:
-    from setuptools_grocker.registry import manifest_digest, read_document
+    from setuptools_grocker.registry.client import manifest_digest, read_document
 
     api = farm["api"]
     steps = {s["name"]: s for s in api.get(f"builds/{first['build']['buildid']}/steps")["steps"]}
@@ -206,7 +206,7 @@ def test_second_build_does_no_work(farm: dict[str, Any], first: dict[str, Any]) 
 
 
 def test_broken_library_skips_exactly_its_dependents(farm: dict[str, Any], first: dict[str, Any]) -> None:
-    from setuptools_grocker.registry import manifest_digest
+    from setuptools_grocker.registry.client import manifest_digest
 
     api, repo, graph, prefix = farm["api"], farm["repo"], farm["graph"], farm["prefix"]
     broken = next(n for n in graph["libraries"] if dependents(graph, n) and int(n.rsplit("-", 1)[1]) % 2 == 0

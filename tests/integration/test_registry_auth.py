@@ -16,8 +16,8 @@ from typing import Iterator
 
 import pytest
 
-from setuptools_grocker import registry
 from setuptools_grocker.errors import RegistryError
+from setuptools_grocker.registry import client as registry
 from tests.helpers import free_port, wait_http
 from tests.unit.registry_stub import (
     basic,

@@ -31,8 +31,15 @@ import pytest
 
 from setuptools_grocker.errors import RegistryError, ReleaseConflict, ReleaseIncomplete, WorkspaceError
 from setuptools_grocker.ref import ImageRef
-from setuptools_grocker.registry import digest_of, manifest_digest, push_document, push_image, read_document, retag
-from setuptools_grocker.release import AppRelease, publish_release
+from setuptools_grocker.registry.client import (
+    digest_of,
+    manifest_digest,
+    push_document,
+    push_image,
+    read_document,
+    retag,
+)
+from setuptools_grocker.registry.release import AppRelease, publish_release
 from tests.helpers import GROCKER, free_port, generate, grocker, mod, remove_images, start_registry
 
 

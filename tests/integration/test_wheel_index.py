@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from setuptools_grocker.errors import WheelIndexError, WorkspaceError
-from setuptools_grocker.wheelhouse import build_tag
+from setuptools_grocker.registry.wheelhouse import build_tag
 from tests.helpers import free_port, generate, grocker, python_project, remove_images, wait_http
 from tests.stub_index import StubIndex, make_wheel, sha256
 

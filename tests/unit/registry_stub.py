@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from setuptools_grocker import registry
+from setuptools_grocker.registry import client as registry
 
 TOKEN = "T0K-registry-only"
 

@@ -5,7 +5,7 @@ import pytest
 
 from setuptools_grocker.errors import ConfigError, RegistryError
 from setuptools_grocker.ref import ImageRef, parse_reference
-from setuptools_grocker.registry import _registry_ref, _url
+from setuptools_grocker.registry.client import _registry_ref, _url
 
 DIGEST = "sha256:" + "ab" * 32
 

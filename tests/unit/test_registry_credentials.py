@@ -13,8 +13,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from setuptools_grocker import registry
 from setuptools_grocker.errors import RegistryError
+from setuptools_grocker.registry import client as registry
 from tests.unit.registry_stub import (
     TOKEN,
     Blobs,

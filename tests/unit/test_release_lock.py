@@ -14,12 +14,12 @@ import pytest
 
 from setuptools_grocker.cli import main
 from setuptools_grocker.errors import ReleaseConflict, ReleaseIncomplete
-from setuptools_grocker.release import lagging_error, release_lock
+from setuptools_grocker.registry.release import lagging_error, release_lock
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from setuptools_grocker.release import release_lock
+from setuptools_grocker.registry.release import release_lock
 with release_lock(Path(sys.argv[1]), info=lambda line: print(line, flush=True)):
     print("held", time.monotonic(), flush=True)
     time.sleep(float(sys.argv[2]))

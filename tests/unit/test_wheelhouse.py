@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from setuptools_grocker.errors import WheelIndexError
-from setuptools_grocker.wheelhouse import WheelIndex, build_tag, open_index, public_url, tagged_name
+from setuptools_grocker.registry.wheelhouse import WheelIndex, build_tag, open_index, public_url, tagged_name
 from tests.stub_index import StubIndex, files_under, make_wheel, sha256
 
 KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90" * 2

@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from setuptools_grocker.errors import RegistryError, ReleaseConflict, ReleaseIncomplete, WorkspaceError
 from setuptools_grocker.ref import ImageRef
-from setuptools_grocker.registry import (
+from setuptools_grocker.registry.client import (
     digest_of,
     get_manifest,
     push_document,
