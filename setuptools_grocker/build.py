@@ -29,7 +29,7 @@ from setuptools_grocker.errors import (
     RegistryError,
     from_os_error,
 )
-from setuptools_grocker.image import (
+from setuptools_grocker.image.recipes import (
     APP_DIR,
     CONFIG_DIR,
     RESOURCES,
@@ -321,7 +321,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
                         progress: Progress, files: Mapping[str, Path] | None = None,
                         epoch: int, internal: Iterable[str] = ()) -> str:
     """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py)."""
-    from setuptools_grocker.assemble import (
+    from setuptools_grocker.image.assemble import (
         MAX_LAYERS,
         Entry,
         Venv,

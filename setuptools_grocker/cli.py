@@ -285,8 +285,8 @@ def cmd_ws_release(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_diff(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
-    from setuptools_grocker.diff import diff_images
     from setuptools_grocker.engine import Engine
+    from setuptools_grocker.image.diff import diff_images
 
     with Engine(Progress(quiet=True)) as engine:
         result = diff_images(engine, args.image_a, args.image_b)
@@ -378,9 +378,9 @@ def cmd_plugins(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
-    from setuptools_grocker.bootstrap import DEFAULT_INCLUDE, BootstrapOptions, bootstrap_base
     from setuptools_grocker.config import validate_reference
     from setuptools_grocker.engine import Engine
+    from setuptools_grocker.image.bootstrap import DEFAULT_INCLUDE, BootstrapOptions, bootstrap_base
 
     options = BootstrapOptions(suite=args.suite, mirror=args.mirror,
                                include=tuple(args.include) if args.include else DEFAULT_INCLUDE,

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 from setuptools_grocker.config import check_http_path
 from setuptools_grocker.engine import Engine, HealthCheck, ServiceSpec, labels_of
 from setuptools_grocker.errors import ConfigError, DeployError, GrockerError
-from setuptools_grocker.image import APP_DIR, RESOURCES, VENV
+from setuptools_grocker.image.recipes import APP_DIR, RESOURCES, VENV
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.ref import ImageRef
 

@@ -282,7 +282,7 @@ def _prepare_isolated(isolated: list[tuple[Source, Config]], configs: list[Confi
     from setuptools_grocker.build import pip_cache_dir
     from setuptools_grocker.compile import container_metadata
     from setuptools_grocker.engine import Engine
-    from setuptools_grocker.image import ensure_base_images
+    from setuptools_grocker.image.recipes import ensure_base_images
     from setuptools_grocker.pipconf import forward
 
     pip = forward(environ) if environ.get("GROCKER_NO_PIP_CONFIG") != "1" else forward({})

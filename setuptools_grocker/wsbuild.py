@@ -34,7 +34,7 @@ from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError, from_os_error
-from setuptools_grocker.image import BaseImages, ensure_base_images, root_key
+from setuptools_grocker.image.recipes import BaseImages, ensure_base_images, root_key
 from setuptools_grocker.pipconf import PipForward, forward
 from setuptools_grocker.plugin import StageContext, apply
 from setuptools_grocker.plugin.manager import PluginManager

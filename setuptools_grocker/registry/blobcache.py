@@ -55,7 +55,7 @@ def image_blobs(cache: Path, image_id: str, diff_ids: Sequence[str], save: Save,
     What the cache lacks, or holds damaged, is made from ``save()`` (called at most once) and
     written back. Every returned blob has been checked against its diff ID.
     """
-    from setuptools_grocker.assemble import gzip_layer
+    from setuptools_grocker.image.assemble import gzip_layer
 
     blobs = cache / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from setuptools_grocker.assemble import (
+from setuptools_grocker.errors import ImageBuildError
+from setuptools_grocker.image.assemble import (
     Entry,
     Layer,
     Venv,
@@ -23,7 +24,6 @@ from setuptools_grocker.assemble import (
     runtime_layers,
     wheel_name,
 )
-from setuptools_grocker.errors import ImageBuildError
 
 VENV = Venv("/opt/app/venv", "3.11.2")
 

@@ -14,8 +14,8 @@ from typing import Callable, Mapping
 
 import pytest
 
-from setuptools_grocker.assemble import Entry, deterministic_tar
 from setuptools_grocker.errors import ImageBuildError
+from setuptools_grocker.image.assemble import Entry, deterministic_tar
 from setuptools_grocker.registry.blobcache import diff_id_of, image_blobs, sha256
 
 THREADS = 16

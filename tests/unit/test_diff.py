@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from setuptools_grocker.diff import compare, parse
+from setuptools_grocker.image.diff import compare, parse
 
 
 def test_added_removed_changed() -> None:

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from setuptools_grocker.image import RESOURCES
+from setuptools_grocker.image.recipes import RESOURCES
 
 ANSWER = b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 300_000  # larger than any socket buffer: it must really flow
 

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from setuptools_grocker.image import RESOURCES
+from setuptools_grocker.image.recipes import RESOURCES
 
 
 @pytest.fixture()

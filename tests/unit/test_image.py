@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from setuptools_grocker.config import Config
-from setuptools_grocker.image import compiler_recipe, root_recipe
+from setuptools_grocker.image.recipes import compiler_recipe, root_recipe
 
 # Config() directly: load_config refuses these values (test_config.py); the recipes quote them anyway.
 HOSTILE = Config(project_dir=Path("/nonexistent"), user="app; rm -rf /", python="python3$(id)")

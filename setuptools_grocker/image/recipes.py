@@ -38,7 +38,7 @@ BUILD_VENV = "/opt/grocker/build-venv"
 CONFIG_DIR = "/config"
 USER_UID = 10001
 COMPILERS = ("gcc", "g++", "make", "libc6-dev", "pkg-config")
-RESOURCES = Path(__file__).parent / "resources"
+RESOURCES = Path(__file__).parent.parent / "resources"  # package data of setuptools_grocker
 
 ROOT_DOCKERFILE = """\
 FROM {base}

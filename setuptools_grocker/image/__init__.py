@@ -1,0 +1,10 @@
+"""What an image is made of, and how grocker makes one.
+
+    recipes.py    the root and compiler images (small Dockerfiles tagged by a hash of their inputs), runtime labels
+    assemble.py   the runtime image without a container: reproducible layers written from the wheels, ``docker load``
+    bootstrap.py  ``grocker bootstrap-base``: a minimal Debian base image made with debootstrap
+    diff.py       ``grocker diff A B``: what changed between two images, from the distributions they record
+
+The scripts that run inside these images (entrypoint, compile driver, edge relay) are package data in
+``setuptools_grocker/resources/``.
+"""
