@@ -66,7 +66,7 @@ def add_rollout_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _rollout(args: argparse.Namespace, name: str, image: str = "", **extra: Any) -> Any:
-    from setuptools_grocker.deploy import DeployOptions
+    from setuptools_grocker.deploy.deployer import DeployOptions
 
     return DeployOptions(name=name, image=image, timeout=args.timeout, health_interval=args.health_interval,
                          health_retries=args.health_retries, start_period=args.start_period, monitor=args.monitor,
@@ -298,7 +298,7 @@ def cmd_diff(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace, progress: Progress) -> int:
-    from setuptools_grocker.deploy import Deployer, Publish
+    from setuptools_grocker.deploy.deployer import Deployer, Publish
     from setuptools_grocker.engine import Engine
     from setuptools_grocker.errors import DeployError
 
@@ -317,7 +317,7 @@ def cmd_deploy(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, progress: Progress) -> int:
-    from setuptools_grocker.deploy import Deployer
+    from setuptools_grocker.deploy.deployer import Deployer
     from setuptools_grocker.engine import Engine
 
     with Engine(progress) as engine:
@@ -329,7 +329,7 @@ def cmd_rollback(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_history(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
-    from setuptools_grocker.deploy import history
+    from setuptools_grocker.deploy.deployer import history
     from setuptools_grocker.engine import Engine
 
     with Engine(Progress(quiet=True)) as engine:
@@ -346,7 +346,7 @@ def cmd_history(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, progress: Progress) -> int:
-    from setuptools_grocker.deploy import Deployer
+    from setuptools_grocker.deploy.deployer import Deployer
     from setuptools_grocker.engine import Engine
 
     with Engine(progress) as engine:

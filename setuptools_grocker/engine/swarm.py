@@ -1,4 +1,4 @@
-"""Swarm mode: services, their overlay networks and secrets, for :mod:`setuptools_grocker.deploy`.
+"""Swarm mode: services, their overlay networks and secrets, for :mod:`setuptools_grocker.deploy.deployer`.
 
 The deploy module decides *what* runs (image pinned by digest, health check, secrets,
 labels, history) and describes it as a :class:`ServiceSpec`; this module turns that into

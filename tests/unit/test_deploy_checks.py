@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from setuptools_grocker.deploy import _health_source, env_secret_name
+from setuptools_grocker.deploy.deployer import _health_source, env_secret_name
 from setuptools_grocker.errors import DeployError
 
 ENV_FILE = b"DB_PASSWORD=hunter2\n"
