@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.make_workspace import dependents, generate, mod  # noqa: E402
-from setuptools_grocker.pipconf import forward  # noqa: E402
+from setuptools_grocker.pipeline.pipconf import forward  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = "debian:bookworm-slim"

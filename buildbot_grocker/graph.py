@@ -5,7 +5,7 @@ and triggers the member builder's Triggerable scheduler for every member that is
 to date, as soon as all its internal dependencies succeeded, so independent members run
 at the same time on whichever workers are free. When a member fails, its dependents are
 reported skipped (with the failed dependency named) and never triggered; unrelated
-members go on. The decisions are :class:`setuptools_grocker.scheduler.Scheduler`'s, the
+members go on. The decisions are :class:`setuptools_grocker.pipeline.scheduler.Scheduler`'s, the
 same as a local ``grocker workspace build``. The step's result is the worst of its children.
 
 Run it on a builder of its own (``configure`` uses a LocalWorker): it waits for the
@@ -21,7 +21,7 @@ from buildbot.process.properties import Properties
 from buildbot.process.results import FAILURE, SUCCESS, WARNINGS, Results, worst_status
 from twisted.internet import defer
 
-from setuptools_grocker.scheduler import Scheduler
+from setuptools_grocker.pipeline.scheduler import Scheduler
 
 
 class GrockerGraph(buildstep.BuildStep):

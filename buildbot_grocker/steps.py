@@ -27,9 +27,9 @@ from buildbot.process.properties import Property
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
+from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, POSITIONS, SLOT, STAGES, is_stage_name, position_order
 from setuptools_grocker.progress import redact
 from setuptools_grocker.registry.wheelhouse import INDEX_URL_ENV
-from setuptools_grocker.stages import PLUGIN_PREFIX, POSITIONS, SLOT, STAGES, is_stage_name, position_order
 
 
 class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
@@ -233,7 +233,8 @@ class GrockerPluginStage(GrockerMemberStep):
         super().__init__(**kwargs)
 
 
-# One step class per member stage of setuptools_grocker.stages (tests/unit/test_stages.py checks it is complete).
+# One step class per member stage of setuptools_grocker.pipeline.stages
+# (tests/unit/test_stages.py checks it is complete).
 _STEP_OF: dict[str, type[GrockerMemberStep]] = {
     cls.stage: cls for cls in (GrockerWheel, GrockerTest, GrockerImage, GrockerSmokeTest, GrockerPush)}
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from setuptools_grocker import __version__
 from setuptools_grocker.frontend import emit_report, handle_errors, run_build
+from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, STAGES, is_stage_name
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.stages import PLUGIN_PREFIX, STAGES, is_stage_name
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import RunOptions
@@ -205,8 +205,8 @@ def cmd_ws_plan(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
     from setuptools_grocker.engine import Engine
-    from setuptools_grocker.workspace import load_workspace
-    from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions, print_plan
+    from setuptools_grocker.pipeline.workspace import load_workspace
+    from setuptools_grocker.pipeline.wsbuild import WorkspaceBuild, WorkspaceOptions, print_plan
 
     ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
     # Before the engine: a bad --wheel-index is bad input, whether or not the engine answers.
@@ -224,9 +224,9 @@ def cmd_ws_plan(args: argparse.Namespace, progress: Progress) -> int:
 
 def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     from setuptools_grocker.errors import WorkspaceError
+    from setuptools_grocker.pipeline.workspace import load_workspace
+    from setuptools_grocker.pipeline.wsbuild import WorkspaceBuild, WorkspaceOptions
     from setuptools_grocker.report import summary_table
-    from setuptools_grocker.workspace import load_workspace
-    from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions
 
     if args.keep_going:
         progress.warn("--keep-going is deprecated and does nothing (going on after a failure is the default); "
@@ -262,9 +262,9 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_ws_release(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
+    from setuptools_grocker.pipeline.workspace import load_workspace
+    from setuptools_grocker.pipeline.wsbuild import WorkspaceBuild, WorkspaceOptions
     from setuptools_grocker.registry.release import lagging_error
-    from setuptools_grocker.workspace import load_workspace
-    from setuptools_grocker.wsbuild import WorkspaceBuild, WorkspaceOptions
 
     ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
     options = WorkspaceOptions(only=tuple(args.only or ()), push=True, release=args.release)
@@ -358,8 +358,8 @@ def cmd_stop(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_plugins(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
-    from setuptools_grocker.build import plugin_manager
     from setuptools_grocker.config import load_config
+    from setuptools_grocker.pipeline.build import plugin_manager
 
     project = Path(args.project)
     extra: tuple[str, ...] = ()

@@ -67,9 +67,9 @@ def handle_errors(prog: str, action: Callable[[], int]) -> int:
 def run_build(project: Path, overrides: Mapping[str, Any], run: RunOptions, *, environ: Mapping[str, str],
               progress: Progress, prog: str = "grocker") -> int:
     """Build one project, write its report and summary; the exit code. Raises GrockerError for bad input."""
-    from setuptools_grocker.build import build_project
     from setuptools_grocker.config import load_config
-    from setuptools_grocker.project import check_python_project
+    from setuptools_grocker.pipeline.build import build_project
+    from setuptools_grocker.pipeline.project import check_python_project
     from setuptools_grocker.report import ProjectResult, Report, summary_table
 
     start = time.monotonic()

@@ -39,7 +39,7 @@ wrappers around them all::
 
 A plugin that raises or returns the wrong type fails the build naming the plugin and the
 hook. The built-in stages and checks are themselves plugins: the modules that implement
-them, :mod:`setuptools_grocker.build` and :mod:`setuptools_grocker.smoke`.
+them, :mod:`setuptools_grocker.pipeline.build` and :mod:`setuptools_grocker.pipeline.smoke`.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from setuptools_grocker.stages import POSITIONS, position_order
+from setuptools_grocker.pipeline.stages import POSITIONS, position_order
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import Config, RunOptions

@@ -66,9 +66,9 @@ def test_plugins_lists_the_entry_point(testkit: dict[str, str]) -> None:
     assert set(plugins["testkit"]["hooks"]) == {
         "grocker_configure", "grocker_stages", "grocker_compile_environment", "grocker_runtime_image",
         "grocker_smoke_tests", "grocker_after_publish"}
-    assert plugins["setuptools_grocker.build"] == {"name": "setuptools_grocker.build", "origin": "builtin",
-                                                   "hooks": ["grocker_stages"]}
-    assert plugins["setuptools_grocker.smoke"]["origin"] == "builtin"
+    assert plugins["setuptools_grocker.pipeline.build"] == {
+        "name": "setuptools_grocker.pipeline.build", "origin": "builtin", "hooks": ["grocker_stages"]}
+    assert plugins["setuptools_grocker.pipeline.smoke"]["origin"] == "builtin"
 
 
 def test_a_plugin_changes_a_real_image(client: docker.DockerClient, testkit: dict[str, str], tmp_path: Path) -> None:

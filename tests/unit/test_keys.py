@@ -12,7 +12,7 @@ import pytest
 from setuptools_grocker.config import Config, RunOptions, SmokeTest, load_config
 from setuptools_grocker.errors import ConfigError
 from setuptools_grocker.keys import KEYS, MEMBER_ONLY, TABLE, Key, env_var
-from setuptools_grocker.workspace import load_workspace
+from setuptools_grocker.pipeline.workspace import load_workspace
 
 # Not keys: the project directory, where the file layer came from.
 NOT_KEYS = {"project_dir", "source"}

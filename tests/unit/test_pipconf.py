@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from setuptools_grocker.pipconf import forward, read_pip_options
+from setuptools_grocker.pipeline.pipconf import forward, read_pip_options
 
 
 def test_files_then_env_in_pip_order(tmp_path: Path) -> None:

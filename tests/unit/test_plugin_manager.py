@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 
-from setuptools_grocker import build, smoke
 from setuptools_grocker.config import load_config
 from setuptools_grocker.errors import PluginError
+from setuptools_grocker.pipeline import build, smoke
 from setuptools_grocker.plugin import ImageContribution, Stage, apply, impl, spec
 from setuptools_grocker.plugin.manager import PluginManager
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD = "setuptools_grocker.build"
+BUILD = "setuptools_grocker.pipeline.build"
+SMOKE = "setuptools_grocker.pipeline.smoke"
 
 
 @pytest.mark.parametrize("hook", spec.HOOKS)
@@ -58,9 +59,9 @@ def appender(word: str, **opts: Any):  # type: ignore[no-untyped-def]
 
 def test_builtins_are_the_modules_that_implement_them(tmp_path: Path) -> None:
     pm = build.plugin_manager((), environ={})
-    assert pm.pm.get_plugin(BUILD) is build and pm.pm.get_plugin("setuptools_grocker.smoke") is smoke
+    assert pm.pm.get_plugin(BUILD) is build and pm.pm.get_plugin(SMOKE) is smoke
     assert [(p.name, p.origin, p.hooks) for p in pm.loaded] == [
-        (BUILD, "builtin", ("grocker_stages",)), ("setuptools_grocker.smoke", "builtin", ("grocker_smoke_tests",))]
+        (BUILD, "builtin", ("grocker_stages",)), (SMOKE, "builtin", ("grocker_smoke_tests",))]
     assert [(s.name, s.plugin) for s in apply.stages(pm, config(tmp_path, []))] == [
         ("compile", BUILD), ("image", BUILD), ("smoke test", BUILD), ("push", BUILD)]
 
@@ -68,7 +69,7 @@ def test_builtins_are_the_modules_that_implement_them(tmp_path: Path) -> None:
 def test_the_plugin_package_does_not_import_the_pipeline() -> None:
     """No hidden cycle: build imports the plugin package, never the other way round."""
     code = ("import sys, setuptools_grocker.plugin.manager, setuptools_grocker.plugin.apply;"
-            "print(sorted(m for m in sys.modules if m in ('setuptools_grocker.build', 'setuptools_grocker.smoke')))")
+            f"print(sorted(m for m in sys.modules if m in ({BUILD!r}, {SMOKE!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -293,13 +294,13 @@ def test_blocklist_and_trace(tmp_path: Path) -> None:
     assert apply.smoke_commands(pm, cfg) == [["check"], ["run", "true"]]
     # Every implementation in the order pluggy calls it, then the result.
     assert lines == ["plugin trace: grocker_smoke_tests -> tk_trace_wrap [wrapper]",
-                     "plugin trace: grocker_smoke_tests -> setuptools_grocker.smoke [tryfirst]",
+                     "plugin trace: grocker_smoke_tests -> setuptools_grocker.pipeline.smoke [tryfirst]",
                      "plugin trace: grocker_smoke_tests -> tk_trace",
                      "plugin trace: grocker_smoke_tests <- [[['check']], [['run', 'true']]]"]
     blocked = build.plugin_manager(cfg.plugins, {"GROCKER_DISABLE_PLUGINS": "tk_trace, tk_trace_wrap"})
     assert blocked.pm.is_blocked("tk_trace") and blocked.pm.get_plugin("tk_trace") is None
     assert apply.smoke_commands(blocked, cfg) == [["check"]]
-    no_builtin = build.plugin_manager((), {"GROCKER_DISABLE_PLUGINS": "setuptools_grocker.smoke"})
+    no_builtin = build.plugin_manager((), {"GROCKER_DISABLE_PLUGINS": SMOKE})
     assert apply.smoke_commands(no_builtin, cfg) == []
 
 

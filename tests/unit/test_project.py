@@ -8,7 +8,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from setuptools_grocker.errors import ProjectError
-from setuptools_grocker.project import Source, source_files, static_metadata
+from setuptools_grocker.pipeline.project import Source, source_files, static_metadata
 
 
 def make_project(root: Path) -> Path:
@@ -71,7 +71,7 @@ def test_unpacked_sdist_keeps_its_egg_info(tmp_path: Path) -> None:
 
 
 def test_revision_is_dirty_only_for_source_changes(tmp_path: Path) -> None:
-    from setuptools_grocker.project import git_revision
+    from setuptools_grocker.pipeline.project import git_revision
 
     root = tmp_path / "p"
     root.mkdir()

@@ -1,11 +1,11 @@
-"""The one DAG scheduler (setuptools_grocker.scheduler), driven by hand as its callers drive it."""
+"""The one DAG scheduler (setuptools_grocker.pipeline.scheduler), driven by hand as its callers drive it."""
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
 import pytest
 
-from setuptools_grocker.scheduler import Scheduler
+from setuptools_grocker.pipeline.scheduler import Scheduler
 
 DIAMOND = {"base": [], "left": ["base"], "right": ["base"], "app": ["left", "right"]}
 

@@ -1,10 +1,10 @@
-"""The member stage names are declared once (setuptools_grocker.stages); the CLI, Buildbot, plugins derive them."""
+"""The member stage names are declared once (pipeline/stages.py); the CLI, Buildbot and plugins derive them."""
 from __future__ import annotations
 
 import pytest
 
-from setuptools_grocker import stages
 from setuptools_grocker.cli import make_parser
+from setuptools_grocker.pipeline import stages
 
 # The public names, written out: changing them breaks CLI users, master.cfg files and report readers.
 PUBLIC_STAGES = ("wheel", "test", "image", "smoke", "push")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from setuptools_grocker.errors import ConfigError, WorkspaceError
-from setuptools_grocker.workspace import load_workspace, why_rebuild
+from setuptools_grocker.pipeline.workspace import load_workspace, why_rebuild
 
 
 def project(root: Path, name: str, version: str = "1.0", deps: tuple[str, ...] = (), extra: str = "",
@@ -162,7 +162,7 @@ def test_untrusted_patterns_are_checked(tmp_path: Path) -> None:
 
 
 def test_pip_cache_per_trust_scope(tmp_path: Path) -> None:
-    from setuptools_grocker.build import pip_cache_dir
+    from setuptools_grocker.pipeline.build import pip_cache_dir
 
     env = {"GROCKER_CACHE_HOME": str(tmp_path / "cache")}
     (tmp_path / "a").mkdir()

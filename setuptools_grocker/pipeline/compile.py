@@ -22,9 +22,9 @@ from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
 from setuptools_grocker.errors import CompileError, ProjectError, disk_full
 from setuptools_grocker.image.recipes import BUILD_VENV, RESOURCES
-from setuptools_grocker.pipconf import PipForward
+from setuptools_grocker.pipeline.pipconf import PipForward
+from setuptools_grocker.pipeline.project import Source, metadata_fields, scm_version
 from setuptools_grocker.progress import Progress, add_secret
-from setuptools_grocker.project import Source, metadata_fields, scm_version
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from setuptools_grocker.config import (
 )
 from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
 from setuptools_grocker.keys import MEMBER_ONLY, TABLES
+from setuptools_grocker.pipeline.project import Source, prepare_metadata, static_metadata, uses_scm_version
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import Source, prepare_metadata, static_metadata, uses_scm_version
 from setuptools_grocker.report import write_json_atomic
 
 # A Linux CPython 3.11 target, for evaluating markers of the image's interpreter.
@@ -279,11 +279,11 @@ def _prepare_isolated(isolated: list[tuple[Source, Config]], configs: list[Confi
     """Metadata of untrusted members, each prepared in a container of its own (cached by source hash)."""
     if not isolated:
         return {}
-    from setuptools_grocker.build import pip_cache_dir
-    from setuptools_grocker.compile import container_metadata
     from setuptools_grocker.engine import Engine
     from setuptools_grocker.image.recipes import ensure_base_images
-    from setuptools_grocker.pipconf import forward
+    from setuptools_grocker.pipeline.build import pip_cache_dir
+    from setuptools_grocker.pipeline.compile import container_metadata
+    from setuptools_grocker.pipeline.pipconf import forward
 
     pip = forward(environ) if environ.get("GROCKER_NO_PIP_CONFIG") != "1" else forward({})
     prepared: dict[Path, dict[str, Any]] = {}

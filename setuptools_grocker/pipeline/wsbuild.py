@@ -29,26 +29,24 @@ from typing import Any, Callable, Mapping, Sequence
 
 from packaging.utils import canonicalize_name
 
-from setuptools_grocker.build import cache_home, default_reference, pip_cache_dir, plugin_manager, push_runtime_image
-from setuptools_grocker.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError, from_os_error
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images, root_key
-from setuptools_grocker.pipconf import PipForward, forward
-from setuptools_grocker.plugin import StageContext, apply
-from setuptools_grocker.plugin.manager import PluginManager
-from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import git_commit_time
-from setuptools_grocker.ref import ImageRef
-from setuptools_grocker.registry.client import key_tag, manifest_digest
-from setuptools_grocker.registry.release import lagging_error
-from setuptools_grocker.registry.wheelhouse import IndexedWheel, open_index
-from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
-from setuptools_grocker.scheduler import Scheduler
-from setuptools_grocker.smoke import smoke_test
-from setuptools_grocker.stages import PLUGIN_PREFIX, SLOT, STAGES, member_stages
-from setuptools_grocker.workspace import (
+from setuptools_grocker.pipeline.build import (
+    cache_home,
+    default_reference,
+    pip_cache_dir,
+    plugin_manager,
+    push_runtime_image,
+)
+from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
+from setuptools_grocker.pipeline.pipconf import PipForward, forward
+from setuptools_grocker.pipeline.project import git_commit_time
+from setuptools_grocker.pipeline.scheduler import Scheduler
+from setuptools_grocker.pipeline.smoke import smoke_test
+from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, SLOT, STAGES, member_stages
+from setuptools_grocker.pipeline.workspace import (
     Member,
     Workspace,
     load_member_state,
@@ -57,6 +55,14 @@ from setuptools_grocker.workspace import (
     shared_config,
     why_rebuild,
 )
+from setuptools_grocker.plugin import StageContext, apply
+from setuptools_grocker.plugin.manager import PluginManager
+from setuptools_grocker.progress import Progress
+from setuptools_grocker.ref import ImageRef
+from setuptools_grocker.registry.client import key_tag, manifest_digest
+from setuptools_grocker.registry.release import lagging_error
+from setuptools_grocker.registry.wheelhouse import IndexedWheel, open_index
+from setuptools_grocker.report import ProjectResult, Report, write_json_atomic
 
 STALE_STAGING_SECONDS = 6 * 3600
 
@@ -414,7 +420,7 @@ class WorkspaceBuild:
             return {"command": test["command"]}
         config = self._app_config(member)
         if stage == "image":
-            from setuptools_grocker.build import build_runtime_image, source_date_epoch
+            from setuptools_grocker.pipeline.build import build_runtime_image, source_date_epoch
 
             with self._image_lock(config.run_packages):
                 roots = ensure_base_images(engine, config, progress, need_compiler=False)
@@ -531,8 +537,8 @@ class WorkspaceBuild:
         returned document lists in ``lagging`` the convenience tags that could not be moved.
         """
         from setuptools_grocker import __version__
-        from setuptools_grocker.build import extra_tags
-        from setuptools_grocker.project import git_revision
+        from setuptools_grocker.pipeline.build import extra_tags
+        from setuptools_grocker.pipeline.project import git_revision
         from setuptools_grocker.registry.release import AppRelease, check_release_name, publish_release
 
         check_release_name(name)

@@ -17,8 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from packaging.utils import canonicalize_name
 
-from setuptools_grocker import __version__, smoke
-from setuptools_grocker.compile import Wheelhouse, compile_wheels
+from setuptools_grocker import __version__
 from setuptools_grocker.config import Config, RunOptions, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import (
@@ -41,14 +40,16 @@ from setuptools_grocker.image.recipes import (
     root_key,
     runtime_labels,
 )
-from setuptools_grocker.pipconf import forward
+from setuptools_grocker.pipeline import smoke
+from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
+from setuptools_grocker.pipeline.pipconf import forward
+from setuptools_grocker.pipeline.project import Source, git_commit_time, git_revision
+from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.plugin import Stage, StageContext, apply, impl
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.project import Source, git_commit_time, git_revision
 from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.report import ProjectResult, write_json_atomic
-from setuptools_grocker.smoke import smoke_test
 
 STATE_FILE = "state.json"
 #: The modules whose hook implementations are the built-in behaviour: this one (the stages)
