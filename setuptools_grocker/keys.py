@@ -4,7 +4,7 @@ One :class:`Key` per key of ``[tool.grocker]``: its value :class:`Kind` (how a f
 checked and an environment value parsed), default, documentation, the :class:`Config` field it
 fills, whether a workspace member keeps it to itself (``member_only``), and whether it shapes the
 image (``image_input``: part of every cache key). The loader (config.py), the workspace merge
-(workspace.py), the cache key (``Config.image_inputs``) and the generated reference
+(pipeline/workspace.py), the cache key (``Config.image_inputs``) and the generated reference
 (docs/_ext/grocker_docs.py) all read this table; nothing else lists keys.
 
 Per-run options (``--tag``, ``--no-cache``, ``--push``, ``--report``) are not keys: they live in
@@ -360,7 +360,7 @@ TABLE: tuple[Key, ...] = (
         convert=_path, default_doc="`.grocker`"),
     Key("moving-tags", LIST, (), "extra tags that follow every new image, `{date}` = UTC `YYYYMMDD` "
         '(`["latest", "nightly-{date}"]`); pushed with `--push`', "moving_tags", validate=_moving_tags),
-    # The workspace root's own table. Its values are checked where they are read (workspace.py).
+    # The workspace root's own table. Its values are checked where they are read (pipeline/workspace.py).
     Key("workspace.members", LIST, (), "globs of the member directories", workspace=True),
     Key("workspace.exclude", LIST, (), "globs of directories that are not members", workspace=True),
     Key("workspace.index-url", STR, None, "PyPI-compatible index to share wheels through (no credentials "

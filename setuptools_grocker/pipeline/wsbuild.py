@@ -529,7 +529,7 @@ class WorkspaceBuild:
         report.error = lagging_error(document)
 
     def release(self, results: Mapping[str, ProjectResult] | None = None, name: str | None = None) -> dict[str, Any]:
-        """Publish the release of every application (of ``--only``'s selection); see :mod:`.release`.
+        """Publish the release of every application (of ``--only``'s selection); see registry/release.py.
 
         Called after a build with ``--push`` that succeeded, and by ``grocker workspace release``
         (with no results: the key tags in the registry are the build's). Serialised with any

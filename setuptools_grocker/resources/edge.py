@@ -12,7 +12,7 @@ others when one refuses, so a task that dies or is replaced costs no failed requ
 A half-close is passed on, not turned into a close: when one side shuts down its write side,
 the relay shuts down the write side towards the other and keeps relaying the other direction
 until it ends too (a client that sends its request then ``shutdown(SHUT_WR)`` gets its answer).
-It runs under tini (see deploy.py), so ``docker stop`` ends it at once.
+It runs under tini (see deploy/deployer.py), so ``docker stop`` ends it at once.
 Standard library only; it runs in the image that it serves.
 """
 import asyncio
