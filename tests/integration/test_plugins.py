@@ -179,7 +179,7 @@ def test_example_frontend_plugin_builds_and_serves_a_site(client: docker.DockerC
     app = tmp_path / "demo-front"
     shutil.copytree(EXAMPLES / "demo-front", app, ignore=shutil.ignore_patterns(".grocker"))
     tag = "grocker-test/demo-front:1"
-    run = grocker("build", str(app), "--tag", tag, report=tmp_path / "r.json", env={"PYTHONPATH": str(target)})
+    run = grocker("build", str(app), "--tag", tag, report=tmp_path / "r.json", env=pythonpath(str(target)))
     try:
         assert run.code == 0, run.err[-3000:]
         assert "==> frontend [frontend]" in run.err
