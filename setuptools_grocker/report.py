@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from setuptools_grocker.errors import GrockerError
+from setuptools_grocker.errors import GrockerError, from_os_error
 from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.progress import redact
 
@@ -50,6 +51,24 @@ class ProjectResult:
         self.status = "failed"
         self.error = exc.one_line()  # redacted: reports are kept and shown (Buildbot properties, logs)
         self.exit_code = exc.exit_code
+
+    @contextmanager
+    def failures_recorded(self, write: Callable[[str], None]) -> Iterator[None]:
+        """Turn a typed error (or a full disk) raised inside into this project's failure; ``write`` its details.
+
+        Any other exception is a bug and goes up.
+        """
+        try:
+            yield
+        except GrockerError as exc:
+            self.fail(exc)
+            if exc.details:
+                write(exc.details)
+        except OSError as exc:
+            typed = from_os_error(exc)
+            if typed is None:
+                raise
+            self.fail(typed)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -26,7 +26,6 @@ from setuptools_grocker.errors import (
     PluginError,
     ProjectError,
     RegistryError,
-    from_os_error,
 )
 from setuptools_grocker.image.recipes import (
     APP_DIR,
@@ -155,24 +154,16 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
     result = ProjectResult(name=config.project_dir.name)
     own_engine = engine is None
     try:
-        if engine is None:
-            engine = Engine(progress)
-            engine.connect()
-        started_before = engine.containers_started
-        engine.reap_orphans()
-        try:
-            _run(config, run, environ, progress, engine, result)
-        finally:
-            result.containers_started = engine.containers_started - started_before
-    except GrockerError as exc:
-        result.fail(exc)
-        if exc.details:
-            progress.write(exc.details)
-    except OSError as exc:
-        typed = from_os_error(exc)
-        if typed is None:
-            raise
-        result.fail(typed)
+        with result.failures_recorded(progress.write):
+            if engine is None:
+                engine = Engine(progress)
+                engine.connect()
+            started_before = engine.containers_started
+            engine.reap_orphans()
+            try:
+                _run(config, run, environ, progress, engine, result)
+            finally:
+                result.containers_started = engine.containers_started - started_before
     finally:
         if own_engine and engine is not None:
             engine.close()

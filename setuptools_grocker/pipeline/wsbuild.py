@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions, check_default_command
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError, from_os_error
+from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images, root_key
 from setuptools_grocker.pipeline.build import (
     cache_home,
@@ -270,21 +270,11 @@ class WorkspaceBuild:
         start = time.monotonic()
         verb = "up to date" if entry.reason is None else f"building ({entry.reason})"
         self.progress.write(f"[{name}] {member.kind} {member.version}: {verb}")
-        try:
-            with Engine(progress) as engine:
-                try:
-                    self._run_stages(engine, member, entry, results, images, progress, result)
-                finally:
-                    result.containers_started = engine.containers_started
-        except GrockerError as exc:
-            result.fail(exc)
-            if exc.details:
-                progress.write(exc.details)
-        except OSError as exc:
-            typed = from_os_error(exc)
-            if typed is None:
-                raise
-            result.fail(typed)
+        with result.failures_recorded(progress.write), Engine(progress) as engine:
+            try:
+                self._run_stages(engine, member, entry, results, images, progress, result)
+            finally:
+                result.containers_started = engine.containers_started
         result.seconds = time.monotonic() - start
         result.ended_at = time.time()
         for stage, seconds in progress.timings:
