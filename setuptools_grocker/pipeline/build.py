@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -41,10 +42,10 @@ from setuptools_grocker.image.recipes import (
 )
 from setuptools_grocker.pipeline import smoke
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
-from setuptools_grocker.pipeline.pipconf import forward
+from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.project import Source, git_commit_time, git_revision
 from setuptools_grocker.pipeline.smoke import smoke_test
-from setuptools_grocker.plugin import Stage, StageContext, apply, impl
+from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, impl
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.ref import ImageRef
@@ -204,11 +205,10 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         return
 
     images = ensure_base_images(engine, config, progress)
-    ctx = StageContext(config=config, engine=engine, progress=progress, work_dir=config.state_dir / "stages",
-                       compiler_image=images.compiler, run=run)
-    ctx.artifacts.update(environ=environ, source=source, local_sources=local_sources, pip=pip, key=key,
-                         images=images, result=result, files=files, compile_env=compile_env,
-                         smoke_commands=apply.smoke_commands(plugins, config))
+    ctx = stage_context(config, run, environ, progress, engine, key=key, images=images, files=files,
+                        inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
+                                            compile_env=compile_env,
+                                            smoke_commands=apply.smoke_commands(plugins, config)))
     for stage in apply.stages(plugins, config):
         with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
             try:
@@ -219,7 +219,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
                 raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
                                   f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
                                   f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
-    if "image_id" not in ctx.artifacts or "ref" not in ctx.artifacts:
+    if ctx.state.image_id is None or ctx.state.ref is None:
         raise PluginError("the pipeline ended without an image: a plugin replaced a built-in stage",
                           "check GROCKER_DISABLE_PLUGINS and the plugins' stages")
     result.status = "built"
@@ -244,49 +244,79 @@ def grocker_stages(config: Config) -> Sequence[Stage]:
     ]
 
 
+@dataclass
+class SingleInputs:
+    """What the single pipeline's built-in stages need besides the :class:`BuildState` (``state.internal``)."""
+
+    source: Source
+    local_sources: list[Source]
+    pip: PipForward
+    result: ProjectResult
+    compile_env: tuple[dict[str, str], list[str]]
+    smoke_commands: list[list[str]]
+
+
+def stage_context(config: Config, run: RunOptions, environ: Mapping[str, str], progress: Progress, engine: Engine,
+                  *, key: str, images: BaseImages, files: Mapping[str, Path], inputs: SingleInputs) -> StageContext:
+    """The context the stages of a single-project build share (see ``member_stage_context`` for a workspace)."""
+    state = BuildState(key=key, environ=environ, images=images, files=dict(files), internal=inputs)
+    return StageContext(config=config, engine=engine, progress=progress, work_dir=config.state_dir / "stages",
+                        state=state, compiler_image=images.compiler, run=run)
+
+
+def _inputs(ctx: StageContext) -> SingleInputs:
+    if not isinstance(ctx.state.internal, SingleInputs):  # a built-in stage of this module, run elsewhere
+        raise PluginError("a built-in stage of the single-project pipeline ran outside it",
+                          "check the plugins' stages")
+    return ctx.state.internal
+
+
 def stage_compile(ctx: StageContext) -> None:
-    a, config = ctx.artifacts, ctx.config
-    environ = a["environ"]
-    epoch = source_date_epoch(config, environ)
-    env, commands = a["compile_env"]
+    st, config, inputs = ctx.state, ctx.config, _inputs(ctx)
+    assert st.images is not None
+    epoch = source_date_epoch(config, st.environ)
+    env, commands = inputs.compile_env
     wheels = compile_wheels(
-        ctx.engine, config, compiler=a["images"].compiler, source=a["source"], local_sources=a["local_sources"],
-        pip=a["pip"], wheelhouse_root=config.state_dir / "wheelhouse", key=a["key"],
-        pip_cache=pip_cache_dir(environ, config.project_dir), source_date_epoch=epoch, progress=ctx.progress,
+        ctx.engine, config, compiler=st.images.compiler, source=inputs.source, local_sources=inputs.local_sources,
+        pip=inputs.pip, wheelhouse_root=config.state_dir / "wheelhouse", key=st.key,
+        pip_cache=pip_cache_dir(st.environ, config.project_dir), source_date_epoch=epoch, progress=ctx.progress,
         extra_env=env, pre_commands=commands, no_cache=ctx.run.no_cache,
     )
-    result: ProjectResult = a["result"]
+    result = inputs.result
     result.name, result.version = wheels.name, wheels.version
     result.wheel = str(wheels.project_wheel)
     result.distributions = wheels.distributions()
-    a["wheels"] = wheels
+    st.wheels = wheels
 
 
 def stage_image(ctx: StageContext) -> None:
-    a = ctx.artifacts
-    a["image_id"] = build_runtime_image(ctx.engine, ctx.config, images=a["images"], wheels=a["wheels"],
-                                        key=a["key"], progress=ctx.progress, files=a["files"],
-                                        epoch=source_date_epoch(ctx.config, a["environ"]))
+    st = ctx.state
+    assert st.images is not None and st.wheels is not None
+    st.image_id = build_runtime_image(ctx.engine, ctx.config, images=st.images, wheels=st.wheels,
+                                      key=st.key, progress=ctx.progress, files=st.files,
+                                      epoch=source_date_epoch(ctx.config, st.environ))
 
 
 def stage_smoke(ctx: StageContext) -> None:
-    a, config = ctx.artifacts, ctx.config
-    smoke_test(ctx.engine, config, a["image_id"], ctx.progress, commands=a["smoke_commands"])
-    wheels = a["wheels"]
+    st, config, inputs = ctx.state, ctx.config, _inputs(ctx)
+    assert st.image_id is not None and st.wheels is not None
+    smoke_test(ctx.engine, config, st.image_id, ctx.progress, commands=inputs.smoke_commands)
+    wheels = st.wheels
     ref = ctx.run.tag or default_reference(config, wheels.name, wheels.version)
-    ctx.engine.tag(a["image_id"], ref)
-    result: ProjectResult = a["result"]
-    result.image, result.image_id = ref, a["image_id"]
-    result.tags = _apply_tags(ctx.engine, config, a["image_id"], ref, wheels.version)
-    result.size = (ctx.engine.image_attrs(a["image_id"]) or {}).get("Size")
-    a["ref"] = ref
+    ctx.engine.tag(st.image_id, ref)
+    result = inputs.result
+    result.image, result.image_id = ref, st.image_id
+    result.tags = _apply_tags(ctx.engine, config, st.image_id, ref, wheels.version)
+    result.size = (ctx.engine.image_attrs(st.image_id) or {}).get("Size")
+    st.ref = ref
 
 
 def stage_push(ctx: StageContext) -> None:
     if ctx.run.push:
-        result = ctx.artifacts["result"]
+        result = _inputs(ctx).result
+        assert result.image_id is not None
         result.digest, result.pushed_bytes = push_runtime_image(ctx.engine, result.image_id, result.tags,
-                                                                cache_home(ctx.artifacts["environ"]), ctx.progress)
+                                                                cache_home(ctx.state.environ), ctx.progress)
 
 
 def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine: Engine, state: dict[str, Any],

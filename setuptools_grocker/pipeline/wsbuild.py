@@ -55,7 +55,7 @@ from setuptools_grocker.pipeline.workspace import (
     shared_config,
     why_rebuild,
 )
-from setuptools_grocker.plugin import StageContext, apply
+from setuptools_grocker.plugin import BuildState, StageContext, apply
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.ref import ImageRef
@@ -355,13 +355,12 @@ class WorkspaceBuild:
             todo = [s for s in todo if PLUGIN_PREFIX + s.name in self.options.stages]
         if not todo:
             return
-        ctx = StageContext(config=member.config, engine=engine, progress=progress,
-                           work_dir=self.ws.state_dir / "stages" / member.name,
-                           compiler_image=images.compiler if images else None,
-                           run=RunOptions(no_cache=self.options.no_cache, push=self.options.push))
+        contributed = apply.image_files(pm, member.config)
+        ctx = member_stage_context(member, done, engine=engine, progress=progress, environ=self.environ,
+                                   key=self.keys[member.name]["key"], images=images, contributed=contributed,
+                                   work_dir=self.ws.state_dir / "stages" / member.name,
+                                   run=RunOptions(no_cache=self.options.no_cache, push=self.options.push))
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
-        ctx.artifacts["files"] = {k: Path(v) for k, v in done.get("wheel", {}).get("plugin_files", {}).items()}
-        ctx.artifacts["image_id"] = done.get("image", {}).get("image_id")
         for stage in todo:
             with progress.stage(f"{stage.name} [{stage.plugin}]"):
                 try:
@@ -372,8 +371,10 @@ class WorkspaceBuild:
                     raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
                                       f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
                                       f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
-        if "wheel" in done and ctx.artifacts["files"]:
-            done["wheel"]["plugin_files"] = {k: str(v) for k, v in ctx.artifacts["files"].items()}
+        # Kept: the files stages added (the contribution's own are added again by the image stage).
+        added = {k: str(v) for k, v in ctx.state.files.items() if contributed.get(k) != v}
+        if "wheel" in done and added:
+            done["wheel"]["plugin_files"] = added
 
     def _stage_valid(self, engine: Engine, stage: str, data: Mapping[str, Any]) -> bool:
         if stage == "wheel":
@@ -632,6 +633,20 @@ class WorkspaceBuild:
                     shutil.rmtree(tmp, ignore_errors=True)
             except OSError:
                 pass
+
+
+def member_stage_context(member: Member, done: Mapping[str, Any], *, engine: Engine, progress: Progress,
+                         environ: Mapping[str, str], key: str, images: BaseImages | None,
+                         contributed: Mapping[str, Path], work_dir: Path, run: RunOptions) -> StageContext:
+    """The context of a workspace member's plugin stages: the same :class:`BuildState` fields as a single build's
+    (``stage_context`` in build.py), filled from the stages done so far (``done``: the member state's stages)."""
+    wheel = done.get("wheel", {})
+    wheels = Wheelhouse.load(Path(wheel["wheel"]).parent.parent) if wheel.get("wheel") else None
+    files = {**contributed, **{k: Path(v) for k, v in wheel.get("plugin_files", {}).items()}}
+    state = BuildState(key=key, environ=environ, images=images, files=files, wheels=wheels,
+                       image_id=done.get("image", {}).get("image_id"), ref=done.get("smoke", {}).get("image"))
+    return StageContext(config=member.config, engine=engine, progress=progress, work_dir=work_dir, state=state,
+                        compiler_image=images.compiler if images else None, run=run)
 
 
 def print_plan(entries: list[PlanEntry], write: Callable[[str], None]) -> None:

@@ -1,8 +1,9 @@
 """The objects plugins hand to the pipeline: stages and contributions to the image."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from setuptools_grocker.pipeline.stages import POSITIONS, position_order
@@ -10,10 +11,12 @@ from setuptools_grocker.pipeline.stages import POSITIONS, position_order
 if TYPE_CHECKING:
     from setuptools_grocker.config import Config, RunOptions
     from setuptools_grocker.engine import Engine, RunResult
+    from setuptools_grocker.image.recipes import BaseImages
+    from setuptools_grocker.pipeline.compile import Wheelhouse
     from setuptools_grocker.progress import Progress
 
 # Re-exported: plugin authors import POSITIONS from setuptools_grocker.plugin.
-__all__ = ["POSITIONS", "ImageContribution", "Stage", "StageContext"]
+__all__ = ["POSITIONS", "BuildState", "ImageContribution", "Stage", "StageContext"]
 
 
 @dataclass(frozen=True)
@@ -41,21 +44,62 @@ class ImageContribution:
 
 
 @dataclass
+class BuildState:
+    """What the stages of one build know and hand on: the same fields in a single-project build and in
+    a workspace member's build (the contract between the built-in stages and plugin stages).
+
+    A field is ``None`` until the stage that makes it has run (in a workspace, in this run or an
+    earlier one whose result is still valid).
+    """
+
+    #: The build's cache key (a workspace member's key).
+    key: str = ""
+    #: The environment of the invocation (read it here, not from ``os.environ``).
+    environ: Mapping[str, str] = field(default_factory=dict)
+    #: The base images of the run (root, compiler); ``None`` when nothing is compiled in this run.
+    images: BaseImages | None = None
+    #: Files for the runtime image: destination in the image -> host file or directory. Starts with the
+    #: plugins' ``grocker_runtime_image`` files; a stage before ``image`` may add to it.
+    files: dict[str, Path] = field(default_factory=dict)
+    #: The wheels, after the compile (``wheel``) stage.
+    wheels: Wheelhouse | None = None
+    #: The runtime image, after the ``image`` stage.
+    image_id: str | None = None
+    #: The image reference it was tagged with, after the ``smoke`` stage.
+    ref: str | None = None
+    #: The pipeline's own inputs to its built-in stages: not part of the contract, do not read.
+    internal: Any = None
+
+    def as_mapping(self) -> Mapping[str, Any]:
+        """A read-only view by field name (what ``StageContext.artifacts`` was); ``internal`` left out."""
+        return MappingProxyType({f.name: getattr(self, f.name) for f in fields(self) if f.name != "internal"})
+
+
+@dataclass
 class StageContext:
-    """What a stage can see and use. ``artifacts`` carries results between stages."""
+    """What a stage can see and use. ``state`` carries results between stages."""
 
     config: Config
     engine: Engine
     progress: Progress
     work_dir: Path
-    artifacts: dict[str, Any] = field(default_factory=dict)
+    state: BuildState = field(default_factory=BuildState)
     compiler_image: str | None = None
     #: What this invocation does with the image (``--tag``, ``--push``, ``--no-cache``); not configuration.
     run: RunOptions = field(default_factory=lambda: _default_run())
 
     @property
     def image_id(self) -> str | None:
-        return self.artifacts.get("image_id")
+        return self.state.image_id
+
+    @property
+    def artifacts(self) -> Mapping[str, Any]:
+        """Deprecated: read :attr:`state` (``ctx.state.files``, ``ctx.state.image_id``, ...).
+
+        A read-only view of the state's fields by name, for plugins written against the old dict;
+        the values are the state's own (``ctx.artifacts["files"][dest] = path`` still adds a file).
+        """
+        return self.state.as_mapping()
 
     def run_in_compiler(self, command: str, *, output: Path | None = None,
                         env: Mapping[str, str] | None = None) -> RunResult:

@@ -37,7 +37,7 @@ def _build(ctx) -> None:
         raise RuntimeError(f"frontend/build.sh failed with exit code {result.exit_code}: {result.tail(5)}")
     if not (out / "index.html").is_file():
         raise RuntimeError("frontend/build.sh wrote no index.html into its output directory")
-    ctx.artifacts["files"][SITE] = out
+    ctx.state.files[SITE] = out
 
 
 @impl
