@@ -39,6 +39,7 @@ from setuptools_grocker.config import (
 from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
 from setuptools_grocker.keys import MEMBER_ONLY, TABLES
 from setuptools_grocker.pipeline.project import Source, prepare_metadata, static_metadata, uses_scm_version
+from setuptools_grocker.pipeline.stages import member_stages
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.report import write_json_atomic
 
@@ -422,6 +423,20 @@ def load_member_state(ws: Workspace, name: str) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def save_member_state(ws: Workspace, member: Member, parts: Mapping[str, Any], done: Mapping[str, Any]) -> None:
+    """Write the member's state (atomically) after each finished stage."""
+    wheel = done.get("wheel", {})
+    write_json_atomic(member_state_path(ws, member.name), {
+        "name": member.name, "version": member.version, "kind": member.kind, "key": parts["key"],
+        "parts": parts, "stages": dict(done),
+        # Flat copies for readers of the state file.
+        "wheel": wheel.get("wheel"), "distributions": wheel.get("distributions", []),
+        "image_id": done.get("image", {}).get("image_id"), "image": done.get("smoke", {}).get("image"),
+        "digest": done.get("push", {}).get("digest"),
+        "complete": all(s in done for s in member_stages(member.kind, has_tests=member.has_tests, push=False)),
+    })
 
 
 def why_rebuild(parts: Mapping[str, Any], state: Mapping[str, Any], rebuilt: set[str]) -> str | None:

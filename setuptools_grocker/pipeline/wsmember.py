@@ -1,0 +1,283 @@
+"""Running one workspace member's stages (wheel, test, image, smoke, push) and its plugin stages.
+
+The member state (``.grocker/members/NAME.json``) is written after each finished stage, so a
+later run (or the next Buildbot step, ``--stage``) goes on from there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions
+from setuptools_grocker.engine import Engine
+from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
+from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
+from setuptools_grocker.pipeline.build import cache_home, pip_cache_dir, push_runtime_image
+from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
+from setuptools_grocker.pipeline.project import git_commit_time
+from setuptools_grocker.pipeline.smoke import smoke_test
+from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, SLOT, STAGES
+from setuptools_grocker.pipeline.workspace import Member, load_member_state, save_member_state
+from setuptools_grocker.pipeline.wsplan import PlanEntry, key_reference, reference, stages_of
+from setuptools_grocker.pipeline.wsstore import WheelStore
+from setuptools_grocker.plugin import BuildState, StageContext, apply
+from setuptools_grocker.progress import Progress
+from setuptools_grocker.registry.client import manifest_digest
+from setuptools_grocker.report import ProjectResult
+
+if TYPE_CHECKING:
+    from setuptools_grocker.pipeline.wsbuild import WorkspaceBuild
+
+
+class MemberStages:
+    """The stages of the members of one workspace run; :meth:`build_member` is called once per member, from
+    the scheduler's worker threads (the run-wide inputs are the build's: keys, shared config, plugins)."""
+
+    def __init__(self, build: WorkspaceBuild, store: WheelStore) -> None:
+        self.build = build
+        self.ws = build.ws
+        self.environ = build.environ
+        self.options = build.options
+        self.store = store
+        self._lock = threading.Lock()
+        self._image_locks: dict[str, threading.Lock] = {}
+
+    def build_member(self, name: str, entry: PlanEntry, results: dict[str, ProjectResult],
+                     images: BaseImages | None) -> None:
+        member = self.ws.members[name]
+        result = results[name]
+        progress = self.build.progress.child(f"[{name}]")
+        progress.quiet_output = self.options.jobs > 1
+        result.started_at = time.time()
+        result.reason = entry.reason
+        start = time.monotonic()
+        verb = "up to date" if entry.reason is None else f"building ({entry.reason})"
+        self.build.progress.write(f"[{name}] {member.kind} {member.version}: {verb}")
+        with result.failures_recorded(progress.write), Engine(progress) as engine:
+            try:
+                self._run_stages(engine, member, entry, results, images, progress, result)
+            finally:
+                result.containers_started = engine.containers_started
+        result.seconds = time.monotonic() - start
+        result.ended_at = time.time()
+        for stage, seconds in progress.timings:
+            result.stages[stage] = result.stages.get(stage, 0.0) + seconds
+        mark = {"built": "built", "cached": "cached", "failed": "FAILED"}.get(result.status, result.status)
+        tail = f": {result.error}" if result.error else ""
+        self.build.progress.write(f"[{name}] {mark} in {result.seconds:.1f}s{tail}")
+
+    def _run_stages(self, engine: Engine, member: Member, entry: PlanEntry, results: Mapping[str, ProjectResult],
+                    images: BaseImages | None, progress: Progress, result: ProjectResult) -> None:
+        state = load_member_state(self.ws, member.name)
+        if state.get("key") != entry.key or self.options.no_cache:
+            state = {}
+        if entry.fetch and entry.fetch.startswith("registry:"):
+            result.status, result.reason = "cached", "in the registry"
+            result.image = reference(member)
+            result.digest = manifest_digest(entry.fetch[len("registry:"):])
+            return
+        if entry.found and "wheel" not in state.get("stages", {}):
+            state = self.store.fetch(member, entry, self.build.keys[member.name], progress)
+        done: dict[str, Any] = dict(state.get("stages", {}))
+        requested = set(self.options.stages or STAGES)
+        ran = False
+        wanted_plugin_stages = [s[len(PLUGIN_PREFIX):] for s in self.options.stages if s.startswith(PLUGIN_PREFIX)]
+        if wanted_plugin_stages:
+            pm = self.build.plugins[member.name]
+            known = {st.name: st for st in apply.stages(pm, member.config) if not pm.is_builtin(st.plugin)}
+            for name in wanted_plugin_stages:
+                if name not in known:
+                    raise WorkspaceError(f"no plugin stage named '{name}' for {member.name}",
+                                         "see `grocker plugins`; stages: " + (", ".join(sorted(known)) or "none"))
+                self._custom_stages(known[name].position, engine, member, images, done, progress)
+                ran = True
+            if "wheel" in done:
+                save_member_state(self.ws, member, self.build.keys[member.name], done)
+        for stage in stages_of(member, self.options.push):
+            if stage not in requested or (stage in done and stage_valid(engine, stage, done[stage])):
+                continue
+            earlier = stages_of(member, True)
+            missing = [s for s in earlier[: earlier.index(stage)] if s not in done]
+            if missing:
+                raise WorkspaceError(f"stage '{stage}' of {member.name} needs stage '{missing[0]}' first",
+                                     f"run it: grocker workspace build --only {member.name} --stage {missing[0]}")
+            # A library's wheel and tests share one container when both are to run; the plugin
+            # stages of both positions then run before and after that container.
+            combine = stage == "wheel" and "test" in stages_of(member, False) and "test" in requested \
+                and "test" not in done
+            self._custom_stages(f"before-{SLOT[stage]}", engine, member, images, done, progress)
+            if combine:
+                self._custom_stages("before-test", engine, member, images, done, progress)
+            with progress.stage("wheel + test" if combine else stage):
+                done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
+                                          with_tests=combine)
+            if combine:
+                done["test"] = {"command": done[stage].pop("test_command")}
+            self._custom_stages(f"after-{SLOT[stage]}", engine, member, images, done, progress)
+            if combine:
+                self._custom_stages("after-test", engine, member, images, done, progress)
+            ran = True
+            save_member_state(self.ws, member, self.build.keys[member.name], done)
+            if stage in ("smoke", "push") and member.kind == "application":
+                published = ProjectResult(name=member.name, version=member.version, kind=member.kind)
+                self._fill_result(member, done, published)
+                published.status = "built"
+                self.build.plugins[member.name].grocker_after_publish(member.config, published)
+        self._fill_result(member, done, result)
+        result.status = "built" if ran else "cached"
+        if ran and self.store.index is not None and member.kind == "library" and \
+                all(s in done for s in stages_of(member, False)) and not done["wheel"].get("fetched"):
+            self.store.upload(member, entry, Path(done["wheel"]["wheel"]), progress)
+
+    def _custom_stages(self, position: str, engine: Engine, member: Member, images: BaseImages | None,
+                       done: dict[str, Any], progress: Progress) -> None:
+        """Plugin stages at ``position``; files they add for the image are kept in the state."""
+        pm = self.build.plugins[member.name]
+        todo = [s for s in apply.stages(pm, member.config) if s.position == position and not pm.is_builtin(s.plugin)]
+        if self.options.stages:  # staged runs (one Buildbot step per stage): plugin stages only by name
+            todo = [s for s in todo if PLUGIN_PREFIX + s.name in self.options.stages]
+        if not todo:
+            return
+        contributed = apply.image_files(pm, member.config)
+        ctx = member_stage_context(member, done, engine=engine, progress=progress, environ=self.environ,
+                                   key=self.build.keys[member.name]["key"], images=images, contributed=contributed,
+                                   work_dir=self.ws.state_dir / "stages" / member.name,
+                                   run=RunOptions(no_cache=self.options.no_cache, push=self.options.push))
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        for stage in todo:
+            with progress.stage(f"{stage.name} [{stage.plugin}]"):
+                try:
+                    stage.run(ctx)
+                except GrockerError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
+                                      f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
+                                      f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
+        # Kept: the files stages added (the contribution's own are added again by the image stage).
+        added = {k: str(v) for k, v in ctx.state.files.items() if contributed.get(k) != v}
+        if "wheel" in done and added:
+            done["wheel"]["plugin_files"] = added
+
+    def _stage(self, stage: str, engine: Engine, member: Member, entry: PlanEntry,
+               results: Mapping[str, ProjectResult], images: BaseImages | None, done: Mapping[str, Any],
+               progress: Progress, with_tests: bool = False) -> dict[str, Any]:
+        if stage == "push":
+            # Only the immutable key tag: the names people use move at the release, all or none.
+            keyed = key_reference(member, entry.key)
+            engine.tag(done["image"]["image_id"], keyed)
+            digest, uploaded = push_runtime_image(engine, done["image"]["image_id"], [keyed],
+                                                  cache_home(self.environ), progress)
+            return {"image": keyed, "digest": digest, "pushed_bytes": uploaded}
+        assert images is not None, "the compiler image is made before any stage runs"
+        if stage == "wheel":
+            mode = "library" if member.kind == "library" else "project"
+            test = self._test_spec(member) if with_tests else None
+            env, commands = apply.compile_environment(self.build.plugins[member.name], member.config)
+            wheels = self._compile(engine, member, entry, images, progress, mode=mode, test=test,
+                                   extra_env=env, pre_commands=commands)
+            data: dict[str, Any] = {"wheel": str(wheels.project_wheel), "distributions": wheels.distributions()}
+            if test:
+                data["test_command"] = test["command"]
+            return data
+        if stage == "test":
+            test = self._test_spec(member)
+            self._compile(engine, member, entry, images, progress, mode="test", test=test,
+                          test_wheel=Path(done["wheel"]["wheel"]))
+            return {"command": test["command"]}
+        config = self._app_config(member)
+        if stage == "image":
+            from setuptools_grocker.pipeline.build import build_runtime_image, source_date_epoch
+
+            with self._image_lock(config.run_packages):
+                roots = ensure_base_images(engine, config, progress, need_compiler=False)
+            wheelhouse = Wheelhouse.load(Path(done["wheel"]["wheel"]).parent.parent)
+            if wheelhouse is None:
+                raise WorkspaceError(f"the wheels of {member.name} are gone", "build again with --no-cache")
+            files = {**apply.image_files(self.build.plugins[member.name], config),
+                     **{k: Path(v) for k, v in done["wheel"].get("plugin_files", {}).items()}}
+            image_id = build_runtime_image(engine, config, wheels=wheelhouse, key=entry.key, progress=progress,
+                                           internal=self.ws.closure(member.name),
+                                           images=BaseImages(roots.root, images.compiler, roots.root_key),
+                                           files=files, epoch=source_date_epoch(config, self.environ))
+            return {"image_id": image_id}
+        if stage == "smoke":
+            smoke_test(engine, config, done["image"]["image_id"], progress,
+                       commands=apply.smoke_commands(self.build.plugins[member.name], config))
+            ref = reference(member)
+            engine.tag(done["image"]["image_id"], ref)
+            return {"image": ref}
+        raise AssertionError(stage)
+
+    def _test_spec(self, member: Member) -> dict[str, Any]:
+        extras = (list(member.config.test_extras) if member.config.test_extras is not None
+                  else sorted(e for e in member.optional if e in ("test", "tests", "testing")))
+        command = member.config.test_command or DEFAULT_TEST_COMMAND
+        return {"command": command, "extras": extras,
+                "requirements": [] if member.config.test_command else ["pytest"]}
+
+    def _app_config(self, member: Member) -> Config:
+        # The runtime root gets the run packages of the application and of its internal libraries.
+        closure = self.ws.closure(member.name)
+        run_packages = sorted({p for n in [member.name, *closure] for p in self.ws.members[n].config.run_packages})
+        return dataclasses.replace(member.config, run_packages=tuple(run_packages),
+                                   build_packages=self.build.shared.build_packages if self.build.shared else ())
+
+    def _fill_result(self, member: Member, done: Mapping[str, Any], result: ProjectResult) -> None:
+        wheel = done.get("wheel", {})
+        result.wheel = wheel.get("wheel")
+        result.distributions = list(wheel.get("distributions", []))
+        if wheel.get("fetched"):
+            result.reason = "fetched from the wheel index"
+        if member.kind == "application":
+            result.image_id = done.get("image", {}).get("image_id")
+            result.image = done.get("smoke", {}).get("image")
+            result.digest = done.get("push", {}).get("digest")
+            result.pushed_bytes = done.get("push", {}).get("pushed_bytes")
+            if result.image and result.image_id and result.image != reference(member):
+                result.image = reference(member)
+
+    def _compile(self, engine: Engine, member: Member, entry: PlanEntry, images: BaseImages, progress: Progress,
+                 *, mode: str, test: Mapping[str, Any] | None = None, test_wheel: Path | None = None,
+                 extra_env: Mapping[str, str] | None = None, pre_commands: Sequence[str] = ()) -> Wheelhouse:
+        internal = [self.store.dep_wheel(d, self.build.keys[d]) for d in self.ws.closure(member.name)]
+        epoch = int(self.environ.get("SOURCE_DATE_EPOCH") or git_commit_time(member.path) or 315532800)
+        return compile_wheels(
+            engine, member.config, compiler=images.compiler, source=member.source, local_sources=[], pip=self.build.pip,
+            wheelhouse_root=self.ws.state_dir / "wheels" / member.name, key=entry.key,
+            # Members trust each other, and share a cache; an untrusted member has a cache of its own.
+            pip_cache=pip_cache_dir(self.environ, self.ws.root if member.trusted else member.path),
+            source_date_epoch=epoch, progress=progress,
+            internal_wheels=internal, mode=mode, test=test, what=member.name, test_wheel=test_wheel,
+            extra_env=extra_env, pre_commands=pre_commands, no_cache=self.options.no_cache,
+        )
+
+    def _image_lock(self, key: tuple[str, ...]) -> threading.Lock:
+        with self._lock:
+            return self._image_locks.setdefault(",".join(key), threading.Lock())
+
+
+def stage_valid(engine: Engine, stage: str, data: Mapping[str, Any]) -> bool:
+    """Whether a stage done before still holds (its wheel file, its image are still there)."""
+    if stage == "wheel":
+        return Path(str(data.get("wheel"))).is_file()
+    if stage == "image":
+        return engine.image_id(str(data.get("image_id"))) is not None
+    return True
+
+
+def member_stage_context(member: Member, done: Mapping[str, Any], *, engine: Engine, progress: Progress,
+                         environ: Mapping[str, str], key: str, images: BaseImages | None,
+                         contributed: Mapping[str, Path], work_dir: Path, run: RunOptions) -> StageContext:
+    """The context of a workspace member's plugin stages: the same :class:`BuildState` fields as a single build's
+    (``stage_context`` in build.py), filled from the stages done so far (``done``: the member state's stages)."""
+    wheel = done.get("wheel", {})
+    wheels = Wheelhouse.load(Path(wheel["wheel"]).parent.parent) if wheel.get("wheel") else None
+    files = {**contributed, **{k: Path(v) for k, v in wheel.get("plugin_files", {}).items()}}
+    state = BuildState(key=key, environ=environ, images=images, files=files, wheels=wheels,
+                       image_id=done.get("image", {}).get("image_id"), ref=done.get("smoke", {}).get("image"))
+    return StageContext(config=member.config, engine=engine, progress=progress, work_dir=work_dir, state=state,
+                        compiler_image=images.compiler if images else None, run=run)
