@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,8 @@ from setuptools_grocker.pipeline.compile import Wheelhouse
 from setuptools_grocker.pipeline.pipconf import forward
 from setuptools_grocker.pipeline.project import Source
 from setuptools_grocker.pipeline.workspace import load_workspace
-from setuptools_grocker.pipeline.wsbuild import member_stage_context
-from setuptools_grocker.plugin import BuildState, StageContext
+from setuptools_grocker.pipeline.wsbuild import WorkspaceBuild, member_stage_context
+from setuptools_grocker.plugin import BuildState, ImageContribution, Stage, StageContext, impl
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.report import ProjectResult
 from tests.helpers import python_project
@@ -93,3 +95,35 @@ def test_artifacts_is_a_read_only_view_of_the_state(tmp_path: Path, make: Any) -
     # Old plugins added files for the image through the dict: that still reaches the state.
     ctx.artifacts["files"]["/srv/more"] = Path("/tmp/more")
     assert ctx.state.files["/srv/more"] == Path("/tmp/more")
+
+
+def test_workspace_plugin_stage_sees_the_contribution_and_keeps_what_it_adds(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a single build, a member's plugin stage starts from the grocker_runtime_image files; the member
+    state keeps only the files stages added (the image stage adds the contribution's own again)."""
+    site, extra = tmp_path / "site", tmp_path / "extra"
+    site.mkdir()
+    extra.mkdir()
+    seen_files: list[dict[str, Path]] = []
+
+    def add(ctx: StageContext) -> None:
+        seen_files.append(dict(ctx.state.files))
+        ctx.state.files["/srv/extra"] = extra
+
+    plugin = types.ModuleType("tk_build_state_plugin")
+    plugin.grocker_runtime_image = impl(lambda config: ImageContribution(files={"/srv/site": site}))  # type: ignore[attr-defined]
+    plugin.grocker_stages = impl(lambda config: [Stage("add", "after-compile", add)])  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, plugin.__name__, plugin)
+    root = tmp_path / "ws"
+    (root / "apps").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[tool.grocker.workspace]\nmembers = ["apps/*"]\n')
+    python_project(root / "apps" / "app", "app", scripts={"app": "app:main"},
+                   grocker='[tool.grocker]\nplugins = ["tk_build_state_plugin"]')
+    build = WorkspaceBuild(load_workspace(root, environ={}), environ={}, progress=Progress(quiet=True))
+    build.keys = {"app": {"key": "k1"}}
+    wheels = wheelhouse(tmp_path / "wheelhouse")
+    done: dict[str, Any] = {"wheel": {"wheel": str(wheels.project_wheel)}}
+    build.members._custom_stages("after-compile", Engine(Progress(quiet=True)), build.ws.members["app"], IMAGES,
+                                 done, Progress(quiet=True))
+    assert seen_files == [{"/srv/site": site}]
+    assert done["wheel"]["plugin_files"] == {"/srv/extra": str(extra)}
