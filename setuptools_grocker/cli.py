@@ -359,7 +359,7 @@ def cmd_plugins(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
     from setuptools_grocker.config import load_config
-    from setuptools_grocker.pipeline.build import plugin_manager
+    from setuptools_grocker.pipeline.plugins import plugin_manager
 
     project = Path(args.project)
     extra: tuple[str, ...] = ()

@@ -10,102 +10,38 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
-
-from packaging.utils import canonicalize_name
+from typing import Any, Mapping, Sequence
 
 from setuptools_grocker import __version__
 from setuptools_grocker.config import Config, RunOptions, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import (
     GrockerError,
-    ImageBuildError,
     PluginError,
     ProjectError,
-    RegistryError,
 )
 from setuptools_grocker.image.recipes import (
-    APP_DIR,
-    CONFIG_DIR,
-    RESOURCES,
-    USER_UID,
-    VENV,
     BaseImages,
     ensure_base_images,
-    healthcheck_config,
     root_key,
-    runtime_labels,
 )
-from setuptools_grocker.pipeline import smoke
-from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
+from setuptools_grocker.image.runtime import build_runtime_image
+from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
+from setuptools_grocker.pipeline.compile import compile_wheels
+from setuptools_grocker.pipeline.naming import default_reference, extra_tags
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
-from setuptools_grocker.pipeline.project import Source, git_commit_time, git_revision
+from setuptools_grocker.pipeline.plugins import plugin_manager
+from setuptools_grocker.pipeline.project import Source, git_revision, source_date_epoch
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, impl
-from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.ref import ImageRef
+from setuptools_grocker.registry.push import push_runtime_image
 from setuptools_grocker.report import ProjectResult, write_json_atomic
 
 STATE_FILE = "state.json"
-#: The modules whose hook implementations are the built-in behaviour: this one (the stages)
-#: and smoke (the default smoke commands). Registered as they are, like any plugin module.
-BUILTIN_PLUGINS = (sys.modules[__name__], smoke)
-
-
-def plugin_manager(plugins: Sequence[str], environ: Mapping[str, str],
-                   write: Callable[[str], None] | None = None) -> PluginManager:
-    """The plugins of one build: the built-ins, the entry points, then ``plugins`` (the config key)."""
-    return PluginManager(builtins=BUILTIN_PLUGINS, extra=plugins, environ=environ, write=write)
-
-
-def cache_home(environ: Mapping[str, str]) -> Path:
-    explicit = environ.get("GROCKER_CACHE_HOME")
-    if explicit:
-        return Path(explicit)
-    xdg = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", str(Path.home()))) / ".cache")
-    return Path(xdg) / "setuptools-grocker"
-
-
-def pip_cache_dir(environ: Mapping[str, str], scope: Path) -> Path:
-    """The pip cache of one trust scope (a workspace root, or the directory of a single project).
-
-    The compile container mounts its pip cache writable, so any build backend it runs can
-    rewrite the cached wheels: a cache shared by every build would let one project's build
-    code plant wheels in another's image. Projects of one scope trust each other; a scope
-    never sees another's cache.
-    """
-    digest = hashlib.sha256(str(scope.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return cache_home(environ) / "pip" / digest
-
-
-def tag_safe(version: str) -> str:
-    """A PEP 440 version as a Docker tag ('+' is not allowed in tags)."""
-    return version.replace("+", "-")
-
-
-def default_reference(config: Config, name: str, version: str) -> str:
-    repo = config.image_name or canonicalize_name(name)
-    if config.registry:
-        repo = f"{config.registry.rstrip('/')}/{repo}"
-    return f"{repo}:{tag_safe(version)}"
-
-
-def extra_tags(config: Config, ref: str, version: str, revision: str | None) -> list[str]:
-    """Tags beside the version tag: version + git revision, and the configured moving tags."""
-    import datetime
-
-    parsed = ImageRef.parse(ref)
-    tags = []
-    if revision and not revision.endswith("-dirty"):
-        tags.append(str(parsed.with_tag(f"{tag_safe(version)}-g{revision[:12]}")))
-    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-    tags += [str(parsed.with_tag(t.replace("{date}", today))) for t in config.moving_tags]
-    return tags
 
 
 def _apply_tags(engine: Engine, config: Config, image_id: str, ref: str, version: str) -> list[str]:
@@ -232,7 +168,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
     _prune_wheelhouse(config.state_dir / "wheelhouse", keep=key)
 
 
-# -- the built-in stages: this module is registered as a plugin (BUILTIN_PLUGINS) ------------------
+# -- the built-in stages: this module is registered as a plugin (pipeline/plugins.py) ------------------
 
 @impl(tryfirst=True)  # first in their positions, as a plugin's stage at the same position expects
 def grocker_stages(config: Config) -> Sequence[Stage]:
@@ -274,7 +210,7 @@ def _inputs(ctx: StageContext) -> SingleInputs:
 def stage_compile(ctx: StageContext) -> None:
     st, config, inputs = ctx.state, ctx.config, _inputs(ctx)
     assert st.images is not None
-    epoch = source_date_epoch(config, st.environ)
+    epoch = source_date_epoch(config.project_dir, st.environ)
     env, commands = inputs.compile_env
     wheels = compile_wheels(
         ctx.engine, config, compiler=st.images.compiler, source=inputs.source, local_sources=inputs.local_sources,
@@ -294,7 +230,8 @@ def stage_image(ctx: StageContext) -> None:
     assert st.images is not None and st.wheels is not None
     st.image_id = build_runtime_image(ctx.engine, ctx.config, images=st.images, wheels=st.wheels,
                                       key=st.key, progress=ctx.progress, files=st.files,
-                                      epoch=source_date_epoch(ctx.config, st.environ))
+                                      epoch=source_date_epoch(ctx.config.project_dir, st.environ),
+                                      revision=git_revision(ctx.config.project_dir))
 
 
 def stage_smoke(ctx: StageContext) -> None:
@@ -337,119 +274,6 @@ def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine:
                                                                 Progress(quiet=True))
     else:
         result.digest = state.get("digest") if state.get("image") == ref else None
-
-
-def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
-                        progress: Progress, files: Mapping[str, Path] | None = None,
-                        epoch: int, internal: Iterable[str] = ()) -> str:
-    """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py)."""
-    from setuptools_grocker.image.assemble import (
-        MAX_LAYERS,
-        Entry,
-        Venv,
-        image_config,
-        load_archive,
-        runtime_layers,
-        tree_entries,
-    )
-
-    manifest = wheels.manifest
-    if "python" not in manifest:
-        raise ImageBuildError(f"the wheelhouse of {wheels.name} predates this version of setuptools-grocker",
-                              "build again with --no-cache")
-    app = {
-        "name": wheels.name,
-        "version": wheels.version,
-        "commands": dict(config.commands),
-        "default_command": config.effective_default_command,
-        "env": dict(config.env),
-        "modules": manifest.get("modules", []),
-        "scripts": manifest.get("scripts", []),
-        "venv": VENV,
-        "config_dir": CONFIG_DIR,
-        "app_dir": APP_DIR,
-        "health": ({"port": config.smoke_test.port, "path": config.smoke_test.path}
-                   if config.smoke_test.port is not None else None),
-    }
-    labels = runtime_labels(config, name=wheels.name, version=wheels.version,
-                            revision=git_revision(config.project_dir), distributions=wheels.distributions(),
-                            key=key)
-    app_entries = [
-        Entry(f"{APP_DIR}/grocker/entrypoint.py", (RESOURCES / "entrypoint.py").read_bytes()),
-        Entry(f"{APP_DIR}/grocker/app.json", (json.dumps(app, indent=2, sort_keys=True) + "\n").encode()),
-    ]
-    for dest, src in sorted((files or {}).items()):
-        # Files contributed by plugins, owned by root: readable, not writable, by the app user.
-        if src.is_dir():
-            app_entries += [Entry(e.path, e.data, 0o755 if e.data is None else 0o644, e.link)
-                            for e in tree_entries(src, dest)]
-        else:
-            app_entries.append(Entry(dest, src.read_bytes(), 0o644))
-    for volume in config.volumes:  # created and owned by the runtime user, so a fresh volume is writable
-        app_entries.append(Entry(volume, uid=USER_UID))
-    root = engine.image_attrs(images.root)
-    if root is None:
-        raise ImageBuildError(f"the root image {images.root} is gone", "build again")
-    internal_names: set[str] = {canonicalize_name(n) for n in [*internal, *manifest.get("local", [])]}
-    layers = runtime_layers(wheels=wheels.wheels, project_wheel=wheels.project_wheel, internal=internal_names,
-                            venv=Venv(VENV, manifest["python"]["version"]), app_entries=app_entries,
-                            app_comment=f"application {wheels.name} {wheels.version}",
-                            room=MAX_LAYERS - len(root["RootFS"]["Layers"]), epoch=epoch)
-    env = dict(item.split("=", 1) for item in (root.get("Config") or {}).get("Env") or [])
-    env.update({"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "VIRTUAL_ENV": VENV, "GROCKER_APP_NAME": wheels.name, "GROCKER_APP_VERSION": wheels.version,
-                "GROCKER_CONFIG_DIR": CONFIG_DIR})
-    settings: dict[str, Any] = {
-        "Env": [f"{k}={v}" for k, v in env.items()],
-        "Entrypoint": ["/usr/bin/tini", "-g", "--", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py"],
-        "Cmd": [config.effective_default_command],
-        "User": config.user,
-        "WorkingDir": f"/home/{config.user}",
-        "Labels": {**((root.get("Config") or {}).get("Labels") or {}), **labels},
-        "ExposedPorts": {f"{p}/tcp": {} for p in config.ports},
-        "Volumes": {v: {} for v in config.volumes},
-        "Healthcheck": healthcheck_config(config),
-    }
-    blob = image_config(root, layers, settings=settings, epoch=epoch)
-    image_id = "sha256:" + hashlib.sha256(blob).hexdigest()
-    progress.info(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
-    if engine.image_id(image_id) is None:
-        engine.load(load_archive(blob, root["RootFS"]["Layers"], layers), f"image of {wheels.name}")
-    if engine.image_id(image_id) is None:
-        raise ImageBuildError(f"the engine did not keep the image of {wheels.name} ({image_id[:19]})",
-                              "see the engine log")
-    return image_id
-
-
-def push_runtime_image(engine: Engine, image_id: str, refs: list[str], cache: Path,
-                       progress: Progress) -> tuple[str, int]:
-    """Push ``image_id`` as ``refs`` through the registry's HTTP API; return (digest, bytes uploaded).
-
-    Layer blobs are gzipped deterministically once and kept in ``CACHE/blobs`` by diff ID, so
-    the same layer always has the same digest and the registry is asked only for what it lacks
-    (see blobcache.py: safe to share between threads and processes, checked before use).
-    """
-    from setuptools_grocker.registry.blobcache import image_blobs
-    from setuptools_grocker.registry.client import push_image
-
-    attrs = engine.image_attrs(image_id)
-    if attrs is None:
-        raise ImageBuildError(f"image {image_id[:19]} is gone from the engine", "build again")
-    config, layers = image_blobs(cache, attrs["Id"], list(attrs["RootFS"]["Layers"]),
-                                 lambda: engine.save_image(attrs["Id"]), progress.info)
-    progress.info("pushing " + ", ".join(refs) + " through the registry API")
-    try:
-        digest, uploaded = push_image(refs[0], refs[1:], config, layers)
-    except RegistryError as exc:
-        raise RegistryError(f"pushing {refs[0]} failed: {exc.message}", exc.hint) from exc
-    progress.info(f"pushed {refs[0]}@{digest}: {uploaded} bytes uploaded, {len(layers)} layers")
-    return digest, uploaded
-
-
-def source_date_epoch(config: Config, environ: Mapping[str, str]) -> int:
-    """SOURCE_DATE_EPOCH, else the time of the last commit, else 1980-01-01 (the zip epoch)."""
-    raw = environ.get("SOURCE_DATE_EPOCH") or environ.get("GROCKER_SOURCE_DATE_EPOCH")
-    return int(raw or git_commit_time(config.project_dir) or 315532800)
 
 
 def _prune_wheelhouse(root: Path, keep: str, retain: int = 3) -> None:

@@ -12,7 +12,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from packaging.utils import canonicalize_name
 
@@ -233,3 +233,9 @@ def scm_version(root: Path, digest: str, cache_dir: Path) -> str | None:
     # Two builds of one cache root may compute it at once: each writes a file of its own.
     write_atomic(cached, version)
     return version
+
+
+def source_date_epoch(project_dir: Path, environ: Mapping[str, str]) -> int:
+    """SOURCE_DATE_EPOCH, else the time of the last commit, else 1980-01-01 (the zip epoch)."""
+    raw = environ.get("SOURCE_DATE_EPOCH") or environ.get("GROCKER_SOURCE_DATE_EPOCH")
+    return int(raw or git_commit_time(project_dir) or 315532800)

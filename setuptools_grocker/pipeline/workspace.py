@@ -282,7 +282,7 @@ def _prepare_isolated(isolated: list[tuple[Source, Config]], configs: list[Confi
         return {}
     from setuptools_grocker.engine import Engine
     from setuptools_grocker.image.recipes import ensure_base_images
-    from setuptools_grocker.pipeline.build import pip_cache_dir
+    from setuptools_grocker.pipeline.caches import pip_cache_dir
     from setuptools_grocker.pipeline.compile import container_metadata
     from setuptools_grocker.pipeline.pipconf import forward
 

@@ -29,8 +29,8 @@ from packaging.utils import canonicalize_name
 from setuptools_grocker.config import Config, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images, root_key
-from setuptools_grocker.pipeline.build import plugin_manager
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
+from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.scheduler import Scheduler
 from setuptools_grocker.pipeline.workspace import (
     Member,

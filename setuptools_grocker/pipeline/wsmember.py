@@ -15,7 +15,7 @@ from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
-from setuptools_grocker.pipeline.build import cache_home, pip_cache_dir, push_runtime_image
+from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.pipeline.project import git_commit_time
 from setuptools_grocker.pipeline.smoke import smoke_test
@@ -26,6 +26,7 @@ from setuptools_grocker.pipeline.wsstore import WheelStore
 from setuptools_grocker.plugin import BuildState, StageContext, apply
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.registry.client import manifest_digest
+from setuptools_grocker.registry.push import push_runtime_image
 from setuptools_grocker.report import ProjectResult
 
 if TYPE_CHECKING:
@@ -190,7 +191,8 @@ class MemberStages:
             return {"command": test["command"]}
         config = self._app_config(member)
         if stage == "image":
-            from setuptools_grocker.pipeline.build import build_runtime_image, source_date_epoch
+            from setuptools_grocker.image.runtime import build_runtime_image
+            from setuptools_grocker.pipeline.project import git_revision, source_date_epoch
 
             with self._image_lock(config.run_packages):
                 roots = ensure_base_images(engine, config, progress, need_compiler=False)
@@ -202,7 +204,8 @@ class MemberStages:
             image_id = build_runtime_image(engine, config, wheels=wheelhouse, key=entry.key, progress=progress,
                                            internal=self.ws.closure(member.name),
                                            images=BaseImages(roots.root, images.compiler, roots.root_key),
-                                           files=files, epoch=source_date_epoch(config, self.environ))
+                                           files=files, epoch=source_date_epoch(config.project_dir, self.environ),
+                                           revision=git_revision(config.project_dir))
             return {"image_id": image_id}
         if stage == "smoke":
             smoke_test(engine, config, done["image"]["image_id"], progress,

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from setuptools_grocker.pipeline.build import default_reference
+from setuptools_grocker.pipeline.naming import default_reference
 from setuptools_grocker.pipeline.stages import member_stages
 from setuptools_grocker.pipeline.workspace import Member
 from setuptools_grocker.ref import ImageRef

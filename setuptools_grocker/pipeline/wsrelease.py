@@ -51,7 +51,7 @@ def release(build: WorkspaceBuild, results: Mapping[str, ProjectResult] | None =
     returned document lists in ``lagging`` the convenience tags that could not be moved.
     """
     from setuptools_grocker import __version__
-    from setuptools_grocker.pipeline.build import extra_tags
+    from setuptools_grocker.pipeline.naming import extra_tags
     from setuptools_grocker.pipeline.project import git_revision
     from setuptools_grocker.registry.release import AppRelease, check_release_name, publish_release
 

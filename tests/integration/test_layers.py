@@ -135,10 +135,10 @@ def test_concurrent_pushes_through_one_blob_cache_and_a_damaged_blob(shop: dict[
     from concurrent.futures import ThreadPoolExecutor
 
     from setuptools_grocker.engine import Engine
-    from setuptools_grocker.pipeline.build import push_runtime_image
     from setuptools_grocker.progress import Progress
     from setuptools_grocker.registry.blobcache import diff_id_of
     from setuptools_grocker.registry.client import digest_of
+    from setuptools_grocker.registry.push import push_runtime_image
 
     p = shop["prefix"]
     till = f"{registry}/{p}till:1.0.0"

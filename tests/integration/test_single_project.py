@@ -269,7 +269,7 @@ def test_build_code_of_one_project_cannot_reach_the_pip_cache_of_another(client:
     $PIP_CACHE_DIR, where a real attack would swap a cached wheel; project B's setup.py fails
     its build when it can see any of it.
     """
-    from setuptools_grocker.pipeline.build import pip_cache_dir
+    from setuptools_grocker.pipeline.caches import pip_cache_dir
     from tests.helpers import python_project
 
     cache_home = tmp_path / "cache-home"

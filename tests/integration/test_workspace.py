@@ -265,7 +265,7 @@ def test_untrusted_member_runs_its_build_code_only_in_containers(tmp_path: Path,
     import shutil
     import uuid
 
-    from setuptools_grocker.pipeline.build import pip_cache_dir
+    from setuptools_grocker.pipeline.caches import pip_cache_dir
 
     marker = Path(f"/tmp/grocker-pwned-{uuid.uuid4().hex}")
     prefix = f"u{run_id[:5]}-"

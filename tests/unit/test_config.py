@@ -180,7 +180,7 @@ def test_image_inputs_ignore_invocation_options(tmp_path: Path) -> None:
 def test_extra_tags_revision_and_moving(tmp_path: Path) -> None:
     import datetime
 
-    from setuptools_grocker.pipeline.build import extra_tags
+    from setuptools_grocker.pipeline.naming import extra_tags
 
     write(tmp_path / "grocker.toml", 'moving-tags = ["latest", "nightly-{date}"]\n')
     write(tmp_path / "setup.py", "")

@@ -13,6 +13,7 @@ import pytest
 from setuptools_grocker.config import load_config
 from setuptools_grocker.errors import PluginError
 from setuptools_grocker.pipeline import build, smoke
+from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.plugin import ImageContribution, Stage, apply, impl, spec
 from setuptools_grocker.plugin.manager import PluginManager
 
@@ -58,7 +59,7 @@ def appender(word: str, **opts: Any):  # type: ignore[no-untyped-def]
 
 
 def test_builtins_are_the_modules_that_implement_them(tmp_path: Path) -> None:
-    pm = build.plugin_manager((), environ={})
+    pm = plugin_manager((), environ={})
     assert pm.pm.get_plugin(BUILD) is build and pm.pm.get_plugin(SMOKE) is smoke
     assert [(p.name, p.origin, p.hooks) for p in pm.loaded] == [
         (BUILD, "builtin", ("grocker_stages",)), (SMOKE, "builtin", ("grocker_smoke_tests",))]
@@ -92,7 +93,7 @@ def test_stage_positions_and_pluggy_call_order(tmp_path: Path) -> None:
     module("tk_order_b", grocker_stages=grocker_stages_b)
     module("tk_order_c", grocker_stages=grocker_stages_c)
     cfg = config(tmp_path, ["tk_order_a", "tk_order_b", "tk_order_c"])
-    pm = build.plugin_manager(cfg.plugins, environ={})
+    pm = plugin_manager(cfg.plugins, environ={})
     assert [p.name for p in pm.loaded][-3:] == ["tk_order_a", "tk_order_b", "tk_order_c"]
     names = [(s.name, s.plugin) for s in apply.stages(pm, cfg)]
     # Within a position, pluggy's order: tryfirst (the one registered last first, so tk_order_c
@@ -165,7 +166,7 @@ def test_old_style_hookwrapper_forces_the_result(tmp_path: Path) -> None:
 
     module("tk_oldwrap", grocker_smoke_tests=grocker_smoke_tests)
     cfg = config(tmp_path, ["tk_oldwrap"])
-    pm = build.plugin_manager(cfg.plugins, environ={})
+    pm = plugin_manager(cfg.plugins, environ={})
     assert apply.smoke_commands(pm, cfg) == [["check"], ["run", "old-style"]]
 
 
@@ -239,7 +240,7 @@ def test_a_stage_made_by_a_wrapper_is_the_wrappers(tmp_path: Path) -> None:
 
     module("tk_stage_wrap", grocker_stages=grocker_stages)
     cfg = config(tmp_path, ["tk_stage_wrap"])
-    pm = build.plugin_manager(cfg.plugins, environ={})
+    pm = plugin_manager(cfg.plugins, environ={})
     assert [(s.name, s.plugin) for s in apply.stages(pm, cfg) if s.name == "added"] == [("added", "tk_stage_wrap")]
 
 
@@ -290,17 +291,17 @@ def test_blocklist_and_trace(tmp_path: Path) -> None:
     module("tk_trace_wrap", grocker_smoke_tests=grocker_smoke_tests_wrapper)
     cfg = config(tmp_path, ["tk_trace", "tk_trace_wrap"])
     lines: list[str] = []
-    pm = build.plugin_manager(cfg.plugins, {"GROCKER_TRACE_PLUGINS": "1"}, lines.append)
+    pm = plugin_manager(cfg.plugins, {"GROCKER_TRACE_PLUGINS": "1"}, lines.append)
     assert apply.smoke_commands(pm, cfg) == [["check"], ["run", "true"]]
     # Every implementation in the order pluggy calls it, then the result.
     assert lines == ["plugin trace: grocker_smoke_tests -> tk_trace_wrap [wrapper]",
                      "plugin trace: grocker_smoke_tests -> setuptools_grocker.pipeline.smoke [tryfirst]",
                      "plugin trace: grocker_smoke_tests -> tk_trace",
                      "plugin trace: grocker_smoke_tests <- [[['check']], [['run', 'true']]]"]
-    blocked = build.plugin_manager(cfg.plugins, {"GROCKER_DISABLE_PLUGINS": "tk_trace, tk_trace_wrap"})
+    blocked = plugin_manager(cfg.plugins, {"GROCKER_DISABLE_PLUGINS": "tk_trace, tk_trace_wrap"})
     assert blocked.pm.is_blocked("tk_trace") and blocked.pm.get_plugin("tk_trace") is None
     assert apply.smoke_commands(blocked, cfg) == [["check"]]
-    no_builtin = build.plugin_manager((), {"GROCKER_DISABLE_PLUGINS": SMOKE})
+    no_builtin = plugin_manager((), {"GROCKER_DISABLE_PLUGINS": SMOKE})
     assert apply.smoke_commands(no_builtin, cfg) == []
 
 

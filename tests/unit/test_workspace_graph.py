@@ -162,7 +162,7 @@ def test_untrusted_patterns_are_checked(tmp_path: Path) -> None:
 
 
 def test_pip_cache_per_trust_scope(tmp_path: Path) -> None:
-    from setuptools_grocker.pipeline.build import pip_cache_dir
+    from setuptools_grocker.pipeline.caches import pip_cache_dir
 
     env = {"GROCKER_CACHE_HOME": str(tmp_path / "cache")}
     (tmp_path / "a").mkdir()
