@@ -256,6 +256,7 @@ NON_CONFIG_ENV = {
     "GROCKER_DISABLE_PLUGINS",
     "GROCKER_CACHE_HOME",
     "GROCKER_NO_PIP_CONFIG",
+    "GROCKER_NO_BYTECODE",
     "GROCKER_SOURCE_DATE_EPOCH",
     # workspace.index-url, read by the workspace build: the only place its credentials may be.
     "GROCKER_WORKSPACE_INDEX_URL",

@@ -16,10 +16,12 @@ from setuptools_grocker.image.assemble import (
     Entry,
     Venv,
     image_config,
+    install_wheel,
     load_archive,
     runtime_layers,
     tree_entries,
 )
+from setuptools_grocker.image.bytecode import BytecodeCache, add_bytecode
 from setuptools_grocker.image.recipes import (
     APP_DIR,
     CONFIG_DIR,
@@ -38,8 +40,12 @@ if TYPE_CHECKING:
 
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
                         progress: Progress, files: Mapping[str, Path] | None = None,
-                        epoch: int, revision: str | None, internal: Iterable[str] = ()) -> str:
-    """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py)."""
+                        epoch: int, revision: str | None, internal: Iterable[str] = (),
+                        bytecode: Path | None = None) -> str:
+    """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py).
+
+    ``bytecode``: the bytecode cache directory (see bytecode.py); None ships no bytecode.
+    """
     manifest = wheels.manifest
     if "python" not in manifest:
         raise ImageBuildError(f"the wheelhouse of {wheels.name} predates this version of setuptools-grocker",
@@ -78,8 +84,13 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     if root is None:
         raise ImageBuildError(f"the root image {images.root} is gone", "build again")
     internal_names: set[str] = {canonicalize_name(n) for n in [*internal, *manifest.get("local", [])]}
+    venv = Venv(VENV, manifest["python"]["version"])
+    installed = {w: install_wheel(w, venv) for w in sorted({*wheels.wheels, wheels.project_wheel})}
+    if bytecode is not None:
+        installed = add_bytecode(engine, root=root, root_image=images.root, venv=venv, installed=installed,
+                                 cache=BytecodeCache(bytecode), progress=progress)
     layers = runtime_layers(wheels=wheels.wheels, project_wheel=wheels.project_wheel, internal=internal_names,
-                            venv=Venv(VENV, manifest["python"]["version"]), app_entries=app_entries,
+                            venv=venv, app_entries=app_entries, installed=installed,
                             app_comment=f"application {wheels.name} {wheels.version}",
                             room=MAX_LAYERS - len(root["RootFS"]["Layers"]), epoch=epoch)
     env = dict(item.split("=", 1) for item in (root.get("Config") or {}).get("Env") or [])

@@ -23,13 +23,14 @@ from setuptools_grocker.errors import (
     PluginError,
     ProjectError,
 )
+from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
     BaseImages,
     ensure_base_images,
     root_key,
 )
 from setuptools_grocker.image.runtime import build_runtime_image
-from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
+from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import compile_wheels
 from setuptools_grocker.pipeline.naming import default_reference, extra_tags
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
@@ -53,7 +54,7 @@ def _apply_tags(engine: Engine, config: Config, image_id: str, ref: str, version
 
 
 def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
-              pip_env: Mapping[str, str], plugins: str = "") -> str:
+              pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True) -> str:
     constraints = config.constraints.read_bytes() if config.constraints and config.constraints.is_file() else b""
     data = {
         "tool": __version__,
@@ -65,6 +66,8 @@ def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[
         # Where packages come from decides what gets built; values are hashed, never stored.
         "pip": hashlib.sha256(json.dumps(sorted(pip_env.items())).encode()).hexdigest(),
         "plugins": plugins,
+        # How the runtime image is made beyond its inputs: images made before bytecode are rebuilt.
+        "image": bytecode_identity(bytecode),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -131,7 +134,8 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         base = engine.ensure_image(config.base_image)
         rkey = root_key(config, base["Id"])
         key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
-                        plugins=apply.identity(plugins, files, compile_env))
+                        plugins=apply.identity(plugins, files, compile_env),
+                        bytecode=bytecode_cache_dir(environ) is not None)
     result.key = key
     state_path = config.state_dir / STATE_FILE
     state = _load_state(state_path)
@@ -231,7 +235,8 @@ def stage_image(ctx: StageContext) -> None:
     st.image_id = build_runtime_image(ctx.engine, ctx.config, images=st.images, wheels=st.wheels,
                                       key=st.key, progress=ctx.progress, files=st.files,
                                       epoch=source_date_epoch(ctx.config.project_dir, st.environ),
-                                      revision=git_revision(ctx.config.project_dir))
+                                      revision=git_revision(ctx.config.project_dir),
+                                      bytecode=bytecode_cache_dir(st.environ))
 
 
 def stage_smoke(ctx: StageContext) -> None:

@@ -15,7 +15,7 @@ from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
-from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
+from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.pipeline.project import git_commit_time
 from setuptools_grocker.pipeline.smoke import smoke_test
@@ -205,7 +205,8 @@ class MemberStages:
                                            internal=self.ws.closure(member.name),
                                            images=BaseImages(roots.root, images.compiler, roots.root_key),
                                            files=files, epoch=source_date_epoch(config.project_dir, self.environ),
-                                           revision=git_revision(config.project_dir))
+                                           revision=git_revision(config.project_dir),
+                                           bytecode=bytecode_cache_dir(self.environ))
             return {"image_id": image_id}
         if stage == "smoke":
             smoke_test(engine, config, done["image"]["image_id"], progress,
