@@ -225,6 +225,8 @@ def main() -> int:
                     "median_s": statistics.median(times), "all_s": times, "bytes": size(ref),
                     "pycs": count_pycs(ref, venv, grocker_made),
                     "build_s": builds.get(label, {}).get("wall"),
+                    # grocker's image stage (bytecode compiled with a cold bytecode cache, or none).
+                    "image_stage_s": builds.get(label, {}).get("stages", {}).get("image"),
                 }
             out["root_image"] = root_image
             out["root_bytes"] = size(root_image)
@@ -237,10 +239,13 @@ def main() -> int:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     base = out["images"]["grocker"]
     print(f"\n`manage.py check`, median of {args.runs} starts in one container\n")
-    print("| image | median s | vs grocker | image MB | above root MB | .pyc files |\n|---|---|---|---|---|---|")
+    print("| image | median s | vs grocker | image MB | above root MB | .pyc files | image stage s |\n"
+          "|---|---|---|---|---|---|---|")
     for label, data in out["images"].items():
+        stage = f"{data['image_stage_s']:.1f}" if data.get("image_stage_s") is not None else "-"
         print(f"| {label} | {data['median_s']:.3f} | {data['median_s'] / base['median_s']:.2f}x "
-              f"| {data['bytes'] / 1e6:.1f} | {(data['bytes'] - out['root_bytes']) / 1e6:.1f} | {data['pycs']} |")
+              f"| {data['bytes'] / 1e6:.1f} | {(data['bytes'] - out['root_bytes']) / 1e6:.1f} | {data['pycs']} "
+              f"| {stage} |")
     return 0
 
 
