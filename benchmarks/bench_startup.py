@@ -16,9 +16,11 @@ Images, all FROM the same root image (grocker's ``grocker/root:...``, so the sam
   the root image's non-root user.
 
 What is timed: ``python -m benchsite.manage check`` (Django's ``manage.py check``), started
-``--runs`` times one after the other *inside one container* of each image (container start-up
-is not counted; the first run is a warm-up and is dropped); the medians are reported, with the
-image sizes.
+``--runs`` times inside one running container of each image (``docker exec`` of a timer that
+starts the check twice, the first a warm-up that is dropped; container start-up is not
+counted), the three images in turn, round after round, so that the load of the machine falls
+on all three alike; the medians of wall time and of CPU time (user + system of the check's
+process, less sensitive to a busy machine) are reported, with the image sizes.
 """
 from __future__ import annotations
 
@@ -100,13 +102,17 @@ if __name__ == "__main__":
 """
 
 # Run inside each image by its venv's python: the check, started N times, each timed.
+# Wall time, and CPU time (user + system of the child), which the load of the machine changes less.
 TIMER = """
-import json, subprocess, sys, time
+import json, resource, subprocess, sys, time
 times = []
 for _ in range(int(sys.argv[1]) + 1):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "benchsite.manage", "check"], check=True, stdout=subprocess.DEVNULL)
-    times.append(time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    times.append([wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime])
 print(json.dumps(times[1:]))
 """
 
@@ -173,12 +179,22 @@ def hand_written(tmp: Path, project: Path, distributions: list[str], root_image:
     sh("docker", "build", "-q", "-t", tag, str(ctx), env={"DOCKER_BUILDKIT": "0"})
 
 
-def timed(image: str, python: str, runs: int, via_entrypoint: bool) -> list[float]:
-    if via_entrypoint:  # grocker's entrypoint: `run PROGRAM ARGS`
-        argv = ["docker", "run", "--rm", image, "run", "python", "-c", TIMER, str(runs)]
-    else:
-        argv = ["docker", "run", "--rm", "--entrypoint", python, image, "-c", TIMER, str(runs)]
-    return list(json.loads(sh(*argv).stdout.strip().splitlines()[-1]))
+class Started:
+    """A container of an image kept running, to time starts of the check inside it with ``docker exec``."""
+
+    def __init__(self, image: str, python: str, via_entrypoint: bool) -> None:
+        self.python = python
+        argv = (["docker", "run", "-d", image, "run", "sleep", "3600"] if via_entrypoint
+                else ["docker", "run", "-d", "--entrypoint", "sleep", image, "3600"])
+        self.id = sh(*argv).stdout.strip()
+
+    def times(self, count: int) -> list[list[float]]:
+        """``count`` starts: [wall, cpu] seconds of each."""
+        out = sh("docker", "exec", self.id, self.python, "-c", TIMER, str(count)).stdout
+        return list(json.loads(out.strip().splitlines()[-1]))
+
+    def stop(self) -> None:
+        subprocess.run(["docker", "rm", "-f", self.id], capture_output=True)
 
 
 def count_pycs(image: str, venv: str, via_entrypoint: bool) -> int:
@@ -217,12 +233,26 @@ def main() -> int:
             # The root the grocker image was built on: its first layers are the root's.
             root_image = pick_root(builds["grocker"]["image_id"])
             hand_written(tmp, project, builds["grocker"]["distributions"], root_image, tags["hand-written"])
+            venvs = {label: "/opt/venv" if label == "hand-written" else "/opt/app/venv" for label in tags}
+            started = {label: Started(ref, f"{venvs[label]}/bin/python", label != "hand-written")
+                       for label, ref in tags.items()}
+            times: dict[str, list[list[float]]] = {label: [] for label in tags}
+            try:
+                # Round robin, one start of each image per round: the machine's load (other
+                # builds) falls on the three alike.
+                for _ in range(args.runs):
+                    for label, container in started.items():
+                        times[label] += container.times(1)
+            finally:
+                for container in started.values():
+                    container.stop()
             for label, ref in tags.items():
                 grocker_made = label != "hand-written"
-                venv = "/opt/app/venv" if grocker_made else "/opt/venv"
-                times = timed(ref, f"{venv}/bin/python", args.runs, grocker_made)
+                venv = venvs[label]
                 out["images"][label] = {
-                    "median_s": statistics.median(times), "all_s": times, "bytes": size(ref),
+                    "median_s": statistics.median(t[0] for t in times[label]),
+                    "median_cpu_s": statistics.median(t[1] for t in times[label]),
+                    "all_s": times[label], "bytes": size(ref),
                     "pycs": count_pycs(ref, venv, grocker_made),
                     "build_s": builds.get(label, {}).get("wall"),
                     # grocker's image stage (bytecode compiled with a cold bytecode cache, or none).
@@ -239,11 +269,12 @@ def main() -> int:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     base = out["images"]["grocker"]
     print(f"\n`manage.py check`, median of {args.runs} starts in one container\n")
-    print("| image | median s | vs grocker | image MB | above root MB | .pyc files | image stage s |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| image | median s (wall) | median s (CPU) | CPU vs grocker | image MB | above root MB | .pyc files "
+          "| image stage s |\n|---|---|---|---|---|---|---|---|")
     for label, data in out["images"].items():
         stage = f"{data['image_stage_s']:.1f}" if data.get("image_stage_s") is not None else "-"
-        print(f"| {label} | {data['median_s']:.3f} | {data['median_s'] / base['median_s']:.2f}x "
+        print(f"| {label} | {data['median_s']:.3f} | {data['median_cpu_s']:.3f} "
+              f"| {data['median_cpu_s'] / base['median_cpu_s']:.2f}x "
               f"| {data['bytes'] / 1e6:.1f} | {(data['bytes'] - out['root_bytes']) / 1e6:.1f} | {data['pycs']} "
               f"| {stage} |")
     return 0
