@@ -218,7 +218,8 @@ def _compile(engine: Engine, root_image: str, venv: Venv, wanted: Mapping[Path, 
         if result.exit_code != 0:
             raise ImageBuildError(f"compiling the bytecode of {len(order)} wheel(s) failed "
                                   f"(exit {result.exit_code})",
-                                  "see the output above; build without bytecode with GROCKER_NO_BYTECODE=1",
+                                  "the lines below are the end of its output; "
+                                  "build without bytecode with GROCKER_NO_BYTECODE=1",
                                   details=result.tail())
         out: dict[Path, dict[str, bytes]] = {}
         for i, wheel in enumerate(order):
