@@ -23,6 +23,7 @@ from setuptools_grocker.errors import (
     PluginError,
     ProjectError,
 )
+from setuptools_grocker.image import records
 from setuptools_grocker.image.recipes import (
     BaseImages,
     ensure_base_images,
@@ -145,16 +146,22 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,
                                             smoke_commands=apply.smoke_commands(plugins, config)))
-    for stage in apply.stages(plugins, config):
-        with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
-            try:
-                stage.run(ctx)
-            except GrockerError:
-                raise
-            except Exception as exc:  # a plugin's stage: name it, as the manager does for hooks
-                raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
-                                  f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
-                                  f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
+    try:
+        for stage in apply.stages(plugins, config):
+            with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
+                try:
+                    stage.run(ctx)
+                except GrockerError:
+                    raise
+                except Exception as exc:  # a plugin's stage: name it, as the manager does for hooks
+                    raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
+                                      f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
+                                      f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
+    except BaseException:
+        # An image that never passed its smoke test is recorded as failed: `grocker gc` removes it.
+        if ctx.state.image_id and ctx.state.ref is None:
+            records.update(cache_home(environ), ctx.state.image_id, status="failed")
+        raise
     if ctx.state.image_id is None or ctx.state.ref is None:
         raise PluginError("the pipeline ended without an image: a plugin replaced a built-in stage",
                           "check GROCKER_DISABLE_PLUGINS and the plugins' stages")
@@ -232,6 +239,9 @@ def stage_image(ctx: StageContext) -> None:
                                       key=st.key, progress=ctx.progress, files=st.files,
                                       epoch=source_date_epoch(ctx.config.project_dir, st.environ),
                                       revision=git_revision(ctx.config.project_dir))
+    records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
+                             name=st.wheels.name, version=st.wheels.version,
+                             revision=git_revision(ctx.config.project_dir), state_dir=ctx.config.state_dir)
 
 
 def stage_smoke(ctx: StageContext) -> None:
@@ -246,6 +256,7 @@ def stage_smoke(ctx: StageContext) -> None:
     result.tags = _apply_tags(ctx.engine, config, st.image_id, ref, wheels.version)
     result.size = (ctx.engine.image_attrs(st.image_id) or {}).get("Size")
     st.ref = ref
+    records.update(cache_home(st.environ), st.image_id, status="built", tags=result.tags)
 
 
 def stage_push(ctx: StageContext) -> None:
@@ -254,6 +265,7 @@ def stage_push(ctx: StageContext) -> None:
         assert result.image_id is not None
         result.digest, result.pushed_bytes = push_runtime_image(ctx.engine, result.image_id, result.tags,
                                                                 cache_home(ctx.state.environ), ctx.progress)
+        records.update(cache_home(ctx.state.environ), result.image_id, digest=result.digest)
 
 
 def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine: Engine, state: dict[str, Any],
@@ -274,6 +286,10 @@ def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine:
                                                                 Progress(quiet=True))
     else:
         result.digest = state.get("digest") if state.get("image") == ref else None
+    changes: dict[str, Any] = {"used": records.now(), "tags": result.tags}
+    if run.push:
+        changes["digest"] = result.digest
+    records.update(cache_home(environ), image_id, **changes)
 
 
 def _prune_wheelhouse(root: Path, keep: str, retain: int = 3) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
+from setuptools_grocker.image import records
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
 from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
@@ -172,6 +173,7 @@ class MemberStages:
             engine.tag(done["image"]["image_id"], keyed)
             digest, uploaded = push_runtime_image(engine, done["image"]["image_id"], [keyed],
                                                   cache_home(self.environ), progress)
+            records.update(cache_home(self.environ), done["image"]["image_id"], digest=digest, tags=[keyed])
             return {"image": keyed, "digest": digest, "pushed_bytes": uploaded}
         assert images is not None, "the compiler image is made before any stage runs"
         if stage == "wheel":
@@ -206,12 +208,22 @@ class MemberStages:
                                            images=BaseImages(roots.root, images.compiler, roots.root_key),
                                            files=files, epoch=source_date_epoch(config.project_dir, self.environ),
                                            revision=git_revision(config.project_dir))
+            records.record_assembled(engine, cache_home(self.environ), image_id, config,
+                                     images=BaseImages(roots.root, images.compiler, roots.root_key), key=entry.key,
+                                     name=member.name, version=member.version,
+                                     revision=git_revision(config.project_dir), state_dir=self.ws.state_dir,
+                                     workspace=self.ws.root)
             return {"image_id": image_id}
         if stage == "smoke":
-            smoke_test(engine, config, done["image"]["image_id"], progress,
-                       commands=apply.smoke_commands(self.build.plugins[member.name], config))
+            try:
+                smoke_test(engine, config, done["image"]["image_id"], progress,
+                           commands=apply.smoke_commands(self.build.plugins[member.name], config))
+            except BaseException:
+                records.update(cache_home(self.environ), done["image"]["image_id"], status="failed")
+                raise
             ref = reference(member)
             engine.tag(done["image"]["image_id"], ref)
+            records.update(cache_home(self.environ), done["image"]["image_id"], status="built", tags=[ref])
             return {"image": ref}
         raise AssertionError(stage)
 
