@@ -43,6 +43,16 @@ def _tag(text: str) -> str:
     return text
 
 
+def _size(text: str) -> int:
+    from setuptools_grocker.errors import ConfigError
+    from setuptools_grocker.image.gc import parse_size
+
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.one_line()) from exc
+
+
 def _release_name(text: str) -> str:
     from setuptools_grocker.errors import WorkspaceError
     from setuptools_grocker.registry.release import check_release_name
@@ -184,6 +194,25 @@ def make_parser() -> argparse.ArgumentParser:
     plug.add_argument("project", nargs="?", default=".", help="project whose plugins key to read (default: .)")
     plug.add_argument("--json", action="store_true", help="print the list as JSON")
     plug.set_defaults(func=cmd_plugins)
+
+    imgs = sub.add_parser("images", help="the images grocker built: when, and from what (its build records)")
+    imgs.add_argument("--json", action="store_true", help="print the records as JSON")
+    imgs.set_defaults(func=cmd_images)
+    gc = sub.add_parser("gc", help="remove superseded and failed images, unused root and compiler images, "
+                                   "and caches beyond a size")
+    gc.add_argument("--dry-run", "-n", action="store_true", help="print what would go and the bytes freed; "
+                    "remove nothing")
+    gc.add_argument("--max-cache-size", type=_size, metavar="SIZE",
+                    help="also remove the oldest cache entries (pip caches, blobs, wheelhouses, bytecode) until "
+                         "the caches hold at most SIZE (500M, 10G)")
+    gc.add_argument("--base-images", action="store_true",
+                    help="also remove base images made by `grocker bootstrap-base` that no kept image uses")
+    gc.add_argument("--untracked", action="store_true",
+                    help="also remove untagged grocker images this cache home has no build record of")
+    gc.add_argument("--project", type=Path, metavar="DIR",
+                    help="only the images and caches of the project (or workspace) in DIR")
+    gc.add_argument("--json", action="store_true", help="print what was removed as JSON")
+    gc.set_defaults(func=cmd_gc)
 
     boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
     boot.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
@@ -374,6 +403,57 @@ def cmd_plugins(args: argparse.Namespace, progress: Progress) -> int:
             print(f"{p.name}  ({p.origin})")
             for hook in p.hooks:
                 print(f"    {hook}")
+    return 0
+
+
+def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.image.gc import human, listing
+    from setuptools_grocker.pipeline.caches import cache_home
+
+    with Engine(Progress(quiet=True)) as engine:
+        rows = listing(engine, cache_home(os.environ))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'IMAGE ID':12}  {'BUILT (UTC)':19}  {'STATUS':8}  {'SIZE':>9}  {'PROJECT':28}  {'REVISION':12}  TAGS")
+    for r in rows:
+        status = r["status"] if r["present"] else "gone"
+        project = f"{r['name'] or '?'} {r['version'] or ''}".strip()
+        tags = ", ".join(r["current_tags"]) or "<untagged>"
+        size = human(r["size"]) if r["size"] else "-"
+        print(f"{r['image_id'].split(':')[-1][:12]:12}  {r['when'][:19].replace('T', ' '):19}  {status:8}  "
+              f"{size:>9}  {project[:28]:28}  {(r['revision'] or '-')[:12]:12}  {tags}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.errors import ProjectError
+    from setuptools_grocker.image.gc import GcOptions, collect, human, remove
+    from setuptools_grocker.pipeline.caches import cache_home
+
+    if args.project is not None and not args.project.is_dir():
+        raise ProjectError(f"--project {args.project}: no such directory", "give the project's directory")
+    options = GcOptions(max_cache_size=args.max_cache_size, base_images=args.base_images, untracked=args.untracked,
+                        project=args.project)
+    with Engine(Progress(quiet=True) if args.json else progress) as engine:
+        result = remove(engine, collect(engine, cache_home(os.environ), options), dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    failed = {id(r): why for r, why in result.failed}
+    for r in result.removals:
+        what = r.target.split(":")[-1][:12] if r.kind.endswith("image") else r.target
+        line = f"{r.kind} {what}" + (f" ({r.name})" if r.name else "") + f": {r.reason}, {human(r.size)}"
+        progress.write(f"  not removed: {line}: {failed[id(r)]}" if id(r) in failed else f"  {verb} {line}")
+    progress.write(f"{verb} {len(result.removals) - len(result.failed)} item(s), {human(result.freed)} freed"
+                   if not args.dry_run else f"{verb} {len(result.removals)} item(s), {human(result.freed)}")
     return 0
 
 
