@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 import time
 import uuid
@@ -18,8 +19,11 @@ from typing import Any, Iterator
 import docker
 import pytest
 
+from setuptools_grocker.errors import SmokeTestError
 from setuptools_grocker.image import records
 from tests.helpers import Run, grocker, python_project, remove_images
+
+PACKAGES = Path(__file__).resolve().parent.parent / "packages"
 
 
 @dataclass
@@ -162,3 +166,25 @@ def test_gc_removes_the_superseded_image_keeps_current_and_released(client: dock
                     report=scenario.project.parent / "d.json")
     assert again.code == 0 and again.project["status"] == "cached", again.err[-2000:]
     assert _gc(scenario, "--project", str(scenario.project))["removed"] == []
+
+
+def test_an_image_that_failed_its_smoke_test_is_recorded_and_removed(client: docker.DockerClient,
+                                                                     tmp_path: Path) -> None:
+    project = tmp_path / "http-fails"
+    shutil.copytree(PACKAGES / "http-fails", project)
+    env = {"GROCKER_CACHE_HOME": str(tmp_path / "cache")}
+    tag = f"grocker-test/gc-http-fails:{uuid.uuid4().hex[:8]}"
+    run = grocker("build", str(project), "--tag", tag, env=env, report=tmp_path / "r.json")
+    assert run.code == SmokeTestError.exit_code, run.err[-2000:]
+    [record] = records.load_all(tmp_path / "cache")
+    try:
+        assert record.status == "failed" and record.tags == [] and _exists(client, record.image_id)
+        listed = grocker("images", env=env)
+        assert "failed" in listed.out and "<untagged>" in listed.out
+        done = grocker("gc", "--json", "--project", str(project), env=env)
+        assert done.code == 0, done.err
+        assert [(r["target"], r["reason"]) for r in json.loads(done.out)["removed"]] == [
+            (record.image_id, "failed its smoke test")]
+        assert not _exists(client, record.image_id)
+    finally:
+        remove_images(client, record.image_id)
