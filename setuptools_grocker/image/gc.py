@@ -41,10 +41,19 @@ __all__ = ["Candidate", "CacheEntry", "GcOptions", "GcResult", "Removal", "colle
 OWNER_VALUE = "setuptools-grocker"
 BOOTSTRAP_LABEL = "io.grocker.bootstrap"
 KEY_LABEL = "io.grocker.key"
+_ORDER = ["runtime image", "untagged image", "compiler image", "root image", "base image"]
 #: An ``untested`` image older than this (seconds) belongs to a build that did not finish.
 STALE_BUILD = 3600.0
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def _engine_time(text: str) -> float:
+    """Seconds since the epoch of an engine timestamp (``2026-12-07T16:40:24.123456789Z``); 0 when unreadable."""
+    found = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if not found:
+        return 0.0
+    return parse_time(found.group(1) + ("+00:00" if found.group(2) == "Z" else found.group(2)))
 
 
 def parse_size(text: str) -> int:
@@ -88,13 +97,17 @@ class Candidate:
     labels: Mapping[str, str]
     layers: tuple[str, ...]
     size: int
+    #: When the engine made it (seconds since the epoch): real for root and compiler images,
+    #: the epoch for runtime images (reproducible).
+    created: float = 0.0
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> Candidate:
         return cls(id=str(attrs["Id"]), tags=tuple(t for t in attrs.get("RepoTags") or () if t != "<none>:<none>"),
                    labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
                    layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
-                   size=int(attrs.get("UniqueSize", attrs.get("Size")) or 0))
+                   size=int(attrs.get("UniqueSize", attrs.get("Size")) or 0),
+                   created=_engine_time(str(attrs.get("Created") or "")))
 
     @property
     def kind(self) -> str:
@@ -163,7 +176,7 @@ def _in_project(record: Record, project: Path) -> bool:
 
 def select_images(images: Iterable[Candidate], records: Iterable[Record], in_use: Iterable[str],
                   options: GcOptions, now: float | None = None) -> list[Removal]:
-    """Which images to remove, in an order the engine accepts (runtime, compiler, root, base)."""
+    """Which images to remove, in an order the engine accepts (runtime, untagged, compiler, root, base)."""
     now = time.time() if now is None else now
     grocker = [i for i in images if i.labels.get(OWNER_LABEL) == OWNER_VALUE]
     by_id = {r.image_id: r for r in records}
@@ -190,12 +203,23 @@ def select_images(images: Iterable[Candidate], records: Iterable[Record], in_use
         if kind == "base" and not options.base_images:
             break
         for image in (i for i in grocker if i.kind == kind):
-            if image.id in busy or image.id in named or any(k.built_on(image) for k in kept):
+            # Made in the last hour: a build (maybe another user's, with records elsewhere) is about to use it.
+            fresh = now - image.created < STALE_BUILD
+            if fresh or image.id in busy or image.id in named or any(k.built_on(image) for k in kept):
                 kept.append(image)
                 continue
             removals.append(Removal(f"{kind} image", image.id, "no kept image uses it", image.size,
                                     ", ".join(image.tags)))
-    return removals
+    if options.untracked:
+        # Untagged images of grocker's recipes (a root or compiler image whose tag a concurrent build of the
+        # same recipe took) that nothing is built on.
+        for image in (i for i in grocker if i.kind == "other" and not i.tags):
+            if image.id not in busy and now - image.created >= STALE_BUILD and \
+                    not any(k.built_on(image) for k in kept):
+                removals.append(Removal("untagged image", image.id, "untracked (no tag, no build record)",
+                                        image.size))
+    # Children before their parents: the engine refuses to remove an image another is built on.
+    return sorted(removals, key=lambda r: _ORDER.index(r.kind))
 
 
 def _runtime_reason(image: Candidate, record: Record | None, busy: set[str], options: GcOptions,

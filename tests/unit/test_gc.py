@@ -35,12 +35,13 @@ def record(image_id: str, status: str = "built", age: float = 60, **kw: object) 
     return Record(image_id=image_id, when=iso(age), status=status, **kw)  # type: ignore[arg-type]
 
 
-ROOT = Candidate("root", ("grocker/root:abc",), OWNER, ("l-root",), 1000)
-COMPILER = Candidate("compiler", ("grocker/compiler:def",), OWNER, ("l-root", "l-cc"), 5000)
+ROOT = Candidate("root", ("grocker/root:abc",), OWNER, ("l-root",), 1000, created=NOW - 30 * 86400)
+COMPILER = Candidate("compiler", ("grocker/compiler:def",), OWNER, ("l-root", "l-cc"), 5000, created=NOW - 30 * 86400)
 
 
 def removed(*args: object, **kw: object) -> dict[str, str]:
-    return {r.target: r.reason for r in select_images(*args, now=NOW, **kw)}  # type: ignore[arg-type]
+    kw.setdefault("now", NOW)
+    return {r.target: r.reason for r in select_images(*args, **kw)}  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("text, size", [("0", 0), ("2048", 2048), ("1K", 1024), ("500M", 500 * 2**20),
@@ -93,6 +94,20 @@ def test_root_and_compiler_stay_while_a_kept_image_or_a_recent_record_uses_them(
     assert set(removed([runtime("old", layers=("other",)), ROOT, COMPILER], recent, set(), GcOptions())) == {"old"}
     # The compiler is built on the root: a kept compiler (a container uses it) keeps the root.
     assert removed([ROOT, COMPILER], [], {"compiler"}, GcOptions()) == {}
+
+
+def test_a_root_or_compiler_image_made_in_the_last_hour_stays() -> None:
+    # Another user's build (records elsewhere) made it and is about to start its compile container.
+    fresh = Candidate("new", ("grocker/compiler:fff",), OWNER, ("l-root", "l-x"), 5000, created=NOW - 600)
+    assert removed([fresh], [], set(), GcOptions()) == {}
+    assert set(removed([fresh], [], set(), GcOptions(), now=NOW + 7200)) == {"new"}
+
+
+def test_untagged_recipe_images_go_only_with_untracked() -> None:
+    stray = Candidate("stray", (), OWNER, ("l-root", "l-y"), 5000, created=NOW - 86400)
+    assert removed([ROOT, stray], [], {"root"}, GcOptions()) == {}
+    assert removed([ROOT, stray], [], {"root"}, GcOptions(untracked=True)) == {
+        "stray": "untracked (no tag, no build record)"}
 
 
 def test_removal_order_is_one_the_engine_accepts() -> None:
