@@ -23,6 +23,7 @@ records, its pip cache, its wheelhouses): nothing shared with other projects is 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -175,12 +176,14 @@ def _in_project(record: Record, project: Path) -> bool:
 
 
 def select_images(images: Iterable[Candidate], records: Iterable[Record], in_use: Iterable[str],
-                  options: GcOptions, now: float | None = None) -> list[Removal]:
+                  options: GcOptions, now: float | None = None, released: Iterable[str] = ()) -> list[Removal]:
     """Which images to remove, in an order the engine accepts (runtime, untagged, compiler, root, base)."""
     now = time.time() if now is None else now
     grocker = [i for i in images if i.labels.get(OWNER_LABEL) == OWNER_VALUE]
     by_id = {r.image_id: r for r in records}
     busy = set(in_use)
+    digests = set(released)
+    busy |= {r.image_id for r in by_id.values() if r.digest and r.digest in digests}
     if options.project is not None:
         scope = {r.image_id for r in by_id.values() if _in_project(r, options.project)}
         grocker = [i for i in grocker if i.id in scope and i.kind == "runtime"]
@@ -294,11 +297,26 @@ def cache_entries(home: Path, records: Iterable[Record], project: Path | None = 
     return entries
 
 
+def released_digests(records: Iterable[Record]) -> set[str]:
+    """The digests the release documents of the recorded workspaces name (``.grocker/releases/*.json``)."""
+    digests: set[str] = set()
+    for state in {Path(r.state_dir) for r in records if r.state_dir and r.workspace}:
+        for path in sorted((state / "releases").glob("*.json")):
+            try:
+                document = json.loads(path.read_text())
+                apps = document.get("applications") or {}
+                digests |= {str(a["digest"]) for a in apps.values() if isinstance(a, dict) and a.get("digest")}
+            except (OSError, ValueError, AttributeError):
+                continue
+    return digests
+
+
 def collect(engine: Engine, home: Path, options: GcOptions) -> list[Removal]:
     """What gc would remove now, images first (in removal order), then caches."""
     records = load_all(home)
     images = [Candidate.from_attrs(a) for a in engine.labelled_images(f"{OWNER_LABEL}={OWNER_VALUE}")]
-    removals = select_images(images, records, engine.images_of_containers(), options)
+    removals = select_images(images, records, engine.images_of_containers(), options,
+                             released=released_digests(records))
     if options.max_cache_size is not None:
         removals += select_caches(cache_entries(home, records, options.project), options.max_cache_size)
     return removals

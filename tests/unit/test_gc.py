@@ -14,6 +14,7 @@ from setuptools_grocker.image.gc import (
     GcOptions,
     cache_entries,
     parse_size,
+    released_digests,
     select_caches,
     select_images,
 )
@@ -168,3 +169,16 @@ def test_records_round_trip_merge_tags_and_mark_releases(tmp_path: Path) -> None
     assert records.mark_released(tmp_path, ["sha256:d1"], "r1") == 0
     (tmp_path / "records" / "broken.json").write_text("{not json")
     assert [r.releases for r in records.load_all(tmp_path)] == [["r1"]]
+
+
+def test_an_image_a_workspace_release_document_names_stays(tmp_path: Path) -> None:
+    state = tmp_path / "ws" / ".grocker"
+    (state / "releases").mkdir(parents=True)
+    (state / "releases" / "r1.json").write_text(
+        '{"release": "r1", "applications": {"shop": {"version": "1", "digest": "sha256:d1"}}}')
+    (state / "releases" / "broken.json").write_text("[")
+    recs = [record("old", digest="sha256:d1", state_dir=str(state), workspace=str(tmp_path / "ws")),
+            record("older", digest="sha256:d0", state_dir=str(state), workspace=str(tmp_path / "ws"))]
+    assert released_digests(recs) == {"sha256:d1"}
+    assert set(removed([runtime("old"), runtime("older")], recs, set(), GcOptions(),
+                       released=released_digests(recs))) == {"older"}
