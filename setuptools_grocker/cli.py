@@ -418,13 +418,15 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'IMAGE ID':12}  {'BUILT (UTC)':19}  {'STATUS':8}  {'SIZE':>9}  {'PROJECT':28}  {'REVISION':12}  TAGS")
+    print(f"{'IMAGE ID':12}  {'BUILT (UTC)':19}  {'STATUS':10}  {'SIZE':>9}  {'PROJECT':28}  {'REVISION':12}  TAGS")
     for r in rows:
         status = r["status"] if r["present"] else "gone"
+        if status == "built" and not r["current_tags"]:
+            status = "superseded"  # its tags moved to a later build
         project = f"{r['name'] or '?'} {r['version'] or ''}".strip()
         tags = ", ".join(r["current_tags"]) or "<untagged>"
         size = human(r["size"]) if r["size"] else "-"
-        print(f"{r['image_id'].split(':')[-1][:12]:12}  {r['when'][:19].replace('T', ' '):19}  {status:8}  "
+        print(f"{r['image_id'].split(':')[-1][:12]:12}  {r['when'][:19].replace('T', ' '):19}  {status:10}  "
               f"{size:>9}  {project[:28]:28}  {(r['revision'] or '-')[:12]:12}  {tags}")
     return 0
 
