@@ -6,6 +6,7 @@ A project whose cache key is unchanged and whose image is still in the engine is
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -160,7 +161,8 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
     except BaseException:
         # An image that never passed its smoke test is recorded as failed: `grocker gc` removes it.
         if ctx.state.image_id and ctx.state.ref is None:
-            records.update(cache_home(environ), ctx.state.image_id, status="failed")
+            with contextlib.suppress(OSError):  # the build's own error is the one to report
+                records.update(cache_home(environ), ctx.state.image_id, status="failed")
         raise
     if ctx.state.image_id is None or ctx.state.ref is None:
         raise PluginError("the pipeline ended without an image: a plugin replaced a built-in stage",

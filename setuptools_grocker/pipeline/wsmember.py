@@ -5,6 +5,7 @@ later run (or the next Buildbot step, ``--stage``) goes on from there.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -219,7 +220,8 @@ class MemberStages:
                 smoke_test(engine, config, done["image"]["image_id"], progress,
                            commands=apply.smoke_commands(self.build.plugins[member.name], config))
             except BaseException:
-                records.update(cache_home(self.environ), done["image"]["image_id"], status="failed")
+                with contextlib.suppress(OSError):  # the smoke test's error is the one to report
+                    records.update(cache_home(self.environ), done["image"]["image_id"], status="failed")
                 raise
             ref = reference(member)
             engine.tag(done["image"]["image_id"], ref)
