@@ -13,9 +13,15 @@ from setuptools import Command
 
 from setuptools_grocker.config import RunOptions
 from setuptools_grocker.frontend import handle_errors, run_build
-from setuptools_grocker.progress import Progress
+from setuptools_grocker.progress import NORMAL, QUIET, VERBOSE, Progress
 
 PROG = "docker_image"
+
+
+def output_level(verbose: object) -> int:
+    """setuptools' ``-q`` (verbose 0) and ``-v`` (verbose 2 or more) as grocker's output levels."""
+    count = int(verbose) if isinstance(verbose, (int, bool)) else 1
+    return QUIET if count <= 0 else VERBOSE if count >= 2 else NORMAL
 
 
 class DockerImage(Command):
@@ -48,8 +54,11 @@ class DockerImage(Command):
         run = RunOptions(tag=self.tag, no_cache=self.no_cache, push=self.push, report=self.report)
         # The same handler as ``grocker``: setuptools would otherwise print a traceback for our errors,
         # or its own "interrupted" with exit code 1 for Ctrl-C.
-        progress = Progress(environ=os.environ)
-        code = handle_errors(PROG, lambda: run_build(project, overrides, run, environ=os.environ, progress=progress,
-                                                     prog=PROG))
+        progress = Progress(environ=os.environ, level=output_level(self.distribution.verbose))
+        try:
+            code = handle_errors(PROG, lambda: run_build(project, overrides, run, environ=os.environ,
+                                                         progress=progress, prog=PROG))
+        finally:
+            progress.close()
         if code:
             raise SystemExit(code)
