@@ -82,7 +82,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
     if mode != "test" and existing is not None and not no_cache:
-        progress.info(f"wheels for {key[:12]} already built: {final}")
+        progress.detail(f"wheels for {key[:12]} already built: {final}")
         return existing
     what = what or config.project_dir.name
     tmp_root = wheelhouse_root / ".tmp"
@@ -217,7 +217,7 @@ def container_metadata(engine: Engine, *, compiler: str, source: Source, pip: Pi
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise ProjectError(f"the metadata of {source.root} prepared in the compiler container is unreadable "
                                f"({exc})", "check that `python -m build --wheel` works in that project") from exc
-    progress.info(f"metadata of {fields[0]} {fields[1]} prepared in the compiler container")
+    progress.detail(f"metadata of {fields[0]} {fields[1]} prepared in the compiler container")
     return metadata_fields(*fields)
 
 

@@ -77,7 +77,7 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
     try:
         host_port = container.host_port(port)
         url = f"http://127.0.0.1:{host_port}{config.smoke_test.path}"
-        progress.info(f"probing {url} (container port {port})")
+        progress.detail(f"probing {url} (container port {port})")
         deadline = time.monotonic() + config.smoke_test.timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -91,7 +91,7 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
                 )
             try:
                 with urllib.request.urlopen(url, timeout=5) as resp:
-                    progress.info(f"probe answered {resp.status}")
+                    progress.detail(f"probe answered {resp.status}")
                     return
             except urllib.error.HTTPError as exc:
                 if exc.code < 400:
