@@ -217,7 +217,7 @@ def container_metadata(engine: Engine, *, compiler: str, source: Source, pip: Pi
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise ProjectError(f"the metadata of {source.root} prepared in the compiler container is unreadable "
                                f"({exc})", "check that `python -m build --wheel` works in that project") from exc
-    progress.detail(f"metadata of {fields[0]} {fields[1]} prepared in the compiler container")
+    progress.info(f"metadata of {fields[0]} {fields[1]} prepared in the compiler container")
     return metadata_fields(*fields)
 
 
