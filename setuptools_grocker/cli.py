@@ -282,7 +282,8 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
         return report.error.exit_code
     failed = [p for p in report.projects if p.status == "failed"]
     skipped = [p for p in report.projects if p.status == "skipped"]
-    sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({', '.join(p.name for p in failed)}), "
+    names = ", ".join(f"{p.name} {p.version}" if p.version else p.name for p in failed)
+    sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({names}), "
                      f"{len(skipped)} skipped; see the errors above and the full log {log}\n")
     return WorkspaceError.exit_code
 

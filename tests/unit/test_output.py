@@ -229,3 +229,20 @@ def test_did_you_mean_for_a_missing_program() -> None:
     assert closest_program("gunicron", programs) == "gunicorn"
     assert closest_program("/opt/venv/bin/Gunicorn", programs) == "gunicorn"
     assert closest_program("zzzz", programs) is None
+
+
+def test_a_failed_project_is_named_by_name_and_version(tmp_path: Path) -> None:
+    from setuptools_grocker.pipeline.project import describe_project, project_label
+
+    app = tmp_path / "apps" / "shop-dir"
+    app.mkdir(parents=True)
+    (app / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "2.1"\n')
+    assert describe_project(app, *project_label(app), base=tmp_path) == "shop 2.1 (apps/shop-dir)"
+    (app / "pyproject.toml").write_text('[project]\nname = "shop"\ndynamic = ["version"]\n')
+    (app / "setup.cfg").write_text("[metadata]\nname = shop\nversion = attr: shop.__version__\n")
+    assert project_label(app) == ("shop", None)
+    (app / "pyproject.toml").unlink()
+    (app / "setup.cfg").write_text("[metadata]\nname = shop-legacy\nversion = 0.9\n")
+    assert project_label(app) == ("shop-legacy", "0.9")
+    (app / "setup.cfg").unlink()
+    assert project_label(app) == ("shop-dir", None)
