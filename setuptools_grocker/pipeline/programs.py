@@ -17,8 +17,10 @@ __all__ = ["closest_program", "missing_programs", "image_programs"]
 # What ``check`` prints for a command whose program is missing (resources/entrypoint.py).
 _MISSING = re.compile(r"^FAIL command (?P<command>\S+): program '(?P<program>[^']*)' not found in the image",
                       re.MULTILINE)
-# The directories of the image's PATH, venv first (the entrypoint's ``run`` runs a program with the image's PATH).
-_LIST = 'IFS=:; for d in $PATH; do ls -1 "$d"; done 2>/dev/null; exit 0'
+# The programs in the directories of the image's PATH, venv first. Run by the entrypoint's ``run``, which
+# expands ``$VAR`` in its arguments: hence Python, and no dollar sign.
+_LIST = ("import os\nfor d in os.environ.get('PATH', '').split(os.pathsep):\n"
+         "    if os.path.isdir(d):\n        print('\\n'.join(sorted(os.listdir(d))))\n")
 
 
 def missing_programs(check_output: str) -> list[tuple[str, str]]:
@@ -28,7 +30,7 @@ def missing_programs(check_output: str) -> list[tuple[str, str]]:
 
 def image_programs(engine: Engine, image: str) -> list[str]:
     """The programs on the image's PATH, in PATH order (the venv's console scripts first)."""
-    result = engine.run(image, ["run", "/bin/sh", "-c", _LIST], stream=False)
+    result = engine.run(image, ["run", "python", "-c", _LIST], stream=False)
     seen: dict[str, None] = {}
     for line in result.output.splitlines():
         name = line.strip()

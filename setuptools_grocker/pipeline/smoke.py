@@ -13,7 +13,7 @@ import urllib.request
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import SmokeTestError
+from setuptools_grocker.errors import GrockerError, SmokeTestError
 from setuptools_grocker.pipeline.programs import closest_program, image_programs, missing_programs
 from setuptools_grocker.plugin import impl
 from setuptools_grocker.progress import Progress
@@ -59,7 +59,10 @@ def _check(engine: Engine, image_id: str, short: str) -> None:
         missing = missing_programs(result.output)
         if missing:
             command, program = missing[0]
-            close = closest_program(program, image_programs(engine, image_id))
+            try:
+                close = closest_program(program, image_programs(engine, image_id))
+            except GrockerError:  # the suggestion is a courtesy: the failed check is what gets reported
+                close = None
             hint = (f"did you mean {close!r}? fix the command '{command}' under [tool.grocker.commands]" if close
                     else f"install the program with the project's dependencies or system-packages.run, or fix "
                          f"the command '{command}'")
