@@ -48,13 +48,20 @@ class DockerImage(Command):
         self.no_cache = bool(self.no_cache)
         self.push = bool(self.push)
 
+    def _verbosity(self) -> int:
+        """setuptools' verbosity for this command: ``-q``/``-v`` before it (counted) or after it."""
+        given_after = self.distribution.get_option_dict("docker_image").get("verbose")
+        if given_after is not None:  # after the command, -v sets 1 (the default) and -q sets 0
+            return 2 if int(given_after[1]) >= 1 else 0
+        return int(self.verbose)
+
     def run(self) -> None:
         project = Path(self.distribution.src_root or os.getcwd())
         overrides = {"base-image": self.base_image}
         run = RunOptions(tag=self.tag, no_cache=self.no_cache, push=self.push, report=self.report)
         # The same handler as ``grocker``: setuptools would otherwise print a traceback for our errors,
         # or its own "interrupted" with exit code 1 for Ctrl-C.
-        progress = Progress(environ=os.environ, level=output_level(self.distribution.verbose))
+        progress = Progress(environ=os.environ, level=output_level(self._verbosity()))
         try:
             code = handle_errors(PROG, lambda: run_build(project, overrides, run, environ=os.environ,
                                                          progress=progress, prog=PROG))

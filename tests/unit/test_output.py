@@ -246,3 +246,20 @@ def test_a_failed_project_is_named_by_name_and_version(tmp_path: Path) -> None:
     assert project_label(app) == ("shop-legacy", "0.9")
     (app / "setup.cfg").unlink()
     assert project_label(app) == ("shop-dir", None)
+
+
+@pytest.mark.parametrize("argv, level", [
+    (["docker_image"], NORMAL), (["-q", "docker_image"], QUIET), (["docker_image", "-q"], QUIET),
+    (["docker_image", "-v"], VERBOSE), (["-v", "docker_image"], VERBOSE),
+])
+def test_setup_py_quiet_and_verbose_before_or_after_the_command(argv: list[str], level: int) -> None:
+    from setuptools import Distribution
+
+    from setuptools_grocker.command import DockerImage
+
+    dist = Distribution({"name": "app", "script_name": "setup.py", "script_args": argv,
+                         "cmdclass": {"docker_image": DockerImage}})
+    dist.parse_command_line()
+    command = dist.get_command_obj("docker_image")
+    assert isinstance(command, DockerImage)
+    assert output_level(command._verbosity()) == level
