@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from setuptools_grocker import __version__
 from setuptools_grocker.frontend import emit_report, handle_errors, run_build
 from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, STAGES, is_stage_name
-from setuptools_grocker.progress import Progress
+from setuptools_grocker.progress import NORMAL, QUIET, VERBOSE, Progress
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import RunOptions
@@ -105,14 +105,40 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report)
 
 
+def output_options() -> argparse.ArgumentParser:
+    """``-q``/``-v``: accepted before the command and after it (every command's parser has them)."""
+    common = argparse.ArgumentParser(add_help=False)
+    levels = common.add_mutually_exclusive_group()
+    # SUPPRESS: a subcommand's parser must not reset what was given before the subcommand.
+    levels.add_argument("--quiet", "-q", dest="level", action="store_const", const=QUIET, default=argparse.SUPPRESS,
+                        help="only warnings, errors and the final result")
+    levels.add_argument("--verbose", "-v", dest="level", action="store_const", const=VERBOSE,
+                        default=argparse.SUPPRESS,
+                        help="stream everything: engine commands and container output (pip, apt)")
+    return common
+
+
+def _with_options(common: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    """The parser class of every command (and of their own commands): with ``-q``/``-v``."""
+
+    class CommandParser(argparse.ArgumentParser):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("parents", [common])
+            super().__init__(**kwargs)
+
+    return CommandParser
+
+
 def make_parser() -> argparse.ArgumentParser:
+    common = output_options()
     parser = argparse.ArgumentParser(
         prog="grocker",
-        description="Build Docker images of Python applications from their wheels.",
+        description="Build Docker images of Python applications from their wheels. By default each stage "
+                    "prints one line and the full output goes to a log file named at the end.",
+        parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"setuptools-grocker {__version__}")
-    parser.add_argument("--quiet", "-q", action="store_true", help="only errors and the summary")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_with_options(common))
     sub.required = True
 
     build = sub.add_parser("build", help="build the image of one project (any PEP 517 project)")
@@ -267,6 +293,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     if args.keep_going and args.fail_fast:
         raise WorkspaceError("--keep-going and --fail-fast contradict each other", "give one of them")
     ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
+    log = progress.open_log(ws.state_dir / "logs")
     options = WorkspaceOptions(jobs=args.jobs, only=tuple(args.only or ()), fail_fast=args.fail_fast,
                                push=args.push or "push" in (args.stage or ()), no_cache=args.no_cache,
                                index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps,
@@ -276,6 +303,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     report = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).run()
     emit_report(report, args.report)
     progress.write(summary_table(report))
+    progress.info(f"full log: {log}")
     if report.ok:
         return 0
     if report.error is not None:
@@ -283,8 +311,9 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
         return report.error.exit_code
     failed = [p for p in report.projects if p.status == "failed"]
     skipped = [p for p in report.projects if p.status == "skipped"]
-    sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({', '.join(p.name for p in failed)}), "
-                     f"{len(skipped)} skipped; see the errors above\n")
+    names = ", ".join(f"{p.name} {p.version}" if p.version else p.name for p in failed)
+    sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({names}), "
+                     f"{len(skipped)} skipped; see the errors above and the full log {log}\n")
     return WorkspaceError.exit_code
 
 
@@ -477,5 +506,8 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    progress = Progress(quiet=args.quiet, environ=os.environ)
-    return handle_errors("grocker", lambda: args.func(args, progress))
+    progress = Progress(level=getattr(args, "level", NORMAL), environ=os.environ)
+    try:
+        return handle_errors("grocker", lambda: args.func(args, progress))
+    finally:
+        progress.close()

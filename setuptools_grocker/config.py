@@ -315,7 +315,13 @@ def _build(project_dir: Path, values: dict[str, Any], source: str) -> Config:
 
 
 def check_default_command(config: Config) -> None:
-    """default-command must name a command; checked once plugins have added theirs."""
+    """default-command must name a command, and the HTTP probe a server; checked once plugins have added
+    their commands, before any container starts."""
+    if config.smoke_test.port is not None and config.effective_default_command == "help":
+        raise ConfigError(
+            f"smoke-test.port {config.smoke_test.port} in {config.source} needs a server command to probe, "
+            "and the image has none",
+            'add a `server` command under [tool.grocker.commands] (or set default-command), or remove smoke-test.port')
     default = config.default_command
     if default and default not in config.commands and default not in RESERVED_COMMANDS:
         close = difflib.get_close_matches(default, list(config.commands) + sorted(RESERVED_COMMANDS), n=1)

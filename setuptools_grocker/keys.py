@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -194,6 +195,12 @@ def _commands(commands: Mapping[str, str], source: str) -> None:
                               "choose another name")
         if not line.strip():
             raise ConfigError(f"command '{name}' in {source} is empty", "give it a command line")
+        try:
+            shlex.split(line)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise ConfigError(f"command '{name}' in {source} cannot be split into words ({str(exc).lower()}): "
+                              f"{line!r}", "close the quote, or escape a literal quote or a final backslash "
+                              "with a backslash") from None
 
 
 def _image_name(name: str | None, source: str) -> None:

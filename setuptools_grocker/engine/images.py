@@ -92,17 +92,17 @@ class Images(Connection):
                     tail.append(chunk["error"])
                     raise ImageBuildError(
                         f"building the {what} failed: {chunk['error'].strip().splitlines()[-1]}",
-                        "see the build output above",
+                        self.progress.see("the build output"),
                         details="\n".join(tail),
                     )
         except docker.errors.APIError as exc:
             raise ImageBuildError(f"building the {what} failed: {short(exc)}",
-                                  "see the build output above", details="\n".join(tail)) from exc
+                                  self.progress.see("the build output"), details="\n".join(tail)) from exc
         except (docker.errors.DockerException, OSError) as exc:
             raise EngineUnavailable(f"the Docker Engine stopped answering while building the {what}",
                                     "check that dockerd is running, then run the build again") from exc
         if image_id is None:
-            raise ImageBuildError(f"building the {what} produced no image", "see the build output above",
+            raise ImageBuildError(f"building the {what} produced no image", self.progress.see("the build output"),
                                   details="\n".join(tail))
         return image_id
 

@@ -99,7 +99,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     }
     blob = image_config(root, layers, settings=settings, epoch=epoch)
     image_id = "sha256:" + hashlib.sha256(blob).hexdigest()
-    progress.info(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
+    progress.detail(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
     if engine.image_id(image_id) is None:
         engine.load(load_archive(blob, root["RootFS"]["Layers"], layers), f"image of {wheels.name}")
     if engine.image_id(image_id) is None:

@@ -36,7 +36,7 @@ from setuptools_grocker.pipeline.compile import compile_wheels
 from setuptools_grocker.pipeline.naming import default_reference, extra_tags
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
-from setuptools_grocker.pipeline.project import Source, git_revision, source_date_epoch
+from setuptools_grocker.pipeline.project import Source, describe_project, git_revision, project_label, source_date_epoch
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, impl
 from setuptools_grocker.progress import Progress
@@ -90,7 +90,9 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
     """
     start = time.monotonic()
     run = run or RunOptions()
-    result = ProjectResult(name=config.project_dir.name)
+    # Named as its files state it until its wheel says (a failure before then still shows name and version).
+    name, version = project_label(config.project_dir)
+    result = ProjectResult(name=name, version=version)
     own_engine = engine is None
     try:
         with result.failures_recorded(progress.write):
@@ -226,6 +228,7 @@ def stage_compile(ctx: StageContext) -> None:
         pip=inputs.pip, wheelhouse_root=config.state_dir / "wheelhouse", key=st.key,
         pip_cache=pip_cache_dir(st.environ, config.project_dir), source_date_epoch=epoch, progress=ctx.progress,
         extra_env=env, pre_commands=commands, no_cache=ctx.run.no_cache,
+        what=describe_project(config.project_dir, *project_label(config.project_dir), base=config.project_dir.parent),
     )
     result = inputs.result
     result.name, result.version = wheels.name, wheels.version

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -81,7 +82,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
     if mode != "test" and existing is not None and not no_cache:
-        progress.info(f"wheels for {key[:12]} already built: {final}")
+        progress.detail(f"wheels for {key[:12]} already built: {final}")
         return existing
     what = what or config.project_dir.name
     tmp_root = wheelhouse_root / ".tmp"
@@ -150,13 +151,14 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             cause = pip_failure_cause(result.output) or f"exit code {result.exit_code}"
             if result.exit_code == 24:
                 raise CompileError(f"a plugin's compile command failed for {what}: {test_failure_cause(result.output)}",
-                                   "see its output above", details=result.tail(30))
+                                   progress.see("its output"), details=result.tail(30))
             if result.exit_code == 23:
                 raise CompileError(f"the tests of {what} failed: {test_failure_cause(result.output)}",
-                                   "see the test output above", details=result.tail(40))
+                                   progress.see("the test output"), details=result.tail(40))
+            why = compile_failure_hint(result.output)
             raise CompileError(
                 f"compiling wheels for {what} failed: {cause}",
-                "see pip's output above; a missing C library usually needs system-packages.build",
+                (f"{why}; " if why else "") + progress.see("pip's output"),
                 details=result.tail(30),
             )
         if mode == "test":
@@ -217,6 +219,27 @@ def container_metadata(engine: Engine, *, compiler: str, source: Source, pip: Pi
                                f"({exc})", "check that `python -m build --wheel` works in that project") from exc
     progress.info(f"metadata of {fields[0]} {fields[1]} prepared in the compiler container")
     return metadata_fields(*fields)
+
+
+# pip could not find a requirement on the index (a typo, a private package, a version not published).
+_NOT_ON_INDEX = re.compile(r"(?:Could not find a version that satisfies the requirement|"
+                           r"No matching distribution found for) (?P<req>\S+)")
+# A compile that failed for want of a system header or library (what system-packages.build provides).
+_MISSING_SYSTEM = re.compile(r"fatal error: [^:\n]+\.h: No such file|cannot find -l\w|pg_config executable not found|"
+                             r"was not found in the pkg-config search path|No package '[^']+' found|"
+                             r"(?:library|header) \S+ (?:is )?(?:not found|missing)", re.IGNORECASE)
+
+
+def compile_failure_hint(output: str) -> str | None:
+    """What to do about a failed compile, when its output says: a requirement missing from the index, or a
+    missing system header or library. None when it says neither (the log then tells)."""
+    missing = _NOT_ON_INDEX.search(output)
+    if missing:
+        return (f"check the name and version of {missing.group('req')} and that the index pip uses has it "
+                "(pip's index-url, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL; local-packages for projects on disk)")
+    if _MISSING_SYSTEM.search(output):
+        return "a missing C header or library usually needs its -dev package in system-packages.build"
+    return None
 
 
 def pip_failure_cause(output: str) -> str | None:

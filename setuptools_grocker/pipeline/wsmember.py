@@ -19,7 +19,7 @@ from setuptools_grocker.image import records
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
 from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
-from setuptools_grocker.pipeline.project import git_commit_time
+from setuptools_grocker.pipeline.project import describe_project, git_commit_time
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, SLOT, STAGES
 from setuptools_grocker.pipeline.workspace import Member, load_member_state, save_member_state
@@ -268,7 +268,8 @@ class MemberStages:
             # Members trust each other, and share a cache; an untrusted member has a cache of its own.
             pip_cache=pip_cache_dir(self.environ, self.ws.root if member.trusted else member.path),
             source_date_epoch=epoch, progress=progress,
-            internal_wheels=internal, mode=mode, test=test, what=member.name, test_wheel=test_wheel,
+            internal_wheels=internal, mode=mode, test=test, test_wheel=test_wheel,
+            what=describe_project(member.path, member.name, member.version, base=self.ws.root),
             extra_env=extra_env, pre_commands=pre_commands, no_cache=self.options.no_cache,
         )
 
