@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
-from setuptools_grocker.errors import CompileError, ProjectError, disk_full
+from setuptools_grocker.errors import CompileError, ProjectError, TestsFailed, disk_full
 from setuptools_grocker.image.recipes import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipeline.pipconf import PipForward
 from setuptools_grocker.pipeline.project import Source, metadata_fields, scm_version
@@ -152,8 +152,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                 raise CompileError(f"a plugin's compile command failed for {what}: {test_failure_cause(result.output)}",
                                    "see its output above", details=result.tail(30))
             if result.exit_code == 23:
-                raise CompileError(f"the tests of {what} failed: {test_failure_cause(result.output)}",
-                                   "see the test output above", details=result.tail(40))
+                raise TestsFailed(f"the tests of {what} failed: {test_failure_cause(result.output)}",
+                                  "see the test output above", details=result.tail(40))
             raise CompileError(
                 f"compiling wheels for {what} failed: {cause}",
                 "see pip's output above; a missing C library usually needs system-packages.build",
@@ -161,7 +161,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             )
         if mode == "test":
             assert existing is not None, "tests need the published wheel"
-            return existing
+            # This run's outcome ("passed", "no tests"), beside the manifest of the wheel it tested.
+            outcome = json.loads((staging / "out" / "tests.json").read_text())["tests"]
+            return Wheelhouse(existing.path, {**existing.manifest, "tests": outcome})
         manifest = json.loads((staging / "out" / "manifest.json").read_text())
         # Atomic publication: the directory appears complete or not at all.
         if final.exists() and no_cache:

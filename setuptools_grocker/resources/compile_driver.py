@@ -17,6 +17,7 @@ PIP = [sys.executable, "-m", "pip"]
 # Isolated PEP 517 builds for every project, setup.py-only ones included (pip's own future
 # default): the build venv needs no setuptools or wheel of its own.
 PEP517 = ["--use-pep517"]
+NO_TESTS_COLLECTED = 5
 
 
 def log(msg):
@@ -120,9 +121,14 @@ def run_tests(job, wheel, tree):
     log("+ " + test["command"])
     start = time.monotonic()
     proc = subprocess.run(test["command"], shell=True, cwd=tree, env=env)
-    log("tests %s in %.1fs" % ("passed" if proc.returncode == 0 else "FAILED", time.monotonic() - start))
-    if proc.returncode != 0:
+    # Exit code 5: pytest (and unittest since 3.12) collected no tests. That is "no tests", not a failure.
+    outcome = {0: "passed", NO_TESTS_COLLECTED: "no tests"}.get(proc.returncode, "FAILED")
+    log("tests %s in %.1fs" % (outcome, time.monotonic() - start))
+    if outcome == "FAILED":
         sys.exit(23)
+    with open(os.path.join(job["out"], "tests.json"), "w") as fh:
+        json.dump({"tests": outcome}, fh)
+    return outcome
 
 
 def prepare_metadata(job):
@@ -175,7 +181,7 @@ def main():
         # A library: its own wheel, tested against the internal wheels of this run.
         shutil.copy2(project_wheel, os.path.join(wheels_dir, info["wheel"]))
         if job.get("test"):
-            run_tests(job, project_wheel, tree)
+            info["tests"] = run_tests(job, project_wheel, tree)
         info["closure"] = closure_listing(wheels_dir)
     else:
         requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
