@@ -1,9 +1,9 @@
 """The compile stage: wheels for a project and its whole closure, built in the compiler image.
 
 The container gets the source read-only, a scratch output directory, the user's pip
-configuration and a persistent pip cache. The wheels land in a staging directory that is
-renamed into the wheelhouse only when everything succeeded, so a build killed at any point
-never leaves a wheelhouse entry that claims success.
+configuration and a persistent pip cache (an empty one with ``--no-cache``). The wheels land
+in a staging directory that is renamed into the wheelhouse only when everything succeeded, so
+a build killed at any point never leaves a wheelhouse entry that claims success.
 """
 from __future__ import annotations
 
@@ -73,6 +73,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    pre_commands: Sequence[str] = (), no_cache: bool = False) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
+    ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
+    container gets an empty pip cache instead of ``pip_cache`` (the scope's shared one).
+
     ``mode="project"`` builds the project and its whole closure (internal wheels given as
     files); ``mode="library"`` builds the project's own wheel and runs ``test`` against it
     when given; ``mode="test"`` only runs ``test`` against ``test_wheel`` (nothing is
@@ -88,6 +91,12 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     staging = tmp_root / f"{key[:16]}-{uuid.uuid4().hex[:8]}"
     (staging / "out" / "wheels").mkdir(parents=True)
     (staging / "job").mkdir()
+    if no_cache:
+        # A clean build: an empty pip cache of its own, removed with the staging directory. A wheel
+        # the shared cache kept from an earlier build (made when system-packages.build still had a
+        # header this build lacks) cannot stand in for a compile a clean machine would fail.
+        pip_cache = staging / "pip-cache"
+        progress.info("--no-cache: a clean build, with an empty pip cache")
     pip_cache.mkdir(parents=True, exist_ok=True)
     try:
         job = {
