@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
-from setuptools_grocker.errors import CompileError, ProjectError, TestsFailed, disk_full
+from setuptools_grocker.errors import BuildCommandFailed, CompileError, ProjectError, TestsFailed, disk_full
 from setuptools_grocker.image.recipes import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipeline.pipconf import PipForward
 from setuptools_grocker.pipeline.project import Source, metadata_fields, scm_version
@@ -113,6 +113,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "test": dict(test) if test else None,
             "wheel": f"/test-wheel/{test_wheel.name}" if test_wheel else None,
             "pre_commands": list(pre_commands),
+            "build_commands": list(config.build_commands),
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
         mounts = [
@@ -160,6 +161,14 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             if result.exit_code == 24:
                 raise CompileError(f"a plugin's compile command failed for {what}: {test_failure_cause(result.output)}",
                                    "see its output above", details=result.tail(30))
+            if result.exit_code == 25:
+                failed = json.loads((staging / "out" / "build-command.json").read_text())
+                raise BuildCommandFailed(
+                    f"build command `{failed['command']}` of {what} failed with exit status {failed['status']}",
+                    "fix it (its output is above), or change build-commands", details=result.tail(30))
+            if result.exit_code == 26:
+                raise CompileError(f"installing {what} for its build-commands failed: {cause}",
+                                   "see pip's output above", details=result.tail(30))
             if result.exit_code == 23:
                 raise TestsFailed(f"the tests of {what} failed: {test_failure_cause(result.output)}",
                                   "see the test output above", details=result.tail(40))

@@ -131,6 +131,40 @@ def run_tests(job, wheel, tree):
     return outcome
 
 
+def run_build_commands(job, tree, find_links):
+    """The project's ``build-commands``, in the scratch copy of its source, before its wheel is built.
+
+    They run with a venv on PATH holding the project and its dependencies (Django's collectstatic
+    imports the settings and the apps). A failing command ends the compile with exit code 25 and
+    writes which command failed, and how, to ``build-command.json`` for the host's message.
+    """
+    commands = job.get("build_commands") or []
+    if not commands:
+        return
+    env_dir = "/tmp/grocker-buildenv"
+    log("build commands: environment")
+    subprocess.run([sys.executable, "-m", "venv", env_dir], check=True)
+    requirement = tree + ("[%s]" % ",".join(job["extras"]) if job.get("extras") else "")
+    args = [os.path.join(env_dir, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
+            *PEP517, "--find-links", find_links, requirement] + job.get("internal_wheels", [])
+    log("+ pip install " + " ".join(args[5:]))
+    if subprocess.run(args).returncode != 0:
+        log("installing the environment of the build commands failed")
+        sys.exit(26)
+    env = dict(os.environ, PATH=os.path.join(env_dir, "bin") + ":" + os.environ.get("PATH", ""),
+               VIRTUAL_ENV=env_dir)
+    for command in commands:
+        log("+ " + command)
+        start = time.monotonic()
+        proc = subprocess.run(command, shell=True, cwd=tree, env=env)
+        if proc.returncode != 0:
+            log("build command failed with exit status %d: %s" % (proc.returncode, command))
+            with open(os.path.join(job["out"], "build-command.json"), "w") as fh:
+                json.dump({"command": command, "status": proc.returncode}, fh)
+            sys.exit(25)
+        log("  %.1fs" % (time.monotonic() - start))
+
+
 def prepare_metadata(job):
     """The project's metadata, as pip gets it from the build backend (prepare_metadata_for_build_wheel).
 
@@ -171,6 +205,7 @@ def main():
         if subprocess.run(command, shell=True, cwd=tree).returncode != 0:
             log("plugin command failed: " + command)
             sys.exit(24)
+    run_build_commands(job, tree, local_out)
     log("project wheel")
     pip("wheel", *PEP517, "--no-deps", "--wheel-dir", project_out, tree)
     project_wheel = only_wheel(project_out)
