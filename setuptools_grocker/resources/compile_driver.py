@@ -148,9 +148,11 @@ def run_build_commands(job, tree, find_links):
     args = [os.path.join(env_dir, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
             *PEP517, "--find-links", find_links, requirement] + job.get("internal_wheels", [])
     log("+ pip install " + " ".join(args[5:]))
+    start = time.monotonic()
     if subprocess.run(args).returncode != 0:
         log("installing the environment of the build commands failed")
         sys.exit(26)
+    log("  %.1fs" % (time.monotonic() - start))
     env = dict(os.environ, PATH=os.path.join(env_dir, "bin") + ":" + os.environ.get("PATH", ""),
                VIRTUAL_ENV=env_dir)
     for command in commands:
