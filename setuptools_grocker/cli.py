@@ -24,7 +24,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", "-t", help="final image reference NAME:TAG (default: IMAGE-NAME:VERSION)")
     parser.add_argument("--base-image", help="base image (overrides base-image)")
     parser.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
-    parser.add_argument("--no-cache", action="store_true", help="rebuild even when nothing changed")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="a clean build: rebuild even when nothing changed, with an empty pip cache")
     parser.add_argument("--push", action="store_true", help="push the image to the configured registry")
 
 
@@ -163,7 +164,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
     wsb.add_argument("--fail-fast", action="store_true", help="start nothing new after the first failure")
     wsb.add_argument("--push", action="store_true", help="push the application images")
-    wsb.add_argument("--no-cache", action="store_true", help="rebuild every member")
+    wsb.add_argument("--no-cache", action="store_true",
+                     help="a clean build: rebuild every member (no wheel index, no registry), with an empty pip cache")
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
     wsb.add_argument("--wheel-index", metavar="URL",
                      help="PyPI-compatible index to share wheels through (overrides workspace.index-url); "

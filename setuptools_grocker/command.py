@@ -32,7 +32,7 @@ class DockerImage(Command):
         ("tag=", "t", "final image reference NAME:TAG (default: IMAGE-NAME:VERSION)"),
         ("base-image=", None, "base image (overrides base-image)"),
         ("report=", None, "write the JSON build report to this file"),
-        ("no-cache", None, "rebuild even when nothing changed"),
+        ("no-cache", None, "a clean build: rebuild even when nothing changed, with an empty pip cache"),
         ("push", None, "push the image to the configured registry"),
     ]
     boolean_options = ["no-cache", "push"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
+from setuptools_grocker.errors import GrockerError, PluginError, TestsFailed, WorkspaceError
 from setuptools_grocker.image import records
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
 from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
@@ -33,6 +33,11 @@ from setuptools_grocker.report import ProjectResult
 
 if TYPE_CHECKING:
     from setuptools_grocker.pipeline.wsbuild import WorkspaceBuild
+
+
+#: How the member's line at the end of its build shows ``ProjectResult.tests``.
+TESTS_SHOWN = {"passed": "tests passed", "failed": "tests failed", "no tests": "no tests collected",
+               "not found": "no tests found"}
 
 
 class MemberStages:
@@ -70,6 +75,8 @@ class MemberStages:
             result.stages[stage] = result.stages.get(stage, 0.0) + seconds
         mark = {"built": "built", "cached": "cached", "failed": "FAILED"}.get(result.status, result.status)
         tail = f": {result.error}" if result.error else ""
+        if result.tests and not result.error:
+            tail = ", " + TESTS_SHOWN.get(result.tests, result.tests)
         self.build.progress.write(f"[{name}] {mark} in {result.seconds:.1f}s{tail}")
 
     def _run_stages(self, engine: Engine, member: Member, entry: PlanEntry, results: Mapping[str, ProjectResult],
@@ -115,10 +122,14 @@ class MemberStages:
             if combine:
                 self._custom_stages("before-test", engine, member, images, done, progress)
             with progress.stage("wheel + test" if combine else stage):
-                done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
-                                          with_tests=combine)
+                try:
+                    done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
+                                              with_tests=combine)
+                except TestsFailed:
+                    result.tests = "failed"
+                    raise
             if combine:
-                done["test"] = {"command": done[stage].pop("test_command")}
+                done["test"] = {"command": done[stage].pop("test_command"), "result": done[stage].pop("tests")}
             self._custom_stages(f"after-{SLOT[stage]}", engine, member, images, done, progress)
             if combine:
                 self._custom_stages("after-test", engine, member, images, done, progress)
@@ -186,12 +197,13 @@ class MemberStages:
             data: dict[str, Any] = {"wheel": str(wheels.project_wheel), "distributions": wheels.distributions()}
             if test:
                 data["test_command"] = test["command"]
+                data["tests"] = wheels.manifest.get("tests", "passed")
             return data
         if stage == "test":
             test = self._test_spec(member)
-            self._compile(engine, member, entry, images, progress, mode="test", test=test,
-                          test_wheel=Path(done["wheel"]["wheel"]))
-            return {"command": test["command"]}
+            tested = self._compile(engine, member, entry, images, progress, mode="test", test=test,
+                                   test_wheel=Path(done["wheel"]["wheel"]))
+            return {"command": test["command"], "result": tested.manifest.get("tests", "passed")}
         config = self._app_config(member)
         if stage == "image":
             from setuptools_grocker.image.runtime import build_runtime_image
@@ -249,6 +261,10 @@ class MemberStages:
         result.distributions = list(wheel.get("distributions", []))
         if wheel.get("fetched"):
             result.reason = "fetched from the wheel index"
+        if member.kind == "library":
+            # "passed" / "no tests" (nothing collected) from the run; "not found" when none were detected.
+            result.tests = done["test"].get("result", "passed") if "test" in done else \
+                (None if member.has_tests else "not found")
         if member.kind == "application":
             result.image_id = done.get("image", {}).get("image_id")
             result.image = done.get("smoke", {}).get("image")

@@ -157,6 +157,7 @@ def test_failing_library_skips_exactly_its_dependents(workspace, first_build: Ru
     version = by_name[broken]["version"]
     assert f"the tests of {broken} {version} (libs/{broken}) failed" in by_name[broken]["error"]
     assert f"1 member(s) failed ({broken} {version})" in run.err
+    assert by_name[broken]["tests"] == "failed"
     for name in dependents(graph, broken):
         assert by_name[name]["error"].startswith("dependency ")
     assert "1 member(s) failed" in run.err
