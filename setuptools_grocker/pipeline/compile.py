@@ -166,7 +166,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                 failed = json.loads((staging / "out" / "build-command.json").read_text())
                 raise BuildCommandFailed(
                     f"build command `{failed['command']}` of {what} failed with exit status {failed['status']}",
-                    "fix it (" + progress.see("its output") + "), or change build-commands", details=result.tail(30))
+                    "fix the command or change build-commands; " + progress.see("its output"), details=result.tail(30))
             if result.exit_code == 26:
                 raise CompileError(f"installing {what} for its build-commands failed: {cause}",
                                    progress.see("pip's output"), details=result.tail(30))

@@ -70,7 +70,7 @@ def test_failing_command_stops_the_build_with_one_line(app, client: docker.Docke
     run = grocker("build", str(path), "--tag", tag, report=path.parent / "report.json")
     assert run.code == 7, run.err[-4000:]
     line = run.err.strip().splitlines()[-1]
-    assert "build command `sh -c 'exit 3'` of bc-app failed with exit status 3" in line, line
+    assert "build command `sh -c 'exit 3'` of bc-app 1.0.0 (bc-app) failed with exit status 3" in line, line
     output = run.out + run.err
     assert "[compile] + sh -c 'exit 3'" in output and "[compile] + touch never" not in output
     with pytest.raises(docker.errors.ImageNotFound):
