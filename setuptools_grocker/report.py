@@ -45,6 +45,9 @@ class ProjectResult:
     ended_at: float | None = None
     #: Bytes uploaded to the registry by the push (blobs it already had are not sent).
     pushed_bytes: int | None = None
+    #: A workspace library's tests: "passed", "failed", "no tests" (the run collected none), "not found"
+    #: (none detected, not run); None for an application or a library whose wheel was fetched.
+    tests: str | None = None
 
     def fail(self, exc: GrockerError) -> None:
         """Record a typed error as this project's failure."""

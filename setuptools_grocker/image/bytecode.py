@@ -168,8 +168,11 @@ class BytecodeCache:
 
 def add_bytecode(engine: Engine, *, root: Mapping[str, object], root_image: str, venv: Venv,
                  installed: Mapping[Path, list[Entry]], cache: BytecodeCache,
-                 progress: Progress) -> dict[Path, list[Entry]]:
-    """``installed`` with each wheel's ``.pyc`` entries added (from the cache, or compiled in one container)."""
+                 progress: Progress, reuse: bool = True) -> dict[Path, list[Entry]]:
+    """``installed`` with each wheel's ``.pyc`` entries added (from the cache, or compiled in one container).
+
+    ``reuse=False`` (``--no-cache``, a clean build) compiles every wheel again (and refreshes the cache).
+    """
     root_id = str(root["Id"])
     wanted: dict[Path, tuple[str, list[Entry]]] = {}
     found: dict[Path, dict[str, bytes]] = {}
@@ -178,7 +181,7 @@ def add_bytecode(engine: Engine, *, root: Mapping[str, object], root_image: str,
         if not sources:
             continue
         key = wheel_key(file_sha256(wheel), root_id, venv)
-        cached = cache.load(key, {e.path for e in sources})
+        cached = cache.load(key, {e.path for e in sources}) if reuse else None
         if cached is None:
             wanted[wheel] = (key, sources)
         else:

@@ -41,10 +41,11 @@ if TYPE_CHECKING:
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
                         progress: Progress, files: Mapping[str, Path] | None = None,
                         epoch: int, revision: str | None, internal: Iterable[str] = (),
-                        bytecode: Path | None = None) -> str:
+                        bytecode: Path | None = None, no_cache: bool = False) -> str:
     """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py).
 
     ``bytecode``: the bytecode cache directory (see bytecode.py); None ships no bytecode.
+    ``no_cache``: compile all the bytecode again instead of taking it from that cache.
     """
     manifest = wheels.manifest
     if "python" not in manifest:
@@ -88,7 +89,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     installed = {w: install_wheel(w, venv) for w in sorted({*wheels.wheels, wheels.project_wheel})}
     if bytecode is not None:
         installed = add_bytecode(engine, root=root, root_image=images.root, venv=venv, installed=installed,
-                                 cache=BytecodeCache(bytecode), progress=progress)
+                                 cache=BytecodeCache(bytecode), progress=progress, reuse=not no_cache)
     layers = runtime_layers(wheels=wheels.wheels, project_wheel=wheels.project_wheel, internal=internal_names,
                             venv=venv, app_entries=app_entries, installed=installed,
                             app_comment=f"application {wheels.name} {wheels.version}",
@@ -110,7 +111,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     }
     blob = image_config(root, layers, settings=settings, epoch=epoch)
     image_id = "sha256:" + hashlib.sha256(blob).hexdigest()
-    progress.info(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
+    progress.detail(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
     if engine.image_id(image_id) is None:
         engine.load(load_archive(blob, root["RootFS"]["Layers"], layers), f"image of {wheels.name}")
     if engine.image_id(image_id) is None:

@@ -6,6 +6,7 @@ A project whose cache key is unchanged and whose image is still in the engine is
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from setuptools_grocker.errors import (
     PluginError,
     ProjectError,
 )
+from setuptools_grocker.image import records
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
     BaseImages,
@@ -35,7 +37,7 @@ from setuptools_grocker.pipeline.compile import compile_wheels
 from setuptools_grocker.pipeline.naming import default_reference, extra_tags
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
-from setuptools_grocker.pipeline.project import Source, git_revision, source_date_epoch
+from setuptools_grocker.pipeline.project import Source, describe_project, git_revision, project_label, source_date_epoch
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, impl
 from setuptools_grocker.progress import Progress
@@ -91,7 +93,9 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
     """
     start = time.monotonic()
     run = run or RunOptions()
-    result = ProjectResult(name=config.project_dir.name)
+    # Named as its files state it until its wheel says (a failure before then still shows name and version).
+    name, version = project_label(config.project_dir)
+    result = ProjectResult(name=name, version=version)
     own_engine = engine is None
     try:
         with result.failures_recorded(progress.write):
@@ -149,16 +153,23 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,
                                             smoke_commands=apply.smoke_commands(plugins, config)))
-    for stage in apply.stages(plugins, config):
-        with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
-            try:
-                stage.run(ctx)
-            except GrockerError:
-                raise
-            except Exception as exc:  # a plugin's stage: name it, as the manager does for hooks
-                raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
-                                  f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
-                                  f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
+    try:
+        for stage in apply.stages(plugins, config):
+            with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
+                try:
+                    stage.run(ctx)
+                except GrockerError:
+                    raise
+                except Exception as exc:  # a plugin's stage: name it, as the manager does for hooks
+                    raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
+                                      f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
+                                      f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
+    except BaseException:
+        # An image that never passed its smoke test is recorded as failed: `grocker gc` removes it.
+        if ctx.state.image_id and ctx.state.ref is None:
+            with contextlib.suppress(OSError):  # the build's own error is the one to report
+                records.update(cache_home(environ), ctx.state.image_id, status="failed")
+        raise
     if ctx.state.image_id is None or ctx.state.ref is None:
         raise PluginError("the pipeline ended without an image: a plugin replaced a built-in stage",
                           "check GROCKER_DISABLE_PLUGINS and the plugins' stages")
@@ -221,6 +232,7 @@ def stage_compile(ctx: StageContext) -> None:
         pip=inputs.pip, wheelhouse_root=config.state_dir / "wheelhouse", key=st.key,
         pip_cache=pip_cache_dir(st.environ, config.project_dir), source_date_epoch=epoch, progress=ctx.progress,
         extra_env=env, pre_commands=commands, no_cache=ctx.run.no_cache,
+        what=describe_project(config.project_dir, *project_label(config.project_dir), base=config.project_dir.parent),
     )
     result = inputs.result
     result.name, result.version = wheels.name, wheels.version
@@ -236,7 +248,10 @@ def stage_image(ctx: StageContext) -> None:
                                       key=st.key, progress=ctx.progress, files=st.files,
                                       epoch=source_date_epoch(ctx.config.project_dir, st.environ),
                                       revision=git_revision(ctx.config.project_dir),
-                                      bytecode=bytecode_cache_dir(st.environ))
+                                      bytecode=bytecode_cache_dir(st.environ), no_cache=ctx.run.no_cache)
+    records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
+                             name=st.wheels.name, version=st.wheels.version,
+                             revision=git_revision(ctx.config.project_dir), state_dir=ctx.config.state_dir)
 
 
 def stage_smoke(ctx: StageContext) -> None:
@@ -251,6 +266,7 @@ def stage_smoke(ctx: StageContext) -> None:
     result.tags = _apply_tags(ctx.engine, config, st.image_id, ref, wheels.version)
     result.size = (ctx.engine.image_attrs(st.image_id) or {}).get("Size")
     st.ref = ref
+    records.update(cache_home(st.environ), st.image_id, status="built", tags=result.tags)
 
 
 def stage_push(ctx: StageContext) -> None:
@@ -259,6 +275,7 @@ def stage_push(ctx: StageContext) -> None:
         assert result.image_id is not None
         result.digest, result.pushed_bytes = push_runtime_image(ctx.engine, result.image_id, result.tags,
                                                                 cache_home(ctx.state.environ), ctx.progress)
+        records.update(cache_home(ctx.state.environ), result.image_id, digest=result.digest)
 
 
 def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine: Engine, state: dict[str, Any],
@@ -279,6 +296,10 @@ def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine:
                                                                 Progress(quiet=True))
     else:
         result.digest = state.get("digest") if state.get("image") == ref else None
+    changes: dict[str, Any] = {"used": records.now(), "tags": result.tags}
+    if run.push:
+        changes["digest"] = result.digest
+    records.update(cache_home(environ), image_id, **changes)
 
 
 def _prune_wheelhouse(root: Path, keep: str, retain: int = 3) -> None:

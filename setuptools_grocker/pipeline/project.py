@@ -7,6 +7,7 @@ the hash, so building does not invalidate the cache.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any, Mapping
 
 from packaging.utils import canonicalize_name
 
-from setuptools_grocker.errors import ProjectError
+from setuptools_grocker.errors import GrockerError, ProjectError
 from setuptools_grocker.fs import write_atomic
 
 EXCLUDED_DIRS = {
@@ -154,6 +155,39 @@ def static_metadata(root: Path) -> dict[str, Any] | None:
     if dynamic & {"version", "dependencies", "optional-dependencies"}:
         return None
     return project
+
+
+def project_label(root: Path) -> tuple[str, str | None]:
+    """The name and version of a project as its files state them (no build backend runs), for messages:
+    ``[project]`` of pyproject.toml, else ``[metadata]`` of setup.cfg, else the directory's name."""
+    import configparser
+
+    name, version = None, None
+    try:
+        project = static_metadata(root) or {}
+    except GrockerError:
+        project = {}
+    if isinstance(project.get("name"), str):
+        name = project["name"]
+        version = project.get("version") if isinstance(project.get("version"), str) else None
+    elif (root / "setup.cfg").is_file():
+        parser = configparser.ConfigParser(interpolation=None)
+        with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):
+            parser.read(root / "setup.cfg", encoding="utf-8")
+            name = parser.get("metadata", "name", fallback=None)
+            version = parser.get("metadata", "version", fallback=None)
+    if version and ":" in version:  # attr: / file: are computed at build time
+        version = None
+    return (name or root.name), version
+
+
+def describe_project(root: Path, name: str, version: str | None, base: Path | None = None) -> str:
+    """``name version (directory)`` for messages about a failed project or member."""
+    where = root
+    if base is not None:
+        with contextlib.suppress(ValueError):
+            where = root.relative_to(base)
+    return f"{name}{' ' + version if version else ''} ({where})"
 
 
 def prepare_metadata(path: Path) -> dict[str, Any]:

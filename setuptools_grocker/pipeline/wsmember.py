@@ -5,6 +5,7 @@ later run (or the next Buildbot step, ``--stage``) goes on from there.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -13,11 +14,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
+from setuptools_grocker.errors import GrockerError, PluginError, TestsFailed, WorkspaceError
+from setuptools_grocker.image import records
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
-from setuptools_grocker.pipeline.project import git_commit_time
+from setuptools_grocker.pipeline.project import describe_project, git_commit_time
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, SLOT, STAGES
 from setuptools_grocker.pipeline.workspace import Member, load_member_state, save_member_state
@@ -31,6 +33,11 @@ from setuptools_grocker.report import ProjectResult
 
 if TYPE_CHECKING:
     from setuptools_grocker.pipeline.wsbuild import WorkspaceBuild
+
+
+#: How the member's line at the end of its build shows ``ProjectResult.tests``.
+TESTS_SHOWN = {"passed": "tests passed", "failed": "tests failed", "no tests": "no tests collected",
+               "not found": "no tests found"}
 
 
 class MemberStages:
@@ -68,6 +75,8 @@ class MemberStages:
             result.stages[stage] = result.stages.get(stage, 0.0) + seconds
         mark = {"built": "built", "cached": "cached", "failed": "FAILED"}.get(result.status, result.status)
         tail = f": {result.error}" if result.error else ""
+        if result.tests and not result.error:
+            tail = ", " + TESTS_SHOWN.get(result.tests, result.tests)
         self.build.progress.write(f"[{name}] {mark} in {result.seconds:.1f}s{tail}")
 
     def _run_stages(self, engine: Engine, member: Member, entry: PlanEntry, results: Mapping[str, ProjectResult],
@@ -113,10 +122,14 @@ class MemberStages:
             if combine:
                 self._custom_stages("before-test", engine, member, images, done, progress)
             with progress.stage("wheel + test" if combine else stage):
-                done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
-                                          with_tests=combine)
+                try:
+                    done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
+                                              with_tests=combine)
+                except TestsFailed:
+                    result.tests = "failed"
+                    raise
             if combine:
-                done["test"] = {"command": done[stage].pop("test_command")}
+                done["test"] = {"command": done[stage].pop("test_command"), "result": done[stage].pop("tests")}
             self._custom_stages(f"after-{SLOT[stage]}", engine, member, images, done, progress)
             if combine:
                 self._custom_stages("after-test", engine, member, images, done, progress)
@@ -172,6 +185,7 @@ class MemberStages:
             engine.tag(done["image"]["image_id"], keyed)
             digest, uploaded = push_runtime_image(engine, done["image"]["image_id"], [keyed],
                                                   cache_home(self.environ), progress)
+            records.update(cache_home(self.environ), done["image"]["image_id"], digest=digest, tags=[keyed])
             return {"image": keyed, "digest": digest, "pushed_bytes": uploaded}
         assert images is not None, "the compiler image is made before any stage runs"
         if stage == "wheel":
@@ -183,12 +197,13 @@ class MemberStages:
             data: dict[str, Any] = {"wheel": str(wheels.project_wheel), "distributions": wheels.distributions()}
             if test:
                 data["test_command"] = test["command"]
+                data["tests"] = wheels.manifest.get("tests", "passed")
             return data
         if stage == "test":
             test = self._test_spec(member)
-            self._compile(engine, member, entry, images, progress, mode="test", test=test,
-                          test_wheel=Path(done["wheel"]["wheel"]))
-            return {"command": test["command"]}
+            tested = self._compile(engine, member, entry, images, progress, mode="test", test=test,
+                                   test_wheel=Path(done["wheel"]["wheel"]))
+            return {"command": test["command"], "result": tested.manifest.get("tests", "passed")}
         config = self._app_config(member)
         if stage == "image":
             from setuptools_grocker.image.runtime import build_runtime_image
@@ -206,13 +221,25 @@ class MemberStages:
                                            images=BaseImages(roots.root, images.compiler, roots.root_key),
                                            files=files, epoch=source_date_epoch(config.project_dir, self.environ),
                                            revision=git_revision(config.project_dir),
-                                           bytecode=bytecode_cache_dir(self.environ))
+                                           bytecode=bytecode_cache_dir(self.environ),
+                                           no_cache=self.options.no_cache)
+            records.record_assembled(engine, cache_home(self.environ), image_id, config,
+                                     images=BaseImages(roots.root, images.compiler, roots.root_key), key=entry.key,
+                                     name=member.name, version=member.version,
+                                     revision=git_revision(config.project_dir), state_dir=self.ws.state_dir,
+                                     workspace=self.ws.root)
             return {"image_id": image_id}
         if stage == "smoke":
-            smoke_test(engine, config, done["image"]["image_id"], progress,
-                       commands=apply.smoke_commands(self.build.plugins[member.name], config))
+            try:
+                smoke_test(engine, config, done["image"]["image_id"], progress,
+                           commands=apply.smoke_commands(self.build.plugins[member.name], config))
+            except BaseException:
+                with contextlib.suppress(OSError):  # the smoke test's error is the one to report
+                    records.update(cache_home(self.environ), done["image"]["image_id"], status="failed")
+                raise
             ref = reference(member)
             engine.tag(done["image"]["image_id"], ref)
+            records.update(cache_home(self.environ), done["image"]["image_id"], status="built", tags=[ref])
             return {"image": ref}
         raise AssertionError(stage)
 
@@ -236,6 +263,10 @@ class MemberStages:
         result.distributions = list(wheel.get("distributions", []))
         if wheel.get("fetched"):
             result.reason = "fetched from the wheel index"
+        if member.kind == "library":
+            # "passed" / "no tests" (nothing collected) from the run; "not found" when none were detected.
+            result.tests = done["test"].get("result", "passed") if "test" in done else \
+                (None if member.has_tests else "not found")
         if member.kind == "application":
             result.image_id = done.get("image", {}).get("image_id")
             result.image = done.get("smoke", {}).get("image")
@@ -255,7 +286,8 @@ class MemberStages:
             # Members trust each other, and share a cache; an untrusted member has a cache of its own.
             pip_cache=pip_cache_dir(self.environ, self.ws.root if member.trusted else member.path),
             source_date_epoch=epoch, progress=progress,
-            internal_wheels=internal, mode=mode, test=test, what=member.name, test_wheel=test_wheel,
+            internal_wheels=internal, mode=mode, test=test, test_wheel=test_wheel,
+            what=describe_project(member.path, member.name, member.version, base=self.ws.root),
             extra_env=extra_env, pre_commands=pre_commands, no_cache=self.options.no_cache,
         )
 

@@ -101,6 +101,14 @@ def test_a_second_build_reuses_the_cached_bytecode_and_a_damaged_archive_is_comp
     assert third.code == 0, third.err[-3000:]
     assert six_archive.read_bytes() == whole  # compiled again, to the same bytes
     assert probe(client, third.project["image_id"], "six")["six"]["flags"] == 0b01
+    # --no-cache, a clean build: everything compiled again (the archives rewritten), the same image.
+    before = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.tar")}
+    clean = grocker("build", str(app["project"]), "--tag", app["tag"], "--no-cache", env=app["env"],
+                    report=app["root"] / "clean.json")
+    assert clean.code == 0, clean.err[-3000:]
+    assert clean.project["image_id"] == third.project["image_id"]
+    after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.tar")}
+    assert after[six_archive.name] != before[six_archive.name] and six_archive.read_bytes() == whole
 
 
 def test_without_bytecode_the_image_has_none_and_another_id(app: dict[str, Any], client: docker.DockerClient,
