@@ -2,8 +2,9 @@
 
 Contract (extra keys are allowed, these stay)::
 
-    {"ok": bool, "seconds": float, "projects": [{"name", "version", "kind", "status", "wheel",
-     "image", "image_id", "digest", "seconds", "depends_on", "error"}]}
+    {"generator": "setuptools-grocker VERSION", "ok": bool, "seconds": float,
+     "projects": [{"name", "version", "kind", "status", "wheel", "image", "image_id", "digest",
+                   "seconds", "depends_on", "error"}]}
 """
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from setuptools_grocker import __version__
 from setuptools_grocker.errors import GrockerError, from_os_error
 from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.progress import redact
+
+#: The first key of every JSON document grocker writes for people (reports, plans): the source scan
+#: (pipeline/project.py) never counts a JSON file that starts with it as the project's source.
+GENERATOR_KEY = "generator"
+GENERATOR = f"setuptools-grocker {__version__}"
 
 
 @dataclass
@@ -96,6 +103,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         """The report as written and printed; every string redacted (errors may quote URLs and output)."""
         return redacted({
+            GENERATOR_KEY: GENERATOR,
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
             "projects": [p.to_json() for p in self.projects],

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from packaging.utils import canonicalize_name
 
+from setuptools_grocker import __version__
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import ImageBuildError
@@ -34,6 +35,41 @@ from setuptools_grocker.progress import Progress
 
 if TYPE_CHECKING:
     from setuptools_grocker.pipeline.compile import Wheelhouse
+
+
+def image_key(config: Config, *, root_key: str, wheels: Wheelhouse, plugins: str, revision: str | None,
+              epoch: int, internal: Iterable[str] = ()) -> str:
+    """What a runtime image is made of, as a key: its configuration, root, plugins (files included) and the
+    *content* of its wheels (:meth:`Wheelhouse.content_digest`), not the source that produced them.
+
+    A change in the source that leaves the wheels the same (a stray file in a project outside git) gives
+    the same key: the pipelines then reuse the image they built before (the early cut-off).
+    """
+    data = {
+        "tool": __version__,
+        "config": config.image_inputs(),
+        "root": root_key,
+        "wheels": wheels.content_digest(),
+        "plugins": plugins,
+        "revision": revision,
+        "epoch": epoch,
+        "internal": sorted(canonicalize_name(n) for n in internal),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def cut_off(engine: Engine, previous: Mapping[str, Any], key: str, *, no_cache: bool = False) -> str | None:
+    """The early cut-off: the image ID of the previous build when its image key (``image_key`` in the state
+    ``previous``) is ``key`` and that image is still in the engine; else None (make the image).
+
+    Both pipelines call this after their compile, with the key of :func:`image_key`.
+    """
+    if no_cache or not key or previous.get("image_key") != key:
+        return None
+    image_id = previous.get("image_id")
+    if not isinstance(image_id, str) or not image_id:
+        return None
+    return image_id if engine.image_id(image_id) == image_id else None
 
 
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
