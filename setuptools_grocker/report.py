@@ -138,7 +138,8 @@ def summary_table(report: Report) -> str:
     rows = [("project", "version", "status", "seconds", "image")]
     for p in report.projects:
         what = p.error if p.status in ("failed", "skipped") else (p.image or (Path(p.wheel).name if p.wheel else ""))
-        rows.append((p.name, p.version or "-", p.status, f"{p.seconds:.1f}", what or ""))
+        status = f"{p.status} ({p.reason})" if p.status == "cached" and p.reason else p.status
+        rows.append((p.name, p.version or "-", status, f"{p.seconds:.1f}", what or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(widths[i]) if i < 4 else c for i, c in enumerate(r)) for r in rows]
     lines.append(f"{'ok' if report.ok else 'FAILED'} in {report.seconds:.1f}s")

@@ -58,6 +58,10 @@ def image_key(config: Config, *, root_key: str, wheels: Wheelhouse, plugins: str
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+#: The reason of a ``cached`` result whose compile ran but gave the same wheels (the early cut-off).
+WHEELS_UNCHANGED = "wheels unchanged"
+
+
 def cut_off(engine: Engine, previous: Mapping[str, Any], key: str, *, no_cache: bool = False) -> str | None:
     """The early cut-off: the image ID of the previous build when its image key (``image_key`` in the state
     ``previous``) is ``key`` and that image is still in the engine; else None (make the image).

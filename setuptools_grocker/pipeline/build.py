@@ -33,7 +33,7 @@ from setuptools_grocker.image.recipes import (
     ensure_base_images,
     root_key,
 )
-from setuptools_grocker.image.runtime import build_runtime_image, cut_off, image_key
+from setuptools_grocker.image.runtime import WHEELS_UNCHANGED, build_runtime_image, cut_off, image_key
 from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import compile_wheels
 from setuptools_grocker.pipeline.naming import default_reference, extra_tags
@@ -48,8 +48,6 @@ from setuptools_grocker.registry.push import push_runtime_image
 from setuptools_grocker.report import ProjectResult, write_json_atomic
 
 STATE_FILE = "state.json"
-#: The reason of a ``cached`` result whose compile ran but gave the same wheels (the early cut-off).
-WHEELS_UNCHANGED = "wheels unchanged"
 
 
 def _apply_tags(engine: Engine, config: Config, image_id: str, ref: str, version: str) -> list[str]:
