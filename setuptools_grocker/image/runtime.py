@@ -24,6 +24,7 @@ from setuptools_grocker.image.assemble import (
 from setuptools_grocker.image.recipes import (
     APP_DIR,
     CONFIG_DIR,
+    DATA_DIR,
     RESOURCES,
     USER_UID,
     VENV,
@@ -112,7 +113,8 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
                             for e in tree_entries(src, dest)]
         else:
             app_entries.append(Entry(dest, src.read_bytes(), 0o644))
-    for volume in config.volumes:  # created and owned by the runtime user, so a fresh volume is writable
+    # Created and owned by the runtime user, so a fresh volume is writable; the data directory always is.
+    for volume in sorted({DATA_DIR, *config.volumes}):
         app_entries.append(Entry(volume, uid=USER_UID))
     root = engine.image_attrs(images.root)
     if root is None:
@@ -125,7 +127,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     env = dict(item.split("=", 1) for item in (root.get("Config") or {}).get("Env") or [])
     env.update({"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "VIRTUAL_ENV": VENV, "GROCKER_APP_NAME": wheels.name, "GROCKER_APP_VERSION": wheels.version,
-                "GROCKER_CONFIG_DIR": CONFIG_DIR})
+                "GROCKER_CONFIG_DIR": CONFIG_DIR, "GROCKER_DATA_DIR": DATA_DIR})
     settings: dict[str, Any] = {
         "Env": [f"{k}={v}" for k, v in env.items()],
         "Entrypoint": ["/usr/bin/tini", "-g", "--", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py"],

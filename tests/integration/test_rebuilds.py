@@ -81,3 +81,11 @@ def test_a_new_untracked_module_rebuilds(app: App) -> None:
     assert after["image_id"] != before["image_id"]
     with zipfile.ZipFile(after["wheel"]) as wheel:
         assert "rebuild_app/extra.py" in wheel.namelist()
+
+
+def test_the_runtime_user_can_write_the_data_directory(app: App, client: docker.DockerClient) -> None:
+    app.build()
+    script = ("import os, pathlib, sqlite3; d = pathlib.Path(os.environ['GROCKER_DATA_DIR']); "
+              "sqlite3.connect(d / 'db.sqlite3').execute('create table t (x)'); print(d, os.getuid())")
+    out = client.containers.run(app.tag, ["run", "python", "-c", script], remove=True)
+    assert out.decode().split() == ["/data", "10001"]
