@@ -164,8 +164,9 @@ def git_revision(root: Path) -> str | None:
                              timeout=30)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-z", "--", "."],
-                               capture_output=True, text=True, timeout=60)
+        # Untracked files one by one: a new directory holding only a report or ignored files is not a change.
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-z", "--untracked-files=all",
+                                "--", "."], capture_output=True, text=True, timeout=60)
         # Our own state, reports, build outputs and what .grockerignore names do not make a tree dirty.
         # Porcelain paths are relative to the repository's top, .grockerignore's to the project.
         prefix = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-prefix"], capture_output=True,

@@ -89,3 +89,38 @@ def test_the_runtime_user_can_write_the_data_directory(app: App, client: docker.
               "sqlite3.connect(d / 'db.sqlite3').execute('create table t (x)'); print(d, os.getuid())")
     out = client.containers.run(app.tag, ["run", "python", "-c", script], remove=True)
     assert out.decode().split() == ["/data", "10001"]
+
+
+# -- the same cut-off for a workspace member -------------------------------------------------------------------
+
+def test_a_workspace_member_reuses_its_image_when_its_wheels_are_the_same(
+        tmp_path: Path, run_id: str, client: docker.DockerClient) -> None:
+    root = tmp_path / "ws"
+    p = f"r{run_id[:5]}"
+    root.mkdir()
+    (root / "pyproject.toml").write_text('[tool.grocker.workspace]\nmembers = ["libs/*", "apps/*"]\n')
+    python_project(root / "libs" / f"{p}core", f"{p}core", modules={"__init__.py": "VALUE = 1\n"})
+    python_project(root / "apps" / f"{p}app", f"{p}app", deps=[f"{p}core"], grocker=APP)
+    ref = f"{p}app:1.0.0"
+
+    def build(n: int) -> dict[str, dict[str, Any]]:
+        run = grocker("workspace", "build", str(root), report=tmp_path / f"{n}.json")
+        assert run.code == 0, run.err[-4000:]
+        assert run.report is not None
+        return {x["name"]: x for x in run.report["projects"]}
+
+    try:
+        first = build(1)
+        assert first[f"{p}app"]["status"] == "built"
+        (root / "apps" / f"{p}app" / "debug.log").write_text("stray\n")
+        stray = build(2)[f"{p}app"]
+        assert (stray["status"], stray["reason"]) == ("cached", "wheels unchanged")
+        assert stray["image_id"] == first[f"{p}app"]["image_id"] == client.images.get(ref).id
+        # A stray file in the library: its wheel is built again, the same; the application above it too.
+        (root / "libs" / f"{p}core" / "notes.txt").write_text("stray\n")
+        third = build(3)
+        assert third[f"{p}core"]["status"] == "built"
+        assert (third[f"{p}app"]["status"], third[f"{p}app"]["reason"]) == ("cached", "wheels unchanged")
+        assert third[f"{p}app"]["image_id"] == first[f"{p}app"]["image_id"]
+    finally:
+        remove_images(client, ref)

@@ -156,6 +156,7 @@ def test_grockerignore_in_git_and_not_dirty(tmp_path: Path) -> None:
     (root / "notes").mkdir()
     (root / "notes" / "a.txt").write_text("n")
     _report(root / "report.json")
+    _report(root / "reports" / "nightly.json")
     assert source_files(root) == [".grockerignore", "pkg/__init__.py", "pyproject.toml"]
     assert git_revision(root) == clean
     (root / "pkg" / "new.py").write_text("y = 1\n")  # a new untracked module is source, and dirty
