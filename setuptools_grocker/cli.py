@@ -272,7 +272,9 @@ def cmd_ws_plan(args: argparse.Namespace, progress: Progress) -> int:
     with Engine(Progress(quiet=True)) as engine:
         entries = build.plan(engine)
     if args.json:
-        print(json.dumps({"root": str(ws.root), "order": ws.order, "levels": ws.levels,
+        from setuptools_grocker.report import GENERATOR, GENERATOR_KEY
+
+        print(json.dumps({GENERATOR_KEY: GENERATOR, "root": str(ws.root), "order": ws.order, "levels": ws.levels,
                           "members": [e.to_json() for e in entries]}, indent=2))
     else:
         print_plan(entries, print)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from packaging.utils import canonicalize_name
 
+from setuptools_grocker import __version__
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import ImageBuildError
@@ -22,9 +23,11 @@ from setuptools_grocker.image.assemble import (
     tree_entries,
 )
 from setuptools_grocker.image.bytecode import BytecodeCache, add_bytecode
+from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
     APP_DIR,
     CONFIG_DIR,
+    DATA_DIR,
     RESOURCES,
     USER_UID,
     VENV,
@@ -36,6 +39,46 @@ from setuptools_grocker.progress import Progress
 
 if TYPE_CHECKING:
     from setuptools_grocker.pipeline.compile import Wheelhouse
+
+
+def image_key(config: Config, *, root_key: str, wheels: Wheelhouse, plugins: str, revision: str | None,
+              epoch: int, bytecode: bool, internal: Iterable[str] = ()) -> str:
+    """What a runtime image is made of, as a key: its configuration, root, plugins (files included) and the
+    *content* of its wheels (:meth:`Wheelhouse.content_digest`), not the source that produced them.
+
+    A change in the source that leaves the wheels the same (a stray file in a project outside git) gives
+    the same key: the pipelines then reuse the image they built before (the early cut-off).
+    """
+    data = {
+        "tool": __version__,
+        "config": config.image_inputs(),
+        "root": root_key,
+        "wheels": wheels.content_digest(),
+        "plugins": plugins,
+        "revision": revision,
+        "epoch": epoch,
+        "internal": sorted(canonicalize_name(n) for n in internal),
+        "bytecode": bytecode_identity(bytecode),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+#: The reason of a ``cached`` result whose compile ran but gave the same wheels (the early cut-off).
+WHEELS_UNCHANGED = "wheels unchanged"
+
+
+def cut_off(engine: Engine, previous: Mapping[str, Any], key: str, *, no_cache: bool = False) -> str | None:
+    """The early cut-off: the image ID of the previous build when its image key (``image_key`` in the state
+    ``previous``) is ``key`` and that image is still in the engine; else None (make the image).
+
+    Both pipelines call this after their compile, with the key of :func:`image_key`.
+    """
+    if no_cache or not key or previous.get("image_key") != key:
+        return None
+    image_id = previous.get("image_id")
+    if not isinstance(image_id, str) or not image_id:
+        return None
+    return image_id if engine.image_id(image_id) == image_id else None
 
 
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
@@ -79,7 +122,8 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
                             for e in tree_entries(src, dest)]
         else:
             app_entries.append(Entry(dest, src.read_bytes(), 0o644))
-    for volume in config.volumes:  # created and owned by the runtime user, so a fresh volume is writable
+    # Created and owned by the runtime user, so a fresh volume is writable; the data directory always is.
+    for volume in sorted({DATA_DIR, *config.volumes}):
         app_entries.append(Entry(volume, uid=USER_UID))
     root = engine.image_attrs(images.root)
     if root is None:
@@ -97,7 +141,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     env = dict(item.split("=", 1) for item in (root.get("Config") or {}).get("Env") or [])
     env.update({"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "VIRTUAL_ENV": VENV, "GROCKER_APP_NAME": wheels.name, "GROCKER_APP_VERSION": wheels.version,
-                "GROCKER_CONFIG_DIR": CONFIG_DIR})
+                "GROCKER_CONFIG_DIR": CONFIG_DIR, "GROCKER_DATA_DIR": DATA_DIR})
     settings: dict[str, Any] = {
         "Env": [f"{k}={v}" for k, v in env.items()],
         "Entrypoint": ["/usr/bin/tini", "-g", "--", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py"],

@@ -2,7 +2,10 @@
 
 :func:`build_project` is what ``python setup.py docker_image`` and ``grocker build`` call.
 A project whose cache key is unchanged and whose image is still in the engine is reported
-``cached`` without starting any container.
+``cached`` without starting any container. When the key changed but the compile gives wheels
+of the same content (a stray file in a project outside git), the early cut-off (``cut_off`` in image/runtime.py)
+reuses the image built before: no new image, no smoke test, status ``cached`` with the reason
+``wheels unchanged``.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,7 +34,7 @@ from setuptools_grocker.image.recipes import (
     ensure_base_images,
     root_key,
 )
-from setuptools_grocker.image.runtime import build_runtime_image
+from setuptools_grocker.image.runtime import WHEELS_UNCHANGED, build_runtime_image, cut_off, image_key
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import compile_wheels
 from setuptools_grocker.pipeline.naming import default_reference, extra_tags
@@ -40,6 +43,7 @@ from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.project import Source, describe_project, git_revision, project_label, source_date_epoch
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, impl
+from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.registry.push import push_runtime_image
 from setuptools_grocker.report import ProjectResult, write_json_atomic
@@ -152,7 +156,8 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
     ctx = stage_context(config, run, environ, progress, engine, key=key, images=images, files=files,
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,
-                                            smoke_commands=apply.smoke_commands(plugins, config)))
+                                            smoke_commands=apply.smoke_commands(plugins, config),
+                                            plugins=plugins, previous=state))
     try:
         for stage in apply.stages(plugins, config):
             with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
@@ -173,11 +178,12 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
     if ctx.state.image_id is None or ctx.state.ref is None:
         raise PluginError("the pipeline ended without an image: a plugin replaced a built-in stage",
                           "check GROCKER_DISABLE_PLUGINS and the plugins' stages")
-    result.status = "built"
+    inputs = _inputs(ctx)
+    result.status = "cached" if inputs.reused else "built"
     write_json_atomic(state_path, {
         "key": key, "image_id": result.image_id, "image": result.image, "name": result.name,
         "version": result.version, "wheel": result.wheel, "distributions": result.distributions,
-        "digest": result.digest,
+        "digest": result.digest, "image_key": inputs.image_key,
     })
     plugins.grocker_after_publish(config, result)
     _prune_wheelhouse(config.state_dir / "wheelhouse", keep=key)
@@ -205,6 +211,12 @@ class SingleInputs:
     result: ProjectResult
     compile_env: tuple[dict[str, str], list[str]]
     smoke_commands: list[list[str]]
+    plugins: PluginManager | None = None
+    #: The state of the build before this one (``.grocker/state.json``), for the early cut-off.
+    previous: Mapping[str, Any] = field(default_factory=dict)
+    image_key: str | None = None
+    #: True when the image of the previous build is reused (same wheels).
+    reused: bool = False
 
 
 def stage_context(config: Config, run: RunOptions, environ: Mapping[str, str], progress: Progress, engine: Engine,
@@ -242,22 +254,35 @@ def stage_compile(ctx: StageContext) -> None:
 
 
 def stage_image(ctx: StageContext) -> None:
-    st = ctx.state
+    st, inputs = ctx.state, _inputs(ctx)
     assert st.images is not None and st.wheels is not None
+    epoch = source_date_epoch(ctx.config.project_dir, st.environ)
+    revision = git_revision(ctx.config.project_dir)
+    inputs.image_key = image_key(ctx.config, root_key=st.images.root_key, wheels=st.wheels, revision=revision,
+                                 epoch=epoch, plugins=apply.identity(inputs.plugins, st.files, None)
+                                 if inputs.plugins is not None else "",
+                                 bytecode=bytecode_cache_dir(st.environ) is not None)
+    reused = cut_off(ctx.engine, inputs.previous, inputs.image_key, no_cache=ctx.run.no_cache)
+    if reused is not None:
+        st.image_id, inputs.reused = reused, True
+        inputs.result.reason = WHEELS_UNCHANGED
+        ctx.progress.info(f"{WHEELS_UNCHANGED} (image key {inputs.image_key[:12]}): "
+                          f"reusing image {reused[7:19]}, no new image and no smoke test")
+        return
     st.image_id = build_runtime_image(ctx.engine, ctx.config, images=st.images, wheels=st.wheels,
                                       key=st.key, progress=ctx.progress, files=st.files,
-                                      epoch=source_date_epoch(ctx.config.project_dir, st.environ),
-                                      revision=git_revision(ctx.config.project_dir),
+                                      epoch=epoch, revision=revision,
                                       bytecode=bytecode_cache_dir(st.environ), no_cache=ctx.run.no_cache)
     records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
                              name=st.wheels.name, version=st.wheels.version,
-                             revision=git_revision(ctx.config.project_dir), state_dir=ctx.config.state_dir)
+                             revision=revision, state_dir=ctx.config.state_dir)
 
 
 def stage_smoke(ctx: StageContext) -> None:
     st, config, inputs = ctx.state, ctx.config, _inputs(ctx)
     assert st.image_id is not None and st.wheels is not None
-    smoke_test(ctx.engine, config, st.image_id, ctx.progress, commands=inputs.smoke_commands)
+    if not inputs.reused:  # a reused image passed its smoke test when it was built
+        smoke_test(ctx.engine, config, st.image_id, ctx.progress, commands=inputs.smoke_commands)
     wheels = st.wheels
     ref = ctx.run.tag or default_reference(config, wheels.name, wheels.version)
     ctx.engine.tag(st.image_id, ref)
@@ -266,7 +291,10 @@ def stage_smoke(ctx: StageContext) -> None:
     result.tags = _apply_tags(ctx.engine, config, st.image_id, ref, wheels.version)
     result.size = (ctx.engine.image_attrs(st.image_id) or {}).get("Size")
     st.ref = ref
-    records.update(cache_home(st.environ), st.image_id, status="built", tags=result.tags)
+    changes: dict[str, Any] = {"status": "built", "tags": result.tags}
+    if inputs.reused:  # the cut-off: a build used it again
+        changes["used"] = records.now()
+    records.update(cache_home(st.environ), st.image_id, **changes)
 
 
 def stage_push(ctx: StageContext) -> None:

@@ -7,12 +7,14 @@ a build killed at any point never leaves a wheelhouse entry that claims success.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -54,6 +56,14 @@ class Wheelhouse:
     def distributions(self) -> list[str]:
         return sorted(f"{canonicalize_name(w['name'])}=={w['version']}" for w in self.manifest["closure"])
 
+    def content_digest(self) -> str:
+        """A hash of what the wheels install: each wheel's file name and its ``RECORD`` (the sha256 of every
+        file in it), so the archives' timestamps and compression do not count; with the manifest."""
+        h = hashlib.sha256(json.dumps(dict(self.manifest), sort_keys=True).encode())
+        for wheel in self.wheels:
+            h.update(wheel.name.encode() + b"\0" + record_digest(wheel).encode() + b"\0")
+        return h.hexdigest()
+
     @classmethod
     def load(cls, path: Path) -> Wheelhouse | None:
         manifest = path / "manifest.json"
@@ -63,6 +73,18 @@ class Wheelhouse:
             return cls(path, json.loads(manifest.read_text()))
         except (OSError, ValueError):
             return None
+
+
+def record_digest(wheel: Path) -> str:
+    """The sha256 of the wheel's ``*.dist-info/RECORD``: its content, whatever the zip's timestamps."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            records = sorted(n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD"))
+            if len(records) != 1:  # not a wheel we can describe: its bytes, then
+                return hashlib.sha256(wheel.read_bytes()).hexdigest()
+            return hashlib.sha256(zf.read(records[0])).hexdigest()
+    except (OSError, zipfile.BadZipFile):
+        return hashlib.sha256(wheel.read_bytes()).hexdigest()
 
 
 def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Source,

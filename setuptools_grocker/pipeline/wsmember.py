@@ -17,6 +17,7 @@ from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, PluginError, TestsFailed, WorkspaceError
 from setuptools_grocker.image import records
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
+from setuptools_grocker.image.runtime import WHEELS_UNCHANGED
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.pipeline.project import describe_project, git_commit_time
@@ -74,6 +75,8 @@ class MemberStages:
         for stage, seconds in progress.timings:
             result.stages[stage] = result.stages.get(stage, 0.0) + seconds
         mark = {"built": "built", "cached": "cached", "failed": "FAILED"}.get(result.status, result.status)
+        if result.status == "cached" and result.reason:
+            mark += f" ({result.reason})"
         tail = f": {result.error}" if result.error else ""
         if result.tests and not result.error:
             tail = ", " + TESTS_SHOWN.get(result.tests, result.tests)
@@ -82,6 +85,8 @@ class MemberStages:
     def _run_stages(self, engine: Engine, member: Member, entry: PlanEntry, results: Mapping[str, ProjectResult],
                     images: BaseImages | None, progress: Progress, result: ProjectResult) -> None:
         state = load_member_state(self.ws, member.name)
+        # The stages of the build before, whatever its key: the image stage may reuse its image (cut-off).
+        previous: Mapping[str, Any] = dict(state.get("stages", {}))
         if state.get("key") != entry.key or self.options.no_cache:
             state = {}
         if entry.fetch and entry.fetch.startswith("registry:"):
@@ -93,7 +98,7 @@ class MemberStages:
             state = self.store.fetch(member, entry, self.build.keys[member.name], progress)
         done: dict[str, Any] = dict(state.get("stages", {}))
         requested = set(self.options.stages or STAGES)
-        ran = False
+        ran = reused = False  # reused: this run's image stage took the previous image (same wheels)
         wanted_plugin_stages = [s[len(PLUGIN_PREFIX):] for s in self.options.stages if s.startswith(PLUGIN_PREFIX)]
         if wanted_plugin_stages:
             pm = self.build.plugins[member.name]
@@ -124,7 +129,7 @@ class MemberStages:
             with progress.stage("wheel + test" if combine else stage):
                 try:
                     done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
-                                              with_tests=combine)
+                                              with_tests=combine, previous=previous)
                 except TestsFailed:
                     result.tests = "failed"
                     raise
@@ -134,6 +139,7 @@ class MemberStages:
             if combine:
                 self._custom_stages("after-test", engine, member, images, done, progress)
             ran = True
+            reused = reused or (stage == "image" and bool(done[stage].get("reused")))
             save_member_state(self.ws, member, self.build.keys[member.name], done)
             if stage in ("smoke", "push") and member.kind == "application":
                 published = ProjectResult(name=member.name, version=member.version, kind=member.kind)
@@ -142,6 +148,8 @@ class MemberStages:
                 self.build.plugins[member.name].grocker_after_publish(member.config, published)
         self._fill_result(member, done, result)
         result.status = "built" if ran else "cached"
+        if reused:
+            result.status, result.reason = "cached", WHEELS_UNCHANGED
         if ran and self.store.index is not None and member.kind == "library" and \
                 all(s in done for s in stages_of(member, False)) and not done["wheel"].get("fetched"):
             self.store.upload(member, entry, Path(done["wheel"]["wheel"]), progress)
@@ -178,7 +186,8 @@ class MemberStages:
 
     def _stage(self, stage: str, engine: Engine, member: Member, entry: PlanEntry,
                results: Mapping[str, ProjectResult], images: BaseImages | None, done: Mapping[str, Any],
-               progress: Progress, with_tests: bool = False) -> dict[str, Any]:
+               progress: Progress, with_tests: bool = False, previous: Mapping[str, Any] | None = None
+               ) -> dict[str, Any]:
         if stage == "push":
             # Only the immutable key tag: the names people use move at the release, all or none.
             keyed = key_reference(member, entry.key)
@@ -206,7 +215,7 @@ class MemberStages:
             return {"command": test["command"], "result": tested.manifest.get("tests", "passed")}
         config = self._app_config(member)
         if stage == "image":
-            from setuptools_grocker.image.runtime import build_runtime_image
+            from setuptools_grocker.image.runtime import build_runtime_image, cut_off, image_key
             from setuptools_grocker.pipeline.project import git_revision, source_date_epoch
 
             with self._image_lock(config.run_packages):
@@ -216,23 +225,35 @@ class MemberStages:
                 raise WorkspaceError(f"the wheels of {member.name} are gone", "build again with --no-cache")
             files = {**apply.image_files(self.build.plugins[member.name], config),
                      **{k: Path(v) for k, v in done["wheel"].get("plugin_files", {}).items()}}
+            epoch, revision = source_date_epoch(config.project_dir, self.environ), git_revision(config.project_dir)
+            ikey = image_key(config, root_key=roots.root_key, wheels=wheelhouse, revision=revision, epoch=epoch,
+                             plugins=apply.identity(self.build.plugins[member.name], files, None),
+                             internal=self.ws.closure(member.name),
+                             bytecode=bytecode_cache_dir(self.environ) is not None)
+            # Only an image that passed its smoke test before is reused without one.
+            before = (previous or {}).get("image", {}) if "smoke" in (previous or {}) else {}
+            reused = cut_off(engine, before, ikey, no_cache=self.options.no_cache)
+            if reused is not None:
+                progress.info(f"{WHEELS_UNCHANGED} (image key {ikey[:12]}): reusing image {reused[7:19]}, "
+                              "no new image and no smoke test")
+                return {"image_id": reused, "image_key": ikey, "reused": True}
             image_id = build_runtime_image(engine, config, wheels=wheelhouse, key=entry.key, progress=progress,
                                            internal=self.ws.closure(member.name),
                                            images=BaseImages(roots.root, images.compiler, roots.root_key),
-                                           files=files, epoch=source_date_epoch(config.project_dir, self.environ),
-                                           revision=git_revision(config.project_dir),
+                                           files=files, epoch=epoch, revision=revision,
                                            bytecode=bytecode_cache_dir(self.environ),
                                            no_cache=self.options.no_cache)
             records.record_assembled(engine, cache_home(self.environ), image_id, config,
                                      images=BaseImages(roots.root, images.compiler, roots.root_key), key=entry.key,
                                      name=member.name, version=member.version,
-                                     revision=git_revision(config.project_dir), state_dir=self.ws.state_dir,
+                                     revision=revision, state_dir=self.ws.state_dir,
                                      workspace=self.ws.root)
-            return {"image_id": image_id}
+            return {"image_id": image_id, "image_key": ikey}
         if stage == "smoke":
             try:
-                smoke_test(engine, config, done["image"]["image_id"], progress,
-                           commands=apply.smoke_commands(self.build.plugins[member.name], config))
+                if not done["image"].get("reused"):  # a reused image passed its smoke test when it was built
+                    smoke_test(engine, config, done["image"]["image_id"], progress,
+                               commands=apply.smoke_commands(self.build.plugins[member.name], config))
             except BaseException:
                 with contextlib.suppress(OSError):  # the smoke test's error is the one to report
                     records.update(cache_home(self.environ), done["image"]["image_id"], status="failed")
