@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results))
     for r in results:
+        if r.tests:
+            print(f"\n{r.name}: test suites run by the workspace build (s): "
+                  + ", ".join(f"{n} {s:.1f}" for n, s in r.tests.items()))
         if not r.ok:
             print(f"\n{r.name}: {r.result}\n  logs: {r.log_dir}")
     if args.json:

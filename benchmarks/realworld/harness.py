@@ -123,6 +123,8 @@ class Result:
     image: str | None = None
     image_mb: float | None = None
     notes: list[str] = field(default_factory=list)
+    #: Workspace: seconds of each library's own test suite in the cold build.
+    tests: dict[str, float] = field(default_factory=dict)
     log_dir: str | None = None
 
 
@@ -281,6 +283,15 @@ def _expect(step: str, statuses: Mapping[str, str], wanted: str, names: Sequence
         raise Failed(f"{step}: expected {wanted}, got {', '.join(f'{n}={s}' for n, s in statuses.items())}")
 
 
+def _tests_ran(report: dict[str, Any]) -> dict[str, float]:
+    """Every library of a workspace ran its own test suite: name -> seconds."""
+    libraries = {p["name"]: p.get("stages", {}).get("test") for p in report["projects"] if p["kind"] == "library"}
+    untested = sorted(n for n, s in libraries.items() if s is None)
+    if untested:
+        raise Failed(f"cold: no test stage for {', '.join(untested)}")
+    return {n: round(float(s), 1) for n, s in libraries.items()}
+
+
 def _one_line_change(tree: Path, relative: str) -> None:
     path = tree / relative
     if not path.is_file():
@@ -395,6 +406,8 @@ def run_project(project: Project, run_id: str, keep: bool) -> Result:
             entry = _app_entry(project, report)
             if entry.get("image_id"):
                 image_ids.add(entry["image_id"])
+            if step == "cold" and project.build == "workspace":
+                result.tests = _tests_ran(report)
             if step == "one-line-change":
                 # A one-line change in the application rebuilds the application; its libraries stay.
                 _expect(step, statuses, "built", [entry["name"]])
