@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     for r in results:
         if r.tests:
-            print(f"\n{r.name}: test suites run by the workspace build (s): "
-                  + ", ".join(f"{n} {s:.1f}" for n, s in r.tests.items()))
+            print(f"\n{r.name}: test suites run by the workspace build: "
+                  + "; ".join(f"{n} {s}" for n, s in r.tests.items()))
         if not r.ok:
             print(f"\n{r.name}: {r.result}\n  logs: {r.log_dir}")
     if args.json:

@@ -38,7 +38,8 @@ PROJECTS: tuple[Project, ...] = (
     Project(
         "django-site", "Django, gunicorn, env file", "grocker", change="notes/views.py", app="django-site",
         probe=HttpProbe(8000, "/", expect="Corpus site: welcome", config={"django.env": DJANGO_ENV}, data="/data",
-                        before=(("migrate",),)),
+                        before=(("migrate",),),
+                        also_if_key={"build-commands": ("/static/notes/site.css", "font-family")}),
         optional_keys={"build-commands": 'build-commands = ["python manage.py collectstatic --noinput"]'},
     ),
     Project(
