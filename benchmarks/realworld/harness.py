@@ -335,6 +335,17 @@ def _get(url: str, timeout: float) -> tuple[int, str]:
     raise Failed(f"GET {url}: {last} after {timeout:.0f}s")
 
 
+def _stop(name: str, grace: int = 15) -> str:
+    """``docker stop`` as an orchestrator does: the process must end on SIGTERM, not be killed."""
+    start = time.monotonic()
+    docker("stop", "-t", str(grace), name, timeout=grace + 60)
+    seconds = time.monotonic() - start
+    code = docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+    if code == "137":
+        raise Failed(f"`docker stop` had to kill the container after {grace}s: SIGTERM did not reach the process")
+    return f"stopped in {seconds:.1f}s (exit {code})"
+
+
 def probe(project: Project, image: str, name: str, work: Path) -> str:
     """Run the image as its users do; return a short description of what answered."""
     p = project.probe
@@ -377,7 +388,7 @@ def probe(project: Project, image: str, name: str, work: Path) -> str:
                     if status != 200 or expect not in body:
                         raise Failed(f"GET {path}: {status}, {expect!r} not in {body[:200]!r}")
                     answered.append(path)
-            return f"GET {' '.join(answered)} 200"
+            return f"GET {' '.join(answered)} 200, {_stop(name)}"
         started = docker("run", "-d", "--name", name, *volume_args, image, *p.command)
         if started.returncode != 0:
             raise Failed(f"docker run: {started.stderr.strip()}")
@@ -389,7 +400,7 @@ def probe(project: Project, image: str, name: str, work: Path) -> str:
         running = docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
         if running != "true":
             raise Failed("the worker stopped")
-        return f"{' '.join(p.command)} answered"
+        return f"{' '.join(p.command)} answered, {_stop(name)}"
     finally:
         docker("rm", "-f", "-v", name)
         if p.data is not None:
