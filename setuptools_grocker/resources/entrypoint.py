@@ -119,7 +119,7 @@ def optional_requirements(app):
         requires = metadata.distribution(app["name"]).requires or []
     except Exception:  # the application is not an installed distribution: nothing is optional
         return {}
-    optional: "dict[str, set[str]]" = {}
+    optional: dict[str, set[str]] = {}
     for requirement in requires:
         spec, _, marker = requirement.partition(";")
         extras = {_normalize(e) for e in re.findall(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)}
