@@ -483,6 +483,8 @@ def run_all(projects: Sequence[Project], *, keep: bool = False, echo: Any = prin
         results.append(result)
         times = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
         echo(f"[{project.name}] {result.result} ({times})")
+    if not keep and WORK_ROOT.joinpath(run_id).is_dir() and not any(WORK_ROOT.joinpath(run_id).iterdir()):
+        WORK_ROOT.joinpath(run_id).rmdir()  # every project passed: nothing to look at
     return results
 
 
