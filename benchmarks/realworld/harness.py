@@ -409,6 +409,15 @@ def probe(project: Project, image: str, name: str, work: Path) -> str:
 
 # -- one project, all projects ---------------------------------------------------------------------
 
+def _remove_pip_caches(tree: Path) -> None:
+    """grocker's pip caches of this scratch tree (one per project, workspace root or untrusted member)."""
+    from setuptools_grocker.pipeline.caches import pip_cache_dir
+
+    scopes = [tree, *(d for d in tree.glob("*") if d.is_dir()), *(d for d in tree.glob("*/*") if d.is_dir())]
+    for scope in scopes:
+        shutil.rmtree(pip_cache_dir(os.environ, scope), ignore_errors=True)
+
+
 def run_project(project: Project, run_id: str, keep: bool) -> Result:
     result = Result(project.name, project.kind)
     work = WORK_ROOT / run_id / project.name
@@ -455,6 +464,7 @@ def run_project(project: Project, run_id: str, keep: bool) -> Result:
             refs = [tag] + ([result.image] if result.image and result.image != tag else []) + sorted(image_ids)
             for ref in refs:
                 docker("rmi", ref)
+            _remove_pip_caches(tree)
             if result.ok:
                 shutil.rmtree(work, ignore_errors=True)
     return result
