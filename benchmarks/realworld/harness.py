@@ -90,6 +90,20 @@ Probe = Union[HttpProbe, WorkerProbe, CommandProbe]
 
 
 @dataclass(frozen=True)
+class Mistake:
+    """A mistake users make, applied to a copy of the project: the build must fail and say why.
+
+    ``edit`` replaces ``old`` by ``new`` in ``file``; the build must exit non-zero and its output
+    contain every one of ``expect``. The table's cold seconds are the time until the user knows.
+    """
+
+    file: str
+    old: str
+    new: str
+    expect: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Project:
     name: str
     kind: str
@@ -111,6 +125,8 @@ class Project:
     optional_keys: Mapping[str, str] = field(default_factory=dict)
     #: Workspace only: the member whose image is probed.
     app_member: str | None = None
+    #: Not a project to build but a mistake to make in it (probe unused).
+    mistake: Mistake | None = None
     quick: bool = False
 
 
@@ -238,6 +254,26 @@ def _add_config_line(directory: Path, line: str) -> None:
 
 # -- building -----------------------------------------------------------------------------------------
 
+def _make_mistake(project: Project, tree: Path, tag: str, logs: Path) -> float:
+    """Build the project with its mistake: it must fail, saying what the mistake expects."""
+    mistake = project.mistake
+    assert mistake is not None
+    path = tree / mistake.file
+    text = path.read_text()
+    if mistake.old not in text:
+        raise Failed(f"{mistake.old!r} is not in {mistake.file}")
+    path.write_text(text.replace(mistake.old, mistake.new, 1))
+    try:
+        _build(project, tree, tag, logs, "cold")
+    except Failed as exc:
+        output = (logs / "cold.log").read_text()
+        missing = [e for e in mistake.expect if e not in output]
+        if " build exit 0 " in str(exc) or missing:
+            raise Failed(f"the error does not say {', '.join(map(repr, missing))}: {exc}") from None
+        return float(re.findall(r"^seconds ([\d.]+)$", output, re.M)[-1])
+    raise Failed("the build succeeded")
+
+
 def _build(project: Project, tree: Path, tag: str, logs: Path, step: str) -> tuple[float, dict[str, Any]]:
     report = logs / f"{step}.json"
     report.unlink(missing_ok=True)
@@ -256,6 +292,8 @@ def _build(project: Project, tree: Path, tag: str, logs: Path, step: str) -> tup
     start = time.monotonic()
     proc = _run(argv, cwd=cwd, env=env, timeout=BUILD_TIMEOUT, log=logs / f"{step}.log")
     seconds = time.monotonic() - start
+    with (logs / f"{step}.log").open("a") as fh:
+        fh.write(f"\nseconds {seconds:.3f}\n")
     data = json.loads(report.read_text()) if report.exists() else None
     if proc.returncode != 0 or data is None:
         raise Failed(f"{step} build exit {proc.returncode} (log {logs / (step + '.log')}):\n"
@@ -430,6 +468,18 @@ def run_project(project: Project, run_id: str, keep: bool) -> Result:
     try:
         prepare(project, tree)
         logs.mkdir(parents=True)
+        if project.mistake is not None:
+            step = "mistake"
+            try:
+                result.seconds["cold"] = round(_make_mistake(project, tree, tag, logs), 1)
+            finally:
+                failed = json.loads((logs / "cold.json").read_text()) if (logs / "cold.json").exists() else {}
+                image_ids.update(p["image_id"] for p in failed.get("projects", []) if p.get("image_id"))
+                # A failed image is untagged and named only in the error: it is this run's own.
+                log = (logs / "cold.log").read_text() if (logs / "cold.log").exists() else ""
+                image_ids.update(re.findall(r"\bimage ([0-9a-f]{12}) failed\b", log))
+            result.ok, result.result = True, "ok (fails as it should)"
+            return result
         for step, wanted in (("cold", "built"), ("no-change", "cached"), ("one-line-change", "built")):
             if step == "one-line-change":
                 _one_line_change(tree, project.change)

@@ -1,7 +1,7 @@
 """The corpus: real applications and one real family of libraries, and how each is run."""
 from __future__ import annotations
 
-from benchmarks.realworld.harness import CommandProbe, HttpProbe, Project, Sdist, WorkerProbe
+from benchmarks.realworld.harness import CommandProbe, HttpProbe, Mistake, Project, Sdist, WorkerProbe
 
 __all__ = ["PROJECTS"]
 
@@ -59,5 +59,18 @@ PROJECTS: tuple[Project, ...] = (
         sdists=tuple(Sdist(name, version, f"libs/{name.lower()}") for name, version in PALLETS),
         app="pallets-app", app_dest="app", overlay="pallets", app_member="corpus-pallets-app",
         probe=HttpProbe(8000, "/?name=%3Ccorpus%3E", expect="Hello &lt;corpus&gt;"),
+    ),
+    # Mistakes users make: the build must fail, early, and say what to do.
+    Project(
+        "pg-app-no-dev", "mistake: no libpq-dev", "grocker", change="", app="pg-app",
+        probe=CommandProbe((), ""),
+        mistake=Mistake("pyproject.toml", 'build = ["libpq-dev"]', "build = []",
+                        expect=("pg_config", "system-packages.build")),
+    ),
+    Project(
+        "flask-app-typo", "mistake: program typo", "grocker", change="", app="flask-app",
+        probe=CommandProbe((), ""),
+        mistake=Mistake("pyproject.toml", 'server = "waitress-serve', 'server = "waitres-serve',
+                        expect=("waitres-serve",)),
     ),
 )
