@@ -174,8 +174,10 @@ class GrockerMemberStep(GrockerStep):
         self.member = member
 
     def grocker_command(self) -> list[str]:
+        # --verbose: the step's log is where CI users read pip's and the engine's output (the log file
+        # grocker also writes stays on the worker).
         return [*super().grocker_command(), "--only", self.member, "--no-deps", "--stage", self.stage,
-                "--report", "-"]
+                "--report", "-", "--verbose"]
 
     def apply_report(self, report: dict[str, Any]) -> None:
         projects = report.get("projects") or []

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from setuptools_grocker import __version__
 from setuptools_grocker.frontend import emit_report, handle_errors, run_build
 from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, STAGES, is_stage_name
-from setuptools_grocker.progress import Progress
+from setuptools_grocker.progress import NORMAL, QUIET, VERBOSE, Progress
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import RunOptions
@@ -24,7 +24,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", "-t", help="final image reference NAME:TAG (default: IMAGE-NAME:VERSION)")
     parser.add_argument("--base-image", help="base image (overrides base-image)")
     parser.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
-    parser.add_argument("--no-cache", action="store_true", help="rebuild even when nothing changed")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="a clean build: rebuild even when nothing changed, with an empty pip cache")
     parser.add_argument("--push", action="store_true", help="push the image to the configured registry")
 
 
@@ -41,6 +42,16 @@ def _tag(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid image tag: use letters, digits, '_', '.', '-' "
                                          "(at most 128, not starting with '.' or '-')")
     return text
+
+
+def _size(text: str) -> int:
+    from setuptools_grocker.errors import ConfigError
+    from setuptools_grocker.image.gc import parse_size
+
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.one_line()) from exc
 
 
 def _release_name(text: str) -> str:
@@ -95,14 +106,40 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report)
 
 
+def output_options() -> argparse.ArgumentParser:
+    """``-q``/``-v``: accepted before the command and after it (every command's parser has them)."""
+    common = argparse.ArgumentParser(add_help=False)
+    levels = common.add_mutually_exclusive_group()
+    # SUPPRESS: a subcommand's parser must not reset what was given before the subcommand.
+    levels.add_argument("--quiet", "-q", dest="level", action="store_const", const=QUIET, default=argparse.SUPPRESS,
+                        help="only warnings, errors and the final result")
+    levels.add_argument("--verbose", "-v", dest="level", action="store_const", const=VERBOSE,
+                        default=argparse.SUPPRESS,
+                        help="stream everything: engine commands and container output (pip, apt)")
+    return common
+
+
+def _with_options(common: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    """The parser class of every command (and of their own commands): with ``-q``/``-v``."""
+
+    class CommandParser(argparse.ArgumentParser):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("parents", [common])
+            super().__init__(**kwargs)
+
+    return CommandParser
+
+
 def make_parser() -> argparse.ArgumentParser:
+    common = output_options()
     parser = argparse.ArgumentParser(
         prog="grocker",
-        description="Build Docker images of Python applications from their wheels.",
+        description="Build Docker images of Python applications from their wheels. By default each stage "
+                    "prints one line and the full output goes to a log file named at the end.",
+        parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"setuptools-grocker {__version__}")
-    parser.add_argument("--quiet", "-q", action="store_true", help="only errors and the summary")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_with_options(common))
     sub.required = True
 
     build = sub.add_parser("build", help="build the image of one project (any PEP 517 project)")
@@ -127,7 +164,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
     wsb.add_argument("--fail-fast", action="store_true", help="start nothing new after the first failure")
     wsb.add_argument("--push", action="store_true", help="push the application images")
-    wsb.add_argument("--no-cache", action="store_true", help="rebuild every member")
+    wsb.add_argument("--no-cache", action="store_true",
+                     help="a clean build: rebuild every member (no wheel index, no registry), with an empty pip cache")
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
     wsb.add_argument("--wheel-index", metavar="URL",
                      help="PyPI-compatible index to share wheels through (overrides workspace.index-url); "
@@ -185,6 +223,25 @@ def make_parser() -> argparse.ArgumentParser:
     plug.add_argument("--json", action="store_true", help="print the list as JSON")
     plug.set_defaults(func=cmd_plugins)
 
+    imgs = sub.add_parser("images", help="the images grocker built: when, and from what (its build records)")
+    imgs.add_argument("--json", action="store_true", help="print the records as JSON")
+    imgs.set_defaults(func=cmd_images)
+    gc = sub.add_parser("gc", help="remove superseded and failed images, unused root and compiler images, "
+                                   "and caches beyond a size")
+    gc.add_argument("--dry-run", "-n", action="store_true", help="print what would go and the bytes freed; "
+                    "remove nothing")
+    gc.add_argument("--max-cache-size", type=_size, metavar="SIZE",
+                    help="also remove the oldest cache entries (pip caches, blobs, wheelhouses, bytecode) until "
+                         "the caches hold at most SIZE (500M, 10G)")
+    gc.add_argument("--base-images", action="store_true",
+                    help="also remove base images made by `grocker bootstrap-base` that no kept image uses")
+    gc.add_argument("--untracked", action="store_true",
+                    help="also remove untagged grocker images this cache home has no build record of")
+    gc.add_argument("--project", type=Path, metavar="DIR",
+                    help="only the images and caches of the project (or workspace) in DIR")
+    gc.add_argument("--json", action="store_true", help="print what was removed as JSON")
+    gc.set_defaults(func=cmd_gc)
+
     boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
     boot.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
     boot.add_argument("--mirror", help="Debian mirror URL (default: the one in the host's apt sources)")
@@ -215,7 +272,9 @@ def cmd_ws_plan(args: argparse.Namespace, progress: Progress) -> int:
     with Engine(Progress(quiet=True)) as engine:
         entries = build.plan(engine)
     if args.json:
-        print(json.dumps({"root": str(ws.root), "order": ws.order, "levels": ws.levels,
+        from setuptools_grocker.report import GENERATOR, GENERATOR_KEY
+
+        print(json.dumps({GENERATOR_KEY: GENERATOR, "root": str(ws.root), "order": ws.order, "levels": ws.levels,
                           "members": [e.to_json() for e in entries]}, indent=2))
     else:
         print_plan(entries, print)
@@ -238,6 +297,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     if args.keep_going and args.fail_fast:
         raise WorkspaceError("--keep-going and --fail-fast contradict each other", "give one of them")
     ws = load_workspace(Path(args.root), environ=os.environ, progress=progress)
+    log = progress.open_log(ws.state_dir / "logs")
     options = WorkspaceOptions(jobs=args.jobs, only=tuple(args.only or ()), fail_fast=args.fail_fast,
                                push=args.push or "push" in (args.stage or ()), no_cache=args.no_cache,
                                index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps,
@@ -247,6 +307,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     report = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).run()
     emit_report(report, args.report)
     progress.write(summary_table(report))
+    progress.info(f"full log: {log}")
     if report.ok:
         return 0
     if report.error is not None:
@@ -254,8 +315,9 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
         return report.error.exit_code
     failed = [p for p in report.projects if p.status == "failed"]
     skipped = [p for p in report.projects if p.status == "skipped"]
-    sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({', '.join(p.name for p in failed)}), "
-                     f"{len(skipped)} skipped; see the errors above\n")
+    names = ", ".join(f"{p.name} {p.version}" if p.version else p.name for p in failed)
+    sys.stderr.write(f"grocker: error: {len(failed)} member(s) failed ({names}), "
+                     f"{len(skipped)} skipped; see the errors above and the full log {log}\n")
     return WorkspaceError.exit_code
 
 
@@ -377,6 +439,59 @@ def cmd_plugins(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.image.gc import human, listing
+    from setuptools_grocker.pipeline.caches import cache_home
+
+    with Engine(Progress(quiet=True)) as engine:
+        rows = listing(engine, cache_home(os.environ))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'IMAGE ID':12}  {'BUILT (UTC)':19}  {'STATUS':10}  {'SIZE':>9}  {'PROJECT':28}  {'REVISION':12}  TAGS")
+    for r in rows:
+        status = r["status"] if r["present"] else "gone"
+        if status == "built" and not r["current_tags"]:
+            status = "superseded"  # its tags moved to a later build
+        project = f"{r['name'] or '?'} {r['version'] or ''}".strip()
+        tags = ", ".join(r["current_tags"]) or "<untagged>"
+        size = human(r["size"]) if r["size"] else "-"
+        print(f"{r['image_id'].split(':')[-1][:12]:12}  {r['when'][:19].replace('T', ' '):19}  {status:10}  "
+              f"{size:>9}  {project[:28]:28}  {(r['revision'] or '-')[:12]:12}  {tags}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.errors import ProjectError
+    from setuptools_grocker.image.gc import GcOptions, collect, human, remove
+    from setuptools_grocker.pipeline.caches import cache_home
+
+    if args.project is not None and not args.project.is_dir():
+        raise ProjectError(f"--project {args.project}: no such directory", "give the project's directory")
+    options = GcOptions(max_cache_size=args.max_cache_size, base_images=args.base_images, untracked=args.untracked,
+                        project=args.project)
+    with Engine(Progress(quiet=True) if args.json else progress) as engine:
+        result = remove(engine, collect(engine, cache_home(os.environ), options), dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    failed = {id(r): why for r, why in result.failed}
+    for r in result.removals:
+        what = r.target.split(":")[-1][:12] if r.kind.endswith("image") else r.target
+        line = f"{r.kind} {what}" + (f" ({r.name})" if r.name else "") + f": {r.reason}, {human(r.size)}"
+        progress.write(f"  not removed: {line}: {failed[id(r)]}" if id(r) in failed else f"  {verb} {line}")
+    progress.write(f"{verb} {len(result.removals) - len(result.failed)} item(s), {human(result.freed)} freed"
+                   if not args.dry_run else f"{verb} {len(result.removals)} item(s), {human(result.freed)}")
+    return 0
+
+
 def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
     from setuptools_grocker.config import validate_reference
     from setuptools_grocker.engine import Engine
@@ -395,5 +510,8 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    progress = Progress(quiet=args.quiet, environ=os.environ)
-    return handle_errors("grocker", lambda: args.func(args, progress))
+    progress = Progress(level=getattr(args, "level", NORMAL), environ=os.environ)
+    try:
+        return handle_errors("grocker", lambda: args.func(args, progress))
+    finally:
+        progress.close()

@@ -73,6 +73,7 @@ class Config:
     extras: tuple[str, ...] = ()
     constraints: Path | None = None
     local_packages: tuple[Path, ...] = ()
+    build_commands: tuple[str, ...] = ()
     smoke_test: SmokeTest = SmokeTest()
     labels: Mapping[str, str] = field(default_factory=dict)
     image_name: str | None = None
@@ -103,11 +104,12 @@ class Config:
         """The part of the configuration that shapes the image (part of every cache key).
 
         Derived from the keys marked ``image_input`` (keys.py); a dotted input name nests
-        (``smoke-test.port`` -> ``{"smoke-test": {"port": ...}}``).
+        (``smoke-test.port`` -> ``{"smoke-test": {"port": ...}}``); a key marked ``input_when_set``
+        is left out while it is empty, so that adding it changed no existing cache key.
         """
         inputs: dict[str, Any] = {}
         for key in KEYS.values():
-            if key.image_input:
+            if key.image_input and (key.input_value(self) or not key.input_when_set):
                 *tables, last = (key.input_name or key.name).split(".")
                 where = inputs
                 for table in tables:
@@ -256,6 +258,7 @@ NON_CONFIG_ENV = {
     "GROCKER_DISABLE_PLUGINS",
     "GROCKER_CACHE_HOME",
     "GROCKER_NO_PIP_CONFIG",
+    "GROCKER_NO_BYTECODE",
     "GROCKER_SOURCE_DATE_EPOCH",
     # workspace.index-url, read by the workspace build: the only place its credentials may be.
     "GROCKER_WORKSPACE_INDEX_URL",
@@ -315,7 +318,13 @@ def _build(project_dir: Path, values: dict[str, Any], source: str) -> Config:
 
 
 def check_default_command(config: Config) -> None:
-    """default-command must name a command; checked once plugins have added theirs."""
+    """default-command must name a command, and the HTTP probe a server; checked once plugins have added
+    their commands, before any container starts."""
+    if config.smoke_test.port is not None and config.effective_default_command == "help":
+        raise ConfigError(
+            f"smoke-test.port {config.smoke_test.port} in {config.source} needs a server command to probe, "
+            "and the image has none",
+            'add a `server` command under [tool.grocker.commands] (or set default-command), or remove smoke-test.port')
     default = config.default_command
     if default and default not in config.commands and default not in RESERVED_COMMANDS:
         close = difflib.get_close_matches(default, list(config.commands) + sorted(RESERVED_COMMANDS), n=1)

@@ -64,6 +64,16 @@ class CompileError(GrockerError):
     exit_code = 7
 
 
+class TestsFailed(CompileError):
+    """A workspace library's tests failed (in the compile container, against the wheel just built)."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+
+class BuildCommandFailed(CompileError):
+    """One of the project's ``build-commands`` exited non-zero (before its wheel was built)."""
+
+
 class ImageBuildError(GrockerError):
     """Assembling an image (root, compiler or runtime) failed."""
 

@@ -78,6 +78,8 @@ def run_build(project: Path, overrides: Mapping[str, Any], run: RunOptions, *, e
         check_python_project(project.resolve())
         config = load_config(project, environ=environ, overrides=overrides, warn=progress.warn)
         run.validate()
+        # From here on, engine commands and container output go to the log (streamed as well with -v).
+        log = progress.open_log(config.state_dir / "logs")
     except GrockerError as exc:
         if report_path:
             failed = ProjectResult(name=project.resolve().name, error=exc.one_line(), exit_code=exc.exit_code)
@@ -87,6 +89,7 @@ def run_build(project: Path, overrides: Mapping[str, Any], run: RunOptions, *, e
     report = Report([result], time.monotonic() - start)
     emit_report(report, report_path)
     progress.write(summary_table(report))
+    progress.info(f"full log: {log}")
     if result.status == "failed":
         sys.stderr.write(f"{prog}: error: {redact(result.error or '')}\n")
         return result.exit_code

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -137,6 +138,15 @@ def _parse_dict(raw: str) -> dict[str, str]:
     return dict(_split_pair(p) for p in re.split(r"[,\n]", raw) if p.strip())
 
 
+def _parse_lines(raw: str) -> tuple[str, ...]:
+    if raw.strip().startswith("["):
+        loaded = json.loads(raw)
+        if not isinstance(loaded, list) or not all(isinstance(v, str) for v in loaded):
+            raise ValueError(raw)
+        return tuple(loaded)
+    return tuple(line.strip() for line in raw.splitlines() if line.strip())
+
+
 def _as_tuple(value: Any) -> Any:
     return None if value is None else tuple(value)
 
@@ -168,6 +178,8 @@ INT = Kind("int", "int", "8000", "8000", _check_int, int)
 FLOAT = Kind("float", "number", "30", "30", _check_float, float, _as_float)
 LIST = Kind("list", "list", '["a", "b"]', "a,b", _check_list, _words, _as_tuple)
 COMMAND = Kind("list", "list or string", '["a", "b"]', "a,b", _check_command, _words, _as_tuple)
+#: Shell command lines, one per entry; from the environment one per line (or a JSON list).
+LINES = Kind("list", "list of command lines", '["make assets"]', "make assets", _check_list, _parse_lines, _as_tuple)
 INTS = Kind("ints", "list of int", "[8000]", "8000,8001", _check_ints, lambda raw: tuple(int(p) for p in _words(raw)),
             _as_tuple)
 DICT = Kind("dict", "table", '{ NAME = "value" }', "NAME=value,OTHER=x", _check_dict, _parse_dict, dict)
@@ -194,6 +206,25 @@ def _commands(commands: Mapping[str, str], source: str) -> None:
                               "choose another name")
         if not line.strip():
             raise ConfigError(f"command '{name}' in {source} is empty", "give it a command line")
+        try:
+            shlex.split(line)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise ConfigError(f"command '{name}' in {source} cannot be split into words ({str(exc).lower()}): "
+                              f"{line!r}", "close the quote, or escape a literal quote or a final backslash "
+                              "with a backslash") from None
+
+
+def _build_commands(lines: tuple[str, ...], source: str) -> None:
+    # Checked when the configuration loads, not after a full build: each line must be a command
+    # line a POSIX shell can read (shlex is stricter than sh only about what sh rejects too).
+    for line in lines:
+        if not line.strip():
+            raise ConfigError(f"build-commands in {source} has an empty command", "remove it, or give a command line")
+        try:
+            shlex.split(line)
+        except ValueError as exc:
+            raise ConfigError(f"build command {line!r} in {source} cannot be parsed: {exc}",
+                              "close the quote, or escape it with a backslash") from exc
 
 
 def _image_name(name: str | None, source: str) -> None:
@@ -267,6 +298,9 @@ class Key:
     member_only: bool = False
     #: Shapes the image: part of ``Config.image_inputs()`` and so of every cache key.
     image_input: bool = False
+    #: Part of ``image_inputs()`` only when set (not the default): a key added later leaves the cache
+    #: keys of the projects that do not use it as they were.
+    input_when_set: bool = False
     #: Its name in ``image_inputs()`` when not the key's own (kept so that cache keys stay stable).
     input_name: str | None = None
     #: Its value in ``image_inputs()`` when not the field's value made JSON-like.
@@ -333,6 +367,11 @@ TABLE: tuple[Key, ...] = (
     Key("local-packages", LIST, (), "directories of other projects (relative paths) built as wheels in the same "
         "compile, for dependencies that are not on an index", "local_packages", member_only=True,
         image_input=True, to_input=_relative_paths, convert=_paths),
+    Key("build-commands", LINES, (), "shell command lines run in the compiler container, in a copy of the "
+        "project's source, before its wheel is built (`python manage.py collectstatic --noinput`), with the "
+        "project and its dependencies installed in a venv on `PATH`; files they write go into the wheel as the "
+        "build backend packs them", "build_commands", member_only=True, image_input=True, input_when_set=True,
+        validate=_build_commands, default_doc="none"),
     Key("smoke-test.command", COMMAND, (), "an extra command the image must run with exit code 0 before it "
         "is tagged", "smoke_test.command", member_only=True, image_input=True, default_doc="none"),
     Key("smoke-test.port", INT, None, "container port of the HTTP probe (the default command is started for it)",

@@ -2,8 +2,9 @@
 
 Contract (extra keys are allowed, these stay)::
 
-    {"ok": bool, "seconds": float, "projects": [{"name", "version", "kind", "status", "wheel",
-     "image", "image_id", "digest", "seconds", "depends_on", "error"}]}
+    {"generator": "setuptools-grocker VERSION", "ok": bool, "seconds": float,
+     "projects": [{"name", "version", "kind", "status", "wheel", "image", "image_id", "digest",
+                   "seconds", "depends_on", "error"}]}
 """
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from setuptools_grocker import __version__
 from setuptools_grocker.errors import GrockerError, from_os_error
 from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.progress import redact
+
+#: The first key of every JSON document grocker writes for people (reports, plans): the source scan
+#: (pipeline/project.py) never counts a JSON file that starts with it as the project's source.
+GENERATOR_KEY = "generator"
+GENERATOR = f"setuptools-grocker {__version__}"
 
 
 @dataclass
@@ -45,6 +52,9 @@ class ProjectResult:
     ended_at: float | None = None
     #: Bytes uploaded to the registry by the push (blobs it already had are not sent).
     pushed_bytes: int | None = None
+    #: A workspace library's tests: "passed", "failed", "no tests" (the run collected none), "not found"
+    #: (none detected, not run); None for an application or a library whose wheel was fetched.
+    tests: str | None = None
 
     def fail(self, exc: GrockerError) -> None:
         """Record a typed error as this project's failure."""
@@ -93,6 +103,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         """The report as written and printed; every string redacted (errors may quote URLs and output)."""
         return redacted({
+            GENERATOR_KEY: GENERATOR,
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
             "projects": [p.to_json() for p in self.projects],
@@ -127,7 +138,8 @@ def summary_table(report: Report) -> str:
     rows = [("project", "version", "status", "seconds", "image")]
     for p in report.projects:
         what = p.error if p.status in ("failed", "skipped") else (p.image or (Path(p.wheel).name if p.wheel else ""))
-        rows.append((p.name, p.version or "-", p.status, f"{p.seconds:.1f}", what or ""))
+        status = f"{p.status} ({p.reason})" if p.status == "cached" and p.reason else p.status
+        rows.append((p.name, p.version or "-", status, f"{p.seconds:.1f}", what or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(widths[i]) if i < 4 else c for i, c in enumerate(r)) for r in rows]
     lines.append(f"{'ok' if report.ok else 'FAILED'} in {report.seconds:.1f}s")

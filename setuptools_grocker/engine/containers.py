@@ -155,15 +155,17 @@ class Containers(Connection):
             if orphaned(s, leases, now, me):
                 self.progress.command(["docker", "rm", "-f", str(c["Id"])[:12]])
                 try:
-                    self.client.api.remove_container(c["Id"], force=True)
+                    self.client.api.remove_container(c["Id"], v=True, force=True)
                     removed += 1
                 except Exception:  # best effort: gone already, or removed by another reaper
                     pass
         return removed
 
     def _remove(self, container: Any) -> None:
+        # v=True: with the anonymous volumes the image declares (``volumes``), which ``--rm`` removes
+        # on the command line but the API's remove leaves behind.
         try:
-            container.remove(force=True)
+            container.remove(v=True, force=True)
         except Exception:  # best effort: the engine may be gone, and the error that matters is already raised
             pass
 
@@ -194,7 +196,7 @@ class Containers(Connection):
 
     def remove_container(self, name: str) -> None:
         try:
-            self._call(f"remove {name}", self.client.api.remove_container, name, force=True)
+            self._call(f"remove {name}", self.client.api.remove_container, name, v=True, force=True)
         except docker.errors.NotFound:
             pass
 

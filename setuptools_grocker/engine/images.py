@@ -92,17 +92,17 @@ class Images(Connection):
                     tail.append(chunk["error"])
                     raise ImageBuildError(
                         f"building the {what} failed: {chunk['error'].strip().splitlines()[-1]}",
-                        "see the build output above",
+                        self.progress.see("the build output"),
                         details="\n".join(tail),
                     )
         except docker.errors.APIError as exc:
             raise ImageBuildError(f"building the {what} failed: {short(exc)}",
-                                  "see the build output above", details="\n".join(tail)) from exc
+                                  self.progress.see("the build output"), details="\n".join(tail)) from exc
         except (docker.errors.DockerException, OSError) as exc:
             raise EngineUnavailable(f"the Docker Engine stopped answering while building the {what}",
                                     "check that dockerd is running, then run the build again") from exc
         if image_id is None:
-            raise ImageBuildError(f"building the {what} produced no image", "see the build output above",
+            raise ImageBuildError(f"building the {what} produced no image", self.progress.see("the build output"),
                                   details="\n".join(tail))
         return image_id
 
@@ -152,3 +152,41 @@ class Images(Connection):
                 blob = tar.extractfile(name).read()  # type: ignore[union-attr]
                 layers["sha256:" + hashlib.sha256(blob).hexdigest()] = blob
         return config, layers
+
+    def labelled_images(self, label: str) -> list[dict[str, Any]]:
+        """The inspect data of every image labelled ``label`` (``KEY`` or ``KEY=VALUE``).
+
+        Each carries ``UniqueSize`` too: the bytes of its layers no other image uses (``docker
+        system df -v``'s SIZE - SHARED SIZE), what removing it alone would free.
+        """
+        listed = self._call("list images", self.client.api.images, filters={"label": label})
+        unique: dict[str, int] = {}
+        try:
+            for entry in (self._call("measure images", self.client.api.df).get("Images") or []):
+                if entry.get("SharedSize", -1) >= 0:
+                    unique[entry["Id"]] = int(entry.get("Size", 0)) - int(entry["SharedSize"])
+        except docker.errors.APIError:
+            pass
+        found = []
+        for entry in listed:
+            attrs = self.image_attrs(entry["Id"])
+            if attrs is not None:
+                attrs["UniqueSize"] = unique.get(entry["Id"], int(attrs.get("Size") or 0))
+                found.append(attrs)
+        return found
+
+    def images_of_containers(self) -> set[str]:
+        """The image IDs of every container, running or stopped (the engine refuses to remove those)."""
+        listed = self._call("list containers", self.client.api.containers, all=True)
+        return {str(c.get("ImageID")) for c in listed if c.get("ImageID")}
+
+    def remove_image(self, ref: str) -> str | None:
+        """``docker rmi REF`` (never forced); None when done, else the engine's reason."""
+        self.progress.command(["docker", "rmi", ref[7:19] if ref.startswith("sha256:") else ref])
+        try:
+            self._call(f"remove {ref}", self.client.api.remove_image, ref, force=False, noprune=False)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            return short(exc)
+        return None

@@ -86,7 +86,7 @@ class Lease:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
-            self._client.api.remove_container(self._id, force=True)
+            self._client.api.remove_container(self._id, v=True, force=True)
         except Exception:  # the engine is gone: the lease expires on its own
             pass
         self._client.close()

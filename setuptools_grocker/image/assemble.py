@@ -7,8 +7,8 @@ it, setuptools-grocker writes the Python part itself:
    destination that makes layer entries: RECORD, console scripts with
    ``#!/opt/app/venv/bin/python``, data files), laid out like the image's venv; nothing is
    written to the host, and a member that would land outside its scheme's directory fails
-   the build; no bytecode is written (the image sets ``PYTHONDONTWRITEBYTECODE``; Python
-   compiles in memory);
+   the build; the bytecode of each wheel's modules (compiled by the image's own interpreter,
+   reproducibly, see bytecode.py) joins its files;
 2. each group becomes a *deterministic* layer: entries sorted, mtime ``SOURCE_DATE_EPOCH`` (or
    the commit time), owner 0:0 (volumes: the runtime user), modes 0644/0755, no extended
    headers, gzip with mtime 0. Groups: the venv skeleton and the third-party closure (the same
@@ -364,13 +364,23 @@ def wheel_name(wheel: Path) -> str:
 
 
 def runtime_layers(*, wheels: list[Path], project_wheel: Path, internal: set[str], venv: Venv,
-                   app_entries: list[Entry], app_comment: str, room: int, epoch: int) -> list[Layer]:
-    """The layers above the root: venv + third-party, one per internal library, the application."""
+                   app_entries: list[Entry], app_comment: str, room: int, epoch: int,
+                   installed: Mapping[Path, list[Entry]] | None = None) -> list[Layer]:
+    """The layers above the root: venv + third-party, one per internal library, the application.
+
+    ``installed`` gives the entries of each wheel (with their bytecode, see bytecode.py); the
+    wheels missing from it are installed here.
+    """
+    done = dict(installed or {})
+
+    def entries_of(wheel: Path) -> list[Entry]:
+        return done[wheel] if wheel in done else install_wheel(wheel, venv)
+
     third = sorted((w for w in wheels if w != project_wheel and wheel_name(w) not in internal), key=lambda w: w.name)
     libs = sorted((w for w in wheels if w != project_wheel and wheel_name(w) in internal), key=lambda w: w.name)
-    third_entries = venv.skeleton() + [e for w in third for e in install_wheel(w, venv)]
+    third_entries = venv.skeleton() + [e for w in third for e in entries_of(w)]
     names = ", ".join(f"{wheel_name(w)} {w.name.split('-')[1]}" for w in third) or "no third-party distribution"
     groups = [(f"venv and third-party: {names}", third_entries)]
-    groups += [(f"internal library {wheel_name(w)} {w.name.split('-')[1]}", install_wheel(w, venv)) for w in libs]
-    groups.append((app_comment, install_wheel(project_wheel, venv) + app_entries))
+    groups += [(f"internal library {wheel_name(w)} {w.name.split('-')[1]}", entries_of(w)) for w in libs]
+    groups.append((app_comment, entries_of(project_wheel) + app_entries))
     return [Layer(comment, entries, epoch=epoch) for comment, entries in group_layers(groups, room)]

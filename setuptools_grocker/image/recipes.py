@@ -36,6 +36,8 @@ APP_DIR = "/opt/app"
 VENV = f"{APP_DIR}/venv"
 BUILD_VENV = "/opt/grocker/build-venv"
 CONFIG_DIR = "/config"
+#: A writable directory of the runtime user in every runtime image ($GROCKER_DATA_DIR): SQLite files, uploads.
+DATA_DIR = "/data"
 USER_UID = 10001
 COMPILERS = ("gcc", "g++", "make", "libc6-dev", "pkg-config")
 RESOURCES = Path(__file__).parent.parent / "resources"  # package data of setuptools_grocker

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from packaging.utils import canonicalize_name
 
+from setuptools_grocker import __version__
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import ImageBuildError
@@ -16,13 +17,17 @@ from setuptools_grocker.image.assemble import (
     Entry,
     Venv,
     image_config,
+    install_wheel,
     load_archive,
     runtime_layers,
     tree_entries,
 )
+from setuptools_grocker.image.bytecode import BytecodeCache, add_bytecode
+from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
     APP_DIR,
     CONFIG_DIR,
+    DATA_DIR,
     RESOURCES,
     USER_UID,
     VENV,
@@ -36,10 +41,55 @@ if TYPE_CHECKING:
     from setuptools_grocker.pipeline.compile import Wheelhouse
 
 
+def image_key(config: Config, *, root_key: str, wheels: Wheelhouse, plugins: str, revision: str | None,
+              epoch: int, bytecode: bool, internal: Iterable[str] = ()) -> str:
+    """What a runtime image is made of, as a key: its configuration, root, plugins (files included) and the
+    *content* of its wheels (:meth:`Wheelhouse.content_digest`), not the source that produced them.
+
+    A change in the source that leaves the wheels the same (a stray file in a project outside git) gives
+    the same key: the pipelines then reuse the image they built before (the early cut-off).
+    """
+    data = {
+        "tool": __version__,
+        "config": config.image_inputs(),
+        "root": root_key,
+        "wheels": wheels.content_digest(),
+        "plugins": plugins,
+        "revision": revision,
+        "epoch": epoch,
+        "internal": sorted(canonicalize_name(n) for n in internal),
+        "bytecode": bytecode_identity(bytecode),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+#: The reason of a ``cached`` result whose compile ran but gave the same wheels (the early cut-off).
+WHEELS_UNCHANGED = "wheels unchanged"
+
+
+def cut_off(engine: Engine, previous: Mapping[str, Any], key: str, *, no_cache: bool = False) -> str | None:
+    """The early cut-off: the image ID of the previous build when its image key (``image_key`` in the state
+    ``previous``) is ``key`` and that image is still in the engine; else None (make the image).
+
+    Both pipelines call this after their compile, with the key of :func:`image_key`.
+    """
+    if no_cache or not key or previous.get("image_key") != key:
+        return None
+    image_id = previous.get("image_id")
+    if not isinstance(image_id, str) or not image_id:
+        return None
+    return image_id if engine.image_id(image_id) == image_id else None
+
+
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
                         progress: Progress, files: Mapping[str, Path] | None = None,
-                        epoch: int, revision: str | None, internal: Iterable[str] = ()) -> str:
-    """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py)."""
+                        epoch: int, revision: str | None, internal: Iterable[str] = (),
+                        bytecode: Path | None = None, no_cache: bool = False) -> str:
+    """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py).
+
+    ``bytecode``: the bytecode cache directory (see bytecode.py); None ships no bytecode.
+    ``no_cache``: compile all the bytecode again instead of taking it from that cache.
+    """
     manifest = wheels.manifest
     if "python" not in manifest:
         raise ImageBuildError(f"the wheelhouse of {wheels.name} predates this version of setuptools-grocker",
@@ -74,20 +124,26 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
                             for e in tree_entries(src, dest)]
         else:
             app_entries.append(Entry(dest, src.read_bytes(), 0o644))
-    for volume in config.volumes:  # created and owned by the runtime user, so a fresh volume is writable
+    # Created and owned by the runtime user, so a fresh volume is writable; the data directory always is.
+    for volume in sorted({DATA_DIR, *config.volumes}):
         app_entries.append(Entry(volume, uid=USER_UID))
     root = engine.image_attrs(images.root)
     if root is None:
         raise ImageBuildError(f"the root image {images.root} is gone", "build again")
     internal_names: set[str] = {canonicalize_name(n) for n in [*internal, *manifest.get("local", [])]}
+    venv = Venv(VENV, manifest["python"]["version"])
+    installed = {w: install_wheel(w, venv) for w in sorted({*wheels.wheels, wheels.project_wheel})}
+    if bytecode is not None:
+        installed = add_bytecode(engine, root=root, root_image=images.root, venv=venv, installed=installed,
+                                 cache=BytecodeCache(bytecode), progress=progress, reuse=not no_cache)
     layers = runtime_layers(wheels=wheels.wheels, project_wheel=wheels.project_wheel, internal=internal_names,
-                            venv=Venv(VENV, manifest["python"]["version"]), app_entries=app_entries,
+                            venv=venv, app_entries=app_entries, installed=installed,
                             app_comment=f"application {wheels.name} {wheels.version}",
                             room=MAX_LAYERS - len(root["RootFS"]["Layers"]), epoch=epoch)
     env = dict(item.split("=", 1) for item in (root.get("Config") or {}).get("Env") or [])
     env.update({"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "VIRTUAL_ENV": VENV, "GROCKER_APP_NAME": wheels.name, "GROCKER_APP_VERSION": wheels.version,
-                "GROCKER_CONFIG_DIR": CONFIG_DIR})
+                "GROCKER_CONFIG_DIR": CONFIG_DIR, "GROCKER_DATA_DIR": DATA_DIR})
     settings: dict[str, Any] = {
         "Env": [f"{k}={v}" for k, v in env.items()],
         "Entrypoint": ["/usr/bin/tini", "-g", "--", f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py"],
@@ -101,7 +157,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     }
     blob = image_config(root, layers, settings=settings, epoch=epoch)
     image_id = "sha256:" + hashlib.sha256(blob).hexdigest()
-    progress.info(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
+    progress.detail(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
     if engine.image_id(image_id) is None:
         engine.load(load_archive(blob, root["RootFS"]["Layers"], layers), f"image of {wheels.name}")
     if engine.image_id(image_id) is None:

@@ -2,16 +2,20 @@
 
 :func:`build_project` is what ``python setup.py docker_image`` and ``grocker build`` call.
 A project whose cache key is unchanged and whose image is still in the engine is reported
-``cached`` without starting any container.
+``cached`` without starting any container. When the key changed but the compile gives wheels
+of the same content (a stray file in a project outside git), the early cut-off (``cut_off`` in image/runtime.py)
+reuses the image built before: no new image, no smoke test, status ``cached`` with the reason
+``wheels unchanged``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -23,20 +27,23 @@ from setuptools_grocker.errors import (
     PluginError,
     ProjectError,
 )
+from setuptools_grocker.image import records
+from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
     BaseImages,
     ensure_base_images,
     root_key,
 )
-from setuptools_grocker.image.runtime import build_runtime_image
-from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
+from setuptools_grocker.image.runtime import WHEELS_UNCHANGED, build_runtime_image, cut_off, image_key
+from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import compile_wheels
 from setuptools_grocker.pipeline.naming import default_reference, extra_tags
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
-from setuptools_grocker.pipeline.project import Source, git_revision, source_date_epoch
+from setuptools_grocker.pipeline.project import Source, describe_project, git_revision, project_label, source_date_epoch
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, impl
+from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.registry.push import push_runtime_image
 from setuptools_grocker.report import ProjectResult, write_json_atomic
@@ -53,7 +60,7 @@ def _apply_tags(engine: Engine, config: Config, image_id: str, ref: str, version
 
 
 def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
-              pip_env: Mapping[str, str], plugins: str = "") -> str:
+              pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True) -> str:
     constraints = config.constraints.read_bytes() if config.constraints and config.constraints.is_file() else b""
     data = {
         "tool": __version__,
@@ -65,6 +72,8 @@ def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[
         # Where packages come from decides what gets built; values are hashed, never stored.
         "pip": hashlib.sha256(json.dumps(sorted(pip_env.items())).encode()).hexdigest(),
         "plugins": plugins,
+        # How the runtime image is made beyond its inputs: images made before bytecode are rebuilt.
+        "image": bytecode_identity(bytecode),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -88,7 +97,9 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
     """
     start = time.monotonic()
     run = run or RunOptions()
-    result = ProjectResult(name=config.project_dir.name)
+    # Named as its files state it until its wheel says (a failure before then still shows name and version).
+    name, version = project_label(config.project_dir)
+    result = ProjectResult(name=name, version=version)
     own_engine = engine is None
     try:
         with result.failures_recorded(progress.write):
@@ -131,7 +142,8 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         base = engine.ensure_image(config.base_image)
         rkey = root_key(config, base["Id"])
         key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
-                        plugins=apply.identity(plugins, files, compile_env))
+                        plugins=apply.identity(plugins, files, compile_env),
+                        bytecode=bytecode_cache_dir(environ) is not None)
     result.key = key
     state_path = config.state_dir / STATE_FILE
     state = _load_state(state_path)
@@ -144,25 +156,34 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
     ctx = stage_context(config, run, environ, progress, engine, key=key, images=images, files=files,
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,
-                                            smoke_commands=apply.smoke_commands(plugins, config)))
-    for stage in apply.stages(plugins, config):
-        with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
-            try:
-                stage.run(ctx)
-            except GrockerError:
-                raise
-            except Exception as exc:  # a plugin's stage: name it, as the manager does for hooks
-                raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
-                                  f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
-                                  f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
+                                            smoke_commands=apply.smoke_commands(plugins, config),
+                                            plugins=plugins, previous=state))
+    try:
+        for stage in apply.stages(plugins, config):
+            with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
+                try:
+                    stage.run(ctx)
+                except GrockerError:
+                    raise
+                except Exception as exc:  # a plugin's stage: name it, as the manager does for hooks
+                    raise PluginError(f"stage '{stage.name}' of plugin '{stage.plugin}' failed: "
+                                      f"{type(exc).__name__}: {exc}", "fix the plugin, or disable it with "
+                                      f"GROCKER_DISABLE_PLUGINS={stage.plugin}") from exc
+    except BaseException:
+        # An image that never passed its smoke test is recorded as failed: `grocker gc` removes it.
+        if ctx.state.image_id and ctx.state.ref is None:
+            with contextlib.suppress(OSError):  # the build's own error is the one to report
+                records.update(cache_home(environ), ctx.state.image_id, status="failed")
+        raise
     if ctx.state.image_id is None or ctx.state.ref is None:
         raise PluginError("the pipeline ended without an image: a plugin replaced a built-in stage",
                           "check GROCKER_DISABLE_PLUGINS and the plugins' stages")
-    result.status = "built"
+    inputs = _inputs(ctx)
+    result.status = "cached" if inputs.reused else "built"
     write_json_atomic(state_path, {
         "key": key, "image_id": result.image_id, "image": result.image, "name": result.name,
         "version": result.version, "wheel": result.wheel, "distributions": result.distributions,
-        "digest": result.digest,
+        "digest": result.digest, "image_key": inputs.image_key,
     })
     plugins.grocker_after_publish(config, result)
     _prune_wheelhouse(config.state_dir / "wheelhouse", keep=key)
@@ -190,6 +211,12 @@ class SingleInputs:
     result: ProjectResult
     compile_env: tuple[dict[str, str], list[str]]
     smoke_commands: list[list[str]]
+    plugins: PluginManager | None = None
+    #: The state of the build before this one (``.grocker/state.json``), for the early cut-off.
+    previous: Mapping[str, Any] = field(default_factory=dict)
+    image_key: str | None = None
+    #: True when the image of the previous build is reused (same wheels).
+    reused: bool = False
 
 
 def stage_context(config: Config, run: RunOptions, environ: Mapping[str, str], progress: Progress, engine: Engine,
@@ -217,6 +244,7 @@ def stage_compile(ctx: StageContext) -> None:
         pip=inputs.pip, wheelhouse_root=config.state_dir / "wheelhouse", key=st.key,
         pip_cache=pip_cache_dir(st.environ, config.project_dir), source_date_epoch=epoch, progress=ctx.progress,
         extra_env=env, pre_commands=commands, no_cache=ctx.run.no_cache,
+        what=describe_project(config.project_dir, *project_label(config.project_dir), base=config.project_dir.parent),
     )
     result = inputs.result
     result.name, result.version = wheels.name, wheels.version
@@ -226,18 +254,35 @@ def stage_compile(ctx: StageContext) -> None:
 
 
 def stage_image(ctx: StageContext) -> None:
-    st = ctx.state
+    st, inputs = ctx.state, _inputs(ctx)
     assert st.images is not None and st.wheels is not None
+    epoch = source_date_epoch(ctx.config.project_dir, st.environ)
+    revision = git_revision(ctx.config.project_dir)
+    inputs.image_key = image_key(ctx.config, root_key=st.images.root_key, wheels=st.wheels, revision=revision,
+                                 epoch=epoch, plugins=apply.identity(inputs.plugins, st.files, None)
+                                 if inputs.plugins is not None else "",
+                                 bytecode=bytecode_cache_dir(st.environ) is not None)
+    reused = cut_off(ctx.engine, inputs.previous, inputs.image_key, no_cache=ctx.run.no_cache)
+    if reused is not None:
+        st.image_id, inputs.reused = reused, True
+        inputs.result.reason = WHEELS_UNCHANGED
+        ctx.progress.info(f"{WHEELS_UNCHANGED} (image key {inputs.image_key[:12]}): "
+                          f"reusing image {reused[7:19]}, no new image and no smoke test")
+        return
     st.image_id = build_runtime_image(ctx.engine, ctx.config, images=st.images, wheels=st.wheels,
                                       key=st.key, progress=ctx.progress, files=st.files,
-                                      epoch=source_date_epoch(ctx.config.project_dir, st.environ),
-                                      revision=git_revision(ctx.config.project_dir))
+                                      epoch=epoch, revision=revision,
+                                      bytecode=bytecode_cache_dir(st.environ), no_cache=ctx.run.no_cache)
+    records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
+                             name=st.wheels.name, version=st.wheels.version,
+                             revision=revision, state_dir=ctx.config.state_dir)
 
 
 def stage_smoke(ctx: StageContext) -> None:
     st, config, inputs = ctx.state, ctx.config, _inputs(ctx)
     assert st.image_id is not None and st.wheels is not None
-    smoke_test(ctx.engine, config, st.image_id, ctx.progress, commands=inputs.smoke_commands)
+    if not inputs.reused:  # a reused image passed its smoke test when it was built
+        smoke_test(ctx.engine, config, st.image_id, ctx.progress, commands=inputs.smoke_commands)
     wheels = st.wheels
     ref = ctx.run.tag or default_reference(config, wheels.name, wheels.version)
     ctx.engine.tag(st.image_id, ref)
@@ -246,6 +291,10 @@ def stage_smoke(ctx: StageContext) -> None:
     result.tags = _apply_tags(ctx.engine, config, st.image_id, ref, wheels.version)
     result.size = (ctx.engine.image_attrs(st.image_id) or {}).get("Size")
     st.ref = ref
+    changes: dict[str, Any] = {"status": "built", "tags": result.tags}
+    if inputs.reused:  # the cut-off: a build used it again
+        changes["used"] = records.now()
+    records.update(cache_home(st.environ), st.image_id, **changes)
 
 
 def stage_push(ctx: StageContext) -> None:
@@ -254,6 +303,7 @@ def stage_push(ctx: StageContext) -> None:
         assert result.image_id is not None
         result.digest, result.pushed_bytes = push_runtime_image(ctx.engine, result.image_id, result.tags,
                                                                 cache_home(ctx.state.environ), ctx.progress)
+        records.update(cache_home(ctx.state.environ), result.image_id, digest=result.digest)
 
 
 def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine: Engine, state: dict[str, Any],
@@ -274,6 +324,10 @@ def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine:
                                                                 Progress(quiet=True))
     else:
         result.digest = state.get("digest") if state.get("image") == ref else None
+    changes: dict[str, Any] = {"used": records.now(), "tags": result.tags}
+    if run.push:
+        changes["digest"] = result.digest
+    records.update(cache_home(environ), image_id, **changes)
 
 
 def _prune_wheelhouse(root: Path, keep: str, retain: int = 3) -> None:

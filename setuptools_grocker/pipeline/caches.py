@@ -1,4 +1,4 @@
-"""Where grocker keeps its caches: the cache home, and one pip cache per trust scope."""
+"""Where grocker keeps its caches: the cache home, one pip cache per trust scope, the bytecode cache."""
 from __future__ import annotations
 
 import hashlib
@@ -24,3 +24,15 @@ def pip_cache_dir(environ: Mapping[str, str], scope: Path) -> Path:
     """
     digest = hashlib.sha256(str(scope.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return cache_home(environ) / "pip" / digest
+
+
+def bytecode_cache_dir(environ: Mapping[str, str]) -> Path | None:
+    """The bytecode cache shared by every build (keyed by wheel content), or None when
+    ``GROCKER_NO_BYTECODE=1`` asks for images without bytecode (for comparisons).
+
+    Shared across trust scopes, unlike the pip cache: no build code writes there, only
+    setuptools-grocker, from what the image's interpreter compiled with the network off.
+    """
+    if environ.get("GROCKER_NO_BYTECODE") == "1":
+        return None
+    return cache_home(environ) / "bytecode"

@@ -1,17 +1,20 @@
 """The compile stage: wheels for a project and its whole closure, built in the compiler image.
 
 The container gets the source read-only, a scratch output directory, the user's pip
-configuration and a persistent pip cache. The wheels land in a staging directory that is
-renamed into the wheelhouse only when everything succeeded, so a build killed at any point
-never leaves a wheelhouse entry that claims success.
+configuration and a persistent pip cache (an empty one with ``--no-cache``). The wheels land
+in a staging directory that is renamed into the wheelhouse only when everything succeeded, so
+a build killed at any point never leaves a wheelhouse entry that claims success.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,7 +23,7 @@ from packaging.utils import canonicalize_name
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
-from setuptools_grocker.errors import CompileError, ProjectError, disk_full
+from setuptools_grocker.errors import BuildCommandFailed, CompileError, ProjectError, TestsFailed, disk_full
 from setuptools_grocker.image.recipes import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipeline.pipconf import PipForward
 from setuptools_grocker.pipeline.project import Source, metadata_fields, scm_version
@@ -53,6 +56,14 @@ class Wheelhouse:
     def distributions(self) -> list[str]:
         return sorted(f"{canonicalize_name(w['name'])}=={w['version']}" for w in self.manifest["closure"])
 
+    def content_digest(self) -> str:
+        """A hash of what the wheels install: each wheel's file name and its ``RECORD`` (the sha256 of every
+        file in it), so the archives' timestamps and compression do not count; with the manifest."""
+        h = hashlib.sha256(json.dumps(dict(self.manifest), sort_keys=True).encode())
+        for wheel in self.wheels:
+            h.update(wheel.name.encode() + b"\0" + record_digest(wheel).encode() + b"\0")
+        return h.hexdigest()
+
     @classmethod
     def load(cls, path: Path) -> Wheelhouse | None:
         manifest = path / "manifest.json"
@@ -64,6 +75,18 @@ class Wheelhouse:
             return None
 
 
+def record_digest(wheel: Path) -> str:
+    """The sha256 of the wheel's ``*.dist-info/RECORD``: its content, whatever the zip's timestamps."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            records = sorted(n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD"))
+            if len(records) != 1:  # not a wheel we can describe: its bytes, then
+                return hashlib.sha256(wheel.read_bytes()).hexdigest()
+            return hashlib.sha256(zf.read(records[0])).hexdigest()
+    except (OSError, zipfile.BadZipFile):
+        return hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
 def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Source,
                    local_sources: list[Source], pip: PipForward, wheelhouse_root: Path, key: str,
                    pip_cache: Path, source_date_epoch: int, progress: Progress,
@@ -73,6 +96,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    pre_commands: Sequence[str] = (), no_cache: bool = False) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
+    ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
+    container gets an empty pip cache instead of ``pip_cache`` (the scope's shared one).
+
     ``mode="project"`` builds the project and its whole closure (internal wheels given as
     files); ``mode="library"`` builds the project's own wheel and runs ``test`` against it
     when given; ``mode="test"`` only runs ``test`` against ``test_wheel`` (nothing is
@@ -81,13 +107,19 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
     if mode != "test" and existing is not None and not no_cache:
-        progress.info(f"wheels for {key[:12]} already built: {final}")
+        progress.detail(f"wheels for {key[:12]} already built: {final}")
         return existing
     what = what or config.project_dir.name
     tmp_root = wheelhouse_root / ".tmp"
     staging = tmp_root / f"{key[:16]}-{uuid.uuid4().hex[:8]}"
     (staging / "out" / "wheels").mkdir(parents=True)
     (staging / "job").mkdir()
+    if no_cache:
+        # A clean build: an empty pip cache of its own, removed with the staging directory. A wheel
+        # the shared cache kept from an earlier build (made when system-packages.build still had a
+        # header this build lacks) cannot stand in for a compile a clean machine would fail.
+        pip_cache = staging / "pip-cache"
+        progress.info("--no-cache: a clean build, with an empty pip cache")
     pip_cache.mkdir(parents=True, exist_ok=True)
     try:
         job = {
@@ -104,6 +136,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "test": dict(test) if test else None,
             "wheel": f"/test-wheel/{test_wheel.name}" if test_wheel else None,
             "pre_commands": list(pre_commands),
+            "build_commands": list(config.build_commands),
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
         mounts = [
@@ -150,18 +183,29 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             cause = pip_failure_cause(result.output) or f"exit code {result.exit_code}"
             if result.exit_code == 24:
                 raise CompileError(f"a plugin's compile command failed for {what}: {test_failure_cause(result.output)}",
-                                   "see its output above", details=result.tail(30))
+                                   progress.see("its output"), details=result.tail(30))
+            if result.exit_code == 25:
+                failed = json.loads((staging / "out" / "build-command.json").read_text())
+                raise BuildCommandFailed(
+                    f"build command `{failed['command']}` of {what} failed with exit status {failed['status']}",
+                    "fix the command or change build-commands; " + progress.see("its output"), details=result.tail(30))
+            if result.exit_code == 26:
+                raise CompileError(f"installing {what} for its build-commands failed: {cause}",
+                                   progress.see("pip's output"), details=result.tail(30))
             if result.exit_code == 23:
-                raise CompileError(f"the tests of {what} failed: {test_failure_cause(result.output)}",
-                                   "see the test output above", details=result.tail(40))
+                raise TestsFailed(f"the tests of {what} failed: {test_failure_cause(result.output)}",
+                                  progress.see("the test output"), details=result.tail(40))
+            why = compile_failure_hint(result.output)
             raise CompileError(
                 f"compiling wheels for {what} failed: {cause}",
-                "see pip's output above; a missing C library usually needs system-packages.build",
+                (f"{why}; " if why else "") + progress.see("pip's output"),
                 details=result.tail(30),
             )
         if mode == "test":
             assert existing is not None, "tests need the published wheel"
-            return existing
+            # This run's outcome ("passed", "no tests"), beside the manifest of the wheel it tested.
+            outcome = json.loads((staging / "out" / "tests.json").read_text())["tests"]
+            return Wheelhouse(existing.path, {**existing.manifest, "tests": outcome})
         manifest = json.loads((staging / "out" / "manifest.json").read_text())
         # Atomic publication: the directory appears complete or not at all.
         if final.exists() and no_cache:
@@ -217,6 +261,27 @@ def container_metadata(engine: Engine, *, compiler: str, source: Source, pip: Pi
                                f"({exc})", "check that `python -m build --wheel` works in that project") from exc
     progress.info(f"metadata of {fields[0]} {fields[1]} prepared in the compiler container")
     return metadata_fields(*fields)
+
+
+# pip could not find a requirement on the index (a typo, a private package, a version not published).
+_NOT_ON_INDEX = re.compile(r"(?:Could not find a version that satisfies the requirement|"
+                           r"No matching distribution found for) (?P<req>\S+)")
+# A compile that failed for want of a system header or library (what system-packages.build provides).
+_MISSING_SYSTEM = re.compile(r"fatal error: [^:\n]+\.h: No such file|cannot find -l\w|pg_config executable not found|"
+                             r"was not found in the pkg-config search path|No package '[^']+' found|"
+                             r"(?:library|header) \S+ (?:is )?(?:not found|missing)", re.IGNORECASE)
+
+
+def compile_failure_hint(output: str) -> str | None:
+    """What to do about a failed compile, when its output says: a requirement missing from the index, or a
+    missing system header or library. None when it says neither (the log then tells)."""
+    missing = _NOT_ON_INDEX.search(output)
+    if missing:
+        return (f"check the name and version of {missing.group('req')} and that the index pip uses has it "
+                "(pip's index-url, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL; local-packages for projects on disk)")
+    if _MISSING_SYSTEM.search(output):
+        return "a missing C header or library usually needs its -dev package in system-packages.build"
+    return None
 
 
 def pip_failure_cause(output: str) -> str | None:

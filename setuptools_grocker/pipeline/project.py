@@ -3,20 +3,26 @@
 The source of a project is its version-controlled files when it lives in a git work tree
 (tracked plus untracked-but-not-ignored), otherwise the files an sdist would take: every
 file except VCS folders, caches, virtualenvs and build outputs. Build outputs never enter
-the hash, so building does not invalidate the cache.
+the hash, so building does not invalidate the cache; neither does grocker's own output
+(``.grocker/``, and any JSON file whose first key is the report's ``"generator":
+"setuptools-grocker ..."``), nor what the project's ``.grockerignore`` (gitignore syntax)
+names, in a git work tree or not.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import pathspec
 from packaging.utils import canonicalize_name
 
-from setuptools_grocker.errors import ProjectError
+from setuptools_grocker.errors import GrockerError, ProjectError
 from setuptools_grocker.fs import write_atomic
 
 EXCLUDED_DIRS = {
@@ -24,6 +30,10 @@ EXCLUDED_DIRS = {
     ".pytest_cache", ".mypy_cache", ".ruff_cache", ".eggs", "node_modules",
 }
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".so.tmp")
+#: The project's own ignore file: gitignore syntax, paths relative to the project root.
+IGNORE_FILE = ".grockerignore"
+# The start of a JSON document grocker wrote (report.GENERATOR_KEY first, see report.py).
+_GENERATED = re.compile(rb'\A\s*\{\s*"generator"\s*:\s*"setuptools-grocker[ "]')
 
 
 def check_python_project(path: Path) -> None:
@@ -40,16 +50,47 @@ def check_python_project(path: Path) -> None:
 
 def source_files(root: Path) -> list[str]:
     """Relative POSIX paths of the project's source files, sorted."""
+    ignore = ignore_spec(root)
     files = _git_files(root)
     if files is None and (root / "PKG-INFO").is_file():
         # An unpacked sdist: its *.egg-info (SOURCES.txt) is source, setuptools needs it to
         # find package data when no VCS is there.
-        return sorted(f for f in _walk_files(root, keep_egg_info=True)
-                      if not f.endswith((".pyc", ".pyo")) and not f.startswith(".grocker/")
-                      and "/__pycache__/" not in f"/{f}")
+        found = [f for f in _walk_files(root, ignore, keep_egg_info=True)
+                 if not f.endswith((".pyc", ".pyo")) and not f.startswith(".grocker/")
+                 and "/__pycache__/" not in f"/{f}"]
+        return sorted(f for f in found if not ignored(root, f, ignore))
     if files is None:
-        files = _walk_files(root)
-    return sorted(f for f in files if not _excluded(f))
+        files = _walk_files(root, ignore)
+    return sorted(f for f in files if not _excluded(f) and not ignored(root, f, ignore))
+
+
+def ignore_spec(root: Path) -> pathspec.PathSpec | None:
+    """The patterns of ``root/.grockerignore`` (gitignore syntax), if there is one."""
+    path = root / IGNORE_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"cannot read {path}: {exc}", f"make {IGNORE_FILE} a readable UTF-8 text file") from exc
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def ignored(root: Path, rel: str, spec: pathspec.PathSpec | None = None) -> bool:
+    """Is ``rel`` (a file under ``root``) left out of the source: named by ``.grockerignore``, or grocker's output?"""
+    if spec is not None and spec.match_file(rel):
+        return True
+    return rel.endswith(".json") and is_grocker_output(root / rel)
+
+
+def is_grocker_output(path: Path) -> bool:
+    """Is ``path`` a JSON document grocker wrote (a report, a plan): its first key is ``"generator"``?"""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return False
+    return _GENERATED.match(head.lstrip(b"\xef\xbb\xbf")) is not None
 
 
 def _git_files(root: Path) -> list[str] | None:
@@ -69,12 +110,14 @@ def _git_files(root: Path) -> list[str] | None:
     return [n for n in names if (root / n).is_file()]
 
 
-def _walk_files(root: Path, keep_egg_info: bool = False) -> list[str]:
+def _walk_files(root: Path, ignore: pathspec.PathSpec | None = None, keep_egg_info: bool = False) -> list[str]:
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS
-                             and (keep_egg_info or not d.endswith(".egg-info")))
         rel = Path(dirpath).relative_to(root)
+        # An ignored directory is not entered (as git does: a file inside cannot be re-included).
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS
+                             and (keep_egg_info or not d.endswith(".egg-info"))
+                             and not (ignore is not None and ignore.match_file((rel / d).as_posix() + "/")))
         for name in filenames:
             found.append((rel / name).as_posix())
     return found
@@ -121,14 +164,26 @@ def git_revision(root: Path) -> str | None:
                              timeout=30)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-z", "--", "."],
-                               capture_output=True, text=True, timeout=60)
-        # Our own state and build outputs do not make a tree dirty.
-        changed = [entry[3:].rstrip("/") for entry in dirty.stdout.split("\0") if len(entry) > 3]
-        modified = [path for path in changed if not _excluded(path + "/x")]
+        # Untracked files one by one: a new directory holding only a report or ignored files is not a change.
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-z", "--untracked-files=all",
+                                "--", "."], capture_output=True, text=True, timeout=60)
+        # Our own state, reports, build outputs and what .grockerignore names do not make a tree dirty.
+        # Porcelain paths are relative to the repository's top, .grockerignore's to the project.
+        prefix = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-prefix"], capture_output=True,
+                                text=True, timeout=30).stdout.strip()
+        ignore = ignore_spec(root)
+        changed = [entry[3:] for entry in dirty.stdout.split("\0") if len(entry) > 3]
+        modified = [path for path in changed if not _excluded(path.rstrip("/") + "/x")
+                    and not _ignored_change(root, path[len(prefix):] if path.startswith(prefix) else path, ignore)]
         return rev.stdout.strip() + ("-dirty" if modified else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _ignored_change(root: Path, rel: str, ignore: pathspec.PathSpec | None) -> bool:
+    if rel.endswith("/"):  # a whole untracked directory
+        return ignore is not None and ignore.match_file(rel)
+    return ignored(root, rel, ignore)
 
 
 def git_commit_time(root: Path) -> int | None:
@@ -154,6 +209,39 @@ def static_metadata(root: Path) -> dict[str, Any] | None:
     if dynamic & {"version", "dependencies", "optional-dependencies"}:
         return None
     return project
+
+
+def project_label(root: Path) -> tuple[str, str | None]:
+    """The name and version of a project as its files state them (no build backend runs), for messages:
+    ``[project]`` of pyproject.toml, else ``[metadata]`` of setup.cfg, else the directory's name."""
+    import configparser
+
+    name, version = None, None
+    try:
+        project = static_metadata(root) or {}
+    except GrockerError:
+        project = {}
+    if isinstance(project.get("name"), str):
+        name = project["name"]
+        version = project.get("version") if isinstance(project.get("version"), str) else None
+    elif (root / "setup.cfg").is_file():
+        parser = configparser.ConfigParser(interpolation=None)
+        with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):
+            parser.read(root / "setup.cfg", encoding="utf-8")
+            name = parser.get("metadata", "name", fallback=None)
+            version = parser.get("metadata", "version", fallback=None)
+    if version and ":" in version:  # attr: / file: are computed at build time
+        version = None
+    return (name or root.name), version
+
+
+def describe_project(root: Path, name: str, version: str | None, base: Path | None = None) -> str:
+    """``name version (directory)`` for messages about a failed project or member."""
+    where = root
+    if base is not None:
+        with contextlib.suppress(ValueError):
+            where = root.relative_to(base)
+    return f"{name}{' ' + version if version else ''} ({where})"
 
 
 def prepare_metadata(path: Path) -> dict[str, Any]:

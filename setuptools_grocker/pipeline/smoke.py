@@ -13,7 +13,8 @@ import urllib.request
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import SmokeTestError
+from setuptools_grocker.errors import GrockerError, SmokeTestError
+from setuptools_grocker.pipeline.programs import closest_program, image_programs, missing_programs
 from setuptools_grocker.plugin import impl
 from setuptools_grocker.progress import Progress
 
@@ -42,7 +43,7 @@ def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress
             raise SmokeTestError(
                 f"image {short} failed its smoke-test command {' '.join(command)!r} "
                 f"(exit code {result.exit_code})",
-                "see its output above",
+                progress.see("its output"),
                 details=result.tail(),
             )
     if config.smoke_test.port is not None:
@@ -54,9 +55,20 @@ def _check(engine: Engine, image_id: str, short: str) -> None:
     if result.exit_code != 0:
         lines = [ln.strip() for ln in result.output.splitlines() if ln.strip()]
         failed = [ln for ln in lines if ln.startswith("FAIL")] or lines[-1:]
+        hint = "a module does not import or a program is missing; fix the dependencies or system-packages.run"
+        missing = missing_programs(result.output)
+        if missing:
+            command, program = missing[0]
+            try:
+                close = closest_program(program, image_programs(engine, image_id))
+            except GrockerError:  # the suggestion is a courtesy: the failed check is what gets reported
+                close = None
+            hint = (f"did you mean {close!r}? fix the command '{command}' under [tool.grocker.commands]" if close
+                    else f"install the program with the project's dependencies or system-packages.run, or fix "
+                         f"the command '{command}'")
         raise SmokeTestError(
             f"image {short} failed `check`: {failed[0] if failed else 'exit code %d' % result.exit_code}",
-            "a module does not import or a program is missing; fix the dependencies or system-packages.run",
+            hint,
             details=result.tail(),
         )
 
@@ -68,7 +80,7 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
     try:
         host_port = container.host_port(port)
         url = f"http://127.0.0.1:{host_port}{config.smoke_test.path}"
-        progress.info(f"probing {url} (container port {port})")
+        progress.detail(f"probing {url} (container port {port})")
         deadline = time.monotonic() + config.smoke_test.timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -77,12 +89,12 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
                 raise SmokeTestError(
                     f"the '{config.effective_default_command}' command exited with code {code} "
                     "before answering the HTTP probe",
-                    "see the container output above",
+                    progress.see("the container output"),
                     details=container.logs()[-3000:],
                 )
             try:
                 with urllib.request.urlopen(url, timeout=5) as resp:
-                    progress.info(f"probe answered {resp.status}")
+                    progress.detail(f"probe answered {resp.status}")
                     return
             except urllib.error.HTTPError as exc:
                 if exc.code < 400:

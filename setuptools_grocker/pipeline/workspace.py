@@ -13,6 +13,7 @@ edges honour markers and extras, with names normalised as pip does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import graphlib
 import hashlib
@@ -40,6 +41,7 @@ from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
 from setuptools_grocker.keys import MEMBER_ONLY, TABLES
 from setuptools_grocker.pipeline.project import Source, prepare_metadata, static_metadata, uses_scm_version
 from setuptools_grocker.pipeline.stages import member_stages
+from setuptools_grocker.pipeline.testdetect import has_tests
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.report import write_json_atomic
 
@@ -89,12 +91,10 @@ class Member:
             return "application" if self.config.image else "library"
         return "application" if self.config.commands else "library"
 
-    @property
+    @functools.cached_property
     def has_tests(self) -> bool:
-        if self.config.test_command:
-            return True
-        return any(f.startswith(("tests/", "test/")) or os.path.basename(f).startswith("test_")
-                   for f in self.source.files if f.endswith(".py"))
+        """An explicit test-command, or tests found from the pytest configuration and layout (testdetect.py)."""
+        return bool(self.config.test_command) or has_tests(self.source.root, self.source.files)
 
     def config_digest(self) -> str:
         data = {"image": self.config.image_inputs(), "test": self.config.test_command,

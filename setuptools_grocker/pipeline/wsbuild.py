@@ -28,7 +28,9 @@ from packaging.utils import canonicalize_name
 
 from setuptools_grocker.config import Config, check_default_command
 from setuptools_grocker.engine import Engine
+from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images, root_key
+from setuptools_grocker.pipeline.caches import bytecode_cache_dir
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.scheduler import Scheduler
@@ -95,6 +97,7 @@ class WorkspaceBuild:
             "root": root_key(self.shared, base["Id"]),
             "build": list(self.shared.build_packages),
             "pip": pip_hash,
+            "image": bytecode_identity(bytecode_cache_dir(self.environ) is not None),
         }, sort_keys=True).encode()).hexdigest()
         self.keys = member_keys(self.ws, self.env_key)
 

@@ -5,6 +5,7 @@ later run (or the next Buildbot step, ``--stage``) goes on from there.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -13,11 +14,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from setuptools_grocker.config import DEFAULT_TEST_COMMAND, Config, RunOptions
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import GrockerError, PluginError, WorkspaceError
+from setuptools_grocker.errors import GrockerError, PluginError, TestsFailed, WorkspaceError
+from setuptools_grocker.image import records
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
-from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
+from setuptools_grocker.image.runtime import WHEELS_UNCHANGED
+from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
-from setuptools_grocker.pipeline.project import git_commit_time
+from setuptools_grocker.pipeline.project import describe_project, git_commit_time
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, SLOT, STAGES
 from setuptools_grocker.pipeline.workspace import Member, load_member_state, save_member_state
@@ -31,6 +34,11 @@ from setuptools_grocker.report import ProjectResult
 
 if TYPE_CHECKING:
     from setuptools_grocker.pipeline.wsbuild import WorkspaceBuild
+
+
+#: How the member's line at the end of its build shows ``ProjectResult.tests``.
+TESTS_SHOWN = {"passed": "tests passed", "failed": "tests failed", "no tests": "no tests collected",
+               "not found": "no tests found"}
 
 
 class MemberStages:
@@ -67,12 +75,18 @@ class MemberStages:
         for stage, seconds in progress.timings:
             result.stages[stage] = result.stages.get(stage, 0.0) + seconds
         mark = {"built": "built", "cached": "cached", "failed": "FAILED"}.get(result.status, result.status)
+        if result.status == "cached" and result.reason:
+            mark += f" ({result.reason})"
         tail = f": {result.error}" if result.error else ""
+        if result.tests and not result.error:
+            tail = ", " + TESTS_SHOWN.get(result.tests, result.tests)
         self.build.progress.write(f"[{name}] {mark} in {result.seconds:.1f}s{tail}")
 
     def _run_stages(self, engine: Engine, member: Member, entry: PlanEntry, results: Mapping[str, ProjectResult],
                     images: BaseImages | None, progress: Progress, result: ProjectResult) -> None:
         state = load_member_state(self.ws, member.name)
+        # The stages of the build before, whatever its key: the image stage may reuse its image (cut-off).
+        previous: Mapping[str, Any] = dict(state.get("stages", {}))
         if state.get("key") != entry.key or self.options.no_cache:
             state = {}
         if entry.fetch and entry.fetch.startswith("registry:"):
@@ -84,7 +98,7 @@ class MemberStages:
             state = self.store.fetch(member, entry, self.build.keys[member.name], progress)
         done: dict[str, Any] = dict(state.get("stages", {}))
         requested = set(self.options.stages or STAGES)
-        ran = False
+        ran = reused = False  # reused: this run's image stage took the previous image (same wheels)
         wanted_plugin_stages = [s[len(PLUGIN_PREFIX):] for s in self.options.stages if s.startswith(PLUGIN_PREFIX)]
         if wanted_plugin_stages:
             pm = self.build.plugins[member.name]
@@ -113,14 +127,19 @@ class MemberStages:
             if combine:
                 self._custom_stages("before-test", engine, member, images, done, progress)
             with progress.stage("wheel + test" if combine else stage):
-                done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
-                                          with_tests=combine)
+                try:
+                    done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
+                                              with_tests=combine, previous=previous)
+                except TestsFailed:
+                    result.tests = "failed"
+                    raise
             if combine:
-                done["test"] = {"command": done[stage].pop("test_command")}
+                done["test"] = {"command": done[stage].pop("test_command"), "result": done[stage].pop("tests")}
             self._custom_stages(f"after-{SLOT[stage]}", engine, member, images, done, progress)
             if combine:
                 self._custom_stages("after-test", engine, member, images, done, progress)
             ran = True
+            reused = reused or (stage == "image" and bool(done[stage].get("reused")))
             save_member_state(self.ws, member, self.build.keys[member.name], done)
             if stage in ("smoke", "push") and member.kind == "application":
                 published = ProjectResult(name=member.name, version=member.version, kind=member.kind)
@@ -129,6 +148,8 @@ class MemberStages:
                 self.build.plugins[member.name].grocker_after_publish(member.config, published)
         self._fill_result(member, done, result)
         result.status = "built" if ran else "cached"
+        if reused:
+            result.status, result.reason = "cached", WHEELS_UNCHANGED
         if ran and self.store.index is not None and member.kind == "library" and \
                 all(s in done for s in stages_of(member, False)) and not done["wheel"].get("fetched"):
             self.store.upload(member, entry, Path(done["wheel"]["wheel"]), progress)
@@ -165,13 +186,15 @@ class MemberStages:
 
     def _stage(self, stage: str, engine: Engine, member: Member, entry: PlanEntry,
                results: Mapping[str, ProjectResult], images: BaseImages | None, done: Mapping[str, Any],
-               progress: Progress, with_tests: bool = False) -> dict[str, Any]:
+               progress: Progress, with_tests: bool = False, previous: Mapping[str, Any] | None = None
+               ) -> dict[str, Any]:
         if stage == "push":
             # Only the immutable key tag: the names people use move at the release, all or none.
             keyed = key_reference(member, entry.key)
             engine.tag(done["image"]["image_id"], keyed)
             digest, uploaded = push_runtime_image(engine, done["image"]["image_id"], [keyed],
                                                   cache_home(self.environ), progress)
+            records.update(cache_home(self.environ), done["image"]["image_id"], digest=digest, tags=[keyed])
             return {"image": keyed, "digest": digest, "pushed_bytes": uploaded}
         assert images is not None, "the compiler image is made before any stage runs"
         if stage == "wheel":
@@ -183,15 +206,16 @@ class MemberStages:
             data: dict[str, Any] = {"wheel": str(wheels.project_wheel), "distributions": wheels.distributions()}
             if test:
                 data["test_command"] = test["command"]
+                data["tests"] = wheels.manifest.get("tests", "passed")
             return data
         if stage == "test":
             test = self._test_spec(member)
-            self._compile(engine, member, entry, images, progress, mode="test", test=test,
-                          test_wheel=Path(done["wheel"]["wheel"]))
-            return {"command": test["command"]}
+            tested = self._compile(engine, member, entry, images, progress, mode="test", test=test,
+                                   test_wheel=Path(done["wheel"]["wheel"]))
+            return {"command": test["command"], "result": tested.manifest.get("tests", "passed")}
         config = self._app_config(member)
         if stage == "image":
-            from setuptools_grocker.image.runtime import build_runtime_image
+            from setuptools_grocker.image.runtime import build_runtime_image, cut_off, image_key
             from setuptools_grocker.pipeline.project import git_revision, source_date_epoch
 
             with self._image_lock(config.run_packages):
@@ -201,17 +225,42 @@ class MemberStages:
                 raise WorkspaceError(f"the wheels of {member.name} are gone", "build again with --no-cache")
             files = {**apply.image_files(self.build.plugins[member.name], config),
                      **{k: Path(v) for k, v in done["wheel"].get("plugin_files", {}).items()}}
+            epoch, revision = source_date_epoch(config.project_dir, self.environ), git_revision(config.project_dir)
+            ikey = image_key(config, root_key=roots.root_key, wheels=wheelhouse, revision=revision, epoch=epoch,
+                             plugins=apply.identity(self.build.plugins[member.name], files, None),
+                             internal=self.ws.closure(member.name),
+                             bytecode=bytecode_cache_dir(self.environ) is not None)
+            # Only an image that passed its smoke test before is reused without one.
+            before = (previous or {}).get("image", {}) if "smoke" in (previous or {}) else {}
+            reused = cut_off(engine, before, ikey, no_cache=self.options.no_cache)
+            if reused is not None:
+                progress.info(f"{WHEELS_UNCHANGED} (image key {ikey[:12]}): reusing image {reused[7:19]}, "
+                              "no new image and no smoke test")
+                return {"image_id": reused, "image_key": ikey, "reused": True}
             image_id = build_runtime_image(engine, config, wheels=wheelhouse, key=entry.key, progress=progress,
                                            internal=self.ws.closure(member.name),
                                            images=BaseImages(roots.root, images.compiler, roots.root_key),
-                                           files=files, epoch=source_date_epoch(config.project_dir, self.environ),
-                                           revision=git_revision(config.project_dir))
-            return {"image_id": image_id}
+                                           files=files, epoch=epoch, revision=revision,
+                                           bytecode=bytecode_cache_dir(self.environ),
+                                           no_cache=self.options.no_cache)
+            records.record_assembled(engine, cache_home(self.environ), image_id, config,
+                                     images=BaseImages(roots.root, images.compiler, roots.root_key), key=entry.key,
+                                     name=member.name, version=member.version,
+                                     revision=revision, state_dir=self.ws.state_dir,
+                                     workspace=self.ws.root)
+            return {"image_id": image_id, "image_key": ikey}
         if stage == "smoke":
-            smoke_test(engine, config, done["image"]["image_id"], progress,
-                       commands=apply.smoke_commands(self.build.plugins[member.name], config))
+            try:
+                if not done["image"].get("reused"):  # a reused image passed its smoke test when it was built
+                    smoke_test(engine, config, done["image"]["image_id"], progress,
+                               commands=apply.smoke_commands(self.build.plugins[member.name], config))
+            except BaseException:
+                with contextlib.suppress(OSError):  # the smoke test's error is the one to report
+                    records.update(cache_home(self.environ), done["image"]["image_id"], status="failed")
+                raise
             ref = reference(member)
             engine.tag(done["image"]["image_id"], ref)
+            records.update(cache_home(self.environ), done["image"]["image_id"], status="built", tags=[ref])
             return {"image": ref}
         raise AssertionError(stage)
 
@@ -235,6 +284,10 @@ class MemberStages:
         result.distributions = list(wheel.get("distributions", []))
         if wheel.get("fetched"):
             result.reason = "fetched from the wheel index"
+        if member.kind == "library":
+            # "passed" / "no tests" (nothing collected) from the run; "not found" when none were detected.
+            result.tests = done["test"].get("result", "passed") if "test" in done else \
+                (None if member.has_tests else "not found")
         if member.kind == "application":
             result.image_id = done.get("image", {}).get("image_id")
             result.image = done.get("smoke", {}).get("image")
@@ -254,7 +307,8 @@ class MemberStages:
             # Members trust each other, and share a cache; an untrusted member has a cache of its own.
             pip_cache=pip_cache_dir(self.environ, self.ws.root if member.trusted else member.path),
             source_date_epoch=epoch, progress=progress,
-            internal_wheels=internal, mode=mode, test=test, what=member.name, test_wheel=test_wheel,
+            internal_wheels=internal, mode=mode, test=test, test_wheel=test_wheel,
+            what=describe_project(member.path, member.name, member.version, base=self.ws.root),
             extra_env=extra_env, pre_commands=pre_commands, no_cache=self.options.no_cache,
         )
 

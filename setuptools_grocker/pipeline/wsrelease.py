@@ -11,6 +11,8 @@ from packaging.utils import canonicalize_name
 
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import GrockerError, WorkspaceError
+from setuptools_grocker.image import records
+from setuptools_grocker.pipeline.caches import cache_home
 from setuptools_grocker.pipeline.wsplan import key_reference, reference
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.ref import ImageRef
@@ -88,6 +90,8 @@ def release(build: WorkspaceBuild, results: Mapping[str, ProjectResult] | None =
     releases = build.ws.state_dir / "releases"
     releases.mkdir(parents=True, exist_ok=True)
     write_json_atomic(releases / f"{document['release']}.json", document)
+    # The images it names by digest are kept by `grocker gc` (image/records.py, image/gc.py).
+    records.mark_released(cache_home(build.environ), [app.digest for app in apps], str(document["release"]))
     for app in apps:
         if results and app.name in results:
             r = results[app.name]

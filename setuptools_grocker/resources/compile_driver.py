@@ -17,6 +17,7 @@ PIP = [sys.executable, "-m", "pip"]
 # Isolated PEP 517 builds for every project, setup.py-only ones included (pip's own future
 # default): the build venv needs no setuptools or wheel of its own.
 PEP517 = ["--use-pep517"]
+NO_TESTS_COLLECTED = 5
 
 
 def log(msg):
@@ -120,9 +121,50 @@ def run_tests(job, wheel, tree):
     log("+ " + test["command"])
     start = time.monotonic()
     proc = subprocess.run(test["command"], shell=True, cwd=tree, env=env)
-    log("tests %s in %.1fs" % ("passed" if proc.returncode == 0 else "FAILED", time.monotonic() - start))
-    if proc.returncode != 0:
+    # Exit code 5: pytest (and unittest since 3.12) collected no tests. That is "no tests", not a failure.
+    outcome = {0: "passed", NO_TESTS_COLLECTED: "no tests"}.get(proc.returncode, "FAILED")
+    log("tests %s in %.1fs" % (outcome, time.monotonic() - start))
+    if outcome == "FAILED":
         sys.exit(23)
+    with open(os.path.join(job["out"], "tests.json"), "w") as fh:
+        json.dump({"tests": outcome}, fh)
+    return outcome
+
+
+def run_build_commands(job, tree, find_links):
+    """The project's ``build-commands``, in the scratch copy of its source, before its wheel is built.
+
+    They run with a venv on PATH holding the project and its dependencies (Django's collectstatic
+    imports the settings and the apps). A failing command ends the compile with exit code 25 and
+    writes which command failed, and how, to ``build-command.json`` for the host's message.
+    """
+    commands = job.get("build_commands") or []
+    if not commands:
+        return
+    env_dir = "/tmp/grocker-buildenv"
+    log("build commands: environment")
+    subprocess.run([sys.executable, "-m", "venv", env_dir], check=True)
+    requirement = tree + ("[%s]" % ",".join(job["extras"]) if job.get("extras") else "")
+    args = [os.path.join(env_dir, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
+            *PEP517, "--find-links", find_links, requirement] + job.get("internal_wheels", [])
+    log("+ pip install " + " ".join(args[5:]))
+    start = time.monotonic()
+    if subprocess.run(args).returncode != 0:
+        log("installing the environment of the build commands failed")
+        sys.exit(26)
+    log("  %.1fs" % (time.monotonic() - start))
+    env = dict(os.environ, PATH=os.path.join(env_dir, "bin") + ":" + os.environ.get("PATH", ""),
+               VIRTUAL_ENV=env_dir)
+    for command in commands:
+        log("+ " + command)
+        start = time.monotonic()
+        proc = subprocess.run(command, shell=True, cwd=tree, env=env)
+        if proc.returncode != 0:
+            log("build command failed with exit status %d: %s" % (proc.returncode, command))
+            with open(os.path.join(job["out"], "build-command.json"), "w") as fh:
+                json.dump({"command": command, "status": proc.returncode}, fh)
+            sys.exit(25)
+        log("  %.1fs" % (time.monotonic() - start))
 
 
 def prepare_metadata(job):
@@ -165,6 +207,7 @@ def main():
         if subprocess.run(command, shell=True, cwd=tree).returncode != 0:
             log("plugin command failed: " + command)
             sys.exit(24)
+    run_build_commands(job, tree, local_out)
     log("project wheel")
     pip("wheel", *PEP517, "--no-deps", "--wheel-dir", project_out, tree)
     project_wheel = only_wheel(project_out)
@@ -175,7 +218,7 @@ def main():
         # A library: its own wheel, tested against the internal wheels of this run.
         shutil.copy2(project_wheel, os.path.join(wheels_dir, info["wheel"]))
         if job.get("test"):
-            run_tests(job, project_wheel, tree)
+            info["tests"] = run_tests(job, project_wheel, tree)
         info["closure"] = closure_listing(wheels_dir)
     else:
         requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")

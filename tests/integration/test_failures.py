@@ -58,9 +58,9 @@ def test_compile_failure_shows_the_compiler_error(client: docker.DockerClient, p
     run = grocker("build", str(project), "--tag", "grocker-test/bad-ext:1", report=tmp_path / "r.json")
     assert run.code == CompileError.exit_code
     line = error_line(run.err)
-    assert "compiling wheels for bad-ext failed" in line
+    assert "compiling wheels for bad-ext 1.0 (bad-ext) failed" in line
     assert "grocker_header_that_no_package_provides.h" in line
-    assert "system-packages.build" in line
+    assert "system-packages.build" in line and "see pip's output in " in line
     assert run.project["status"] == "failed" and run.report["ok"] is False
     assert_untagged(client, "grocker-test/bad-ext:1")
     assert_nothing_claims_success(project)

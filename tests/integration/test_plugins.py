@@ -88,7 +88,7 @@ def test_a_plugin_changes_a_real_image(client: docker.DockerClient, testkit: dic
         assert image.labels["com.example.testkit"] == "1" and image.labels["com.example.configured"] == "yes"
         assert client.containers.run(tag, ["hello"], remove=True).decode().strip() == "hello from the testkit plugin"
         # The stage order in the output: custom stages are named with their plugin.
-        assert "==> testkit before-compile [testkit]" in run.err
+        assert "testkit before-compile [testkit] ok" in run.err
         assert "plugin trace: grocker_stages -> testkit" in run.err
     finally:
         remove_images(client, tag)
@@ -128,7 +128,7 @@ def test_pluggy_order_configure_chaining_and_a_wrapper_on_a_real_build(
         assert order == ["plugin trace: grocker_configure -> ordering [tryfirst]",
                          "plugin trace: grocker_configure -> testkit"]
         assert "plugin trace: grocker_runtime_image -> ordering [wrapper]" in run.err
-        assert "==> ordering after-compile [ordering]" in run.err
+        assert "ordering after-compile [ordering] ok" in run.err
     finally:
         remove_images(client, tag)
 
@@ -182,7 +182,7 @@ def test_example_frontend_plugin_builds_and_serves_a_site(client: docker.DockerC
     run = grocker("build", str(app), "--tag", tag, report=tmp_path / "r.json", env=pythonpath(str(target)))
     try:
         assert run.code == 0, run.err[-3000:]
-        assert "==> frontend [frontend]" in run.err
+        assert "frontend [frontend] ok" in run.err
         image = client.images.get(tag)
         assert image.labels["io.grocker.frontend"] == "nginx"
         container = client.containers.run(tag, detach=True, ports={"8080/tcp": ("127.0.0.1", None)})

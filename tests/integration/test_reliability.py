@@ -83,7 +83,8 @@ def secret_build(tmp_path_factory: pytest.TempPathFactory, examples_copy: Path, 
     tag = f"grocker-test/secret-app:{run_id}"
     env = {"PIP_EXTRA_INDEX_URL": f"http://__token__:{SECRET}@127.0.0.1:9/simple/", "PIP_RETRIES": "0",
            "PIP_TIMEOUT": "2"}
-    run = grocker("build", str(work / "ex" / "demo-app"), "--tag", tag, "--no-cache", env=env,
+    # -v: the engine's commands and pip's output on stderr as well as in the log file.
+    run = grocker("build", str(work / "ex" / "demo-app"), "--tag", tag, "--no-cache", "-v", env=env,
                   report=work / "report.json")
     assert run.code == 0, run.err[-3000:]
     yield run, tag, work
@@ -124,6 +125,10 @@ def test_no_layer_label_report_or_log_holds_the_secret(secret_build, client: doc
     assert SECRET not in (work / "report.json").read_text()
     assert SECRET not in run.out and SECRET not in run.err
     assert "__token__:***@" in run.err or "PIP_EXTRA_INDEX_URL=***" in run.err  # shown, redacted
+    logs = list((work / "ex" / "demo-app" / ".grocker" / "logs").glob("*.log"))
+    assert len(logs) == 1
+    log = logs[0].read_text()
+    assert SECRET not in log and ("__token__:***@" in log or "PIP_EXTRA_INDEX_URL=***" in log)
 
 
 def test_runtime_image_holds_no_build_material(secret_build, client: docker.DockerClient) -> None:

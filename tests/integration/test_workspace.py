@@ -153,6 +153,11 @@ def test_failing_library_skips_exactly_its_dependents(workspace, first_build: Ru
     assert all(s in ("built", "cached") for n, s in st.items() if n != broken and n not in dependents(graph, broken))
     by_name = {p["name"]: p for p in run.report["projects"]}
     assert "tests of" in by_name[broken]["error"] and "failed" in by_name[broken]["error"]
+    # Named by name and version (and where it is), as in the closing line.
+    version = by_name[broken]["version"]
+    assert f"the tests of {broken} {version} (libs/{broken}) failed" in by_name[broken]["error"]
+    assert f"1 member(s) failed ({broken} {version})" in run.err
+    assert by_name[broken]["tests"] == "failed"
     for name in dependents(graph, broken):
         assert by_name[name]["error"].startswith("dependency ")
     assert "1 member(s) failed" in run.err

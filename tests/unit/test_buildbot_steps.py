@@ -34,7 +34,8 @@ INDEX = f"http://ci:{TOKEN}@127.0.0.1:1/"
 
 def member_command(stage: str, member: str = "core") -> list[str]:
     # Never --wheel-index: the index (and its credentials) goes through the environment.
-    return ["grocker", "workspace", "build", "ws", "--only", member, "--no-deps", "--stage", stage, "--report", "-"]
+    return ["grocker", "workspace", "build", "ws", "--only", member, "--no-deps", "--stage", stage, "--report", "-",
+            "--verbose"]
 
 
 class TestMemberSteps(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):

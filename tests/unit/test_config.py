@@ -195,3 +195,44 @@ def test_invalid_moving_tag(tmp_path: Path) -> None:
     write(tmp_path / "grocker.toml", 'moving-tags = ["bad tag"]\n')
     with pytest.raises(ConfigError, match="moving tag 'bad tag' is not a valid tag"):
         load_config(tmp_path, environ={})
+
+
+def test_build_commands_are_command_lines(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.grocker]\nbuild-commands = ["python manage.py collectstatic --noinput", "echo \'a b\' > x.txt"]\n')
+    config = load_config(tmp_path, environ={})
+    assert config.build_commands == ("python manage.py collectstatic --noinput", "echo 'a b' > x.txt")
+    # One string is one command line, not words.
+    (tmp_path / "pyproject.toml").write_text('[tool.grocker]\nbuild-commands = "make assets -j2"\n')
+    assert load_config(tmp_path, environ={}).build_commands == ("make assets -j2",)
+    # From the environment: one command per line, or a JSON list.
+    env = load_config(tmp_path, environ={"GROCKER_BUILD_COMMANDS": "make a\n\nmake b c\n"})
+    assert env.build_commands == ("make a", "make b c")
+    env = load_config(tmp_path, environ={"GROCKER_BUILD_COMMANDS": '["make a, b", "x"]'})
+    assert env.build_commands == ("make a, b", "x")
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ('["echo \'unbalanced"]', r"build command \"echo 'unbalanced\" in .* cannot be parsed: No closing quotation"),
+    ('["make", "  "]', "build-commands in .* has an empty command"),
+    ('[1]', "'build-commands' in .* must be a list of strings"),
+])
+def test_bad_build_commands_are_refused_at_load(tmp_path: Path, value: str, match: str) -> None:
+    (tmp_path / "pyproject.toml").write_text(f"[tool.grocker]\nbuild-commands = {value}\n")
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(tmp_path, environ={})
+    assert "\n" not in info.value.one_line() and info.value.hint
+
+
+def test_unbalanced_quote_in_the_environment_is_refused_too(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No closing quotation"):
+        load_config(tmp_path, environ={"GROCKER_BUILD_COMMANDS": 'echo "oops'})
+
+
+def test_build_commands_shape_the_cache_key_only_when_set(tmp_path: Path) -> None:
+    plain = load_config(tmp_path, environ={})
+    assert "build-commands" not in plain.image_inputs()
+    one = load_config(tmp_path, environ={"GROCKER_BUILD_COMMANDS": "make a"})
+    other = load_config(tmp_path, environ={"GROCKER_BUILD_COMMANDS": "make b"})
+    assert one.image_inputs()["build-commands"] == ["make a"]
+    assert len({repr(c.image_inputs()) for c in (plain, one, other)}) == 3
