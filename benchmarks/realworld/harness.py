@@ -325,7 +325,11 @@ def _expect(step: str, statuses: Mapping[str, str], wanted: str, names: Sequence
 
 def _tests_ran(report: dict[str, Any], log: str) -> dict[str, str]:
     """Every library of a workspace ran its own test suite: name -> pytest's summary line."""
-    summaries = dict(re.findall(r"^\[([^\]]+)\]\s+(\d+ passed[^\n]*?) in [\d.]+s", log, re.M))
+    # The container output is in the full log that the build names at its end (streamed with -v).
+    for path in re.findall(r"^full log: (.+)$", log, re.M):
+        if Path(path).is_file():
+            log += Path(path).read_text(errors="replace")
+    summaries = dict(re.findall(r"^(?:[\d:]+ )?\[([^\]]+)\]\s+(\d+ passed[^\n]*?) in [\d.]+s", log, re.M))
     tested = {}
     for p in report["projects"]:
         if p["kind"] != "library":
