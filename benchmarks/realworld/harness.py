@@ -275,14 +275,16 @@ def _make_mistake(project: Project, tree: Path, tag: str, logs: Path) -> float:
 
 
 def _build(project: Project, tree: Path, tag: str, logs: Path, step: str) -> tuple[float, dict[str, Any]]:
-    report = logs / f"{step}.json"
+    # The report goes into the project, as users (and the tutorial) write it: it must never count as
+    # a source change. A copy is kept with the logs.
+    report = tree / "report.json"
     report.unlink(missing_ok=True)
     env = dict(project.env)
     if project.build == "grocker":
         argv = [sys.executable, "-m", "setuptools_grocker", "build", str(tree), "--tag", tag, "--report", str(report)]
         cwd = tree
     elif project.build == "setup.py":
-        argv = [sys.executable, "setup.py", "docker_image", f"--tag={tag}", f"--report={report}"]
+        argv = [sys.executable, "setup.py", "docker_image", f"--tag={tag}", "--report=report.json"]
         cwd = tree
     elif project.build == "workspace":
         argv = [sys.executable, "-m", "setuptools_grocker", "workspace", "build", str(tree), "--report", str(report)]
@@ -295,6 +297,8 @@ def _build(project: Project, tree: Path, tag: str, logs: Path, step: str) -> tup
     with (logs / f"{step}.log").open("a") as fh:
         fh.write(f"\nseconds {seconds:.3f}\n")
     data = json.loads(report.read_text()) if report.exists() else None
+    if data is not None:
+        shutil.copyfile(report, logs / f"{step}.json")
     if proc.returncode != 0 or data is None:
         raise Failed(f"{step} build exit {proc.returncode} (log {logs / (step + '.log')}):\n"
                      f"{_tail(proc.stderr or proc.stdout)}")
