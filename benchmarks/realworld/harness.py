@@ -483,9 +483,6 @@ def run_project(project: Project, run_id: str, keep: bool) -> Result:
             finally:
                 failed = json.loads((logs / "cold.json").read_text()) if (logs / "cold.json").exists() else {}
                 image_ids.update(p["image_id"] for p in failed.get("projects", []) if p.get("image_id"))
-                # A failed image is untagged and named only in the error: it is this run's own.
-                log = (logs / "cold.log").read_text() if (logs / "cold.log").exists() else ""
-                image_ids.update(re.findall(r"\bimage ([0-9a-f]{12}) failed\b", log))
             result.ok, result.result = True, "ok (fails as it should)"
             return result
         for step, wanted in (("cold", "built"), ("no-change", "cached"), ("one-line-change", "built")):
@@ -519,6 +516,9 @@ def run_project(project: Project, run_id: str, keep: bool) -> Result:
         result.result = f"FAIL ({step}): timed out after {exc.timeout:.0f}s"
     finally:
         if not keep:
+            # A failed image is untagged and named only in the error: it is this run's own.
+            for log in logs.glob("*.log") if logs.is_dir() else ():
+                image_ids.update(re.findall(r"\bimage ([0-9a-f]{12}) failed\b", log.read_text(errors="replace")))
             refs = [tag] + ([result.image] if result.image and result.image != tag else []) + sorted(image_ids)
             for ref in refs:
                 docker("rmi", ref)
