@@ -102,6 +102,8 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
         "env": dict(config.env),
         "modules": manifest.get("modules", []),
         "scripts": manifest.get("scripts", []),
+        # `check` skips the modules and scripts that need an extra that is not installed.
+        "extras": sorted(config.extras),
         "venv": VENV,
         "config_dir": CONFIG_DIR,
         "app_dir": APP_DIR,

@@ -125,3 +125,48 @@ def test_health_never_probes_another_host(entrypoint: ModuleType, capsys: pytest
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _installed_tool(site: Path, bin_dir: Path) -> None:
+    """An installed distribution shaped like black: `blackd` needs aiohttp from the `d` extra."""
+    (site / "cx_tool").mkdir(parents=True)
+    (site / "cx_tool" / "__init__.py").write_text("def main():\n    return 0\n")
+    (site / "cx_tool_d.py").write_text("try:\n    import cx_absent_aiohttp\nexcept ImportError as exc:\n"
+                                       "    raise ImportError('install cx-tool[d]') from exc\n"
+                                       "def main():\n    return 0\n")
+    (site / "cx_broken.py").write_text("import cx_absent_required\n")
+    info = site / "cx_tool-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cx-tool\nVersion: 1.0\n"
+                                   "Requires-Dist: cx-absent-required\n"
+                                   "Requires-Dist: cx-absent-aiohttp>=3; extra == \"d\"\nProvides-Extra: d\n")
+    (info / "entry_points.txt").write_text("[console_scripts]\ncx-tool = cx_tool:main\n"
+                                           "cx-toold = cx_tool_d:main [d]\n")
+    bin_dir.mkdir()
+    for script in ("cx-tool", "cx-toold"):
+        (bin_dir / script).write_text("#!/bin/sh\n")
+        (bin_dir / script).chmod(0o755)
+
+
+@pytest.mark.parametrize("extras", [[], ["d"]])
+def test_check_skips_what_needs_an_extra_not_installed(
+        entrypoint: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], extras: list[str]) -> None:
+    _installed_tool(tmp_path / "site", tmp_path / "bin")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    app = {"name": "cx-tool", "modules": ["cx_broken", "cx_tool", "cx_tool_d"], "scripts": ["cx-tool", "cx-toold"],
+           "commands": {}, "extras": extras}
+    code = entrypoint.check(app)
+    out = capsys.readouterr().out
+    assert "ok   import cx_tool\n" in out
+    # A real failure stays a failure: the required dependency is missing.
+    assert "FAIL import cx_broken: ModuleNotFoundError" in out
+    if extras:  # the extra is installed: its module must import
+        assert "FAIL import cx_tool_d: ImportError: install cx-tool[d]" in out
+        assert "FAIL console script cx-toold" in out
+        assert out.endswith("check: FAILED (3)\n") and code == 1
+    else:
+        assert "skip import cx_tool_d: needs cx_absent_aiohttp from the extra [d], not installed" in out
+        assert "skip script cx-toold: needs the extra [d], not installed" in out
+        assert out.endswith("check: FAILED (1)\n") and code == 1

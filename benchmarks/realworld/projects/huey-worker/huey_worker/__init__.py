@@ -1,0 +1,1 @@
+"""Background jobs run by a huey consumer, queued in SQLite."""

@@ -1,0 +1,1 @@
+"""A status service for a PostgreSQL-backed application."""
