@@ -10,6 +10,7 @@ this module only gives it its labels and HEALTHCHECK.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -41,6 +42,17 @@ DATA_DIR = "/data"
 USER_UID = 10001
 COMPILERS = ("gcc", "g++", "make", "libc6-dev", "pkg-config")
 RESOURCES = Path(__file__).parent.parent / "resources"  # package data of setuptools_grocker
+
+
+@functools.cache
+def tool_identity() -> str:
+    """The tool in every cache key: its version and a digest of the scripts it runs in containers or puts
+    into images (``resources/``: the compile driver, the entrypoint, ...), so that a change to one of them
+    rebuilds what it made, also between two installs of the same version (a development checkout)."""
+    digest = hashlib.sha256()
+    for path in sorted(RESOURCES.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return f"{__version__}+{digest.hexdigest()[:16]}"
 
 ROOT_DOCKERFILE = """\
 FROM {base}

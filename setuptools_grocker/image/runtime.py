@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from packaging.utils import canonicalize_name
 
-from setuptools_grocker import __version__
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import ImageBuildError
@@ -34,6 +33,7 @@ from setuptools_grocker.image.recipes import (
     BaseImages,
     healthcheck_config,
     runtime_labels,
+    tool_identity,
 )
 from setuptools_grocker.progress import Progress
 
@@ -50,7 +50,7 @@ def image_key(config: Config, *, root_key: str, wheels: Wheelhouse, plugins: str
     the same key: the pipelines then reuse the image they built before (the early cut-off).
     """
     data = {
-        "tool": __version__,
+        "tool": tool_identity(),
         "config": config.image_inputs(),
         "root": root_key,
         "wheels": wheels.content_digest(),

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from setuptools_grocker import __version__
 from setuptools_grocker.config import Config, RunOptions, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import (
@@ -33,6 +32,7 @@ from setuptools_grocker.image.recipes import (
     BaseImages,
     ensure_base_images,
     root_key,
+    tool_identity,
 )
 from setuptools_grocker.image.runtime import WHEELS_UNCHANGED, build_runtime_image, cut_off, image_key
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
@@ -63,7 +63,7 @@ def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[
               pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True) -> str:
     constraints = config.constraints.read_bytes() if config.constraints and config.constraints.is_file() else b""
     data = {
-        "tool": __version__,
+        "tool": tool_identity(),
         "config": config.image_inputs(),
         "root": rkey,
         "source": source.digest,

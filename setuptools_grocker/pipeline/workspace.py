@@ -27,7 +27,6 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from setuptools_grocker import __version__
 from setuptools_grocker.config import (
     Config,
     check_default_command,
@@ -38,6 +37,7 @@ from setuptools_grocker.config import (
     validate_reference,
 )
 from setuptools_grocker.errors import ConfigError, ProjectError, WorkspaceError
+from setuptools_grocker.image.recipes import tool_identity
 from setuptools_grocker.keys import MEMBER_ONLY, TABLES
 from setuptools_grocker.pipeline.project import Source, prepare_metadata, static_metadata, uses_scm_version
 from setuptools_grocker.pipeline.stages import member_stages
@@ -402,7 +402,7 @@ def member_keys(ws: Workspace, env_key: str) -> dict[str, dict[str, Any]]:
     for name in ws.order:
         m = ws.members[name]
         parts = {
-            "tool": __version__,
+            "tool": tool_identity(),
             "source": m.source.digest,
             "config": m.config_digest(),
             "env": env_key,

@@ -27,3 +27,21 @@ def test_config_dir_belongs_to_root() -> None:
     text = root_recipe(Config(project_dir=Path("/nonexistent")))
     assert "install -d -o root -g root -m 0755 /config" in text
     assert "chown" not in text
+
+
+def test_the_tool_in_cache_keys_covers_the_scripts_it_puts_into_images(tmp_path, monkeypatch) -> None:
+    """A changed entrypoint or compile driver rebuilds what it made, even at the same version."""
+    from setuptools_grocker.image import recipes
+
+    (tmp_path / "entrypoint.py").write_text("print('a')\n")
+    monkeypatch.setattr(recipes, "RESOURCES", tmp_path)
+    recipes.tool_identity.cache_clear()
+    try:
+        first = recipes.tool_identity()
+        assert first == recipes.tool_identity()
+        (tmp_path / "entrypoint.py").write_text("print('b')\n")
+        recipes.tool_identity.cache_clear()
+        assert recipes.tool_identity() != first
+        assert recipes.tool_identity().startswith(recipes.__version__ + "+")
+    finally:
+        recipes.tool_identity.cache_clear()
