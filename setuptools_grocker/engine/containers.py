@@ -230,6 +230,21 @@ class Container:
         state = self._c.attrs.get("State", {})
         return None if state.get("Running") else int(state.get("ExitCode", 0))
 
+    def exec(self, command: list[str]) -> RunResult | None:
+        """Run ``command`` inside this container (as its user, with its environment) to completion;
+        None when the container is not running (it exited: the caller runs the command elsewhere)."""
+        self.engine.progress.command(["docker", "exec", self.id[:12], *command])
+        try:
+            result = self._c.exec_run(command, stdout=True, stderr=True)
+        except (docker.errors.DockerException, OSError):  # not running any more, or the engine hung up
+            return None
+        if result.exit_code is None:
+            return None
+        output = result.output.decode("utf-8", "replace") if result.output else ""
+        for line in output.splitlines():
+            self.engine.progress.output(line)
+        return RunResult(exit_code=int(result.exit_code), output=output)
+
     def logs(self) -> str:
         try:
             return self._c.logs().decode("utf-8", "replace")

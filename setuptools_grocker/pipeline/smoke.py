@@ -4,6 +4,10 @@
 2. the configured ``smoke-test.command``, if any;
 3. with ``smoke-test.port``: the default command runs with that port published on
    127.0.0.1 and must answer ``smoke-test.path`` with a status below 400 before the timeout.
+
+With a port, the server's container is started first and ``check`` runs inside it (docker exec)
+while the server starts: one container start less. When that fails (a server that cannot start
+kills the exec), ``check`` runs again in a container of its own, to say why.
 """
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import urllib.error
 import urllib.request
 
 from setuptools_grocker.config import Config
-from setuptools_grocker.engine import Engine
+from setuptools_grocker.engine import Container, Engine
 from setuptools_grocker.errors import GrockerError, SmokeTestError
+from setuptools_grocker.image.recipes import APP_DIR, VENV
 from setuptools_grocker.pipeline.programs import closest_program, image_programs, missing_programs
 from setuptools_grocker.plugin import impl
 from setuptools_grocker.progress import Progress
@@ -34,24 +39,37 @@ def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress
     """Run the smoke commands (default: ``check`` and ``smoke-test.command``), then the HTTP probe."""
     short = image_id.split(":")[-1][:12]
     commands = default_commands(config) if commands is None else commands
-    for command in commands:
-        if command == ["check"]:
-            _check(engine, image_id, short)
-            continue
-        result = engine.run(image_id, list(command))
-        if result.exit_code != 0:
-            raise SmokeTestError(
-                f"image {short} failed its smoke-test command {' '.join(command)!r} "
-                f"(exit code {result.exit_code})",
-                progress.see("its output"),
-                details=result.tail(),
-            )
-    if config.smoke_test.port is not None:
-        probe_http(engine, config, image_id, progress)
+    server = start_server(engine, config, image_id) if config.smoke_test.port is not None else None
+    try:
+        for command in commands:
+            if command == ["check"]:
+                _check(engine, image_id, short, server)
+                continue
+            result = engine.run(image_id, list(command))
+            if result.exit_code != 0:
+                raise SmokeTestError(
+                    f"image {short} failed its smoke-test command {' '.join(command)!r} "
+                    f"(exit code {result.exit_code})",
+                    progress.see("its output"),
+                    details=result.tail(),
+                )
+        if server is not None:
+            probe_http(engine, config, image_id, progress, container=server)
+    finally:
+        if server is not None:
+            server.stop(timeout=5)
 
 
-def _check(engine: Engine, image_id: str, short: str) -> None:
-    result = engine.run(image_id, ["check"])
+#: ``check`` as the image's entrypoint runs it, for ``docker exec`` (which does not use the entrypoint).
+CHECK_EXEC = [f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py", "check"]
+
+
+def _check(engine: Engine, image_id: str, short: str, server: Container | None = None) -> None:
+    result = server.exec(CHECK_EXEC) if server is not None else None
+    if result is None or result.exit_code != 0:
+        # Not run, or failed inside the server's container: run it in a container of its own, whose output
+        # is about the image alone (a server that exits kills the exec: exit 137, output cut short).
+        result = engine.run(image_id, ["check"])
     if result.exit_code != 0:
         lines = [ln.strip() for ln in result.output.splitlines() if ln.strip()]
         failed = [ln for ln in lines if ln.startswith("FAIL")] or lines[-1:]
@@ -73,10 +91,19 @@ def _check(engine: Engine, image_id: str, short: str) -> None:
         )
 
 
-def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress) -> None:
+def start_server(engine: Engine, config: Config, image_id: str) -> Container:
+    """The default command with ``smoke-test.port`` published on an ephemeral 127.0.0.1 port."""
+    assert config.smoke_test.port is not None
+    return engine.start(image_id, [config.effective_default_command], ports={config.smoke_test.port: None})
+
+
+def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress,
+               container: Container | None = None) -> None:
+    """Probe ``smoke-test.path`` in ``container`` (default: a server started here and stopped after)."""
     port = config.smoke_test.port
     assert port is not None
-    container = engine.start(image_id, [config.effective_default_command], ports={port: None})
+    own = container is None
+    container = start_server(engine, config, image_id) if container is None else container
     try:
         host_port = container.host_port(port)
         url = f"http://127.0.0.1:{host_port}{config.smoke_test.path}"
@@ -110,4 +137,5 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
             details=container.logs()[-3000:],
         )
     finally:
-        container.stop(timeout=5)
+        if own:
+            container.stop(timeout=5)

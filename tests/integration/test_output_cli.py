@@ -49,6 +49,10 @@ def test_default_quiet_and_verbose_output_of_a_real_build(demo: tuple[Path, str]
     assert log.parent == project / ".grocker" / "logs"
     text = log.read_text()
     assert "+ docker run" in text and "[compile]" in text and "==> smoke test" in text
+    # With a smoke-test port, `check` runs inside the server's container (one container start less).
+    assert re.search(r"^.*\+ docker exec [0-9a-f]{12} /opt/app/venv/bin/python /opt/app/grocker/entrypoint.py check$",
+                     text, re.MULTILINE), text[-3000:]
+    assert not re.search(r"\+ docker run --rm \S+ check$", text, re.MULTILINE)
 
     # -q after the command: the final result only.
     quiet = grocker("build", "-q", ".", "--tag", tag, cwd=project)
@@ -100,13 +104,20 @@ def test_a_requirement_missing_from_the_index_says_so(tmp_path: Path) -> None:
     assert f"see pip's output in {log}" in line and missing in log.read_text()
 
 
-def test_a_typo_in_a_command_program_gets_did_you_mean(tmp_path: Path, client: docker.DockerClient) -> None:
-    project = _project(tmp_path, '[tool.grocker.commands]\nserve = "bad-app-sreve --port 8000"\n')
+@pytest.mark.parametrize("toml", [
+    '[tool.grocker.commands]\nserve = "bad-app-sreve --port 8000"\n',
+    # The server itself cannot start: `check` runs in a container of its own and says why.
+    '[tool.grocker.commands]\nserver = "bad-app-sreve --port 8000"\n[tool.grocker.smoke-test]\nport = 8000\n',
+], ids=["command", "server-with-probe"])
+def test_a_typo_in_a_command_program_gets_did_you_mean(tmp_path: Path, client: docker.DockerClient,
+                                                       toml: str) -> None:
+    project = _project(tmp_path, toml)
+    command = "server" if "server =" in toml else "serve"
     tag = f"grocker-test/typo:{uuid.uuid4().hex[:8]}"
     run = grocker("build", str(project), "--tag", tag)
     try:
         assert run.code == SmokeTestError.exit_code, run.err[-3000:]
         line = error_line(run)
-        assert "did you mean 'bad-app-serve'?" in line and "'serve'" in line, line
+        assert "did you mean 'bad-app-serve'?" in line and f"'{command}'" in line, line
     finally:
         remove_images(client, tag)
