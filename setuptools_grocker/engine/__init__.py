@@ -20,7 +20,7 @@ The engine knows nothing of the modules above it: the deploy module describes a 
 """
 from __future__ import annotations
 
-from setuptools_grocker.engine.connection import engine_time, labels_of
+from setuptools_grocker.engine.connection import engine_time, labels_of, parse_engine_time
 from setuptools_grocker.engine.containers import Container, Containers, Mount, RunResult
 from setuptools_grocker.engine.credentials import registry_credentials
 from setuptools_grocker.engine.images import Images
@@ -29,7 +29,7 @@ from setuptools_grocker.engine.swarm import HealthCheck, ServiceSpec, Swarm
 
 __all__ = [
     "Engine", "Container", "Mount", "RunResult", "HealthCheck", "ServiceSpec", "OWNER_LABEL", "PID_LABEL",
-    "engine_time", "labels_of", "registry_credentials",
+    "engine_time", "labels_of", "parse_engine_time", "registry_credentials",
 ]
 
 

@@ -103,9 +103,16 @@ def engine_time(client: Any) -> float:
     Leases are written and judged in the engine's clock, so that the clocks of the machines
     sharing an engine need not agree.
     """
-    found = _ENGINE_TIME.match(str(client.info().get("SystemTime", "")))
+    seconds = parse_engine_time(str(client.info().get("SystemTime", "")))
+    return time.time() if seconds is None else seconds
+
+
+def parse_engine_time(text: str) -> float | None:
+    """Seconds since the epoch of an engine timestamp (``2026-12-07T16:40:24.123456789Z``: nanoseconds,
+    which ``fromisoformat`` refuses); None when it is not one."""
+    found = _ENGINE_TIME.match(text)
     if not found:
-        return time.time()
+        return None
     zone = "+00:00" if found.group(2) == "Z" else found.group(2)
     return datetime.datetime.fromisoformat(found.group(1) + zone).timestamp()
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from setuptools_grocker.engine import OWNER_LABEL, Engine
+from setuptools_grocker.engine import OWNER_LABEL, Engine, parse_engine_time
 from setuptools_grocker.errors import ConfigError
 from setuptools_grocker.image.records import Record, load_all, parse_time, records_dir
 
@@ -47,14 +47,6 @@ _ORDER = ["runtime image", "untagged image", "compiler image", "root image", "ba
 STALE_BUILD = 3600.0
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def _engine_time(text: str) -> float:
-    """Seconds since the epoch of an engine timestamp (``2026-12-07T16:40:24.123456789Z``); 0 when unreadable."""
-    found = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
-    if not found:
-        return 0.0
-    return parse_time(found.group(1) + ("+00:00" if found.group(2) == "Z" else found.group(2)))
 
 
 def parse_size(text: str) -> int:
@@ -108,7 +100,7 @@ class Candidate:
                    labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
                    layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
                    size=int(attrs.get("UniqueSize", attrs.get("Size")) or 0),
-                   created=_engine_time(str(attrs.get("Created") or "")))
+                   created=parse_engine_time(str(attrs.get("Created") or "")) or 0.0)
 
     @property
     def kind(self) -> str:
