@@ -67,18 +67,22 @@ def image_key(config: Config, *, root_key: str, wheels: Wheelhouse, plugins: str
 WHEELS_UNCHANGED = "wheels unchanged"
 
 
-def cut_off(engine: Engine, previous: Mapping[str, Any], key: str, *, no_cache: bool = False) -> str | None:
+def cut_off(engine: Engine, previous: Mapping[str, Any], key: str, progress: Progress, *,
+            no_cache: bool = False) -> str | None:
     """The early cut-off: the image ID of the previous build when its image key (``image_key`` in the state
-    ``previous``) is ``key`` and that image is still in the engine; else None (make the image).
+    ``previous``) is ``key`` and that image is still in the engine (said on ``progress``); else None (make
+    the image).
 
     Both pipelines call this after their compile, with the key of :func:`image_key`.
     """
     if no_cache or not key or previous.get("image_key") != key:
         return None
     image_id = previous.get("image_id")
-    if not isinstance(image_id, str) or not image_id:
+    if not isinstance(image_id, str) or not image_id or engine.image_id(image_id) != image_id:
         return None
-    return image_id if engine.image_id(image_id) == image_id else None
+    progress.info(f"{WHEELS_UNCHANGED} (image key {key[:12]}): reusing image {image_id[7:19]}, "
+                  "no new image and no smoke test")
+    return image_id
 
 
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,

@@ -258,21 +258,20 @@ def stage_image(ctx: StageContext) -> None:
     assert st.images is not None and st.wheels is not None
     epoch = source_date_epoch(ctx.config.project_dir, st.environ)
     revision = git_revision(ctx.config.project_dir)
+    bytecode = bytecode_cache_dir(st.environ)
     inputs.image_key = image_key(ctx.config, root_key=st.images.root_key, wheels=st.wheels, revision=revision,
                                  epoch=epoch, plugins=apply.identity(inputs.plugins, st.files, None)
                                  if inputs.plugins is not None else "",
-                                 bytecode=bytecode_cache_dir(st.environ) is not None)
-    reused = cut_off(ctx.engine, inputs.previous, inputs.image_key, no_cache=ctx.run.no_cache)
+                                 bytecode=bytecode is not None)
+    reused = cut_off(ctx.engine, inputs.previous, inputs.image_key, ctx.progress, no_cache=ctx.run.no_cache)
     if reused is not None:
         st.image_id, inputs.reused = reused, True
         inputs.result.reason = WHEELS_UNCHANGED
-        ctx.progress.info(f"{WHEELS_UNCHANGED} (image key {inputs.image_key[:12]}): "
-                          f"reusing image {reused[7:19]}, no new image and no smoke test")
         return
     st.image_id = build_runtime_image(ctx.engine, ctx.config, images=st.images, wheels=st.wheels,
                                       key=st.key, progress=ctx.progress, files=st.files,
                                       epoch=epoch, revision=revision,
-                                      bytecode=bytecode_cache_dir(st.environ), no_cache=ctx.run.no_cache)
+                                      bytecode=bytecode, no_cache=ctx.run.no_cache)
     records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
                              name=st.wheels.name, version=st.wheels.version,
                              revision=revision, state_dir=ctx.config.state_dir)

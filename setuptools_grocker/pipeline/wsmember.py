@@ -226,25 +226,21 @@ class MemberStages:
             files = {**apply.image_files(self.build.plugins[member.name], config),
                      **{k: Path(v) for k, v in done["wheel"].get("plugin_files", {}).items()}}
             epoch, revision = source_date_epoch(config.project_dir, self.environ), git_revision(config.project_dir)
+            internal, bytecode = self.ws.closure(member.name), bytecode_cache_dir(self.environ)
+            base = BaseImages(roots.root, images.compiler, roots.root_key)
             ikey = image_key(config, root_key=roots.root_key, wheels=wheelhouse, revision=revision, epoch=epoch,
                              plugins=apply.identity(self.build.plugins[member.name], files, None),
-                             internal=self.ws.closure(member.name),
-                             bytecode=bytecode_cache_dir(self.environ) is not None)
+                             internal=internal, bytecode=bytecode is not None)
             # Only an image that passed its smoke test before is reused without one.
             before = (previous or {}).get("image", {}) if "smoke" in (previous or {}) else {}
-            reused = cut_off(engine, before, ikey, no_cache=self.options.no_cache)
+            reused = cut_off(engine, before, ikey, progress, no_cache=self.options.no_cache)
             if reused is not None:
-                progress.info(f"{WHEELS_UNCHANGED} (image key {ikey[:12]}): reusing image {reused[7:19]}, "
-                              "no new image and no smoke test")
                 return {"image_id": reused, "image_key": ikey, "reused": True}
             image_id = build_runtime_image(engine, config, wheels=wheelhouse, key=entry.key, progress=progress,
-                                           internal=self.ws.closure(member.name),
-                                           images=BaseImages(roots.root, images.compiler, roots.root_key),
-                                           files=files, epoch=epoch, revision=revision,
-                                           bytecode=bytecode_cache_dir(self.environ),
-                                           no_cache=self.options.no_cache)
+                                           internal=internal, images=base, files=files, epoch=epoch,
+                                           revision=revision, bytecode=bytecode, no_cache=self.options.no_cache)
             records.record_assembled(engine, cache_home(self.environ), image_id, config,
-                                     images=BaseImages(roots.root, images.compiler, roots.root_key), key=entry.key,
+                                     images=base, key=entry.key,
                                      name=member.name, version=member.version,
                                      revision=revision, state_dir=self.ws.state_dir,
                                      workspace=self.ws.root)
