@@ -72,6 +72,8 @@ class Config:
     env: Mapping[str, str] = field(default_factory=dict)
     extras: tuple[str, ...] = ()
     constraints: Path | None = None
+    installer: str = "uv"
+    index_strategy: str = "first-index"
     local_packages: tuple[Path, ...] = ()
     build_commands: tuple[str, ...] = ()
     smoke_test: SmokeTest = SmokeTest()

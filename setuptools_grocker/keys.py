@@ -257,6 +257,20 @@ def _moving_tags(tags: tuple[str, ...], source: str) -> None:
                               "use letters, digits, '_', '.', '-' and {date}, e.g. nightly-{date}")
 
 
+def _one_of(key: str, *choices: str) -> Callable[[str, str], None]:
+    def check(value: str, source: str) -> None:
+        if value not in choices:
+            raise ConfigError(f"{key} {value!r} in {source} is not one of {', '.join(choices)}",
+                              f"write {key} = \"{choices[0]}\" (the default) or one of the others")
+    return check
+
+
+def _unless_default(default: str) -> Callable[[Config, Any], Any]:
+    # An image input only when changed: the default adds nothing, so the cache keys stay as they were
+    # (the tool's identity, part of every key, says how the default builds).
+    return lambda _, value: None if value == default else value
+
+
 def _user(user: str, source: str) -> None:
     if not _USER.match(user):
         raise ConfigError(f"user {user!r} is not a valid user name",
@@ -364,6 +378,16 @@ TABLE: tuple[Key, ...] = (
     # Not an image input by itself: the cache key hashes the file's content instead.
     Key("constraints", STR, None, "pip constraints file (relative to the project) used in the compile stage",
         "constraints", convert=_path),
+    Key("installer", STR, "uv", "what does the Python packaging work of the compile stage: `uv` (resolution, "
+        "builds, environments; pinned, fetched from the configured index) or `pip` (the build venv's pip only)",
+        "installer", image_input=True, input_when_set=True, to_input=_unless_default("uv"),
+        validate=_one_of("installer", "uv", "pip")),
+    Key("index-strategy", STR, "first-index", "with several indexes: `first-index` takes each package from the "
+        "first index that has it (extra indexes before the default one: a private package cannot be shadowed "
+        "by a public one of the same name); `unsafe-best-match` takes the best version across all indexes "
+        "(pip's rule). Used with `installer = \"uv\"`", "index_strategy", image_input=True,
+        input_when_set=True, to_input=_unless_default("first-index"),
+        validate=_one_of("index-strategy", "first-index", "unsafe-best-match")),
     Key("local-packages", LIST, (), "directories of other projects (relative paths) built as wheels in the same "
         "compile, for dependencies that are not on an index", "local_packages", member_only=True,
         image_input=True, to_input=_relative_paths, convert=_paths),

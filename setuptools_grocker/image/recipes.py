@@ -24,6 +24,8 @@ from setuptools_grocker import __version__
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import OWNER_LABEL, Engine
 from setuptools_grocker.errors import BaseImageError, ImageBuildError
+from setuptools_grocker.image.uvtool import extract_uv, fetch_uv, uv_identity
+from setuptools_grocker.pipeline.pipconf import PipForward
 from setuptools_grocker.progress import Progress
 
 # Every command of a RUN is its own statement so that `set -e` stops at the first failure
@@ -88,6 +90,13 @@ RUN set -eu; \\
     {build_venv}/bin/python -m pip --version
 """
 
+# uv on top of the compiler image: the executable of a wheel checked against its pinned hash (uvtool.py).
+UV_LAYER_DOCKERFILE = """\
+FROM {base}
+COPY uv {build_venv}/bin/uv
+RUN {build_venv}/bin/uv --version
+"""
+
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -125,26 +134,53 @@ def compiler_recipe(config: Config, root: str, build_packages: tuple[str, ...]) 
 
 
 def ensure_base_images(engine: Engine, config: Config, progress: Progress, *, need_compiler: bool = True,
-                       extra_build_packages: tuple[str, ...] = ()) -> BaseImages:
-    """Make sure the root and compiler images exist, building what is missing."""
+                       extra_build_packages: tuple[str, ...] = (), pip: PipForward | None = None,
+                       work: Path | None = None) -> BaseImages:
+    """Make sure the root and compiler images exist, building what is missing.
+
+    With ``installer = "uv"`` the compiler image is the pip one plus uv, whose wheel comes from the
+    index of ``pip`` (the user's forwarded configuration), downloaded in a scratch directory under ``work``.
+    """
     base = engine.ensure_image(config.base_image)
     rkey = root_key(config, base["Id"])
     root = f"grocker/root:{rkey}"
     if not engine.image_id(root):
         _build_small(engine, root_recipe(config), root, "root image", progress)
     build_packages = tuple(sorted(set(config.build_packages) | set(extra_build_packages)))
-    ckey = _hash("compiler", RECIPE_VERSION, rkey, build_packages)
-    compiler = f"grocker/compiler:{ckey}"
+    pip_key = _hash("compiler", RECIPE_VERSION, rkey, build_packages)
+    pip_compiler = f"grocker/compiler:{pip_key}"
+    compiler = pip_compiler
+    if config.installer == "uv":
+        compiler = f"grocker/compiler:{_hash('compiler+uv', pip_key, uv_identity(), UV_LAYER_DOCKERFILE)}"
     if need_compiler and not engine.image_id(compiler):
-        _build_small(engine, compiler_recipe(config, root, build_packages), compiler, "compiler image", progress)
+        if not engine.image_id(pip_compiler):
+            _build_small(engine, compiler_recipe(config, root, build_packages), pip_compiler, "compiler image",
+                         progress)
+        if compiler != pip_compiler:
+            _add_uv(engine, pip_compiler, compiler, pip or PipForward(), work, progress)
     return BaseImages(root=root, compiler=compiler, root_key=rkey)
 
 
-def _build_small(engine: Engine, dockerfile: str, tag: str, what: str, progress: Progress) -> None:
+def _add_uv(engine: Engine, base: str, tag: str, pip: PipForward, work: Path | None, progress: Progress) -> None:
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="grocker-uv-", dir=work) as tmp:
+        download, context = Path(tmp) / "download", Path(tmp) / "context"
+        download.mkdir()
+        context.mkdir()
+        wheel = fetch_uv(engine, base, f"{BUILD_VENV}/bin/python", pip, download, progress)
+        extract_uv(wheel, context)
+        _build_small(engine, UV_LAYER_DOCKERFILE.format(base=base, build_venv=BUILD_VENV), tag,
+                     "compiler image (uv)", progress, context=context)
+
+
+def _build_small(engine: Engine, dockerfile: str, tag: str, what: str, progress: Progress,
+                 context: Path | None = None) -> None:
     with progress.stage(f"{what} {tag}"), tempfile.TemporaryDirectory(prefix="grocker-ctx-") as tmp:
-        (Path(tmp) / "Dockerfile").write_text(dockerfile)
+        where = context or Path(tmp)
+        (where / "Dockerfile").write_text(dockerfile)
         try:
-            engine.build(Path(tmp), tag=tag, labels={OWNER_LABEL: "setuptools-grocker"}, what=what)
+            engine.build(where, tag=tag, labels={OWNER_LABEL: "setuptools-grocker"}, what=what)
         except ImageBuildError as exc:
             # The marker is split in the recipe, so only the echo's output matches here.
             if "grocker-no-python" in (exc.details or ""):

@@ -152,7 +152,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         progress.info(f"{result.image}: up to date (cache key {key[:12]}), nothing to build")
         return
 
-    images = ensure_base_images(engine, config, progress)
+    images = ensure_base_images(engine, config, progress, pip=pip, work=cache_home(environ))
     ctx = stage_context(config, run, environ, progress, engine, key=key, images=images, files=files,
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,

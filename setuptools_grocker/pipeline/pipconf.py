@@ -129,3 +129,76 @@ def _add_mount(result: PipForward, path: Path) -> None:
     if any(path == m.source for m in result.mounts):
         return
     result.mounts.append(Mount(path, str(path), read_only=True))
+
+
+# -- the same configuration for uv ---------------------------------------------------------------
+
+#: uv variables that may hold credentials (index URLs with a token, a proxy with a password).
+UV_SECRET_ENV = frozenset({"UV_DEFAULT_INDEX", "UV_INDEX", "HTTPS_PROXY", "HTTP_PROXY"})
+#: Set for the compile driver when pip's no-index is on: uv has a flag for it, no variable.
+NO_INDEX_FLAG = "GROCKER_UV_NO_INDEX"
+
+
+def _pip_bool(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _packages(value: str) -> tuple[bool, list[str]]:
+    """pip's ``only-binary``/``no-binary`` value: (``:all:`` given, the package names)."""
+    names = [p for p in value.replace(",", " ").split() if p]
+    if ":all:" in names:
+        return True, []
+    return False, [n for n in names if n != ":none:"]
+
+
+def uv_env(pip_env: Mapping[str, str], index_strategy: str = "first-index") -> dict[str, str]:
+    """The ``UV_*`` (and TLS, proxy) variables that give uv what the ``PIP_*`` of :func:`forward` give pip.
+
+    uv reads none of pip's files or variables, and trusts only its own root certificates unless told:
+    every option is translated. Files are the ones :func:`forward` mounted (same paths). pip's
+    ``prefer-binary`` has no uv equivalent and is left out.
+    """
+    env: dict[str, str] = {"UV_INDEX_STRATEGY": index_strategy}  # uv's names are the key's
+    get = pip_env.get
+    if get("PIP_INDEX_URL"):
+        env["UV_DEFAULT_INDEX"] = pip_env["PIP_INDEX_URL"]
+    if get("PIP_EXTRA_INDEX_URL"):
+        # uv asks the extra indexes before the default one (see index-strategy in docs/security.md).
+        env["UV_INDEX"] = " ".join(pip_env["PIP_EXTRA_INDEX_URL"].split())
+    if get("PIP_FIND_LINKS"):
+        env["UV_FIND_LINKS"] = ",".join(pip_env["PIP_FIND_LINKS"].split())
+    if get("PIP_CONSTRAINT"):
+        # Build environments obey the constraints too, as pip's do.
+        env["UV_CONSTRAINT"] = env["UV_BUILD_CONSTRAINT"] = " ".join(pip_env["PIP_CONSTRAINT"].split())
+    if get("PIP_CERT"):
+        env["SSL_CERT_FILE"] = pip_env["PIP_CERT"]
+    if get("PIP_CLIENT_CERT"):
+        env["SSL_CLIENT_CERT"] = pip_env["PIP_CLIENT_CERT"]
+    if get("PIP_TRUSTED_HOST"):
+        env["UV_INSECURE_HOST"] = " ".join(pip_env["PIP_TRUSTED_HOST"].split())
+    if _pip_bool(get("PIP_NO_INDEX", "")):
+        env[NO_INDEX_FLAG] = "1"
+    if _pip_bool(get("PIP_PRE", "")):
+        env["UV_PRERELEASE"] = "allow"
+    for pip_name, uv_name in (("PIP_ONLY_BINARY", "UV_NO_BUILD"), ("PIP_NO_BINARY", "UV_NO_BINARY")):
+        every, names = _packages(get(pip_name, ""))
+        if every:
+            env[uv_name] = "1"
+        elif names:
+            env[uv_name + "_PACKAGE"] = " ".join(names)
+    timeout = get("PIP_TIMEOUT") or get("PIP_DEFAULT_TIMEOUT")
+    if timeout:
+        env["UV_HTTP_TIMEOUT"] = str(max(1, round(float(timeout)))) if _number(timeout) else timeout
+    if get("PIP_RETRIES"):
+        env["UV_HTTP_RETRIES"] = pip_env["PIP_RETRIES"]
+    if get("PIP_PROXY"):
+        env["HTTPS_PROXY"] = env["HTTP_PROXY"] = pip_env["PIP_PROXY"]
+    return env
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

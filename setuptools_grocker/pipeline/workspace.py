@@ -272,6 +272,8 @@ def shared_config(configs: list[Config]) -> Config:
         configs[0],
         run_packages=tuple(sorted({p for c in configs for p in c.run_packages})),
         build_packages=tuple(sorted({p for c in configs for p in c.build_packages})),
+        # uv in the shared compiler image when any member uses it (pip is there in any case).
+        installer="uv" if any(c.installer == "uv" for c in configs) else "pip",
     )
 
 
@@ -282,14 +284,14 @@ def _prepare_isolated(isolated: list[tuple[Source, Config]], configs: list[Confi
         return {}
     from setuptools_grocker.engine import Engine
     from setuptools_grocker.image.recipes import ensure_base_images
-    from setuptools_grocker.pipeline.caches import pip_cache_dir
+    from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
     from setuptools_grocker.pipeline.compile import container_metadata
     from setuptools_grocker.pipeline.pipconf import forward
 
     pip = forward(environ) if environ.get("GROCKER_NO_PIP_CONFIG") != "1" else forward({})
     prepared: dict[Path, dict[str, Any]] = {}
     with Engine(progress) as engine:
-        images = ensure_base_images(engine, shared_config(configs), progress)
+        images = ensure_base_images(engine, shared_config(configs), progress, pip=pip, work=cache_home(environ))
         for source, _ in isolated:
             # One container per member: untrusted members do not share a scratch tree or a cache.
             meta = container_metadata(engine, compiler=images.compiler, source=source, pip=pip,

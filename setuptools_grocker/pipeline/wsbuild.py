@@ -30,7 +30,7 @@ from setuptools_grocker.config import Config, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images, root_key
-from setuptools_grocker.pipeline.caches import bytecode_cache_dir
+from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.scheduler import Scheduler
@@ -166,7 +166,8 @@ class WorkspaceBuild:
             images: BaseImages | None = None
             if to_build:
                 assert self.shared is not None
-                images = ensure_base_images(engine, self.shared, self.progress)
+                images = ensure_base_images(engine, self.shared, self.progress, pip=self.pip,
+                                            work=cache_home(self.environ))
         self._schedule(todo, entries, results, images)
         report = Report([results[n] for n in todo], time.monotonic() - start)
         if self.options.push and not self.options.stages:

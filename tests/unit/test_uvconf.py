@@ -1,0 +1,95 @@
+"""The user's pip configuration translated for uv, and the pinned uv wheel."""
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from setuptools_grocker.errors import ImageBuildError
+from setuptools_grocker.image import uvtool
+from setuptools_grocker.pipeline.pipconf import NO_INDEX_FLAG, UV_SECRET_ENV, forward, uv_env
+
+
+def test_every_forwarded_option_has_its_uv_variable(tmp_path: Path) -> None:
+    cert, client, constraints, more = (tmp_path / n for n in ("ca.pem", "client.pem", "c.txt", "d.txt"))
+    links = tmp_path / "wheels"
+    links.mkdir()
+    other = tmp_path / "other" / "simple"
+    other.mkdir(parents=True)
+    for f in (cert, client, constraints, more):
+        f.write_text("x")
+    env = {
+        "PIP_CONFIG_FILE": "/dev/null",
+        "PIP_INDEX_URL": "https://user:token@mirror.example/simple",
+        "PIP_EXTRA_INDEX_URL": f"https://private.example/simple  file://{other}",
+        "PIP_FIND_LINKS": f"{links} https://links.example/",
+        "PIP_CONSTRAINT": f"{constraints} {more}",
+        "PIP_CERT": str(cert), "PIP_CLIENT_CERT": str(client),
+        "PIP_TRUSTED_HOST": "mirror.example private.example",
+        "PIP_PRE": "true", "PIP_DEFAULT_TIMEOUT": "12.5", "PIP_RETRIES": "7",
+        "PIP_PROXY": "http://proxy.example:3128",
+        "PIP_ONLY_BINARY": ":all:", "PIP_NO_BINARY": "psycopg2,lxml",
+    }
+    uv = uv_env(forward(env).env)
+    assert uv == {
+        "UV_INDEX_STRATEGY": "first-index",
+        "UV_DEFAULT_INDEX": "https://user:token@mirror.example/simple",
+        # uv asks these first, in this order.
+        "UV_INDEX": f"https://private.example/simple file://{other}",
+        "UV_FIND_LINKS": f"{links},https://links.example/",
+        "UV_CONSTRAINT": f"{constraints} {more}",
+        "UV_BUILD_CONSTRAINT": f"{constraints} {more}",
+        "SSL_CERT_FILE": str(cert), "SSL_CLIENT_CERT": str(client),
+        "UV_INSECURE_HOST": "mirror.example private.example",
+        "UV_PRERELEASE": "allow", "UV_HTTP_TIMEOUT": "12", "UV_HTTP_RETRIES": "7",
+        "HTTPS_PROXY": "http://proxy.example:3128", "HTTP_PROXY": "http://proxy.example:3128",
+        "UV_NO_BUILD": "1", "UV_NO_BINARY_PACKAGE": "psycopg2 lxml",
+    }
+    # What may hold a token is masked in the container's command line and output.
+    assert {"UV_DEFAULT_INDEX", "UV_INDEX", "HTTPS_PROXY", "HTTP_PROXY"} <= UV_SECRET_ENV
+
+
+def test_switches_off_and_package_lists(tmp_path: Path) -> None:
+    uv = uv_env({"PIP_PRE": "0", "PIP_NO_INDEX": "false", "PIP_ONLY_BINARY": "numpy, scipy",
+                 "PIP_NO_BINARY": ":none:"}, "unsafe-best-match")
+    assert uv == {"UV_INDEX_STRATEGY": "unsafe-best-match", "UV_NO_BUILD_PACKAGE": "numpy scipy"}
+    assert uv_env({"PIP_NO_INDEX": "1", "PIP_NO_BINARY": ":all:"}) == {
+        "UV_INDEX_STRATEGY": "first-index", NO_INDEX_FLAG: "1", "UV_NO_BINARY": "1"}
+
+
+def test_constraints_of_the_project_reach_uv_builds(tmp_path: Path) -> None:
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("six==1.16.0\n")
+    uv = uv_env(forward({"PIP_CONFIG_FILE": "/dev/null"}, constraints).env)
+    assert uv["UV_CONSTRAINT"] == uv["UV_BUILD_CONSTRAINT"] == str(constraints)
+
+
+def _wheel(path: Path, payload: bytes = b"\x7fELF") -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"uv-{uvtool.UV_VERSION}.data/scripts/uv", payload)
+        zf.writestr(f"uv-{uvtool.UV_VERSION}.dist-info/METADATA", "Name: uv\n")
+    return path
+
+
+def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = _wheel(tmp_path / f"uv-{uvtool.UV_VERSION}-py3-none-manylinux_2_17_x86_64.whl")
+    with pytest.raises(ImageBuildError) as exc:
+        uvtool.check_uv_wheel(wheel, "x86_64")
+    assert "not the pinned" in exc.value.one_line() and "\n" not in exc.value.one_line()
+    with pytest.raises(ImageBuildError, match="no pinned uv wheel for the architecture 'riscv64'"):
+        uvtool.check_uv_wheel(wheel, "riscv64")
+    # The pinned one passes, and only its uv executable is taken, executable.
+    monkeypatch.setitem(uvtool.UV_WHEEL_SHA256, "x86_64", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    uvtool.check_uv_wheel(wheel, "x86_64")
+    out = tmp_path / "ctx"
+    out.mkdir()
+    binary = uvtool.extract_uv(wheel, out)
+    assert binary.read_bytes() == b"\x7fELF" and binary.stat().st_mode & 0o777 == 0o755
+
+
+def test_the_compiler_key_holds_the_uv_version_and_hashes() -> None:
+    identity = uvtool.uv_identity()
+    assert identity[0] == uvtool.UV_VERSION == "0.13.10"
+    assert {i.split("=")[0] for i in identity[1:]} == {"x86_64", "aarch64"}
