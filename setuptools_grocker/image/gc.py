@@ -13,7 +13,7 @@ applies them to the engine and the cache home):
   ``keep_days`` names (the next build would make them again, slowly);
 * with ``--base-images``, the base images ``grocker bootstrap-base`` made that no kept image is
   built on;
-* **caches** beyond ``--max-cache-size``, oldest first: pip caches (one per trust scope), the
+* **caches** beyond ``--max-cache-size``, oldest first: pip and uv caches (one per trust scope), the
   blob cache, the wheelhouses of the projects the records name, the bytecode cache.
 
 Never: an image without grocker's owner label (another tool's), an image a container uses
@@ -266,17 +266,19 @@ def _measure(path: Path) -> tuple[int, float]:
 
 def cache_entries(home: Path, records: Iterable[Record], project: Path | None = None) -> list[CacheEntry]:
     """The removable units of grocker's caches (with ``project``: that project's own only)."""
-    from setuptools_grocker.pipeline.caches import pip_cache_dir
+    from setuptools_grocker.pipeline.caches import pip_cache_dir, uv_dir
 
     units: list[tuple[str, Path]] = []
     if project is None:
         units += [("pip cache", p) for p in sorted((home / "pip").glob("*")) if p.is_dir()]
+        units += [("uv cache", p) for p in sorted((home / "uv").glob("*")) if p.is_dir()]
         units += [("blob", p) for p in sorted((home / "blobs").glob("*")) if p.is_file() and not p.name.startswith(".")]
         # Not the staging directories (".staging-*") of builds that are compiling right now.
         units += [("bytecode cache", p) for p in sorted((home / "bytecode").glob("*.tar"))
                   if not p.name.startswith(".")]
     else:
         units.append(("pip cache", pip_cache_dir({"GROCKER_CACHE_HOME": str(home)}, project)))
+        units.append(("uv cache", uv_dir({"GROCKER_CACHE_HOME": str(home)}, project)))
     states = {Path(r.state_dir) for r in records if r.state_dir and (project is None or _in_project(r, project))}
     for state in sorted(states):
         units += [("wheelhouse", p) for p in sorted((state / "wheelhouse").glob("*"))

@@ -35,7 +35,7 @@ from setuptools_grocker.image.recipes import (
     tool_identity,
 )
 from setuptools_grocker.image.runtime import WHEELS_UNCHANGED, build_runtime_image, cut_off, image_key
-from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
+from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir, uv_dir
 from setuptools_grocker.pipeline.compile import compile_wheels
 from setuptools_grocker.pipeline.naming import default_reference, extra_tags
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
@@ -242,7 +242,8 @@ def stage_compile(ctx: StageContext) -> None:
     wheels = compile_wheels(
         ctx.engine, config, compiler=st.images.compiler, source=inputs.source, local_sources=inputs.local_sources,
         pip=inputs.pip, wheelhouse_root=config.state_dir / "wheelhouse", key=st.key,
-        pip_cache=pip_cache_dir(st.environ, config.project_dir), source_date_epoch=epoch, progress=ctx.progress,
+        pip_cache=pip_cache_dir(st.environ, config.project_dir), uv_root=uv_dir(st.environ, config.project_dir),
+        source_date_epoch=epoch, progress=ctx.progress,
         extra_env=env, pre_commands=commands, no_cache=ctx.run.no_cache,
         what=describe_project(config.project_dir, *project_label(config.project_dir), base=config.project_dir.parent),
     )

@@ -36,3 +36,14 @@ def bytecode_cache_dir(environ: Mapping[str, str]) -> Path | None:
     if environ.get("GROCKER_NO_BYTECODE") == "1":
         return None
     return cache_home(environ) / "bytecode"
+
+
+def uv_dir(environ: Mapping[str, str], scope: Path) -> Path:
+    """uv's directory of one trust scope, beside its pip cache (the same scoping, for the same reason).
+
+    Mounted whole at ``/uv`` in the compile container: ``cache/`` (uv's cache, kept between runs) and one
+    ``tmp-<id>/`` per run where its environments are made, removed after the run. One mount, one
+    filesystem: uv's renames from its scratch space into the cache stay within it (two bind mounts of
+    the same host filesystem are two filesystems to the kernel: EXDEV).
+    """
+    return pip_cache_dir(environ, scope).parent.parent / "uv" / pip_cache_dir(environ, scope).name

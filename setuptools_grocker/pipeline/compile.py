@@ -7,12 +7,14 @@ a build killed at any point never leaves a wheelhouse entry that claims success.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
 from setuptools_grocker.errors import BuildCommandFailed, CompileError, ProjectError, TestsFailed, disk_full
 from setuptools_grocker.image.recipes import BUILD_VENV, RESOURCES
-from setuptools_grocker.pipeline.pipconf import PipForward
+from setuptools_grocker.pipeline.pipconf import UV_SECRET_ENV, PipForward, uv_env
 from setuptools_grocker.pipeline.project import Source, metadata_fields, scm_version
 from setuptools_grocker.progress import Progress, add_secret
 
@@ -93,11 +95,12 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    internal_wheels: Sequence[Path] = (), mode: str = "project",
                    test: Mapping[str, Any] | None = None, what: str | None = None,
                    test_wheel: Path | None = None, extra_env: Mapping[str, str] | None = None,
-                   pre_commands: Sequence[str] = (), no_cache: bool = False) -> Wheelhouse:
+                   pre_commands: Sequence[str] = (), no_cache: bool = False, uv_root: Path | None = None) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
-    container gets an empty pip cache instead of ``pip_cache`` (the scope's shared one).
+    container gets an empty pip cache instead of ``pip_cache`` (the scope's shared one), and an empty
+    uv cache instead of the one in ``uv_root`` (the scope's uv directory, ``caches.uv_dir``).
 
     ``mode="project"`` builds the project and its whole closure (internal wheels given as
     files); ``mode="library"`` builds the project's own wheel and runs ``test`` against it
@@ -119,8 +122,14 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         # the shared cache kept from an earlier build (made when system-packages.build still had a
         # header this build lacks) cannot stand in for a compile a clean machine would fail.
         pip_cache = staging / "pip-cache"
+        uv_root = staging / "uv"
         progress.info("--no-cache: a clean build, with an empty pip cache")
     pip_cache.mkdir(parents=True, exist_ok=True)
+    use_uv = config.installer == "uv"
+    uv_scratch = None
+    if use_uv:
+        uv_root = uv_root or pip_cache.parent / "uv"
+        uv_scratch = _uv_scratch(uv_root)
     try:
         job = {
             "src": "/src",
@@ -137,6 +146,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "wheel": f"/test-wheel/{test_wheel.name}" if test_wheel else None,
             "pre_commands": list(pre_commands),
             "build_commands": list(config.build_commands),
+            "installer": config.installer,
+            "uv_scratch": f"/uv/{uv_scratch.name}" if uv_scratch else None,
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
         mounts = [
@@ -149,8 +160,11 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             *(Mount(w.parent, f"/internal/{i}") for i, w in enumerate(internal_wheels)),
             *([Mount(test_wheel.parent, "/test-wheel")] if test_wheel else []),
             *pip.mounts,
+            *([Mount(uv_scratch.parent, "/uv", read_only=False)] if uv_scratch else []),
         ]
+        uv_vars = _uv_environment(pip, config.index_strategy) if use_uv else {}
         env = {
+            **uv_vars,
             **dict(extra_env or {}),
             **pip.env,
             "PIP_CACHE_DIR": "/pip-cache",
@@ -165,8 +179,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             env["SETUPTOOLS_SCM_PRETEND_VERSION"] = version
         # Plugin environment values and the user's pip options (index URLs, tokens) are never
         # echoed; values that look like secrets are also masked in the container's output.
-        secret_env = set(extra_env or {}) | set(pip.env)
-        for name in set(extra_env or {}) | pip.secret_env:
+        secret_env = set(extra_env or {}) | set(pip.env) | set(uv_vars)
+        for name in set(extra_env or {}) | pip.secret_env | (UV_SECRET_ENV & set(uv_vars)):
             for value in [env[name], *env[name].split()]:
                 add_secret(value)
         result = engine.run(
@@ -221,6 +235,38 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         return Wheelhouse(final, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if uv_scratch is not None:
+            shutil.rmtree(uv_scratch, ignore_errors=True)
+
+
+def _uv_scratch(root: Path) -> Path:
+    """A fresh ``tmp-<id>`` beside uv's cache in ``root`` (removing those a killed run left a day ago)."""
+    (root / "cache").mkdir(parents=True, exist_ok=True)
+    for old in root.glob("tmp-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > 86400:
+                shutil.rmtree(old, ignore_errors=True)
+    scratch = root / f"tmp-{uuid.uuid4().hex[:12]}"
+    scratch.mkdir()
+    return scratch
+
+
+def _uv_environment(pip: PipForward, index_strategy: str) -> dict[str, str]:
+    """uv's variables in the compile container: the user's pip configuration translated, uv's cache, and
+    copies rather than links from the cache into every environment (project code runs in all of them:
+    build backends, build-commands, tests; a hardlinked file it rewrote would be the cache's)."""
+    return {
+        **uv_env(pip.env, index_strategy),
+        "UV_CACHE_DIR": "/uv/cache",
+        "UV_LINK_MODE": "copy",
+        "UV_PYTHON_DOWNLOADS": "never",
+        # Only the user's pip configuration decides where packages come from, as with pip: no uv.toml, no
+        # [tool.uv] table or sources of the project.
+        "UV_NO_CONFIG": "1",
+        "UV_NO_SOURCES": "1",
+        "UV_NO_PROGRESS": "1",
+        "NO_COLOR": "1",
+    }
 
 
 def container_metadata(engine: Engine, *, compiler: str, source: Source, pip: PipForward, pip_cache: Path,
@@ -265,7 +311,10 @@ def container_metadata(engine: Engine, *, compiler: str, source: Source, pip: Pi
 
 # pip could not find a requirement on the index (a typo, a private package, a version not published).
 _NOT_ON_INDEX = re.compile(r"(?:Could not find a version that satisfies the requirement|"
-                           r"No matching distribution found for) (?P<req>\S+)")
+                           r"No matching distribution found for) (?P<req>\S+)|"
+                           # uv's words for the same
+                           r"Because (?:there is no version of )?(?P<uvreq>[^\s,]+?) (?:was not found in the package "
+                           r"registry|and you require)")
 # A compile that failed for want of a system header or library (what system-packages.build provides).
 _MISSING_SYSTEM = re.compile(r"fatal error: [^:\n]+\.h: No such file|cannot find -l\w|pg_config executable not found|"
                              r"was not found in the pkg-config search path|No package '[^']+' found|"
@@ -277,7 +326,8 @@ def compile_failure_hint(output: str) -> str | None:
     missing system header or library. None when it says neither (the log then tells)."""
     missing = _NOT_ON_INDEX.search(output)
     if missing:
-        return (f"check the name and version of {missing.group('req')} and that the index pip uses has it "
+        req = missing.group("req") or missing.group("uvreq")
+        return (f"check the name and version of {req} and that the index pip uses has it "
                 "(pip's index-url, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL; local-packages for projects on disk)")
     if _MISSING_SYSTEM.search(output):
         return "a missing C header or library usually needs its -dev package in system-packages.build"
@@ -285,7 +335,7 @@ def compile_failure_hint(output: str) -> str | None:
 
 
 def pip_failure_cause(output: str) -> str | None:
-    """The most telling line of a failed pip run: the backend's last error, else pip's."""
+    """The most telling line of a failed pip or uv run: the backend's last error, else pip's or uv's."""
     lines = output.splitlines()
     cause = None
     inside = False
@@ -307,7 +357,28 @@ def pip_failure_cause(output: str) -> str | None:
     if cause:
         return cause
     errors = [ln.strip() for ln in lines if ln.strip().startswith("ERROR:")]
-    return errors[0] if errors else None
+    return errors[0] if errors else uv_failure_cause(lines)
+
+
+def uv_failure_cause(lines: list[str]) -> str | None:
+    """The most telling line of a failed uv run. uv prints ``error: ...`` then ``  cause: ...`` lines (the
+    resolver's explanation, "Because X was not found in the package registry ..."); a build backend's own
+    output comes before, unframed."""
+    # uv's own error is its last one; a backend's "error: Command '[gcc ...]'" lines come before it.
+    errors = [i for i, ln in enumerate(lines) if ln.startswith("error: ") and not ln.startswith("error: Command '")]
+    if not errors:
+        return None
+    first = errors[-1]
+    causes = [ln.strip()[len("cause: "):] for ln in lines[first + 1:] if ln.strip().startswith("cause: ")]
+    if "No solution found when resolving" in lines[first] and causes:
+        return causes[0]
+    if "Failed to build" in lines[first]:
+        backend = [ln.strip() for ln in lines[:first] if ln.strip() and not ln.startswith("[compile]")]
+        fatal = [b for b in backend if "fatal error" in b.lower()]
+        said = [b for b in backend if "error" in b.lower() and not b.startswith("error: Command '")]
+        if fatal or said:
+            return fatal[0] if fatal else said[-1]
+    return lines[first][len("error: "):].strip() + (f": {causes[-1]}" if causes else "")
 
 
 def test_failure_cause(output: str) -> str:

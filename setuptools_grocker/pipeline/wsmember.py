@@ -18,7 +18,7 @@ from setuptools_grocker.errors import GrockerError, PluginError, TestsFailed, Wo
 from setuptools_grocker.image import records
 from setuptools_grocker.image.recipes import BaseImages, ensure_base_images
 from setuptools_grocker.image.runtime import WHEELS_UNCHANGED
-from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
+from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir, uv_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.pipeline.project import describe_project, git_commit_time
 from setuptools_grocker.pipeline.smoke import smoke_test
@@ -302,6 +302,7 @@ class MemberStages:
             wheelhouse_root=self.ws.state_dir / "wheels" / member.name, key=entry.key,
             # Members trust each other, and share a cache; an untrusted member has a cache of its own.
             pip_cache=pip_cache_dir(self.environ, self.ws.root if member.trusted else member.path),
+            uv_root=uv_dir(self.environ, self.ws.root if member.trusted else member.path),
             source_date_epoch=epoch, progress=progress,
             internal_wheels=internal, mode=mode, test=test, test_wheel=test_wheel,
             what=describe_project(member.path, member.name, member.version, base=self.ws.root),

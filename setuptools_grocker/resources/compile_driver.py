@@ -1,9 +1,16 @@
 """Runs inside the compiler container: build the wheels of a project and its closure.
 
 Invoked as ``python compile_driver.py /job/job.json`` by setuptools-grocker. Only the
-standard library and pip are used. The source trees are mounted read-only; each is copied
-(only the files the host listed) to a scratch directory, so in-tree builds work and build
-outputs never reach the host's source tree.
+standard library, pip and (with ``"installer": "uv"``, the default) the build venv's ``uv`` are
+used. The source trees are mounted read-only; each is copied (only the files the host listed) to
+a scratch directory, so in-tree builds work and build outputs never reach the host's source tree.
+
+With uv: wheels of local projects are built by ``uv build`` (isolated); the closure is resolved by
+``uv pip compile --generate-hashes`` and its files fetched, checked by hash, by ``pip wheel --no-deps
+--require-hashes`` (uv has no ``pip wheel``/``pip download``; pip also builds the few sdists); test and
+build-commands environments are ``uv venv`` + ``uv pip install``. uv's cache and the scratch
+directory of its environments are one mount (``/uv``); ``UV_LINK_MODE=copy`` (set by the host) keeps
+every environment's files apart from the cache's, since project code runs in all of them.
 """
 import json
 import os
@@ -14,6 +21,7 @@ import time
 import zipfile
 
 PIP = [sys.executable, "-m", "pip"]
+UV = os.path.join(os.path.dirname(sys.executable), "uv")
 # Isolated PEP 517 builds for every project, setup.py-only ones included (pip's own future
 # default): the build venv needs no setuptools or wheel of its own.
 PEP517 = ["--use-pep517"]
@@ -31,15 +39,123 @@ def copy_tree(src, files, dest):
         shutil.copy2(os.path.join(src, rel), target)
 
 
-def pip(*args):
+def pip(*args, env=None):
     cmd = PIP + list(args)
     log("+ pip " + " ".join(args))
     start = time.monotonic()
-    proc = subprocess.run(cmd)
+    proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         log("pip failed with exit code %d" % proc.returncode)
         sys.exit(20)
     log("  %.1fs" % (time.monotonic() - start))
+
+
+def uv_index_args():
+    # pip's no-index: uv has a flag for it, no variable (the host sets this one).
+    return ["--no-index"] if os.environ.get("GROCKER_UV_NO_INDEX") == "1" else []
+
+
+def uv(*args, exit_code=20):
+    """Run uv; on failure end the compile with ``exit_code`` (the host reads uv's output for the cause)."""
+    log("+ uv " + " ".join(args))
+    start = time.monotonic()
+    proc = subprocess.run([UV] + list(args))
+    if proc.returncode != 0:
+        log("uv failed with exit code %d" % proc.returncode)
+        sys.exit(exit_code)
+    log("  %.1fs" % (time.monotonic() - start))
+
+
+def using_uv(job):
+    return job.get("installer") == "uv"
+
+
+def build_wheel(job, tree, out_dir):
+    """One isolated PEP 517 wheel of the project in ``tree`` (a scratch copy), into ``out_dir``."""
+    if using_uv(job):
+        uv("build", "--wheel", "--out-dir", out_dir, "--python", sys.executable, *uv_index_args(), tree)
+    else:
+        pip("wheel", *PEP517, "--no-deps", "--wheel-dir", out_dir, tree)
+
+
+def env_dir(job, name):
+    """Where an environment is made: with uv, in the run's scratch directory beside uv's cache (one mount)."""
+    return os.path.join(job.get("uv_scratch") or "/tmp", name)
+
+
+def make_env(job, path, requirements, *, find_links=None, exit_code=22, what="environment"):
+    """A fresh venv at ``path`` with ``requirements`` installed; exit with ``exit_code`` when that fails.
+    Returns the environment variables that put it first on PATH."""
+    python = os.path.join(path, "bin", "python")
+    start = time.monotonic()
+    links = ["--find-links", find_links] if find_links else []
+    if using_uv(job):
+        uv("venv", "--quiet", "--python", sys.executable, path, exit_code=exit_code)
+        args = [UV, "pip", "install", "--python", python, *uv_index_args(), *links, *requirements]
+        log("+ uv " + " ".join(args[1:]))
+    else:
+        subprocess.run([sys.executable, "-m", "venv", path], check=True)
+        args = [python, "-m", "pip", "install", "--disable-pip-version-check", *PEP517, *links, *requirements]
+        log("+ pip " + " ".join(args[3:]))
+    if subprocess.run(args).returncode != 0:
+        log("installing the %s failed" % what)
+        sys.exit(exit_code)
+    log("  %.1fs" % (time.monotonic() - start))
+    return dict(os.environ, PATH=os.path.join(path, "bin") + ":" + os.environ.get("PATH", ""), VIRTUAL_ENV=path)
+
+
+def locked_entries(text, own):
+    """The requirement entries of a ``uv pip compile`` output (continuation lines joined), without
+    those naming one of the files in ``own`` (the project's and the internal wheels: copied as they are)."""
+    entries, current = [], []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        current.append(stripped.rstrip("\\").strip())
+        if not stripped.endswith("\\"):
+            entries.append(" ".join(current))
+            current = []
+    if current:
+        entries.append(" ".join(current))
+    kept = []
+    for entry in entries:
+        first = entry.split()[0]
+        path = first[len("file://"):] if first.startswith("file://") else first
+        if path not in own:
+            kept.append(entry)
+    return kept
+
+
+def resolve_closure(job, requirement, internal, local_out, wheels_dir, scratch):
+    """The wheels of the closure of ``requirement`` (the project's wheel, with its extras) and of the
+    internal wheels, in ``wheels_dir``. Internal dependencies are given as files: they come from this
+    run, never from an index."""
+    if not using_uv(job):
+        pip("wheel", *PEP517, "--wheel-dir", wheels_dir, "--find-links", local_out, requirement, *internal)
+        return
+    wanted = os.path.join(scratch, "closure.in")
+    locked = os.path.join(scratch, "closure.txt")
+    own = [requirement.split("[")[0]] + list(internal)
+    with open(wanted, "w") as fh:
+        fh.write("\n".join([requirement] + list(internal)) + "\n")
+    uv("pip", "compile", "--quiet", "--generate-hashes", "--no-header", "--no-annotate", "--python", sys.executable,
+       *uv_index_args(), "--find-links", local_out, "--output-file", locked, wanted)
+    with open(locked) as fh:
+        entries = locked_entries(fh.read(), set(own))
+    for path in own:
+        shutil.copy2(path, os.path.join(wheels_dir, os.path.basename(path)))
+    if not entries:
+        return
+    fetch = os.path.join(scratch, "closure-fetch.txt")
+    with open(fetch, "w") as fh:
+        fh.write("\n".join(entries) + "\n")
+    # Every entry is pinned and hashed: the user's constraints were applied by the resolution (and pip
+    # wants hashes on constraints in hash-checking mode). Wheels are fetched as they are, each checked
+    # against its hash; the few sdists are built (isolated).
+    env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}
+    pip("wheel", *PEP517, "--no-deps", "--require-hashes", "--wheel-dir", wheels_dir, "--find-links", local_out,
+        "-r", fetch, env=env)
 
 
 def only_wheel(directory):
@@ -105,19 +221,11 @@ def closure_listing(directory):
 def run_tests(job, wheel, tree):
     """Install the wheel (and the internal wheels it needs) in a fresh venv and run the tests."""
     test = job["test"]
-    env_dir = "/tmp/grocker-testenv"
     log("test environment")
-    subprocess.run([sys.executable, "-m", "venv", env_dir], check=True)
-    python = os.path.join(env_dir, "bin", "python")
     requirement = wheel + ("[%s]" % ",".join(test["extras"]) if test["extras"] else "")
-    args = [python, "-m", "pip", "install", "--disable-pip-version-check", requirement]
-    args += job.get("internal_wheels", []) + test.get("requirements", [])
-    log("+ pip install " + " ".join(args[5:]))
-    if subprocess.run(args).returncode != 0:
-        log("installing the test environment failed")
-        sys.exit(22)
-    env = dict(os.environ, PATH=os.path.join(env_dir, "bin") + ":" + os.environ.get("PATH", ""),
-               VIRTUAL_ENV=env_dir)
+    env = make_env(job, env_dir(job, "grocker-testenv"),
+                   [requirement] + job.get("internal_wheels", []) + test.get("requirements", []),
+                   exit_code=22, what="test environment")
     log("+ " + test["command"])
     start = time.monotonic()
     proc = subprocess.run(test["command"], shell=True, cwd=tree, env=env)
@@ -141,20 +249,10 @@ def run_build_commands(job, tree, find_links):
     commands = job.get("build_commands") or []
     if not commands:
         return
-    env_dir = "/tmp/grocker-buildenv"
     log("build commands: environment")
-    subprocess.run([sys.executable, "-m", "venv", env_dir], check=True)
     requirement = tree + ("[%s]" % ",".join(job["extras"]) if job.get("extras") else "")
-    args = [os.path.join(env_dir, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
-            *PEP517, "--find-links", find_links, requirement] + job.get("internal_wheels", [])
-    log("+ pip install " + " ".join(args[5:]))
-    start = time.monotonic()
-    if subprocess.run(args).returncode != 0:
-        log("installing the environment of the build commands failed")
-        sys.exit(26)
-    log("  %.1fs" % (time.monotonic() - start))
-    env = dict(os.environ, PATH=os.path.join(env_dir, "bin") + ":" + os.environ.get("PATH", ""),
-               VIRTUAL_ENV=env_dir)
+    env = make_env(job, env_dir(job, "grocker-buildenv"), [requirement] + job.get("internal_wheels", []),
+                   find_links=find_links, exit_code=26, what="environment of the build commands")
     for command in commands:
         log("+ " + command)
         start = time.monotonic()
@@ -196,7 +294,7 @@ def main():
         tree = os.path.join(scratch, "local-%d" % i)
         copy_tree(local["mount"], local["files"], tree)
         log("local package %s" % local["name"])
-        pip("wheel", *PEP517, "--no-deps", "--wheel-dir", local_out, tree)
+        build_wheel(job, tree, local_out)
     tree = os.path.join(scratch, "src")
     copy_tree(job["src"], job["files"], tree)
     if job.get("mode") == "test":
@@ -209,7 +307,7 @@ def main():
             sys.exit(24)
     run_build_commands(job, tree, local_out)
     log("project wheel")
-    pip("wheel", *PEP517, "--no-deps", "--wheel-dir", project_out, tree)
+    build_wheel(job, tree, project_out)
     project_wheel = only_wheel(project_out)
     info = wheel_info(project_wheel)
     info["wheel"] = os.path.basename(project_wheel)
@@ -223,9 +321,7 @@ def main():
     else:
         requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
         log("dependency closure of %s %s" % (info["name"], info["version"]))
-        args = ["wheel", *PEP517, "--wheel-dir", wheels_dir, "--find-links", local_out]
-        # Internal dependencies are given as files: they come from this run, never from an index.
-        pip(*(args + [requirement] + job.get("internal_wheels", [])))
+        resolve_closure(job, requirement, job.get("internal_wheels", []), local_out, wheels_dir, scratch)
         info["closure"] = closure_listing(wheels_dir)
         log("%d wheels" % len(info["closure"]))
     # What the runtime image's venv needs to know (this is the root image's Python).

@@ -93,3 +93,45 @@ def test_the_compiler_key_holds_the_uv_version_and_hashes() -> None:
     identity = uvtool.uv_identity()
     assert identity[0] == uvtool.UV_VERSION == "0.13.10"
     assert {i.split("=")[0] for i in identity[1:]} == {"x86_64", "aarch64"}
+
+
+# What uv 0.13 prints (NO_COLOR) when it fails, as the compile container shows it.
+UV_NOT_FOUND = """[compile] + uv pip compile --quiet --generate-hashes closure.in
+error: No solution found when resolving dependencies
+  cause: Because grocker-nonexistent-pkg was not found in the package registry and you require \
+grocker-nonexistent-pkg, we can conclude that your requirements are unsatisfiable.
+[compile] uv failed with exit code 1
+"""
+UV_NO_VERSION = """error: No solution found when resolving dependencies
+  cause: Because there is no version of six==99.0 and you require six==99.0, we can conclude that your \
+requirements are unsatisfiable.
+"""
+UV_HEADER = """[compile] + uv build --wheel --out-dir /tmp/grocker-build/project-wheel /tmp/grocker-build/src
+Building wheel...
+running build_ext
+x86_64-linux-gnu-gcc -fPIC -I/usr/include/python3.11 -c badc.c -o build/temp/badc.o
+badc.c:1:10: fatal error: yaml.h: No such file or directory
+compilation terminated.
+error: Command '['x86_64-linux-gnu-gcc', '-c', 'badc.c']' returned non-zero exit status 1.
+error: Failed to build `/tmp/grocker-build/src`
+  cause: The build backend returned an error
+  cause: Call to `setuptools.build_meta:__legacy__.build_wheel` failed (exit status: 1)
+
+hint: This error likely indicates that you need to install a library that provides `yaml.h`
+[compile] uv failed with exit code 1
+"""
+
+
+def test_uv_failures_give_one_telling_line_and_the_hint() -> None:
+    from setuptools_grocker.pipeline.compile import compile_failure_hint, pip_failure_cause
+
+    cause = pip_failure_cause(UV_NOT_FOUND)
+    assert cause is not None and cause.startswith("Because grocker-nonexistent-pkg was not found")
+    assert "grocker-nonexistent-pkg and that the index" in (compile_failure_hint(UV_NOT_FOUND) or "")
+    assert (pip_failure_cause(UV_NO_VERSION) or "").startswith("Because there is no version of six==99.0")
+    assert "check the name and version of six==99.0" in (compile_failure_hint(UV_NO_VERSION) or "")
+    assert pip_failure_cause(UV_HEADER) == "badc.c:1:10: fatal error: yaml.h: No such file or directory"
+    assert "system-packages.build" in (compile_failure_hint(UV_HEADER) or "")
+    other = "error: Failed to fetch: `https://mirror.example/simple/six/`\n  cause: HTTP status server error (503)\n"
+    assert pip_failure_cause(other) == ("Failed to fetch: `https://mirror.example/simple/six/`: "
+                                        "HTTP status server error (503)")
