@@ -55,6 +55,13 @@ def uv_index_args():
     return ["--no-index"] if os.environ.get("GROCKER_UV_NO_INDEX") == "1" else []
 
 
+def uv_find_links(*extra):
+    """``--find-links`` options for uv: a directory of this run's wheels given on the command line replaces
+    the user's UV_FIND_LINKS (the option and the variable are one setting), so both are given here."""
+    links = [p for p in os.environ.get("UV_FIND_LINKS", "").split(",") if p] + [p for p in extra if p]
+    return [arg for link in links for arg in ("--find-links", link)]
+
+
 def uv(*args, exit_code=20):
     """Run uv; on failure end the compile with ``exit_code`` (the host reads uv's output for the cause)."""
     log("+ uv " + " ".join(args))
@@ -91,7 +98,8 @@ def make_env(job, path, requirements, *, find_links=None, exit_code=22, what="en
     links = ["--find-links", find_links] if find_links else []
     if using_uv(job):
         uv("venv", "--quiet", "--python", sys.executable, path, exit_code=exit_code)
-        args = [UV, "pip", "install", "--python", python, *uv_index_args(), *links, *requirements]
+        args = [UV, "pip", "install", "--python", python, *uv_index_args(), *uv_find_links(find_links),
+                *requirements]
         log("+ uv " + " ".join(args[1:]))
     else:
         subprocess.run([sys.executable, "-m", "venv", path], check=True)
@@ -140,7 +148,7 @@ def resolve_closure(job, requirement, internal, local_out, wheels_dir, scratch):
     with open(wanted, "w") as fh:
         fh.write("\n".join([requirement] + list(internal)) + "\n")
     uv("pip", "compile", "--quiet", "--generate-hashes", "--no-header", "--no-annotate", "--python", sys.executable,
-       *uv_index_args(), "--find-links", local_out, "--output-file", locked, wanted)
+       *uv_index_args(), *uv_find_links(local_out), "--output-file", locked, wanted)
     with open(locked) as fh:
         entries = locked_entries(fh.read(), set(own))
     for path in own:
