@@ -315,6 +315,8 @@ _NOT_ON_INDEX = re.compile(r"(?:Could not find a version that satisfies the requ
                            # uv's words for the same
                            r"Because (?:there is no version of )?(?P<uvreq>[^\s,]+?) (?:was not found in the package "
                            r"registry|and you require)")
+# uv found the package on an earlier index without the version wanted (its first-index rule).
+_FIRST_INDEX = re.compile(r"hint: `[^`]+` was found on \S+, but not at the requested version \((?P<req>[^)]+)\)")
 # A compile that failed for want of a system header or library (what system-packages.build provides).
 _MISSING_SYSTEM = re.compile(r"fatal error: [^:\n]+\.h: No such file|cannot find -l\w|pg_config executable not found|"
                              r"was not found in the pkg-config search path|No package '[^']+' found|"
@@ -324,6 +326,11 @@ _MISSING_SYSTEM = re.compile(r"fatal error: [^:\n]+\.h: No such file|cannot find
 def compile_failure_hint(output: str) -> str | None:
     """What to do about a failed compile, when its output says: a requirement missing from the index, or a
     missing system header or library. None when it says neither (the log then tells)."""
+    shadowed = _FIRST_INDEX.search(output)
+    if shadowed:
+        return (f"uv takes each package from the first index that has it (index-strategy \"first-index\"), and "
+                f"that index has no {shadowed.group('req')}: publish it there, or set index-strategy = "
+                "\"unsafe-best-match\" if every index is equally trusted (see docs/security.md)")
     missing = _NOT_ON_INDEX.search(output)
     if missing:
         req = missing.group("req") or missing.group("uvreq")

@@ -12,6 +12,7 @@ build-commands environments are ``uv venv`` + ``uv pip install``. uv's cache and
 directory of its environments are one mount (``/uv``); ``UV_LINK_MODE=copy`` (set by the host) keeps
 every environment's files apart from the cache's, since project code runs in all of them.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -155,6 +156,10 @@ def resolve_closure(job, requirement, internal, local_out, wheels_dir, scratch):
         shutil.copy2(path, os.path.join(wheels_dir, os.path.basename(path)))
     if not entries:
         return
+    entries = [e for e in entries if not take_built(e, wheels_dir)]
+    if not entries:
+        return
+    before = set(os.listdir(wheels_dir))
     fetch = os.path.join(scratch, "closure-fetch.txt")
     with open(fetch, "w") as fh:
         fh.write("\n".join(entries) + "\n")
@@ -164,6 +169,57 @@ def resolve_closure(job, requirement, internal, local_out, wheels_dir, scratch):
     env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}
     pip("wheel", *PEP517, "--no-deps", "--require-hashes", "--wheel-dir", wheels_dir, "--find-links", local_out,
         "-r", fetch, env=env)
+    keep_built(entries, [os.path.join(wheels_dir, w) for w in sorted(set(os.listdir(wheels_dir)) - before)])
+
+
+# pip does not reuse the wheels it built from sdists when it checks hashes: they are kept here, in the
+# scope's pip cache (the same trust as pip's own wheel cache; --no-cache gives an empty one), by the
+# sdist's pinned name, version and hashes.
+def built_dir(entry):
+    cache = os.environ.get("PIP_CACHE_DIR")
+    if not cache:
+        return None
+    words = entry.split()
+    hashes = sorted(w.split("=", 1)[1] for w in words if w.startswith("--hash="))
+    digest = hashlib.sha256((words[0] + "\0" + " ".join(hashes)).encode()).hexdigest()[:32]
+    return os.path.join(cache, "grocker-built", digest)
+
+
+def take_built(entry, wheels_dir):
+    where = built_dir(entry)
+    wheels = [w for w in os.listdir(where) if w.endswith(".whl")] if where and os.path.isdir(where) else []
+    if len(wheels) != 1:
+        return False
+    log("wheel of %s built before: %s" % (entry.split()[0], wheels[0]))
+    shutil.copy2(os.path.join(where, wheels[0]), os.path.join(wheels_dir, wheels[0]))
+    return True
+
+
+def keep_built(entries, new_wheels):
+    """Keep each new wheel that matches none of its entry's hashes (pip built it from the sdist)."""
+    by_name = {}
+    for entry in entries:
+        name = entry.split()[0].split("==")[0]
+        by_name[name.lower().replace("_", "-").replace(".", "-")] = entry
+    for wheel in new_wheels:
+        name = os.path.basename(wheel).split("-")[0].lower().replace("_", "-").replace(".", "-")
+        entry = by_name.get(name)
+        if entry is None:
+            continue
+        where = built_dir(entry)
+        if where is None:
+            continue
+        with open(wheel, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+        if "--hash=sha256:" + digest in entry.split():
+            continue  # fetched as it is on the index
+        tmp = where + ".tmp-%d" % os.getpid()
+        os.makedirs(tmp, exist_ok=True)
+        shutil.copy2(wheel, os.path.join(tmp, os.path.basename(wheel)))
+        try:
+            os.rename(tmp, where)
+        except OSError:  # another build kept it first
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def only_wheel(directory):

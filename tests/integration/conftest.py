@@ -5,6 +5,7 @@ missing these tests fail (they are never skipped).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -13,7 +14,25 @@ from typing import Iterator
 import docker
 import pytest
 
+from setuptools_grocker.pipeline.pipconf import read_pip_options
 from tests.helpers import BASE_IMAGE, EXAMPLES, Run, free_port, grocker, remove_images, start_registry
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pip_rule_over_partial_mirrors() -> Iterator[None]:
+    """Builds take each package from the best match across indexes when the machine's pip configuration
+    lists extra indexes. The test machines list partial on-disk mirrors as extra indexes, ahead of the
+    complete default index: under uv's first-index rule (the default index-strategy) a package those
+    mirrors carry could only come from them, so a test pinning a version they lack (packaging==24.0)
+    would test the mirrors. tests/integration/test_index_strategy.py tests both rules."""
+    if "extra-index-url" not in read_pip_options(os.environ) or "GROCKER_INDEX_STRATEGY" in os.environ:
+        yield
+        return
+    os.environ["GROCKER_INDEX_STRATEGY"] = "unsafe-best-match"
+    try:
+        yield
+    finally:
+        os.environ.pop("GROCKER_INDEX_STRATEGY", None)
 
 
 @pytest.fixture(scope="session")

@@ -135,3 +135,14 @@ def test_uv_failures_give_one_telling_line_and_the_hint() -> None:
     other = "error: Failed to fetch: `https://mirror.example/simple/six/`\n  cause: HTTP status server error (503)\n"
     assert pip_failure_cause(other) == ("Failed to fetch: `https://mirror.example/simple/six/`: "
                                         "HTTP status server error (503)")
+
+
+def test_a_version_missing_from_the_first_index_names_the_index_strategy() -> None:
+    from setuptools_grocker.pipeline.compile import compile_failure_hint
+
+    output = ("error: No solution found when resolving dependencies\n  cause: Because there is no version of "
+              "packaging==24.0 and app==1.0 depends on packaging==24.0, we can conclude that app==1.0 cannot be "
+              "used.\n\nhint: `packaging` was found on ***, but not at the requested version (packaging==24.0). A "
+              "compatible version may be available on a subsequent index (e.g., ***).\n")
+    hint = compile_failure_hint(output) or ""
+    assert "has no packaging==24.0" in hint and 'index-strategy = "unsafe-best-match"' in hint
