@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,49 @@ def test_a_version_missing_from_the_first_index_names_the_index_strategy() -> No
               "compatible version may be available on a subsequent index (e.g., ***).\n")
     hint = compile_failure_hint(output) or ""
     assert "has no packaging==24.0" in hint and 'index-strategy = "unsafe-best-match"' in hint
+
+
+def _driver() -> Any:
+    import importlib.util
+
+    from setuptools_grocker.image.recipes import RESOURCES
+
+    spec = importlib.util.spec_from_file_location("compile_driver", RESOURCES / "compile_driver.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_locked_closure_leaves_out_the_wheels_of_this_run() -> None:
+    locked = ("attrs==26.1.0 \\\n    --hash=sha256:aaa \\\n    --hash=sha256:bbb\n"
+              "/tmp/grocker-build/project-wheel/app-1.0-py3-none-any.whl \\\n    --hash=sha256:ccc\n"
+              "lib @ file:///internal/0/lib-2.0-py3-none-any.whl \\\n    --hash=sha256:ddd\n"
+              "six==1.17.0 \\\n    --hash=sha256:eee\n")
+    own = {"/tmp/grocker-build/project-wheel/app-1.0-py3-none-any.whl", "/internal/0/lib-2.0-py3-none-any.whl"}
+    entries = _driver().locked_entries(locked, own)
+    # pip's "lib @ file://..." form: the name comes first; the path is what counts.
+    assert entries[0] == "attrs==26.1.0 --hash=sha256:aaa --hash=sha256:bbb"
+    assert entries[-1] == "six==1.17.0 --hash=sha256:eee"
+    assert not any("project-wheel" in e for e in entries)
+
+
+def test_wheels_built_from_sdists_are_kept_and_taken_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = _driver()
+    monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
+    out, again = tmp_path / "out", tmp_path / "again"
+    out.mkdir()
+    again.mkdir()
+    fetched = out / "six-1.17.0-py3-none-any.whl"
+    fetched.write_bytes(b"from the index")
+    built = out / "grocker_nc_yaml-1.0-cp311-cp311-linux_x86_64.whl"
+    built.write_bytes(b"built here")
+    index_hash = hashlib.sha256(b"from the index").hexdigest()
+    entries = [f"six==1.17.0 --hash=sha256:{index_hash}", "grocker-nc-yaml==1.0 --hash=sha256:0123"]
+    driver.keep_built(entries, [str(fetched), str(built)])
+    # Only the wheel pip built (no hash of the index matches it) is kept.
+    assert not driver.take_built(entries[0], str(again))
+    assert driver.take_built(entries[1], str(again))
+    assert (again / built.name).read_bytes() == b"built here"
+    # Another sdist (other hashes) does not get it.
+    assert not driver.take_built("grocker-nc-yaml==1.0 --hash=sha256:4567", str(again))
