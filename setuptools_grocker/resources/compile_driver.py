@@ -156,8 +156,9 @@ def resolve_closure(job, requirement, internal, local_out, wheels_dir, scratch):
         shutil.copy2(path, os.path.join(wheels_dir, os.path.basename(path)))
     if not entries:
         return
-    entries = [e for e in entries if not take_built(e, wheels_dir)]
+    entries = [e for e in entries if not take_fetched(e, wheels_dir) and not take_built(e, wheels_dir)]
     if not entries:
+        log("every wheel of the closure taken from the cache, checked by hash")
         return
     before = set(os.listdir(wheels_dir))
     fetch = os.path.join(scratch, "closure-fetch.txt")
@@ -169,7 +170,7 @@ def resolve_closure(job, requirement, internal, local_out, wheels_dir, scratch):
     env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}
     pip("wheel", *PEP517, "--no-deps", "--require-hashes", "--wheel-dir", wheels_dir, "--find-links", local_out,
         "-r", fetch, env=env)
-    keep_built(entries, [os.path.join(wheels_dir, w) for w in sorted(set(os.listdir(wheels_dir)) - before)])
+    keep_wheels(entries, [os.path.join(wheels_dir, w) for w in sorted(set(os.listdir(wheels_dir)) - before)])
 
 
 # pip does not reuse the wheels it built from sdists when it checks hashes: they are kept here, in the
@@ -195,8 +196,9 @@ def take_built(entry, wheels_dir):
     return True
 
 
-def keep_built(entries, new_wheels):
-    """Keep each new wheel that matches none of its entry's hashes (pip built it from the sdist)."""
+def keep_wheels(entries, new_wheels):
+    """Keep the new wheels: by their sha256 when fetched as the index has them, by their sdist's entry
+    when pip built them (no hash of the entry matches)."""
     by_name = {}
     for entry in entries:
         name = entry.split()[0].split("==")[0]
@@ -212,14 +214,71 @@ def keep_built(entries, new_wheels):
         with open(wheel, "rb") as fh:
             digest = hashlib.sha256(fh.read()).hexdigest()
         if "--hash=sha256:" + digest in entry.split():
-            continue  # fetched as it is on the index
-        tmp = where + ".tmp-%d" % os.getpid()
-        os.makedirs(tmp, exist_ok=True)
-        shutil.copy2(wheel, os.path.join(tmp, os.path.basename(wheel)))
-        try:
-            os.rename(tmp, where)
-        except OSError:  # another build kept it first
-            shutil.rmtree(tmp, ignore_errors=True)
+            where = os.path.join(wheel_store(), digest)  # fetched as it is on the index
+        store_file(wheel, where)
+
+
+def store_file(path, where):
+    """``where/<file name>``, written whole or not at all (a concurrent build may keep it first)."""
+    tmp = where + ".tmp-%d" % os.getpid()
+    os.makedirs(tmp, exist_ok=True)
+    shutil.copy2(path, os.path.join(tmp, os.path.basename(path)))
+    try:
+        os.rename(tmp, where)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# The wheels pip fetched, by their sha256, in the scope's pip cache: the next compile whose resolution
+# pins one of them takes it without starting pip. Checked against its name on every read.
+def wheel_store():
+    return os.path.join(os.environ["PIP_CACHE_DIR"], "grocker-wheels")
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_TAG_RANK: dict = {}  # tag -> its place in sys_tags()
+
+
+def wheel_rank(filename):
+    """The rank of the best tag of a wheel for this interpreter (lower is better; pip's order), None when
+    it does not fit."""
+    from pip._vendor.packaging.tags import sys_tags
+    from pip._vendor.packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    if not _TAG_RANK:
+        _TAG_RANK.update((tag, i) for i, tag in reversed(list(enumerate(sys_tags()))))
+    try:
+        tags = parse_wheel_filename(filename)[3]
+    except InvalidWheelFilename:
+        return None
+    ranks = [_TAG_RANK[t] for t in tags if t in _TAG_RANK]
+    return min(ranks) if ranks else None
+
+
+def take_fetched(entry, wheels_dir):
+    if not os.environ.get("PIP_CACHE_DIR"):
+        return False
+    found = []
+    for digest in (w[len("--hash=sha256:"):] for w in entry.split() if w.startswith("--hash=sha256:")):
+        where = os.path.join(wheel_store(), digest)
+        for name in os.listdir(where) if os.path.isdir(where) else []:
+            rank = wheel_rank(name) if name.endswith(".whl") else None
+            if rank is not None:
+                found.append((rank, where, name, digest))
+    for _, where, name, digest in sorted(found):
+        path = os.path.join(where, name)
+        if sha256_file(path) == digest:
+            shutil.copy2(path, os.path.join(wheels_dir, name))
+            return True
+        shutil.rmtree(where, ignore_errors=True)  # damaged: fetched again
+    return False
 
 
 def only_wheel(directory):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,11 @@ def _driver() -> Any:
 
     from setuptools_grocker.image.recipes import RESOURCES
 
+    # The driver ranks wheel tags with pip's packaging, as in the build venv; here importing pip may warn
+    # about setuptools' distutils shim (a test process concern, not the container's).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        import pip._vendor.packaging.tags  # noqa: F401
     spec = importlib.util.spec_from_file_location("compile_driver", RESOURCES / "compile_driver.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -174,7 +180,7 @@ def test_the_locked_closure_leaves_out_the_wheels_of_this_run() -> None:
     assert not any("project-wheel" in e for e in entries)
 
 
-def test_wheels_built_from_sdists_are_kept_and_taken_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wheels_fetched_or_built_are_kept_and_taken_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     driver = _driver()
     monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
     out, again = tmp_path / "out", tmp_path / "again"
@@ -186,10 +192,16 @@ def test_wheels_built_from_sdists_are_kept_and_taken_again(tmp_path: Path, monke
     built.write_bytes(b"built here")
     index_hash = hashlib.sha256(b"from the index").hexdigest()
     entries = [f"six==1.17.0 --hash=sha256:{index_hash}", "grocker-nc-yaml==1.0 --hash=sha256:0123"]
-    driver.keep_built(entries, [str(fetched), str(built)])
-    # Only the wheel pip built (no hash of the index matches it) is kept.
+    driver.keep_wheels(entries, [str(fetched), str(built)])
+    # The wheel pip built (no hash of the index matches it) is kept by its sdist's entry...
     assert not driver.take_built(entries[0], str(again))
     assert driver.take_built(entries[1], str(again))
+    # ... the one it fetched by its hash, taken again only while its bytes have that hash.
+    assert driver.take_fetched(entries[0], str(again))
+    assert (again / fetched.name).read_bytes() == b"from the index"
+    stored = tmp_path / "pip-cache" / "grocker-wheels" / index_hash / fetched.name
+    stored.write_bytes(b"tampered")
+    assert not driver.take_fetched(entries[0], str(again)) and not stored.exists()
     assert (again / built.name).read_bytes() == b"built here"
     # Another sdist (other hashes) does not get it.
     assert not driver.take_built("grocker-nc-yaml==1.0 --hash=sha256:4567", str(again))
