@@ -123,12 +123,13 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         # header this build lacks) cannot stand in for a compile a clean machine would fail.
         pip_cache = staging / "pip-cache"
         uv_root = staging / "uv"
-        progress.info("--no-cache: a clean build, with an empty pip cache")
+        uv_too = " and uv cache" if config.installer == "uv" else ""
+        progress.info(f"--no-cache: a clean build, with an empty pip cache{uv_too}")
     pip_cache.mkdir(parents=True, exist_ok=True)
     use_uv = config.installer == "uv"
     uv_scratch = None
     if use_uv:
-        uv_root = uv_root or pip_cache.parent / "uv"
+        uv_root = uv_root or pip_cache.parent.parent / "uv" / pip_cache.name  # caches.uv_dir's layout
         uv_scratch = _uv_scratch(uv_root)
     try:
         job = {
@@ -163,6 +164,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             *([Mount(uv_scratch.parent, "/uv", read_only=False)] if uv_scratch else []),
         ]
         uv_vars = _uv_environment(pip, config.index_strategy) if use_uv else {}
+        uv_options = set(uv_env(pip.env, config.index_strategy)) if use_uv else set()
         env = {
             **uv_vars,
             **dict(extra_env or {}),
@@ -179,7 +181,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             env["SETUPTOOLS_SCM_PRETEND_VERSION"] = version
         # Plugin environment values and the user's pip options (index URLs, tokens) are never
         # echoed; values that look like secrets are also masked in the container's output.
-        secret_env = set(extra_env or {}) | set(pip.env) | set(uv_vars)
+        secret_env = set(extra_env or {}) | set(pip.env) | uv_options
         for name in set(extra_env or {}) | pip.secret_env | (UV_SECRET_ENV & set(uv_vars)):
             for value in [env[name], *env[name].split()]:
                 add_secret(value)
@@ -205,14 +207,14 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                     "fix the command or change build-commands; " + progress.see("its output"), details=result.tail(30))
             if result.exit_code == 26:
                 raise CompileError(f"installing {what} for its build-commands failed: {cause}",
-                                   progress.see("pip's output"), details=result.tail(30))
+                                   progress.see(f"{config.installer}'s output"), details=result.tail(30))
             if result.exit_code == 23:
                 raise TestsFailed(f"the tests of {what} failed: {test_failure_cause(result.output)}",
                                   progress.see("the test output"), details=result.tail(40))
             why = compile_failure_hint(result.output)
             raise CompileError(
                 f"compiling wheels for {what} failed: {cause}",
-                (f"{why}; " if why else "") + progress.see("pip's output"),
+                (f"{why}; " if why else "") + progress.see(f"{config.installer}'s output"),
                 details=result.tail(30),
             )
         if mode == "test":

@@ -60,7 +60,7 @@ def test_compile_failure_shows_the_compiler_error(client: docker.DockerClient, p
     line = error_line(run.err)
     assert "compiling wheels for bad-ext 1.0 (bad-ext) failed" in line
     assert "grocker_header_that_no_package_provides.h" in line
-    assert "system-packages.build" in line and "see pip's output in " in line
+    assert "system-packages.build" in line and "see uv's output in " in line
     assert run.project["status"] == "failed" and run.report["ok"] is False
     assert_untagged(client, "grocker-test/bad-ext:1")
     assert_nothing_claims_success(project)

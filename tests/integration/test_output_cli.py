@@ -99,9 +99,9 @@ def test_a_requirement_missing_from_the_index_says_so(tmp_path: Path) -> None:
     line = error_line(run)
     assert "bad-app 0.4.0 (bad-dir)" in line and missing in line and "index" in line
     assert "system-packages" not in line
-    # The hint names the log holding pip's output, which this run wrote.
+    # The hint names the log holding uv's output (the default installer), which this run wrote.
     log = log_of(run)
-    assert f"see pip's output in {log}" in line and missing in log.read_text()
+    assert f"see uv's output in {log}" in line and missing in log.read_text()
 
 
 @pytest.mark.parametrize("toml", [
