@@ -205,3 +205,23 @@ def test_wheels_fetched_or_built_are_kept_and_taken_again(tmp_path: Path, monkey
     assert (again / built.name).read_bytes() == b"built here"
     # Another sdist (other hashes) does not get it.
     assert not driver.take_built("grocker-nc-yaml==1.0 --hash=sha256:4567", str(again))
+
+
+def test_installer_and_index_strategy_keys(tmp_path: Path) -> None:
+    from setuptools_grocker.config import load_config
+    from setuptools_grocker.errors import ConfigError
+
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "1"\n\n'
+                                             '[tool.grocker]\ninstaller = "poetry"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path, environ={})
+    assert "installer 'poetry'" in exc.value.one_line() and 'installer = "uv"' in exc.value.one_line()
+    default = load_config(tmp_path, environ={"GROCKER_INSTALLER": "uv"})
+    assert (default.installer, default.index_strategy) == ("uv", "first-index")
+    # The defaults add nothing to the cache key's inputs; a changed value does.
+    assert "installer" not in default.image_inputs() and "index-strategy" not in default.image_inputs()
+    other = load_config(tmp_path, environ={"GROCKER_INSTALLER": "pip", "GROCKER_INDEX_STRATEGY": "unsafe-best-match"})
+    assert other.image_inputs()["installer"] == "pip"
+    assert other.image_inputs()["index-strategy"] == "unsafe-best-match"
+    with pytest.raises(ConfigError, match="index-strategy 'best'"):
+        load_config(tmp_path, environ={"GROCKER_INSTALLER": "uv", "GROCKER_INDEX_STRATEGY": "best"})
