@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import uuid
 import zipfile
 from pathlib import Path
@@ -81,3 +82,23 @@ def test_the_index_strategy_decides_which_index_a_package_comes_from(
         assert f"{NAME}=={expected}" in distributions
     finally:
         remove_images(client, tag)
+
+
+def test_uv_and_pip_give_the_demo_app_the_same_distributions(client: docker.DockerClient, examples_copy: Path,
+                                                              tmp_path: Path, run_id: str) -> None:
+    """With the same index rule (conftest's over the machine's mirrors, or a single index), the image
+    holds the same distributions at the same versions whichever installer compiled it."""
+    tags = {inst: f"grocker-test/demo-{inst}:{run_id}" for inst in ("uv", "pip")}
+    try:
+        found = {}
+        for installer, tag in tags.items():
+            project = tmp_path / installer
+            shutil.copytree(examples_copy, project, ignore=shutil.ignore_patterns(".grocker"))
+            run = grocker("build", str(project / "demo-app"), "--tag", tag, env={"GROCKER_INSTALLER": installer},
+                          report=tmp_path / f"{installer}.json")
+            assert run.code == 0, run.err[-3000:]
+            found[installer] = json.loads(client.images.get(tag).labels["io.grocker.distributions"])
+        assert found["uv"] == found["pip"]
+        assert any(d.startswith("grocker-demo-lib==") for d in found["uv"])
+    finally:
+        remove_images(client, *tags.values())
