@@ -103,14 +103,19 @@ def test_no_cache_compiles_with_an_empty_pip_cache(project) -> None:
     pyproject = app / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('build = ["libyaml-dev"]\n', ""))
     before = listing(cache)
+    uv = Path(env["GROCKER_CACHE_HOME"]) / "uv" / cache.name  # uv's directory of the scope (caches.uv_dir)
+    assert list((uv / "cache").iterdir()), "uv kept the build environments' packages in the scope's cache"
+    uv_before = listing(uv)
+    assert not list(uv.glob("tmp-*")), "the run's scratch beside uv's cache is removed after it"
 
     clean = build(app, env, tag, "--no-cache")
     assert clean.code == 7, clean.err[-4000:]
     line = clean.err.strip().splitlines()[-1]
     assert "yaml.h" in line and "system-packages.build" in line, line
-    assert "--no-cache: a clean build, with an empty pip cache" in clean.err
-    # The shared cache was neither read nor written: the compile had its own empty one.
+    assert "--no-cache: a clean build, with an empty pip cache and uv cache" in clean.err
+    # The shared caches were neither read nor written: the compile had its own empty ones.
     assert listing(cache) == before
+    assert listing(uv) == uv_before
 
     # What --no-cache is for: the normal build passes on the wheel cached by the first build.
     cached = build(app, env, tag)
