@@ -87,6 +87,7 @@ class MemberStages:
         state = load_member_state(self.ws, member.name)
         # The stages of the build before, whatever its key: the image stage may reuse its image (cut-off).
         previous: Mapping[str, Any] = dict(state.get("stages", {}))
+        reusable = self._reusable_wheel(member, state)
         if state.get("key") != entry.key or self.options.no_cache:
             state = {}
         if entry.fetch and entry.fetch.startswith("registry:"):
@@ -129,7 +130,7 @@ class MemberStages:
             with progress.stage("wheel + test" if combine else stage):
                 try:
                     done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
-                                              with_tests=combine, previous=previous)
+                                              with_tests=combine, previous=previous, reusable=reusable)
                 except TestsFailed:
                     result.tests = "failed"
                     raise
@@ -186,8 +187,8 @@ class MemberStages:
 
     def _stage(self, stage: str, engine: Engine, member: Member, entry: PlanEntry,
                results: Mapping[str, ProjectResult], images: BaseImages | None, done: Mapping[str, Any],
-               progress: Progress, with_tests: bool = False, previous: Mapping[str, Any] | None = None
-               ) -> dict[str, Any]:
+               progress: Progress, with_tests: bool = False, previous: Mapping[str, Any] | None = None,
+               reusable: Path | None = None) -> dict[str, Any]:
         if stage == "push":
             # Only the immutable key tag: the names people use move at the release, all or none.
             keyed = key_reference(member, entry.key)
@@ -201,6 +202,8 @@ class MemberStages:
             mode = "library" if member.kind == "library" else "project"
             test = self._test_spec(member) if with_tests else None
             env, commands = apply.compile_environment(self.build.plugins[member.name], member.config)
+            if reusable is not None and not env and not commands:
+                return self._reuse_wheel(engine, member, entry, images, progress, reusable, test)
             wheels = self._compile(engine, member, entry, images, progress, mode=mode, test=test,
                                    extra_env=env, pre_commands=commands)
             data: dict[str, Any] = {"wheel": str(wheels.project_wheel), "distributions": wheels.distributions()}
@@ -259,6 +262,35 @@ class MemberStages:
             records.update(cache_home(self.environ), done["image"]["image_id"], status="built", tags=[ref])
             return {"image": ref}
         raise AssertionError(stage)
+
+    def _reusable_wheel(self, member: Member, state: Mapping[str, Any]) -> Path | None:
+        """The library's wheel of its last build when only its dependencies changed since (its source, config,
+        build environment and the tool are the same): that wheel is what a new build would make, since a
+        library's wheel is built from its own source alone. Its tests still run against the new dependencies."""
+        old, parts = state.get("parts") or {}, self.build.keys[member.name]
+        if member.kind != "library" or self.options.no_cache or old.get("key") == parts["key"] or \
+                any(old.get(k) != parts[k] for k in ("tool", "source", "config", "env")):
+            return None
+        wheel = state.get("stages", {}).get("wheel", {}).get("wheel")
+        if not wheel or not Path(wheel).is_file() or state.get("stages", {}).get("wheel", {}).get("fetched"):
+            return None
+        return Path(wheel)
+
+    def _reuse_wheel(self, engine: Engine, member: Member, entry: PlanEntry, images: BaseImages, progress: Progress,
+                     wheel: Path, test: Mapping[str, Any] | None) -> dict[str, Any]:
+        published = self.store.republish(member, wheel, entry.key)
+        progress.info(f"wheel {published.name} reused: only dependencies changed" +
+                      (", its tests run against them" if test else ""))
+        data: dict[str, Any] = {"wheel": str(published), "distributions": [], "reused": True}
+        wheelhouse = Wheelhouse.load(published.parent.parent)
+        if wheelhouse is not None:
+            data["distributions"] = wheelhouse.distributions()
+        if test:
+            tested = self._compile(engine, member, entry, images, progress, mode="test", test=test,
+                                   test_wheel=published)
+            data["test_command"] = test["command"]
+            data["tests"] = tested.manifest.get("tests", "passed")
+        return data
 
     def _test_spec(self, member: Member) -> dict[str, Any]:
         extras = (list(member.config.test_extras) if member.config.test_extras is not None
