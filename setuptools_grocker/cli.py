@@ -27,6 +27,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="a clean build: rebuild even when nothing changed, with an empty pip cache")
     parser.add_argument("--push", action="store_true", help="push the image to the configured registry")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="resolve the dependencies again even when the project's metadata did not change")
 
 
 def _stage_name(text: str) -> str:
@@ -103,7 +105,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     """What this invocation does with the image: not configuration, never part of a cache key."""
     from setuptools_grocker.config import RunOptions
 
-    return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report)
+    return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report,
+                      upgrade=args.upgrade)
 
 
 def output_options() -> argparse.ArgumentParser:

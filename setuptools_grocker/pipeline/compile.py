@@ -53,6 +53,16 @@ class Wheelhouse:
     def project_wheel(self) -> Path:
         return self.path / "wheels" / str(self.manifest["wheel"])
 
+    @property
+    def closure(self) -> str:
+        """How the compile got the closure: ``reused`` (copied from an earlier compile, metadata unchanged)
+        or ``resolved``."""
+        try:
+            return "reused" if json.loads((self.path / "closure.json").read_text()).get("closure") == "reused" \
+                else "resolved"
+        except (OSError, ValueError, AttributeError):
+            return "resolved"
+
     def distributions(self) -> list[str]:
         return sorted(f"{canonicalize_name(w['name'])}=={w['version']}" for w in self.manifest["closure"])
 
@@ -75,6 +85,30 @@ class Wheelhouse:
             return None
 
 
+CLOSURE_KEY_FILE = "closure-key"
+
+
+def _closure_identity(closure_key: str, compiler: str) -> str:
+    return hashlib.sha256(f"{closure_key}\0{compiler}".encode()).hexdigest()
+
+
+def previous_closure(wheelhouse_root: Path, reuse_key: str) -> Wheelhouse | None:
+    """The newest project wheelhouse under ``wheelhouse_root`` compiled with the same closure identity."""
+    found: list[tuple[float, Wheelhouse]] = []
+    for entry in wheelhouse_root.iterdir() if wheelhouse_root.is_dir() else ():
+        try:
+            if entry.name.startswith(".") or (entry / CLOSURE_KEY_FILE).read_text() != reuse_key:
+                continue
+            mtime = entry.stat().st_mtime
+        except OSError:
+            continue
+        wheelhouse = Wheelhouse.load(entry)
+        if wheelhouse is not None and isinstance(wheelhouse.manifest.get("wheel"), str) \
+                and wheelhouse.project_wheel.is_file():
+            found.append((mtime, wheelhouse))
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
 def record_digest(wheel: Path) -> str:
     """The sha256 of the wheel's ``*.dist-info/RECORD``: its content, whatever the zip's timestamps."""
     try:
@@ -93,7 +127,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    internal_wheels: Sequence[Path] = (), mode: str = "project",
                    test: Mapping[str, Any] | None = None, what: str | None = None,
                    test_wheel: Path | None = None, extra_env: Mapping[str, str] | None = None,
-                   pre_commands: Sequence[str] = (), no_cache: bool = False) -> Wheelhouse:
+                   pre_commands: Sequence[str] = (), no_cache: bool = False, closure_key: str | None = None,
+                   upgrade: bool = False) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
@@ -103,6 +138,12 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     files); ``mode="library"`` builds the project's own wheel and runs ``test`` against it
     when given; ``mode="test"`` only runs ``test`` against ``test_wheel`` (nothing is
     published; the existing wheelhouse is returned).
+
+    ``closure_key`` (the cache key without the project's source, see ``build.closure_key``) lets a
+    project compile reuse the closure of the newest earlier wheelhouse with the same closure key and
+    compiler image: the driver copies its wheels instead of resolving when the new project wheel (and
+    each internal wheel) has the same metadata as before. ``upgrade`` (``--upgrade``) and ``no_cache``
+    resolve afresh.
     """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
@@ -121,6 +162,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         pip_cache = staging / "pip-cache"
         progress.info("--no-cache: a clean build, with an empty pip cache")
     pip_cache.mkdir(parents=True, exist_ok=True)
+    reuse_key = _closure_identity(closure_key, compiler) if closure_key and mode == "project" else None
+    previous = previous_closure(wheelhouse_root, reuse_key) if reuse_key and not (no_cache or upgrade) else None
     try:
         job = {
             "src": "/src",
@@ -137,6 +180,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "wheel": f"/test-wheel/{test_wheel.name}" if test_wheel else None,
             "pre_commands": list(pre_commands),
             "build_commands": list(config.build_commands),
+            "previous": {"wheel": f"/previous/{previous.manifest['wheel']}",
+                         "closure": [f"/previous/{w.name}" for w in previous.wheels]} if previous else None,
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
         mounts = [
@@ -148,6 +193,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             *(Mount(s.root, f"/local/{i}") for i, s in enumerate(local_sources)),
             *(Mount(w.parent, f"/internal/{i}") for i, w in enumerate(internal_wheels)),
             *([Mount(test_wheel.parent, "/test-wheel")] if test_wheel else []),
+            *([Mount(previous.path / "wheels", "/previous")] if previous else []),
             *pip.mounts,
         ]
         env = {
@@ -207,6 +253,13 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             outcome = json.loads((staging / "out" / "tests.json").read_text())["tests"]
             return Wheelhouse(existing.path, {**existing.manifest, "tests": outcome})
         manifest = json.loads((staging / "out" / "manifest.json").read_text())
+        if reuse_key:
+            (staging / "out" / CLOSURE_KEY_FILE).write_text(reuse_key)
+        if previous:
+            reused = Wheelhouse(staging / "out", manifest).closure == "reused"
+            progress.info(f"closure of {manifest['name']}: " + (
+                f"reused ({len(manifest['closure'])} wheels, metadata unchanged), no resolution" if reused
+                else "metadata changed, resolved again"))
         # Atomic publication: the directory appears complete or not at all.
         if final.exists() and no_cache:
             shutil.rmtree(final, ignore_errors=True)

@@ -180,6 +180,58 @@ def prepare_metadata(job):
         "--report", os.path.join(job["out"], "report.json"), tree)
 
 
+def closure_metadata(path):
+    """What decides a wheel's closure: its name, Requires-Dist, Provides-Extra and Requires-Python."""
+    with zipfile.ZipFile(path) as zf:
+        dist_info = next(n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info"))
+        meta = zf.read(dist_info + "/METADATA").decode("utf-8")
+    fields: dict[str, list[str]] = {"Name": [], "Requires-Dist": [], "Provides-Extra": [], "Requires-Python": []}
+    for line in meta.splitlines():
+        if not line.strip():
+            break  # the body (long description) starts here
+        if ":" in line and not line.startswith((" ", "\t")):
+            k, v = line.split(":", 1)
+            if k.strip() in fields:
+                fields[k.strip()].append(" ".join(v.split()))
+    fields["Name"] = [n.lower().replace("_", "-").replace(".", "-") for n in fields["Name"]]
+    return {k: sorted(v) for k, v in fields.items()}
+
+
+def reuse_closure(job, project_wheel, wheels_dir, local_out):
+    """Copy the previous closure instead of resolving, when the project's metadata did not change.
+
+    ``job["previous"]`` (set by the host when an earlier compile had the same inputs but for the
+    source) names the earlier project wheel and closure, mounted read-only. The wheels of this run
+    (project, internal, local packages) are never taken from it. Returns False to resolve as usual.
+    """
+    previous = job.get("previous")
+    if not previous:
+        return False
+
+    def name_of(path):  # a wheel file's normalized project name
+        return os.path.basename(path).split("-")[0].lower().replace("_", "-").replace(".", "-")
+
+    before = {name_of(p): p for p in previous["closure"]}
+    # The project's own wheel, and each internal wheel of this run (a workspace member's libraries):
+    # their metadata decide the closure, so any change there means resolving again.
+    fresh = [project_wheel, *job.get("internal_wheels", [])]
+    for wheel, old in [(project_wheel, previous["wheel"])] + [(w, before.get(name_of(w))) for w in fresh[1:]]:
+        if old is None or closure_metadata(wheel) != closure_metadata(old):
+            log("closure: the metadata of %s changed, resolving again" % name_of(wheel))
+            return False
+    own = {name_of(w) for w in fresh}
+    local = {name_of(w): os.path.join(local_out, w) for w in os.listdir(local_out) if w.endswith(".whl")}
+    for name, path in before.items():
+        if name in local:  # a local package is built again by this run, the previous closure needed it
+            fresh.append(local[name])
+        elif name not in own:
+            shutil.copy2(path, wheels_dir)
+    for path in fresh:
+        shutil.copy2(path, wheels_dir)
+    log("closure: reused (metadata unchanged)")
+    return True
+
+
 def main():
     with open(sys.argv[1]) as fh:
         job = json.load(fh)
@@ -221,11 +273,15 @@ def main():
             info["tests"] = run_tests(job, project_wheel, tree)
         info["closure"] = closure_listing(wheels_dir)
     else:
-        requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
-        log("dependency closure of %s %s" % (info["name"], info["version"]))
-        args = ["wheel", *PEP517, "--wheel-dir", wheels_dir, "--find-links", local_out]
-        # Internal dependencies are given as files: they come from this run, never from an index.
-        pip(*(args + [requirement] + job.get("internal_wheels", [])))
+        if reuse_closure(job, project_wheel, wheels_dir, local_out):
+            with open(os.path.join(out, "closure.json"), "w") as fh:
+                json.dump({"closure": "reused"}, fh)
+        else:
+            requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
+            log("dependency closure of %s %s" % (info["name"], info["version"]))
+            args = ["wheel", *PEP517, "--wheel-dir", wheels_dir, "--find-links", local_out]
+            # Internal dependencies are given as files: they come from this run, never from an index.
+            pip(*(args + [requirement] + job.get("internal_wheels", [])))
         info["closure"] = closure_listing(wheels_dir)
         log("%d wheels" % len(info["closure"]))
     # What the runtime image's venv needs to know (this is the root image's Python).
