@@ -232,6 +232,39 @@ def reuse_closure(job, project_wheel, wheels_dir, local_out):
     return True
 
 
+def prepared_wheel(job, tree, project_out):
+    """Build the project's wheel without isolation, against the build environment the host keeps.
+
+    ``job["build_env"]`` names it: ready (mounted read-only, made by an earlier compile with the same
+    build requirements and pip configuration) or to prepare under ``/out`` (the host keeps it after
+    success). Returns False, leaving nothing behind, when that fails: the isolated build then runs.
+    """
+    env = job.get("build_env")
+    if not env:
+        return False
+    site = os.path.join(env["path"], "site")
+    start = time.monotonic()
+    if not env["ready"]:
+        log("build environment: " + " ".join(env["requires"]) + " (kept for the next builds)")
+        if subprocess.run(PIP + ["install", "--quiet", "--target", site, *env["requires"]]).returncode != 0:
+            shutil.rmtree(env["path"], ignore_errors=True)
+            return False
+    log("project wheel (prepared build environment)")
+    args = ["wheel", *PEP517, "--no-build-isolation", "--no-deps", "--wheel-dir", project_out, tree]
+    proc = subprocess.run(PIP + args, env=dict(os.environ, PYTHONPATH=site))
+    if proc.returncode != 0 or len([f for f in os.listdir(project_out) if f.endswith(".whl")]) != 1:
+        log("the prepared build environment failed; building in an isolated one")
+        for name in os.listdir(project_out):
+            os.remove(os.path.join(project_out, name))
+        if not env["ready"]:
+            shutil.rmtree(env["path"], ignore_errors=True)
+        return False
+    if not env["ready"]:
+        open(os.path.join(env["path"], "ready"), "w").close()
+    log("  %.1fs" % (time.monotonic() - start))
+    return True
+
+
 def main():
     with open(sys.argv[1]) as fh:
         job = json.load(fh)
@@ -260,8 +293,9 @@ def main():
             log("plugin command failed: " + command)
             sys.exit(24)
     run_build_commands(job, tree, local_out)
-    log("project wheel")
-    pip("wheel", *PEP517, "--no-deps", "--wheel-dir", project_out, tree)
+    if not prepared_wheel(job, tree, project_out):
+        log("project wheel")
+        pip("wheel", *PEP517, "--no-deps", "--wheel-dir", project_out, tree)
     project_wheel = only_wheel(project_out)
     info = wheel_info(project_wheel)
     info["wheel"] = os.path.basename(project_wheel)

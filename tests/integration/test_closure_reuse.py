@@ -1,9 +1,9 @@
 """A one-line change reuses the closure of the previous compile; a changed dependency resolves again.
 
 The application compiles against a private ``file://`` index holding only what it needs (setuptools for
-the PEP 517 build environment, six, idna). Before the one-line rebuild, six is taken off that index:
-the build still succeeds with the same distributions, so its closure came from the previous compile,
-not from an index.
+the PEP 517 build environment, six, idna). Before the one-line rebuild, that index is emptied: the build
+still succeeds with the same distributions, so its closure came from the previous compile and its build
+environment was the one the first compile prepared, neither from an index.
 """
 from __future__ import annotations
 
@@ -76,7 +76,10 @@ def test_first_build_resolves(app: App) -> None:
 
 def test_a_one_line_change_reuses_the_closure_without_the_index(app: App, client: docker.DockerClient) -> None:
     _, before = app.build()  # cached: the previous test's image
-    shutil.rmtree(app.index / "simple" / "six")  # from now on, resolving six would fail
+    # From now on the index is empty: resolving anything (six, or setuptools for an isolated build
+    # environment) would fail. The project's prepared build environment and its previous closure serve.
+    shutil.rmtree(app.index / "simple")
+    (app.index / "simple").mkdir()
     with (app.root / "src" / "closure_app" / "__init__.py").open("a") as fh:
         fh.write("ANSWER = 42\n")
     run, after = app.build()
@@ -88,7 +91,8 @@ def test_a_one_line_change_reuses_the_closure_without_the_index(app: App, client
 
 
 def test_a_changed_dependency_resolves_again(app: App, client: docker.DockerClient) -> None:
-    publish(app.index, "six")
+    for project in ("setuptools", "six", "idna"):
+        publish(app.index, project)
     pyproject = app.root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('dependencies = ["six"]', 'dependencies = ["six", "idna"]'))
     run, after = app.build()

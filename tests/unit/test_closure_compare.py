@@ -131,3 +131,43 @@ def test_the_closure_key_ignores_the_source_only() -> None:
     assert keys(s1, pip_env={"PIP_INDEX_URL": "file:///other"})[1] != c1
     assert keys(s1, rkey="another root")[1] != c1
     assert keys(s1, local_sources=[s2])[1] != c1
+
+
+def test_build_requirements_of_a_project(tmp_path: Path) -> None:
+    from setuptools_grocker.pipeline.compile import build_requirements
+
+    assert build_requirements(tmp_path) is None  # not a project
+    (tmp_path / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+    assert build_requirements(tmp_path) == ["setuptools>=40.8.0"]  # pip's default
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[build-system]\nrequires = ["wheel", "setuptools>=68"]\n')
+    assert build_requirements(tmp_path) == ["setuptools>=68", "wheel"]
+    pyproject.write_text('[build-system]\nrequires = []\nbuild-backend = "b"\nbackend-path = ["."]\n')
+    assert build_requirements(tmp_path) is None  # an in-tree backend: always isolated
+    pyproject.write_text("[build-system\n")
+    assert build_requirements(tmp_path) is None
+
+
+def test_a_build_environment_is_ready_once_kept_and_fresh_on_demand(tmp_path: Path) -> None:
+    from setuptools_grocker.pipeline.compile import BuildEnv
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=68"]\n')
+    root = tmp_path / "build-env"
+    env = BuildEnv.find(root, "k1", project, fresh=False)
+    assert env is not None and not env.ready and env.job()["path"] == "/out/build-env"
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    env.keep(failed)  # not marked ready by the driver: dropped
+    assert not failed.exists() and not env.path.exists()
+    prepared = tmp_path / "prepared"
+    (prepared / "site").mkdir(parents=True)
+    (prepared / "ready").touch()
+    env.keep(prepared)
+    again = BuildEnv.find(root, "k1", project, fresh=False)
+    assert again is not None and again.ready and again.job() == {"path": "/build-env", "requires": ["setuptools>=68"],
+                                                                  "ready": True}
+    assert not BuildEnv.find(root, "k1", project, fresh=True).ready  # type: ignore[union-attr]
+    other = BuildEnv.find(root, "k2", project, fresh=False)  # another compiler image or pip configuration
+    assert other is not None and not other.ready and other.path != env.path
