@@ -115,9 +115,9 @@ class Bench:
         self.report = tmp / "report.json"
         self.tags = {tool: f"bench-oneline/{tool}:{run_id}" for tool in TOOLS}
 
-    def grocker(self, *extra: str) -> dict[str, Any]:
+    def grocker(self, *extra: str, level: str = "-q") -> dict[str, Any]:
         start = time.monotonic()
-        proc = sh(sys.executable, "-m", "setuptools_grocker", "-v", "build", str(self.grocker_app),
+        proc = sh(sys.executable, "-m", "setuptools_grocker", level, "build", str(self.grocker_app),
                   "--tag", self.tags["grocker"], "--report", str(self.report), *extra)
         wall = time.monotonic() - start
         project = json.loads(self.report.read_text())["projects"][0]
@@ -135,7 +135,7 @@ class Bench:
 
     def prepare(self, log: Callable[[str], None]) -> None:
         log("warm-up: grocker")
-        first = self.grocker()
+        first = self.grocker(level="-v")
         logfile = re.search(r"full log: (\S+)", first["output"])
         text = Path(logfile.group(1)).read_text() if logfile else first["output"]
         compiler = re.search(r"grocker/compiler:[0-9a-f]+", text)

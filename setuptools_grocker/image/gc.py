@@ -283,6 +283,7 @@ def cache_entries(home: Path, records: Iterable[Record], project: Path | None = 
                   if p.is_dir() and not p.name.startswith(".")]
         units += [("wheelhouse", p) for p in sorted((state / "wheels").glob("*/*"))
                   if p.is_dir() and not p.name.startswith(".")]
+        units += [("build environment", p) for p in sorted((state / "build-env").glob("*")) if p.is_dir()]
     entries = []
     for kind, path in units:
         if path.exists():

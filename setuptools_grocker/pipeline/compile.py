@@ -110,20 +110,22 @@ class BuildEnv:
 
     path: Path
     requires: tuple[str, ...]
+    backend: str
     ready: bool
 
     @classmethod
     def find(cls, root: Path, reuse_key: str, project: Path, *, fresh: bool) -> BuildEnv | None:
-        requires = build_requirements(project)
-        if requires is None:
+        found = build_requirements(project)
+        if found is None:
             return None
+        requires, backend = found
         identity = hashlib.sha256(json.dumps([reuse_key, requires]).encode()).hexdigest()[:24]
         path = root / identity
-        return cls(path, tuple(requires), ready=not fresh and (path / "ready").is_file())
+        return cls(path, tuple(requires), backend, ready=not fresh and (path / "ready").is_file())
 
     def job(self) -> dict[str, Any]:
         return {"path": "/build-env" if self.ready else "/out/build-env", "requires": list(self.requires),
-                "ready": self.ready}
+                "backend": self.backend, "ready": self.ready}
 
     def keep(self, prepared: Path) -> None:
         """Publish the environment the compile prepared (when it succeeded); drop the project's older ones."""
@@ -139,23 +141,29 @@ class BuildEnv:
             shutil.rmtree(prepared, ignore_errors=True)
 
 
-def build_requirements(project: Path) -> list[str] | None:
-    """The ``[build-system] requires`` of a project (pip's default for a setup.py-only one); None when
-    the project names an in-tree backend or its pyproject.toml is unreadable."""
+#: pip's choice for a project that names no build backend (a setup.py-only one).
+LEGACY = (["setuptools>=40.8.0"], "setuptools.build_meta:__legacy__")
+
+
+def build_requirements(project: Path) -> tuple[list[str], str] | None:
+    """The ``[build-system]`` ``requires`` and ``build-backend`` of a project (pip's default for a setup.py-only
+    one); None when the project names an in-tree backend or its pyproject.toml is unreadable."""
     pyproject = project / "pyproject.toml"
     if not pyproject.is_file():
-        return ["setuptools>=40.8.0"] if (project / "setup.py").is_file() else None
+        return LEGACY if (project / "setup.py").is_file() else None
     try:
         with pyproject.open("rb") as fh:
             table = tomllib.load(fh).get("build-system")
     except (OSError, tomllib.TOMLDecodeError):
         return None
     if table is None:
-        return ["setuptools>=40.8.0"]
+        return LEGACY
     requires = table.get("requires") if isinstance(table, dict) else None
-    if "backend-path" in table or not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+    backend = table.get("build-backend", LEGACY[1]) if isinstance(table, dict) else None
+    if "backend-path" in table or not isinstance(requires, list) or not all(isinstance(r, str) for r in requires) \
+            or not isinstance(backend, str):
         return None
-    return sorted(requires)
+    return sorted(requires), backend
 
 
 def previous_closure(wheelhouse_root: Path, reuse_key: str) -> Wheelhouse | None:

@@ -232,6 +232,16 @@ def reuse_closure(job, project_wheel, wheels_dir, local_out):
     return True
 
 
+BUILD_WHEEL = """
+import importlib, sys
+module, _, obj = sys.argv[1].partition(":")
+backend = importlib.import_module(module)
+for attr in filter(None, obj.split(".")):
+    backend = getattr(backend, attr)
+backend.build_wheel(sys.argv[2])
+"""
+
+
 def prepared_wheel(job, tree, project_out):
     """Build the project's wheel without isolation, against the build environment the host keeps.
 
@@ -249,9 +259,11 @@ def prepared_wheel(job, tree, project_out):
         if subprocess.run(PIP + ["install", "--quiet", "--target", site, *env["requires"]]).returncode != 0:
             shutil.rmtree(env["path"], ignore_errors=True)
             return False
-    log("project wheel (prepared build environment)")
-    args = ["wheel", *PEP517, "--no-build-isolation", "--no-deps", "--wheel-dir", project_out, tree]
-    proc = subprocess.run(PIP + args, env=dict(os.environ, PYTHONPATH=site))
+    log("project wheel (prepared build environment, %s)" % env["backend"])
+    # The PEP 517 hook called directly, as a frontend does without isolation: no pip start-up, no separate
+    # metadata step. -P: the source tree is not put on sys.path (it is the working directory).
+    proc = subprocess.run([sys.executable, "-P", "-c", BUILD_WHEEL, env["backend"], project_out], cwd=tree,
+                          env=dict(os.environ, PYTHONPATH=site))
     if proc.returncode != 0 or len([f for f in os.listdir(project_out) if f.endswith(".whl")]) != 1:
         log("the prepared build environment failed; building in an isolated one")
         for name in os.listdir(project_out):

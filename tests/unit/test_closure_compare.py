@@ -138,10 +138,11 @@ def test_build_requirements_of_a_project(tmp_path: Path) -> None:
 
     assert build_requirements(tmp_path) is None  # not a project
     (tmp_path / "setup.py").write_text("from setuptools import setup\nsetup()\n")
-    assert build_requirements(tmp_path) == ["setuptools>=40.8.0"]  # pip's default
+    assert build_requirements(tmp_path) == (["setuptools>=40.8.0"], "setuptools.build_meta:__legacy__")
     pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[build-system]\nrequires = ["wheel", "setuptools>=68"]\n')
-    assert build_requirements(tmp_path) == ["setuptools>=68", "wheel"]
+    pyproject.write_text('[build-system]\nrequires = ["wheel", "setuptools>=68"]\n'
+                         'build-backend = "setuptools.build_meta"\n')
+    assert build_requirements(tmp_path) == (["setuptools>=68", "wheel"], "setuptools.build_meta")
     pyproject.write_text('[build-system]\nrequires = []\nbuild-backend = "b"\nbackend-path = ["."]\n')
     assert build_requirements(tmp_path) is None  # an in-tree backend: always isolated
     pyproject.write_text("[build-system\n")
@@ -167,6 +168,7 @@ def test_a_build_environment_is_ready_once_kept_and_fresh_on_demand(tmp_path: Pa
     env.keep(prepared)
     again = BuildEnv.find(root, "k1", project, fresh=False)
     assert again is not None and again.ready and again.job() == {"path": "/build-env", "requires": ["setuptools>=68"],
+                                                                  "backend": "setuptools.build_meta:__legacy__",
                                                                   "ready": True}
     assert not BuildEnv.find(root, "k1", project, fresh=True).ready  # type: ignore[union-attr]
     other = BuildEnv.find(root, "k2", project, fresh=False)  # another compiler image or pip configuration
