@@ -1,6 +1,6 @@
 """A one-line change in a real application, rebuilt and smoke-tested: grocker against hand-written Dockerfiles.
 
-    python benchmarks/bench_oneline.py [--runs 5] [--json F]
+    python benchmarks/bench_oneline.py [--runs 5] [--json F] [--baseline SRC]
 
 Workload: the corpus's ``flask-app`` (benchmarks/realworld/projects/flask-app: Flask served by waitress,
 9 wheels, pure Python). After one warm-up build each, every run appends a comment to
@@ -8,6 +8,8 @@ Workload: the corpus's ``flask-app`` (benchmarks/realworld/projects/flask-app: F
 within a run, so they share the machine's state. Medians of ``--runs``.
 
 - ``grocker``: ``grocker build`` (its smoke test: ``check`` and the HTTP probe).
+- ``baseline`` (with ``--baseline SRC``): the same, with the setuptools-grocker found in the source tree
+  SRC (another version, e.g. ``git archive main | tar -x -C SRC``), on a copy of its own.
 - ``plain``: a plain multi-stage Dockerfile: a builder stage ``pip install``s the project (so its whole
   closure, resolved again) into a venv, the runtime stage copies the venv.
 - ``best``: the best hand-written one: the pinned closure (grocker's resolved versions, as a requirements
@@ -44,8 +46,9 @@ CMD = '["/opt/venv/bin/waitress-serve", "--listen=0.0.0.0:8080", "--call", "flas
 TOOLS = ("grocker", "plain", "best")
 
 
-def sh(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, env={**os.environ, **(env or {})})
+def sh(*argv: str, env: dict[str, str] | None = None, check: bool = True,
+       cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd)
     if check and proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:5])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -105,20 +108,25 @@ def root_of(image: str) -> str | None:
 
 
 class Bench:
-    def __init__(self, tmp: Path, run_id: str) -> None:
-        self.tmp, self.run_id = tmp, run_id
-        self.grocker_app = tmp / "grocker" / "flask-app"
+    def __init__(self, tmp: Path, run_id: str, baseline: Path | None) -> None:
+        self.tmp, self.run_id, self.baseline = tmp, run_id, baseline
+        self.tools = (*TOOLS, "baseline") if baseline else TOOLS
+        self.apps = {tool: tmp / tool / "flask-app" for tool in ("grocker", "baseline")}
+        self.grocker_app = self.apps["grocker"]
         self.alt = {tool: tmp / tool for tool in ("plain", "best")}
-        shutil.copytree(PROJECT, self.grocker_app)
+        for app in self.apps.values():
+            shutil.copytree(PROJECT, app)
         for ctx in self.alt.values():
             shutil.copytree(PROJECT, ctx / "app")
         self.report = tmp / "report.json"
-        self.tags = {tool: f"bench-oneline/{tool}:{run_id}" for tool in TOOLS}
+        self.tags = {tool: f"bench-oneline/{tool}:{run_id}" for tool in (*TOOLS, "baseline")}
 
-    def grocker(self, *extra: str, level: str = "-q") -> dict[str, Any]:
+    def grocker(self, *extra: str, level: str = "-q", tool: str = "grocker") -> dict[str, Any]:
         start = time.monotonic()
-        proc = sh(sys.executable, "-m", "setuptools_grocker", level, "build", str(self.grocker_app),
-                  "--tag", self.tags["grocker"], "--report", str(self.report), *extra)
+        env = {"PYTHONPATH": str(self.baseline), "PYTHONDONTWRITEBYTECODE": "1"} if tool == "baseline" else None
+        proc = sh(sys.executable, "-m", "setuptools_grocker", level, "build", str(self.apps[tool]),
+                  "--tag", self.tags[tool], "--report", str(self.report), *extra, env=env,
+                  cwd=self.tmp)  # not the repository: `-m` would import the package from the working directory
         wall = time.monotonic() - start
         project = json.loads(self.report.read_text())["projects"][0]
         return {"wall": wall, "stages": project["stages"], "closure": project.get("closure"),
@@ -153,11 +161,15 @@ class Bench:
                 shutil.copy(ca, ctx / "ca.crt")
             log(f"warm-up: {tool}")
             self.alternative(tool)
+        if self.baseline:
+            log("warm-up: baseline")
+            self.grocker(tool="baseline")
 
     def edit(self, tool: str, n: int) -> None:
-        root = self.grocker_app if tool == "grocker" else self.alt[tool] / "app"
+        root = self.apps[tool] if tool in self.apps else self.alt[tool] / "app"
         with (root / CHANGE).open("a") as fh:
-            fh.write(f"# one-line change {n}\n")
+            # Unique to this invocation: an earlier one's layer cache (or bytecode cache) must not match.
+            fh.write(f"# one-line change {n} of {self.run_id} at {time.time()}\n")
 
     def clean(self) -> None:
         sh("docker", "rmi", "-f", *self.tags.values(), check=False)
@@ -167,23 +179,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--baseline", type=Path, metavar="SRC",
+                        help="also time the setuptools-grocker of this source tree (another version)")
     args = parser.parse_args()
 
     def log(text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
-    runs: dict[str, list[dict[str, Any]]] = {tool: [] for tool in TOOLS}
     with tempfile.TemporaryDirectory(prefix="grocker-oneline-") as tmp:
-        bench = Bench(Path(tmp), f"r{os.getpid()}")
+        bench = Bench(Path(tmp), f"r{os.getpid()}-{int(time.time())}", args.baseline)
+        runs: dict[str, list[dict[str, Any]]] = {tool: [] for tool in bench.tools}
         try:
             bench.prepare(log)
             for n in range(args.runs):
-                for tool in TOOLS:
+                for tool in bench.tools:
                     bench.edit(tool, n)
-                    result = bench.grocker() if tool == "grocker" else bench.alternative(tool)
+                    result = bench.grocker(tool=tool) if tool in bench.apps else bench.alternative(tool)
                     result.pop("output", None)
                     result.pop("distributions", None)
-                    if tool == "grocker" and result["status"] != "built":
+                    if tool in bench.apps and result["status"] != "built":
                         raise SystemExit(f"grocker did not rebuild after the change: {result}")
                     runs[tool].append(result)
                     log(f"run {n + 1}/{args.runs} {tool}: {result['wall']:.2f} s")
@@ -207,19 +221,22 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "containers_started": [r.get("containers") for r in runs["grocker"]],
             "speedup_vs_best": medians["best"] / medians["grocker"],
             "speedup_vs_plain": medians["plain"] / medians["grocker"],
+            "speedup_vs_baseline": medians["baseline"] / medians["grocker"] if "baseline" in medians else None,
             "machine": {"cpus": os.cpu_count(),
                         "docker": sh("docker", "version", "--format", "{{.Server.Version}}").stdout.strip()}}
 
 
 def markdown(out: dict[str, Any]) -> str:
     lines = ["| tool | median s | all runs s | stages (median s) |", "|---|---|---|---|"]
-    for tool in TOOLS:
+    for tool in out["runs"]:
         walls = ", ".join(f"{r['wall']:.2f}" for r in out["runs"][tool])
         stages = ", ".join(f"{k} {v:.2f}" for k, v in out["stages_median"][tool].items() if v >= 0.005)
         lines.append(f"| {tool} | {out['median'][tool]:.2f} | {walls} | {stages} |")
     lines.append("")
     lines.append(f"grocker: {out['speedup_vs_best']:.2f}x the speed of the best hand-written Dockerfile, "
-                 f"{out['speedup_vs_plain']:.2f}x the plain one; closure {', '.join(map(str, out['closure']))}")
+                 f"{out['speedup_vs_plain']:.2f}x the plain one"
+                 + (f", {out['speedup_vs_baseline']:.2f}x the baseline" if out.get("speedup_vs_baseline") else "")
+                 + f"; closure {', '.join(map(str, out['closure']))}")
     return "\n".join(lines)
 
 
