@@ -169,6 +169,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--push", action="store_true", help="push the application images")
     wsb.add_argument("--no-cache", action="store_true",
                      help="a clean build: rebuild every member (no wheel index, no registry), with an empty pip cache")
+    wsb.add_argument("--upgrade", action="store_true",
+                     help="the applications rebuilt resolve their dependencies again, even when no metadata changed")
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
     wsb.add_argument("--wheel-index", metavar="URL",
                      help="PyPI-compatible index to share wheels through (overrides workspace.index-url); "
@@ -303,6 +305,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     log = progress.open_log(ws.state_dir / "logs")
     options = WorkspaceOptions(jobs=args.jobs, only=tuple(args.only or ()), fail_fast=args.fail_fast,
                                push=args.push or "push" in (args.stage or ()), no_cache=args.no_cache,
+                               upgrade=args.upgrade,
                                index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps,
                                release=args.release)
     if args.release and not options.push:

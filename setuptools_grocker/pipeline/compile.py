@@ -202,7 +202,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    test: Mapping[str, Any] | None = None, what: str | None = None,
                    test_wheel: Path | None = None, extra_env: Mapping[str, str] | None = None,
                    pre_commands: Sequence[str] = (), no_cache: bool = False, closure_key: str | None = None,
-                   upgrade: bool = False) -> Wheelhouse:
+                   upgrade: bool = False, build_env_root: Path | None = None) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
@@ -213,11 +213,13 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     when given; ``mode="test"`` only runs ``test`` against ``test_wheel`` (nothing is
     published; the existing wheelhouse is returned).
 
-    ``closure_key`` (the cache key without the project's source, see ``build.closure_key``) lets a
+    ``closure_key`` (the cache key without the project's source, see ``build.closure_key``; a workspace
+    member's also leaves out its internal dependencies' keys, not their names) lets a
     project compile reuse the closure of the newest earlier wheelhouse with the same closure key and
     compiler image: the driver copies its wheels instead of resolving when the new project wheel (and
     each internal wheel) has the same metadata as before. ``upgrade`` (``--upgrade``) and ``no_cache``
-    resolve afresh.
+    resolve afresh. It also gives the project a prepared build environment under ``build_env_root``
+    (default: ``build-env`` beside ``wheelhouse_root``).
     """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
@@ -238,8 +240,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     pip_cache.mkdir(parents=True, exist_ok=True)
     reuse_key = _closure_identity(closure_key, compiler) if closure_key and mode == "project" else None
     previous = previous_closure(wheelhouse_root, reuse_key) if reuse_key and not (no_cache or upgrade) else None
-    build_env = BuildEnv.find(wheelhouse_root.parent / "build-env", reuse_key, source.root, fresh=no_cache or upgrade) \
-        if reuse_key else None
+    build_env = BuildEnv.find(build_env_root or wheelhouse_root.parent / "build-env", reuse_key, source.root,
+                              fresh=no_cache or upgrade) if reuse_key else None
     try:
         job = {
             "src": "/src",

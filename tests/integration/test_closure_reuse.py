@@ -108,3 +108,54 @@ def test_upgrade_resolves_even_when_the_metadata_did_not_change(app: App) -> Non
     _, after = app.build("--upgrade")
     assert after["status"] == "built" and after["closure"] == "resolved"
     assert [d.split("==")[0] for d in after["distributions"]] == ["closure-app", "idna", "six"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, run_id: str, client: docker.DockerClient
+              ) -> Iterator[tuple[Path, Path, str]]:
+    if not (SOURCE_INDEX / "simple").is_dir():
+        pytest.skip(f"needs the machine's file index {SOURCE_INDEX}")
+    index = tmp_path_factory.mktemp("ws-closure-index")
+    for project in ("setuptools", "six", "idna"):
+        publish(index, project)
+    root = tmp_path_factory.mktemp("ws-closure")
+    prefix = f"c{run_id[:5]}-"
+    (root / "pyproject.toml").write_text('[tool.grocker.workspace]\nmembers = ["libs/*", "apps/*"]\n')
+    python_project(root / "libs" / "lib", f"{prefix}lib", deps=["six"], modules={"__init__.py": "VALUE = 1\n"})
+    python_project(root / "apps" / "app", f"{prefix}app", deps=[f"{prefix}lib"], grocker=APP)
+    yield root, index, prefix
+    for image in client.images.list(name=f"{prefix}app"):
+        for tag in image.tags:
+            remove_images(client, tag)
+
+
+def ws_build(root: Path, index: Path, prefix: str) -> dict[str, Any]:
+    env = {"PIP_CONFIG_FILE": "/dev/null", "PIP_INDEX_URL": f"file://{index}/simple", "PIP_FIND_LINKS": "",
+           "PIP_EXTRA_INDEX_URL": ""}
+    run = grocker("workspace", "build", str(root), env=env, report=root / "report.json")
+    assert run.code == 0, run.err[-4000:]
+    assert run.report is not None
+    return {p["name"]: p for p in run.report["projects"]}[f"{prefix}app"]
+
+
+def test_a_workspace_application_reuses_its_closure_with_its_librarys_new_wheel(
+        workspace: tuple[Path, Path, str], client: docker.DockerClient) -> None:
+    root, index, prefix = workspace
+    first = ws_build(root, index, prefix)
+    assert first["status"] == "built" and first["closure"] == "resolved"
+    # The library's code changes, not its metadata: the application's closure is reused, with the new
+    # library wheel (never the previous closure's), and without the index.
+    (root / "libs" / "lib" / "src" / f"{prefix}lib".replace("-", "_") / "__init__.py").write_text("VALUE = 2\n")
+    shutil.rmtree(index / "simple" / "six")
+    second = ws_build(root, index, prefix)
+    assert second["status"] == "built" and second["closure"] == "reused"
+    assert second["distributions"] == first["distributions"]
+    module = f"{prefix}lib".replace("-", "_")
+    assert in_image(client, second["image_id"], f"import {module}; print({module}.VALUE)") == "2"
+    # The library needs one more distribution: its metadata changed, the application resolves again.
+    publish(index, "six")
+    pyproject = root / "libs" / "lib" / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('dependencies = ["six"]', 'dependencies = ["six", "idna"]'))
+    third = ws_build(root, index, prefix)
+    assert third["status"] == "built" and third["closure"] == "resolved"
+    assert "idna" in [d.split("==")[0] for d in third["distributions"]]
