@@ -261,8 +261,13 @@ def prepared_wheel(job, tree, project_out):
             return False
     log("project wheel (prepared build environment, %s)" % env["backend"])
     # The PEP 517 hook called directly, as a frontend does without isolation: no pip start-up, no separate
-    # metadata step. -P: the source tree is not put on sys.path (it is the working directory).
-    proc = subprocess.run([sys.executable, "-P", "-c", BUILD_WHEEL, env["backend"], project_out], cwd=tree,
+    # metadata step. Run as a script of its own directory, so the source tree (the working directory) is
+    # not put on sys.path.
+    hook = "/tmp/grocker-hook/build_wheel.py"
+    os.makedirs(os.path.dirname(hook), exist_ok=True)
+    with open(hook, "w") as fh:
+        fh.write(BUILD_WHEEL)
+    proc = subprocess.run([sys.executable, hook, env["backend"], project_out], cwd=tree,
                           env=dict(os.environ, PYTHONPATH=site))
     if proc.returncode != 0 or len([f for f in os.listdir(project_out) if f.endswith(".whl")]) != 1:
         log("the prepared build environment failed; building in an isolated one")
