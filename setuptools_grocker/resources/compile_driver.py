@@ -228,6 +228,8 @@ def reuse_closure(job, project_wheel, wheels_dir, local_out):
             shutil.copy2(path, wheels_dir)
     for path in fresh:
         shutil.copy2(path, wheels_dir)
+    with open(os.path.join(job["out"], "closure.json"), "w") as fh:
+        json.dump({"closure": "reused"}, fh)
     log("closure: reused (metadata unchanged)")
     return True
 
@@ -323,16 +325,15 @@ def main():
         if job.get("test"):
             info["tests"] = run_tests(job, project_wheel, tree)
         info["closure"] = closure_listing(wheels_dir)
+    elif reuse_closure(job, project_wheel, wheels_dir, local_out):
+        info["closure"] = closure_listing(wheels_dir)
+        log("%d wheels" % len(info["closure"]))
     else:
-        if reuse_closure(job, project_wheel, wheels_dir, local_out):
-            with open(os.path.join(out, "closure.json"), "w") as fh:
-                json.dump({"closure": "reused"}, fh)
-        else:
-            requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
-            log("dependency closure of %s %s" % (info["name"], info["version"]))
-            args = ["wheel", *PEP517, "--wheel-dir", wheels_dir, "--find-links", local_out]
-            # Internal dependencies are given as files: they come from this run, never from an index.
-            pip(*(args + [requirement] + job.get("internal_wheels", [])))
+        requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
+        log("dependency closure of %s %s" % (info["name"], info["version"]))
+        args = ["wheel", *PEP517, "--wheel-dir", wheels_dir, "--find-links", local_out]
+        # Internal dependencies are given as files: they come from this run, never from an index.
+        pip(*(args + [requirement] + job.get("internal_wheels", [])))
         info["closure"] = closure_listing(wheels_dir)
         log("%d wheels" % len(info["closure"]))
     # What the runtime image's venv needs to know (this is the root image's Python).

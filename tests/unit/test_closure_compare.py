@@ -59,13 +59,14 @@ def closure_job(tmp_path: Path, *, requires: tuple[str, ...], internal_requires:
     out.mkdir()
     local.mkdir()
     job = {"previous": {"wheel": str(old_project), "closure": [str(p) for p in closure]},
-           "internal_wheels": [str(internal)]}
+           "internal_wheels": [str(internal)], "out": str(tmp_path)}
     return job, project, out, local
 
 
 def test_unchanged_metadata_copies_the_previous_closure_with_this_runs_own_wheels(tmp_path: Path) -> None:
     job, project, out, local = closure_job(tmp_path, requires=("lib", "flask"))
     assert driver().reuse_closure(job, str(project), str(out), str(local)) is True
+    assert json.loads((tmp_path / "closure.json").read_text()) == {"closure": "reused"}  # the host reads it
     assert sorted(p.name for p in out.iterdir()) == ["app-1.0-py3-none-any.whl", "flask-3.0-py3-none-any.whl",
                                                     "lib-1.0-py3-none-any.whl", "six-1.16-py3-none-any.whl"]
     # The project and the internal wheel are this run's, not the previous closure's.
@@ -83,7 +84,7 @@ def test_changed_metadata_resolves_again(tmp_path: Path, requires: tuple[str, ..
                                          internal_requires: tuple[str, ...]) -> None:
     job, project, out, local = closure_job(tmp_path, requires=requires, internal_requires=internal_requires)
     assert driver().reuse_closure(job, str(project), str(out), str(local)) is False
-    assert list(out.iterdir()) == []
+    assert list(out.iterdir()) == [] and not (tmp_path / "closure.json").exists()
 
 
 def test_no_previous_closure_resolves(tmp_path: Path) -> None:
