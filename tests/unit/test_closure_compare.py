@@ -174,3 +174,18 @@ def test_a_build_environment_is_ready_once_kept_and_fresh_on_demand(tmp_path: Pa
     assert not BuildEnv.find(root, "k1", project, fresh=True).ready  # type: ignore[union-attr]
     other = BuildEnv.find(root, "k2", project, fresh=False)  # another compiler image or pip configuration
     assert other is not None and not other.ready and other.path != env.path
+
+
+def test_upgrade_reaches_the_run_options_from_both_frontends() -> None:
+    from setuptools import Distribution
+
+    from setuptools_grocker.cli import make_parser, run_options
+    from setuptools_grocker.command import DockerImage
+
+    assert run_options(make_parser().parse_args(["build", ".", "--upgrade"])).upgrade is True
+    assert run_options(make_parser().parse_args(["build", "."])).upgrade is False
+    command = DockerImage(Distribution())
+    command.initialize_options()
+    command.upgrade = 1
+    command.finalize_options()
+    assert command.upgrade is True
