@@ -27,6 +27,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="a clean build: rebuild even when nothing changed, with an empty pip cache")
     parser.add_argument("--push", action="store_true", help="push the image to the configured registry")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="resolve the dependencies again even when the project's metadata did not change")
 
 
 def _stage_name(text: str) -> str:
@@ -103,7 +105,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     """What this invocation does with the image: not configuration, never part of a cache key."""
     from setuptools_grocker.config import RunOptions
 
-    return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report)
+    return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report,
+                      upgrade=args.upgrade)
 
 
 def output_options() -> argparse.ArgumentParser:
@@ -166,6 +169,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--push", action="store_true", help="push the application images")
     wsb.add_argument("--no-cache", action="store_true",
                      help="a clean build: rebuild every member (no wheel index, no registry), with an empty pip cache")
+    wsb.add_argument("--upgrade", action="store_true",
+                     help="the applications rebuilt resolve their dependencies again, even when no metadata changed")
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
     wsb.add_argument("--wheel-index", metavar="URL",
                      help="PyPI-compatible index to share wheels through (overrides workspace.index-url); "
@@ -300,6 +305,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     log = progress.open_log(ws.state_dir / "logs")
     options = WorkspaceOptions(jobs=args.jobs, only=tuple(args.only or ()), fail_fast=args.fail_fast,
                                push=args.push or "push" in (args.stage or ()), no_cache=args.no_cache,
+                               upgrade=args.upgrade,
                                index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps,
                                release=args.release)
     if args.release and not options.push:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -207,6 +209,8 @@ class MemberStages:
             wheels = self._compile(engine, member, entry, images, progress, mode=mode, test=test,
                                    extra_env=env, pre_commands=commands)
             data: dict[str, Any] = {"wheel": str(wheels.project_wheel), "distributions": wheels.distributions()}
+            if mode == "project":
+                data["closure"] = wheels.closure
             if test:
                 data["test_command"] = test["command"]
                 data["tests"] = wheels.manifest.get("tests", "passed")
@@ -310,6 +314,7 @@ class MemberStages:
         wheel = done.get("wheel", {})
         result.wheel = wheel.get("wheel")
         result.distributions = list(wheel.get("distributions", []))
+        result.closure = wheel.get("closure")
         if wheel.get("fetched"):
             result.reason = "fetched from the wheel index"
         if member.kind == "library":
@@ -338,7 +343,20 @@ class MemberStages:
             internal_wheels=internal, mode=mode, test=test, test_wheel=test_wheel,
             what=describe_project(member.path, member.name, member.version, base=self.ws.root),
             extra_env=extra_env, pre_commands=pre_commands, no_cache=self.options.no_cache,
+            closure_key=self._closure_key(member) if mode == "project" else None, upgrade=self.options.upgrade,
+            build_env_root=self.ws.state_dir / "build-env" / member.name,
         )
+
+    def _closure_key(self, member: Member) -> str:
+        """The member's cache key without its own source and without its internal dependencies' keys (their
+        names stay): the compile compares the metadata of the project and internal wheels itself."""
+        parts = self.build.keys[member.name]
+        data = {k: v for k, v in parts.items() if k not in ("source", "deps", "key")}
+        data["internal"] = sorted(self.ws.closure(member.name))
+        constraints = member.config.constraints
+        data["constraints"] = hashlib.sha256(constraints.read_bytes()).hexdigest() \
+            if constraints and constraints.is_file() else ""
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def _image_lock(self, key: tuple[str, ...]) -> threading.Lock:
         with self._lock:
