@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.image.recipes import tool_identity
-from setuptools_grocker.image.records import now
+from setuptools_grocker.image.records import now, provenance_path
 from setuptools_grocker.image.sbom import SBOM_PATH
 from setuptools_grocker.pipeline.project import git_revision
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from setuptools_grocker.image.recipes import BaseImages
     from setuptools_grocker.plugin.manager import PluginManager
 
-__all__ = ["BUILD_TYPE", "PREDICATE_TYPE", "STATEMENT_TYPE", "find", "record_provenance", "scrub_url",
+__all__ = ["BUILD_TYPE", "PREDICATE_TYPE", "STATEMENT_TYPE", "record_provenance", "scrub_url",
            "scrubbed_pip", "statement"]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -124,19 +124,6 @@ def statement(*, name: str, version: str, image_id: str, layers: Sequence[str], 
     }
 
 
-def _path(home: Path, image_id: str) -> Path:
-    return home / "provenance" / f"{image_id.split(':')[-1]}.json"
-
-
-def find(home: Path, image_id: str) -> dict[str, Any] | None:
-    """The statement recorded for ``image_id`` in ``home``, or None."""
-    try:
-        data = json.loads(_path(home, image_id).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def record_provenance(engine: Engine, home: Path, image_id: str, config: Config, *, images: BaseImages,
                       name: str, version: str, key: str, source_digest: str | None, revision: str | None,
                       pip_env: Mapping[str, str], plugins: PluginManager | None,
@@ -160,7 +147,7 @@ def record_provenance(engine: Engine, home: Path, image_id: str, config: Config,
                 "compiler": engine.image_id(images.compiler)},
         tool=tool_identity(), finished=now(),
         sbom_sha256=hashlib.sha256(sbom).hexdigest() if sbom is not None else None, local=local)
-    path = _path(home, image_id)
+    path = provenance_path(home, image_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
     return document
