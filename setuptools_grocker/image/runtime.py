@@ -35,7 +35,7 @@ from setuptools_grocker.image.recipes import (
     runtime_labels,
     tool_identity,
 )
-from setuptools_grocker.image.sbom import SBOM_PATH, debian_packages, make_sbom, python_dists
+from setuptools_grocker.image.sbom import SBOM_PATH, debian_packages, make_sbom, python_dists, remember
 from setuptools_grocker.progress import Progress
 
 if TYPE_CHECKING:
@@ -150,11 +150,9 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     internal_names: set[str] = {canonicalize_name(n) for n in [*internal, *manifest.get("local", [])]}
     venv = Venv(VENV, manifest["python"]["version"])
     installed = {w: install_wheel(w, venv) for w in sorted({*wheels.wheels, wheels.project_wheel})}
-    app_entries.append(Entry(SBOM_PATH, image_sbom(engine, config, wheels=wheels, installed=installed,
-                                                   internal={*internal_names, wheels.name},
-                                                   root_id=root["Id"], epoch=epoch,
-                                                   cache=bytecode.parent if bytecode is not None else None),
-                             0o644))
+    sbom = image_sbom(engine, config, wheels=wheels, installed=installed, internal={*internal_names, wheels.name},
+                      root_id=root["Id"], epoch=epoch, cache=bytecode.parent if bytecode is not None else None)
+    app_entries.append(Entry(SBOM_PATH, sbom, 0o644))
     if bytecode is not None:
         installed = add_bytecode(engine, root=root, root_image=images.root, venv=venv, installed=installed,
                                  cache=BytecodeCache(bytecode), progress=progress, reuse=not no_cache)
@@ -179,6 +177,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     }
     blob = image_config(root, layers, settings=settings, epoch=epoch)
     image_id = "sha256:" + hashlib.sha256(blob).hexdigest()
+    remember(image_id, sbom)
     progress.detail(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
     if engine.image_id(image_id) is None:
         engine.load(load_archive(blob, root["RootFS"]["Layers"], layers), f"image of {wheels.name}")

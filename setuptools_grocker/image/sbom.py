@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from setuptools_grocker.engine import Engine
 
 __all__ = ["SBOM_PATH", "DebPackage", "PythonDist", "debian_packages", "make_sbom", "parse_dpkg_status",
-           "python_dists", "read_components"]
+           "python_dists", "read_components", "remember", "sbom_of"]
 
 #: Where the SBOM is in every runtime image (the application's layer).
 SBOM_PATH = "/opt/app/grocker/sbom.cdx.json"
@@ -146,6 +146,21 @@ def debian_packages(engine: Engine, root_id: str, cache: Path | None) -> list[De
             write_atomic(path, json.dumps([p.__dict__ for p in packages], indent=1) + "\n")
     _DPKG_MEMO[root_id] = packages
     return packages
+
+
+#: The SBOMs this process put into images, by image ID: the provenance and the push need not read them back.
+_MADE: dict[str, bytes] = {}
+
+
+def remember(image_id: str, data: bytes) -> None:
+    """Note that the image ``image_id`` holds the SBOM ``data`` (see :func:`sbom_of`)."""
+    _MADE[image_id] = data
+
+
+def sbom_of(engine: Engine, image_id: str) -> bytes | None:
+    """The SBOM file of ``image_id``: as this process made it, else read from the image (None: it has none)."""
+    made = _MADE.get(image_id)
+    return made if made is not None else engine.image_file(image_id, SBOM_PATH)
 
 
 def _pypi_purl(name: str, version: str) -> str:

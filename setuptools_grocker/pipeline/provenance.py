@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.image.recipes import tool_identity
 from setuptools_grocker.image.records import now, provenance_path
-from setuptools_grocker.image.sbom import SBOM_PATH
+from setuptools_grocker.image.sbom import SBOM_PATH, sbom_of
 from setuptools_grocker.pipeline.project import git_revision
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def statement(*, name: str, version: str, image_id: str, layers: Sequence[str], 
                 "metadata": {"finishedOn": finished},
                 "byproducts": [{"name": f"layer-{i}", "digest": {"sha256": d.split(":")[-1]},
                                 "annotations": {"kind": "layer diff ID"}} for i, d in enumerate(layers)]
-                + ([{"name": "sbom", "uri": "file:///opt/app/grocker/sbom.cdx.json",
+                + ([{"name": "sbom", "uri": f"file://{SBOM_PATH}",
                      "digest": {"sha256": sbom_sha256}, "mediaType": "application/vnd.cyclonedx+json"}]
                    if sbom_sha256 else []),
             },
@@ -135,7 +135,7 @@ def record_provenance(engine: Engine, home: Path, image_id: str, config: Config,
     ``local``: the source digest of each ``local-packages`` directory (a single build), by directory name.
     """
     attrs = engine.image_attrs(image_id) or {}
-    sbom = engine.image_file(image_id, SBOM_PATH)
+    sbom = sbom_of(engine, image_id)
     document = statement(
         name=name, version=version, image_id=image_id, layers=list((attrs.get("RootFS") or {}).get("Layers") or []),
         config=config.image_inputs(), extras=sorted(config.extras), key=key, source_digest=source_digest,

@@ -7,7 +7,7 @@ from pathlib import Path
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import ImageBuildError, RegistryError
 from setuptools_grocker.image.records import find_provenance
-from setuptools_grocker.image.sbom import SBOM_PATH
+from setuptools_grocker.image.sbom import sbom_of
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.registry.attach import artifact_tag, attach
@@ -41,7 +41,7 @@ def push_runtime_image(engine: Engine, image_id: str, refs: list[str], cache: Pa
 def attach_documents(engine: Engine, image_id: str, ref: str, digest: str, cache: Path, progress: Progress) -> None:
     """Attach the image's SBOM (the file in the image) and provenance (``cache``'s record, with the manifest
     digest added to its subjects) next to it in the registry (attach.py); say which are missing."""
-    sbom = engine.image_file(image_id, SBOM_PATH)
+    sbom = sbom_of(engine, image_id)
     statement = find_provenance(cache, image_id)
     try:
         if sbom is not None:
