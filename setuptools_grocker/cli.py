@@ -391,6 +391,7 @@ def cmd_sbom(args: argparse.Namespace, progress: Progress) -> int:
         from_registry,
         parse_query,
         read_sbom,
+        read_sbom_bytes,
         repository_images,
         table,
     )
@@ -406,8 +407,11 @@ def cmd_sbom(args: argparse.Namespace, progress: Progress) -> int:
     local = not all(from_registry(i, args.where) for i in images)
     with Engine(Progress(quiet=True)) if local else contextlib.nullcontext() as engine:
         if query is None:
-            document = read_sbom(engine, images[0], args.where)
-            print("\n".join(table(document)) if args.format == "table" else json.dumps(document, indent=2))
+            if args.format == "table":
+                print("\n".join(table(read_sbom(engine, images[0], args.where))))
+            else:  # the bytes as stored: the same as `docker run IMAGE cat ...` and the registry's blob
+                sys.stdout.buffer.write(read_sbom_bytes(engine, images[0], args.where))
+                sys.stdout.flush()
             return 0
         matches = find(engine, query, images, args.where)
     found = [m for m in matches if m.error is None]

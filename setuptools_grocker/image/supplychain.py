@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from setuptools_grocker.engine import Engine
 
 __all__ = ["WHERE", "Match", "Query", "find", "from_registry", "parse_query", "read_provenance", "read_sbom",
-           "repository_images", "table"]
+           "read_sbom_bytes", "repository_images", "table"]
 
 WHERE = ("auto", "engine", "registry")
 OLDER = "rebuild it with this version of setuptools-grocker (and push it again)"
@@ -45,20 +45,20 @@ def _parse(data: bytes, ref: str, what: str) -> dict[str, Any]:
     return document
 
 
-def _registry_document(ref: str, kind: str, what: str) -> dict[str, Any]:
+def _registry_bytes(ref: str, kind: str, what: str) -> bytes:
     from setuptools_grocker.registry.attach import artifact_tag, read_artifact
 
     data = read_artifact(ref, kind)
     if data is None:
         raise SupplyChainError(f"{ref} has no {what} in its registry (no tag {artifact_tag('sha256:<hex>', kind)})",
                                "pushed by an older grocker or another tool; push it again with grocker")
-    return _parse(data, ref, what)
+    return data
 
 
-def read_sbom(engine: Engine | None, ref: str, where: str = "auto") -> dict[str, Any]:
-    """The CycloneDX SBOM of the image ``ref``; SupplyChainError when it has none."""
+def read_sbom_bytes(engine: Engine | None, ref: str, where: str = "auto") -> bytes:
+    """The CycloneDX SBOM of the image ``ref`` as stored; SupplyChainError when it has none."""
     if from_registry(ref, where):
-        return _registry_document(ref, "sbom", "SBOM")
+        return _registry_bytes(ref, "sbom", "SBOM")
     if engine is None or engine.image_id(ref) is None:
         raise SupplyChainError(f"image {ref} is not in the engine",
                                "check the name, or read it from its registry (a reference with its host)")
@@ -66,13 +66,18 @@ def read_sbom(engine: Engine | None, ref: str, where: str = "auto") -> dict[str,
     if data is None:
         raise SupplyChainError(f"image {ref} has no SBOM ({SBOM_PATH}): built by an older grocker (or not by grocker)",
                                OLDER)
-    return _parse(data, ref, "SBOM")
+    return data
+
+
+def read_sbom(engine: Engine | None, ref: str, where: str = "auto") -> dict[str, Any]:
+    """The CycloneDX SBOM of the image ``ref``, parsed; SupplyChainError when it has none or it is not JSON."""
+    return _parse(read_sbom_bytes(engine, ref, where), ref, "SBOM")
 
 
 def read_provenance(engine: Engine | None, home: Path, ref: str, where: str = "auto") -> dict[str, Any]:
     """The provenance statement of the image ``ref``; SupplyChainError when none is recorded."""
     if from_registry(ref, where):
-        return _registry_document(ref, "att", "provenance")
+        return _parse(_registry_bytes(ref, "att", "provenance"), ref, "provenance")
     image_id = engine.image_id(ref) if engine is not None else None
     if image_id is None:
         raise SupplyChainError(f"image {ref} is not in the engine",

@@ -164,7 +164,7 @@ def test_documents_are_in_the_registry_and_read_back(images: dict[str, Built], r
 
     sbom = grocker("sbom", built.tag, env={"GROCKER_CACHE_HOME": "/nonexistent"})
     assert sbom.code == 0, sbom.err
-    assert json.loads(sbom.out) == json.loads(in_image(client, built.image_id, "cat", SBOM_PATH))
+    assert sbom.out == in_image(client, built.image_id, "cat", SBOM_PATH)  # the bytes as stored
     prov = grocker("provenance", f"{built.tag.rsplit(':', 1)[0]}@{digest}", env={"GROCKER_CACHE_HOME": "/nonexistent"})
     assert prov.code == 0, prov.err
     statement = json.loads(prov.out)
