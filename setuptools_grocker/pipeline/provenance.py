@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -26,6 +27,7 @@ from setuptools_grocker.image.recipes import tool_identity
 from setuptools_grocker.image.records import now, provenance_path
 from setuptools_grocker.image.sbom import SBOM_PATH, sbom_of
 from setuptools_grocker.pipeline.project import git_revision
+from setuptools_grocker.progress import redact
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import Config
@@ -58,9 +60,16 @@ def scrub_url(value: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+#: Variables whose value is a credential whatever its shape (``UV_INDEX_..._PASSWORD``, ``..._TOKEN``): not recorded.
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|AUTH|API_?KEY|ACCESS_?KEY", re.IGNORECASE)
+
+
 def scrubbed_pip(pip_env: Mapping[str, str]) -> dict[str, str]:
-    """The forwarded pip options (``PIP_*``) with every URL scrubbed (:func:`scrub_url`)."""
-    return {k: " ".join(scrub_url(word) for word in v.split()) for k, v in sorted(pip_env.items())}
+    """The forwarded package-installer options (``PIP_*``, ``UV_*``) with every URL scrubbed (:func:`scrub_url`),
+    the values of variables named like credentials replaced by ``***``, and what the output redaction hides
+    hidden too (a registered secret, a token parameter)."""
+    return {k: "***" if _SECRET_NAME.search(k) else redact(" ".join(scrub_url(word) for word in v.split()))
+            for k, v in sorted(pip_env.items())}
 
 
 def _digest(data: Any) -> str:

@@ -136,13 +136,16 @@ def test_provenance_is_an_in_toto_slsa_statement() -> None:
 def test_provenance_never_holds_credentials_of_urls() -> None:
     document = provenance({"PIP_INDEX_URL": "https://user:t0ken@index.example/simple/?access_token=qq#frag",
                            "PIP_EXTRA_INDEX_URL": "https://__token__:pypi-AgE@a.example:8443/s http://b.example/s",
-                           "PIP_PROXY": "http://proxyuser:proxypass@proxy.example:3128"})
+                           "PIP_PROXY": "http://proxyuser:proxypass@proxy.example:3128",
+                           "UV_INDEX_INTERNAL_PASSWORD": "hunter2-pass", "UV_INDEX_INTERNAL_USERNAME": "ci"})
     text = json.dumps(document)
-    for secret in ("t0ken", "access_token", "qq", "pypi-AgE", "__token__", "proxypass", "proxyuser", "frag"):
+    for secret in ("t0ken", "access_token", "qq", "pypi-AgE", "__token__", "proxypass", "proxyuser", "frag",
+                   "hunter2"):
         assert secret not in text
     pip = next(d for d in document["predicate"]["buildDefinition"]["resolvedDependencies"]
                if d["name"] == "pip-configuration")["annotations"]
     assert pip["PIP_INDEX_URL"] == "https://index.example/simple/"
     assert pip["PIP_EXTRA_INDEX_URL"] == "https://a.example:8443/s http://b.example/s"
+    assert pip["UV_INDEX_INTERNAL_PASSWORD"] == "***" and pip["UV_INDEX_INTERNAL_USERNAME"] == "ci"
     assert scrub_url("/opt/wheels") == "/opt/wheels"
     assert scrub_url("http://[::1]:80/x?y") == "http://[::1]:80/x"
