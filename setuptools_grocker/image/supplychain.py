@@ -48,7 +48,12 @@ def _parse(data: bytes, ref: str, what: str) -> dict[str, Any]:
 def _registry_bytes(ref: str, kind: str, what: str) -> bytes:
     from setuptools_grocker.registry.attach import artifact_tag, read_artifact
 
-    data = read_artifact(ref, kind)
+    try:
+        data = read_artifact(ref, kind)
+    except RegistryError as exc:
+        raise RegistryError(f"reading the {what} of {ref} from its registry: {exc.message}",
+                            f"{exc.hint}; or read the local image with --from engine" if exc.hint
+                            else "read the local image with --from engine") from exc
     if data is None:
         raise SupplyChainError(f"{ref} has no {what} in its registry (no tag {artifact_tag('sha256:<hex>', kind)})",
                                "pushed by an older grocker or another tool; push it again with grocker")
