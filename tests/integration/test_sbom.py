@@ -199,3 +199,28 @@ def test_an_image_without_sbom_is_a_clear_error(client: docker.DockerClient) -> 
     assert run.code == 19
     assert run.err.strip().splitlines()[-1].startswith(f"grocker: error: image {base} has no SBOM")
     assert "rebuild it" in run.err
+
+
+def test_the_root_packages_are_read_once_per_root_image(images: dict[str, Built], tmp_path: Path) -> None:
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.image import sbom
+    from setuptools_grocker.progress import Progress
+
+    record = records.find(images["with"].home, images["with"].image_id)
+    assert record is not None and record.root_image
+    root = record.root_image
+    cached = tmp_path / f"dpkg-{root.split(':')[1]}.json"
+    with Engine(Progress(quiet=True)) as engine:
+        sbom._DPKG_MEMO.pop(root, None)
+        first = sbom.debian_packages(engine, root, tmp_path)
+        assert cached.is_file() and len(first) > 50
+        # Another process: the file, not the image (a marker proves which was read).
+        sbom._DPKG_MEMO.pop(root, None)
+        data = json.loads(cached.read_text())
+        cached.write_text(json.dumps([*data, {"name": "zz-marker", "version": "1", "architecture": "all",
+                                              "source": None}]))
+        assert sbom.debian_packages(engine, root, tmp_path)[-1].name == "zz-marker"
+        # A damaged file is read again from the image.
+        sbom._DPKG_MEMO.pop(root, None)
+        cached.write_text("{not json")
+        assert sbom.debian_packages(engine, root, tmp_path) == first
