@@ -81,7 +81,8 @@ def images(tmp_path_factory: pytest.TempPathFactory, client: docker.DockerClient
     with_dep = build(tmp, "sbom-app", ["packaging"], f"{registry}/sbom-app-{run_id}:1", "--push", env=PIP_ENV)
     without = build(tmp, "sbom-bare", [], f"{registry}/sbom-bare-{run_id}:1", "--push")
     yield {"with": with_dep, "without": without}
-    remove_images(client, with_dep.tag, without.tag)
+    # Every tag the builds gave (version and describe tags too).
+    remove_images(client, *with_dep.run.project["tags"], *without.run.project["tags"])
 
 
 def test_sbom_lists_exactly_what_the_image_holds(images: dict[str, Built], client: docker.DockerClient) -> None:
@@ -115,7 +116,7 @@ def test_two_builds_from_scratch_give_the_same_sbom_bytes(images: dict[str, Buil
         first = in_image(client, images["with"].image_id, "cat", SBOM_PATH)
         assert in_image(client, again.image_id, "cat", SBOM_PATH) == first
     finally:
-        remove_images(client, again.tag)
+        remove_images(client, *again.run.project["tags"])
 
 
 def test_provenance_names_the_source_commit_and_images(images: dict[str, Built]) -> None:

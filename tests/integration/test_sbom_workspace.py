@@ -52,5 +52,5 @@ def test_workspace_application_names_its_libraries(tmp_path: Path, registry: str
         flags = {c["name"]: {p["name"]: p["value"] for p in c["properties"]}.get("grocker:internal")
                  for c in json.loads(sbom.out)["components"] if c.get("purl", "").startswith("pkg:pypi/")}
         assert {n for n, v in flags.items() if v == "true"} == {app["name"], *internal}
-    finally:
-        remove_images(client, pushed)
+    finally:  # its name and the key tag it was pushed as
+        remove_images(client, pushed, f"{pushed.rsplit(':', 1)[0]}:k{str(app['key'])[:16]}")
