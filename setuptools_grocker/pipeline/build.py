@@ -41,6 +41,7 @@ from setuptools_grocker.pipeline.naming import default_reference, extra_tags
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.project import Source, describe_project, git_revision, project_label, source_date_epoch
+from setuptools_grocker.pipeline.provenance import record_provenance
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, impl
 from setuptools_grocker.plugin.manager import PluginManager
@@ -299,6 +300,10 @@ def stage_image(ctx: StageContext) -> None:
     records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
                              name=st.wheels.name, version=st.wheels.version,
                              revision=revision, state_dir=ctx.config.state_dir)
+    record_provenance(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
+                      name=st.wheels.name, version=st.wheels.version, source_digest=inputs.source.digest,
+                      revision=revision, pip_env=inputs.pip.env, plugins=inputs.plugins,
+                      local={s.root.name: s.digest for s in inputs.local_sources})
 
 
 def stage_smoke(ctx: StageContext) -> None:

@@ -23,6 +23,7 @@ from setuptools_grocker.image.runtime import WHEELS_UNCHANGED
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.pipeline.project import describe_project, git_commit_time
+from setuptools_grocker.pipeline.provenance import record_provenance
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, SLOT, STAGES
 from setuptools_grocker.pipeline.workspace import Member, load_member_state, save_member_state
@@ -251,6 +252,10 @@ class MemberStages:
                                      name=member.name, version=member.version,
                                      revision=revision, state_dir=self.ws.state_dir,
                                      workspace=self.ws.root)
+            record_provenance(engine, cache_home(self.environ), image_id, config, images=base, key=entry.key,
+                              name=member.name, version=member.version, source_digest=member.source.digest,
+                              revision=revision, pip_env=self.build.pip.env, plugins=self.build.plugins[member.name],
+                              internal={d: (self.ws.members[d].path, self.build.keys[d]["key"]) for d in internal})
             return {"image_id": image_id, "image_key": ikey}
         if stage == "smoke":
             try:
