@@ -6,6 +6,7 @@ one line on stderr, a distinct exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="a clean build: rebuild even when nothing changed, with an empty pip cache")
     parser.add_argument("--push", action="store_true", help="push the image to the configured registry")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="resolve the dependencies again even when the project's metadata did not change")
 
 
 def _stage_name(text: str) -> str:
@@ -103,7 +106,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     """What this invocation does with the image: not configuration, never part of a cache key."""
     from setuptools_grocker.config import RunOptions
 
-    return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report)
+    return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report,
+                      upgrade=args.upgrade)
 
 
 def output_options() -> argparse.ArgumentParser:
@@ -166,6 +170,8 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--push", action="store_true", help="push the application images")
     wsb.add_argument("--no-cache", action="store_true",
                      help="a clean build: rebuild every member (no wheel index, no registry), with an empty pip cache")
+    wsb.add_argument("--upgrade", action="store_true",
+                     help="the applications rebuilt resolve their dependencies again, even when no metadata changed")
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
     wsb.add_argument("--wheel-index", metavar="URL",
                      help="PyPI-compatible index to share wheels through (overrides workspace.index-url); "
@@ -192,6 +198,27 @@ def make_parser() -> argparse.ArgumentParser:
     diff.add_argument("image_b")
     diff.add_argument("--json", action="store_true", help="print the difference as JSON")
     diff.set_defaults(func=cmd_diff)
+
+    sb = sub.add_parser("sbom", help="an image's SBOM (CycloneDX), or the images holding a package (--find)")
+    sb.add_argument("images", nargs="*", metavar="IMAGE",
+                    help="image reference (local, or REGISTRY/REPO:TAG); several with --find")
+    sb.add_argument("--format", choices=("cyclonedx-json", "table"), default="cyclonedx-json",
+                    help="the CycloneDX JSON as stored (default), or one line per component")
+    sb.add_argument("--find", metavar="NAME[==VERSION]",
+                    help="list the images holding this Python distribution or Debian package")
+    sb.add_argument("--repository", action="append", default=[], metavar="REGISTRY/REPO",
+                    help="with --find: every tagged image of this registry repository (repeatable)")
+    sb.add_argument("--from", dest="where", choices=("auto", "engine", "registry"), default="auto",
+                    help="read from the engine or the registry (default: the registry when the reference "
+                         "names a registry host)")
+    sb.add_argument("--json", action="store_true", help="with --find: print the matches as JSON")
+    sb.set_defaults(func=cmd_sbom)
+    prov = sub.add_parser("provenance", help="an image's provenance (in-toto statement, SLSA provenance v1)")
+    prov.add_argument("image", metavar="IMAGE", help="image reference (local, or REGISTRY/REPO:TAG)")
+    prov.add_argument("--from", dest="where", choices=("auto", "engine", "registry"), default="auto",
+                      help="the build records of this cache home (engine) or the registry (default: the registry "
+                           "when the reference names a registry host)")
+    prov.set_defaults(func=cmd_provenance)
 
     dep = sub.add_parser("deploy", help="deploy an image as a Swarm service: health-checked rolling update, "
                                         "automatic rollback")
@@ -300,6 +327,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
     log = progress.open_log(ws.state_dir / "logs")
     options = WorkspaceOptions(jobs=args.jobs, only=tuple(args.only or ()), fail_fast=args.fail_fast,
                                push=args.push or "push" in (args.stage or ()), no_cache=args.no_cache,
+                               upgrade=args.upgrade,
                                index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps,
                                release=args.release)
     if args.release and not options.push:
@@ -356,6 +384,71 @@ def cmd_diff(args: argparse.Namespace, progress: Progress) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_sbom(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.errors import SupplyChainError
+    from setuptools_grocker.image.supplychain import (
+        find,
+        from_registry,
+        parse_query,
+        read_sbom,
+        read_sbom_bytes,
+        repository_images,
+        table,
+    )
+
+    if args.find is None:
+        if len(args.images) != 1 or args.repository:
+            raise SupplyChainError("grocker sbom reads one IMAGE (several, or --repository, only with --find)",
+                                   "give one image, or add --find NAME[==VERSION]")
+    elif not args.images and not args.repository:
+        raise SupplyChainError("--find needs images to search", "name images, or --repository REGISTRY/REPO")
+    query = parse_query(args.find) if args.find is not None else None
+    images = list(dict.fromkeys([*args.images, *(i for r in args.repository for i in repository_images(r))]))
+    local = not all(from_registry(i, args.where) for i in images)
+    with Engine(Progress(quiet=True)) if local else contextlib.nullcontext() as engine:
+        if query is None:
+            if args.format == "table":
+                print("\n".join(table(read_sbom(engine, images[0], args.where))))
+            else:  # the bytes as stored: the same as `docker run IMAGE cat ...` and the registry's blob
+                sys.stdout.buffer.write(read_sbom_bytes(engine, images[0], args.where))
+                sys.stdout.flush()
+            return 0
+        matches = find(engine, query, images, args.where)
+    found = [m for m in matches if m.error is None]
+    failed = [m for m in matches if m.error is not None]
+    if args.json:
+        print(json.dumps([m.to_json() for m in matches], indent=2))
+    else:
+        for m in found:
+            for c in m.found:
+                print(f"{m.image}  {c.kind}  {c.name}  {c.version}")
+        for m in failed:
+            progress.warn(f"{m.image}: {m.error}")
+        progress.write(f"{len(found)} of {len(images)} image(s) hold {args.find}"
+                       + (f"; {len(failed)} could not be read" if failed else ""))
+    if failed:
+        raise SupplyChainError(f"{len(failed)} image(s) could not be searched: " + ", ".join(m.image for m in failed),
+                               "rebuild or push them again with this grocker, or leave them out")
+    return 0 if found else 1
+
+
+def cmd_provenance(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.image.supplychain import from_registry, read_provenance
+    from setuptools_grocker.pipeline.caches import cache_home
+
+    local = not from_registry(args.image, args.where)
+    with Engine(Progress(quiet=True)) if local else contextlib.nullcontext() as engine:
+        statement = read_provenance(engine, cache_home(os.environ), args.image, args.where)
+    print(json.dumps(statement, indent=2, sort_keys=True))
     return 0
 
 

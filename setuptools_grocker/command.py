@@ -34,8 +34,9 @@ class DockerImage(Command):
         ("report=", None, "write the JSON build report to this file"),
         ("no-cache", None, "a clean build: rebuild even when nothing changed, with an empty pip cache"),
         ("push", None, "push the image to the configured registry"),
+        ("upgrade", None, "resolve the dependencies again even when the project's metadata did not change"),
     ]
-    boolean_options = ["no-cache", "push"]
+    boolean_options = ["no-cache", "push", "upgrade"]
 
     def initialize_options(self) -> None:
         self.tag: str | None = None
@@ -43,10 +44,12 @@ class DockerImage(Command):
         self.report: str | None = None
         self.no_cache = False
         self.push = False
+        self.upgrade = False
 
     def finalize_options(self) -> None:
         self.no_cache = bool(self.no_cache)
         self.push = bool(self.push)
+        self.upgrade = bool(self.upgrade)
 
     def _verbosity(self) -> int:
         """setuptools' verbosity for this command: ``-q``/``-v`` before it (counted) or after it."""
@@ -58,7 +61,8 @@ class DockerImage(Command):
     def run(self) -> None:
         project = Path(self.distribution.src_root or os.getcwd())
         overrides = {"base-image": self.base_image}
-        run = RunOptions(tag=self.tag, no_cache=self.no_cache, push=self.push, report=self.report)
+        run = RunOptions(tag=self.tag, no_cache=self.no_cache, push=self.push, report=self.report,
+                         upgrade=self.upgrade)
         # The same handler as ``grocker``: setuptools would otherwise print a traceback for our errors,
         # or its own "interrupted" with exit code 1 for Ctrl-C.
         progress = Progress(environ=os.environ, level=output_level(self._verbosity()))

@@ -133,6 +133,8 @@ class RunOptions:
     no_cache: bool = False
     #: Push the image (and its tags) to the registry.
     push: bool = False
+    #: Resolve the dependency closure again even when the project's metadata did not change.
+    upgrade: bool = False
     #: Where the JSON report goes: a file, ``-`` for stdout, None for nowhere.
     report: str | None = None
 

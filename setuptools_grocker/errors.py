@@ -152,3 +152,9 @@ def from_os_error(exc: OSError) -> GrockerError | None:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return disk_full(exc.filename or "the cache")
     return None
+
+
+class SupplyChainError(GrockerError):
+    """An image's SBOM or provenance is missing or unreadable (``grocker sbom``, ``grocker provenance``)."""
+
+    exit_code = 19

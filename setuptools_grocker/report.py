@@ -55,6 +55,9 @@ class ProjectResult:
     #: A workspace library's tests: "passed", "failed", "no tests" (the run collected none), "not found"
     #: (none detected, not run); None for an application or a library whose wheel was fetched.
     tests: str | None = None
+    #: How an application's compile got its dependency closure: "resolved", or "reused" (copied from the
+    #: previous compile, the project's metadata unchanged); None when nothing was compiled.
+    closure: str | None = None
 
     def fail(self, exc: GrockerError) -> None:
         """Record a typed error as this project's failure."""

@@ -6,6 +6,8 @@ so that the reaper of another run can tell a live run's containers from an orpha
 """
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +188,25 @@ class Containers(Connection):
             self.remove_container(name)
             raise GrockerError(f"cannot start {name}: {short(exc)}",
                                "is the port already in use? choose another with --publish") from exc
+
+    def image_file(self, image: str, path: str) -> bytes | None:
+        """The bytes of the regular file ``path`` of ``image`` (None when there is none), read from a
+        container that is created and never started (``docker create`` + ``docker cp``)."""
+        self.progress.command(["docker", "create", image, "true"])
+        self.progress.command(["docker", "cp", f"CONTAINER:{path}", "-"])
+        container = self._create(image, ["true"], mounts=[], env=None, network="none")
+        try:
+            try:
+                stream, _ = self._call(f"copy {path} from {image}", container.get_archive, path)
+                data = b"".join(stream)
+            except docker.errors.NotFound:
+                return None
+        finally:
+            self._remove(container)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = next((m for m in tar.getmembers() if m.isfile()), None)
+            extracted = tar.extractfile(member) if member is not None else None
+            return extracted.read() if extracted is not None else None
 
     def container_labels(self, name: str) -> dict[str, str] | None:
         try:

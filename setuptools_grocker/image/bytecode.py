@@ -47,8 +47,11 @@ DRIVER = "bytecode_driver.py"
 
 
 def identity(enabled: bool) -> str:
-    """What the runtime image's cache key records about bytecode (a change rebuilds the images)."""
-    return f"bytecode-{BYTECODE_VERSION}" if enabled else "no-bytecode"
+    """What the runtime image's cache key records about how the image is made beyond its inputs: bytecode
+    and the SBOM's format (sbom.py's ``SBOM_VERSION``); a change rebuilds the images."""
+    from setuptools_grocker.image.sbom import SBOM_VERSION
+
+    return (f"bytecode-{BYTECODE_VERSION}" if enabled else "no-bytecode") + f"+sbom-{SBOM_VERSION}"
 
 
 def file_sha256(path: Path) -> str:

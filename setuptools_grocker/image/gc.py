@@ -285,6 +285,9 @@ def cache_entries(home: Path, records: Iterable[Record], project: Path | None = 
                   if p.is_dir() and not p.name.startswith(".")]
         units += [("wheelhouse", p) for p in sorted((state / "wheels").glob("*/*"))
                   if p.is_dir() and not p.name.startswith(".")]
+        # A single project's are build-env/ID, a workspace member's build-env/MEMBER/ID.
+        envs = [*(state / "build-env").glob("*"), *(state / "build-env").glob("*/*")]
+        units += [("build environment", p) for p in sorted(envs) if (p / "ready").is_file()]
     entries = []
     for kind, path in units:
         if path.exists():

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from setuptools_grocker.engine import Engine
     from setuptools_grocker.image.recipes import BaseImages
 
-__all__ = ["Record", "find", "load_all", "mark_released", "now", "record_assembled", "records_dir", "save",
-           "update"]
+__all__ = ["Record", "find", "find_provenance", "load_all", "mark_released", "now", "provenance_path",
+           "record_assembled", "records_dir", "save", "update"]
 
 STATUSES = ("untested", "built", "failed")
 
@@ -99,6 +99,20 @@ def records_dir(home: Path) -> Path:
 
 def _path(home: Path, image_id: str) -> Path:
     return records_dir(home) / f"{image_id.split(':')[-1]}.json"
+
+
+def provenance_path(home: Path, image_id: str) -> Path:
+    """Where the provenance of ``image_id`` is kept (pipeline/provenance.py writes it, the push attaches it)."""
+    return home / "provenance" / f"{image_id.split(':')[-1]}.json"
+
+
+def find_provenance(home: Path, image_id: str) -> dict[str, Any] | None:
+    """The provenance statement recorded for ``image_id`` in ``home``, or None."""
+    try:
+        data = json.loads(provenance_path(home, image_id).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def save(home: Path, record: Record) -> None:

@@ -35,6 +35,7 @@ from setuptools_grocker.image.recipes import (
     runtime_labels,
     tool_identity,
 )
+from setuptools_grocker.image.sbom import SBOM_PATH, debian_packages, make_sbom, python_dists, remember
 from setuptools_grocker.progress import Progress
 
 if TYPE_CHECKING:
@@ -83,6 +84,18 @@ def cut_off(engine: Engine, previous: Mapping[str, Any], key: str, progress: Pro
     progress.info(f"{WHEELS_UNCHANGED} (image key {key[:12]}): reusing image {image_id[7:19]}, "
                   "no new image and no smoke test")
     return image_id
+
+
+def image_sbom(engine: Engine, config: Config, *, wheels: Wheelhouse, installed: Mapping[Path, Any],
+               internal: Iterable[str], root_id: str, epoch: int, cache: Path | None) -> bytes:
+    """The SBOM of the image (sbom.py): the wheels installed, the root's Debian packages, the base image.
+
+    The root's package list is cached by root image ID in ``cache/sbom`` (``cache``: the cache home).
+    """
+    return make_sbom(name=wheels.name, version=wheels.version, dists=python_dists(sorted(installed), internal),
+                     debs=debian_packages(engine, root_id, cache / "sbom" if cache is not None else None),
+                     base_image=config.base_image, base_id=engine.image_id(config.base_image), root_id=root_id,
+                     epoch=epoch)
 
 
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
@@ -137,6 +150,9 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     internal_names: set[str] = {canonicalize_name(n) for n in [*internal, *manifest.get("local", [])]}
     venv = Venv(VENV, manifest["python"]["version"])
     installed = {w: install_wheel(w, venv) for w in sorted({*wheels.wheels, wheels.project_wheel})}
+    sbom = image_sbom(engine, config, wheels=wheels, installed=installed, internal={*internal_names, wheels.name},
+                      root_id=root["Id"], epoch=epoch, cache=bytecode.parent if bytecode is not None else None)
+    app_entries.append(Entry(SBOM_PATH, sbom, 0o644))
     if bytecode is not None:
         installed = add_bytecode(engine, root=root, root_image=images.root, venv=venv, installed=installed,
                                  cache=BytecodeCache(bytecode), progress=progress, reuse=not no_cache)
@@ -161,6 +177,7 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     }
     blob = image_config(root, layers, settings=settings, epoch=epoch)
     image_id = "sha256:" + hashlib.sha256(blob).hexdigest()
+    remember(image_id, sbom)
     progress.detail(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
     if engine.image_id(image_id) is None:
         engine.load(load_archive(blob, root["RootFS"]["Layers"], layers), f"image of {wheels.name}")

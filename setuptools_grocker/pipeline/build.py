@@ -41,6 +41,7 @@ from setuptools_grocker.pipeline.naming import default_reference, extra_tags
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.project import Source, describe_project, git_revision, project_label, source_date_epoch
+from setuptools_grocker.pipeline.provenance import record_provenance
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, impl
 from setuptools_grocker.plugin.manager import PluginManager
@@ -61,8 +62,25 @@ def _apply_tags(engine: Engine, config: Config, image_id: str, ref: str, version
 
 def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
               pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True) -> str:
+    data = _key_data(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip_env,
+                     plugins=plugins, bytecode=bytecode)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def closure_key(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
+                pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True) -> str:
+    """The cache key without the project's source: compiles under the same closure key differ only by
+    the project's own files, so the closure of one can serve the other when the wheel's metadata agrees."""
+    data = _key_data(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip_env,
+                     plugins=plugins, bytecode=bytecode)
+    data["source"] = "closure"
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _key_data(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
+              pip_env: Mapping[str, str], plugins: str, bytecode: bool) -> dict[str, Any]:
     constraints = config.constraints.read_bytes() if config.constraints and config.constraints.is_file() else b""
-    data = {
+    data: dict[str, Any] = {
         "tool": tool_identity(),
         "config": config.image_inputs(),
         "root": rkey,
@@ -75,7 +93,7 @@ def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[
         # How the runtime image is made beyond its inputs: images made before bytecode are rebuilt.
         "image": bytecode_identity(bytecode),
     }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return data
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -144,6 +162,9 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
                         plugins=apply.identity(plugins, files, compile_env),
                         bytecode=bytecode_cache_dir(environ) is not None)
+        ckey = closure_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
+                           plugins=apply.identity(plugins, files, compile_env),
+                           bytecode=bytecode_cache_dir(environ) is not None)
     result.key = key
     state_path = config.state_dir / STATE_FILE
     state = _load_state(state_path)
@@ -157,7 +178,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,
                                             smoke_commands=apply.smoke_commands(plugins, config),
-                                            plugins=plugins, previous=state))
+                                            plugins=plugins, previous=state, closure_key=ckey))
     try:
         for stage in apply.stages(plugins, config):
             with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
@@ -217,6 +238,8 @@ class SingleInputs:
     image_key: str | None = None
     #: True when the image of the previous build is reused (same wheels).
     reused: bool = False
+    #: The cache key without the source (``closure_key``): finds an earlier closure to reuse.
+    closure_key: str | None = None
 
 
 def stage_context(config: Config, run: RunOptions, environ: Mapping[str, str], progress: Progress, engine: Engine,
@@ -245,12 +268,14 @@ def stage_compile(ctx: StageContext) -> None:
         pip_cache=pip_cache_dir(st.environ, config.project_dir), uv_root=uv_dir(st.environ, config.project_dir),
         source_date_epoch=epoch, progress=ctx.progress,
         extra_env=env, pre_commands=commands, no_cache=ctx.run.no_cache,
+        closure_key=inputs.closure_key, upgrade=ctx.run.upgrade,
         what=describe_project(config.project_dir, *project_label(config.project_dir), base=config.project_dir.parent),
     )
     result = inputs.result
     result.name, result.version = wheels.name, wheels.version
     result.wheel = str(wheels.project_wheel)
     result.distributions = wheels.distributions()
+    result.closure = wheels.closure
     st.wheels = wheels
 
 
@@ -276,6 +301,10 @@ def stage_image(ctx: StageContext) -> None:
     records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
                              name=st.wheels.name, version=st.wheels.version,
                              revision=revision, state_dir=ctx.config.state_dir)
+    record_provenance(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
+                      name=st.wheels.name, version=st.wheels.version, source_digest=inputs.source.digest,
+                      revision=revision, pip_env=inputs.pip.env, plugins=inputs.plugins,
+                      local={s.root.name: s.digest for s in inputs.local_sources})
 
 
 def stage_smoke(ctx: StageContext) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -22,6 +23,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from packaging.utils import canonicalize_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
@@ -55,6 +61,16 @@ class Wheelhouse:
     def project_wheel(self) -> Path:
         return self.path / "wheels" / str(self.manifest["wheel"])
 
+    @property
+    def closure(self) -> str:
+        """How the compile got the closure: ``reused`` (copied from an earlier compile, metadata unchanged)
+        or ``resolved``."""
+        try:
+            return "reused" if json.loads((self.path / "closure.json").read_text()).get("closure") == "reused" \
+                else "resolved"
+        except (OSError, ValueError, AttributeError):
+            return "resolved"
+
     def distributions(self) -> list[str]:
         return sorted(f"{canonicalize_name(w['name'])}=={w['version']}" for w in self.manifest["closure"])
 
@@ -77,6 +93,98 @@ class Wheelhouse:
             return None
 
 
+CLOSURE_KEY_FILE = "closure-key"
+
+
+def _closure_identity(closure_key: str, compiler: str) -> str:
+    return hashlib.sha256(f"{closure_key}\0{compiler}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BuildEnv:
+    """The prepared PEP 517 build environment of one project: its build requirements installed once, for
+    builds without isolation (an isolated environment is about 2 s of every compile).
+
+    Kept in the project's state directory (its own trust scope, like its pip cache), one per set of build
+    requirements and closure identity (compiler image, pip configuration); mounted read-only once made.
+    Projects with an in-tree backend (``backend-path``) get none.
+    """
+
+    path: Path
+    requires: tuple[str, ...]
+    backend: str
+    ready: bool
+
+    @classmethod
+    def find(cls, root: Path, reuse_key: str, project: Path, *, fresh: bool) -> BuildEnv | None:
+        found = build_requirements(project)
+        if found is None:
+            return None
+        requires, backend = found
+        identity = hashlib.sha256(json.dumps([reuse_key, requires]).encode()).hexdigest()[:24]
+        path = root / identity
+        return cls(path, tuple(requires), backend, ready=not fresh and (path / "ready").is_file())
+
+    def job(self) -> dict[str, Any]:
+        return {"path": "/build-env" if self.ready else "/out/build-env", "requires": list(self.requires),
+                "backend": self.backend, "ready": self.ready}
+
+    def keep(self, prepared: Path) -> None:
+        """Publish the environment the compile prepared (when it succeeded); drop the project's older ones."""
+        if not (prepared / "ready").is_file():
+            shutil.rmtree(prepared, ignore_errors=True)
+            return
+        for old in self.path.parent.glob("*") if self.path.parent.is_dir() else ():
+            shutil.rmtree(old, ignore_errors=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(prepared, self.path)
+        except OSError:  # a concurrent compile kept one first
+            shutil.rmtree(prepared, ignore_errors=True)
+
+
+#: pip's choice for a project that names no build backend (a setup.py-only one).
+LEGACY = (["setuptools>=40.8.0"], "setuptools.build_meta:__legacy__")
+
+
+def build_requirements(project: Path) -> tuple[list[str], str] | None:
+    """The ``[build-system]`` ``requires`` and ``build-backend`` of a project (pip's default for a setup.py-only
+    one); None when the project names an in-tree backend or its pyproject.toml is unreadable."""
+    pyproject = project / "pyproject.toml"
+    if not pyproject.is_file():
+        return LEGACY if (project / "setup.py").is_file() else None
+    try:
+        with pyproject.open("rb") as fh:
+            table = tomllib.load(fh).get("build-system")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if table is None:
+        return LEGACY
+    requires = table.get("requires") if isinstance(table, dict) else None
+    backend = table.get("build-backend", LEGACY[1]) if isinstance(table, dict) else None
+    if "backend-path" in table or not isinstance(requires, list) or not all(isinstance(r, str) for r in requires) \
+            or not isinstance(backend, str):
+        return None
+    return sorted(requires), backend
+
+
+def previous_closure(wheelhouse_root: Path, reuse_key: str) -> Wheelhouse | None:
+    """The newest project wheelhouse under ``wheelhouse_root`` compiled with the same closure identity."""
+    found: list[tuple[float, Wheelhouse]] = []
+    for entry in wheelhouse_root.iterdir() if wheelhouse_root.is_dir() else ():
+        try:
+            if entry.name.startswith(".") or (entry / CLOSURE_KEY_FILE).read_text() != reuse_key:
+                continue
+            mtime = entry.stat().st_mtime
+        except OSError:
+            continue
+        wheelhouse = Wheelhouse.load(entry)
+        if wheelhouse is not None and isinstance(wheelhouse.manifest.get("wheel"), str) \
+                and wheelhouse.project_wheel.is_file():
+            found.append((mtime, wheelhouse))
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
 def record_digest(wheel: Path) -> str:
     """The sha256 of the wheel's ``*.dist-info/RECORD``: its content, whatever the zip's timestamps."""
     try:
@@ -95,7 +203,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    internal_wheels: Sequence[Path] = (), mode: str = "project",
                    test: Mapping[str, Any] | None = None, what: str | None = None,
                    test_wheel: Path | None = None, extra_env: Mapping[str, str] | None = None,
-                   pre_commands: Sequence[str] = (), no_cache: bool = False, uv_root: Path | None = None) -> Wheelhouse:
+                   pre_commands: Sequence[str] = (), no_cache: bool = False, closure_key: str | None = None,
+                   upgrade: bool = False, build_env_root: Path | None = None,
+                   uv_root: Path | None = None) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
@@ -106,6 +216,14 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     files); ``mode="library"`` builds the project's own wheel and runs ``test`` against it
     when given; ``mode="test"`` only runs ``test`` against ``test_wheel`` (nothing is
     published; the existing wheelhouse is returned).
+
+    ``closure_key`` (the cache key without the project's source, see ``build.closure_key``; a workspace
+    member's also leaves out its internal dependencies' keys, not their names) lets a
+    project compile reuse the closure of the newest earlier wheelhouse with the same closure key and
+    compiler image: the driver copies its wheels instead of resolving when the new project wheel (and
+    each internal wheel) has the same metadata as before. ``upgrade`` (``--upgrade``) and ``no_cache``
+    resolve afresh. It also gives the project a prepared build environment under ``build_env_root``
+    (default: ``build-env`` beside ``wheelhouse_root``).
     """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
@@ -131,6 +249,10 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     if use_uv:
         uv_root = uv_root or pip_cache.parent.parent / "uv" / pip_cache.name  # caches.uv_dir's layout
         uv_scratch = _uv_scratch(uv_root)
+    reuse_key = _closure_identity(closure_key, compiler) if closure_key and mode == "project" else None
+    previous = previous_closure(wheelhouse_root, reuse_key) if reuse_key and not (no_cache or upgrade) else None
+    build_env = BuildEnv.find(build_env_root or wheelhouse_root.parent / "build-env", reuse_key, source.root,
+                              fresh=no_cache or upgrade) if reuse_key else None
     try:
         job = {
             "src": "/src",
@@ -149,6 +271,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "build_commands": list(config.build_commands),
             "installer": config.installer,
             "uv_scratch": f"/uv/{uv_scratch.name}" if uv_scratch else None,
+            "build_env": build_env.job() if build_env else None,
+            "previous": {"wheel": f"/previous/{previous.manifest['wheel']}",
+                         "closure": [f"/previous/{w.name}" for w in previous.wheels]} if previous else None,
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
         mounts = [
@@ -160,6 +285,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             *(Mount(s.root, f"/local/{i}") for i, s in enumerate(local_sources)),
             *(Mount(w.parent, f"/internal/{i}") for i, w in enumerate(internal_wheels)),
             *([Mount(test_wheel.parent, "/test-wheel")] if test_wheel else []),
+            *([Mount(previous.path / "wheels", "/previous")] if previous else []),
+            *([Mount(build_env.path, "/build-env")] if build_env and build_env.ready else []),
             *pip.mounts,
             *([Mount(uv_scratch.parent, "/uv", read_only=False)] if uv_scratch else []),
         ]
@@ -223,6 +350,15 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             outcome = json.loads((staging / "out" / "tests.json").read_text())["tests"]
             return Wheelhouse(existing.path, {**existing.manifest, "tests": outcome})
         manifest = json.loads((staging / "out" / "manifest.json").read_text())
+        if reuse_key:
+            (staging / "out" / CLOSURE_KEY_FILE).write_text(reuse_key)
+        if build_env and not build_env.ready:
+            build_env.keep(staging / "out" / "build-env")
+        if previous:
+            reused = Wheelhouse(staging / "out", manifest).closure == "reused"
+            progress.info(f"closure of {manifest['name']}: " + (
+                f"reused ({len(manifest['closure'])} wheels, metadata unchanged), no resolution" if reused
+                else "metadata changed, resolved again"))
         # Atomic publication: the directory appears complete or not at all.
         if final.exists() and no_cache:
             shutil.rmtree(final, ignore_errors=True)

@@ -110,6 +110,7 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
         progress.detail(f"probing {url} (container port {port})")
         deadline = time.monotonic() + config.smoke_test.timeout
         last = "no answer"
+        pause = 0.05  # a server that starts in a few tenths of a second is answered within 50 ms of it
         while time.monotonic() < deadline:
             code = container.exit_code()
             if code is not None:
@@ -129,7 +130,8 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
                 last = f"HTTP {exc.code}"
             except (urllib.error.URLError, OSError) as exc:
                 last = str(getattr(exc, "reason", exc))
-            time.sleep(0.3)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.3)
         raise SmokeTestError(
             f"the HTTP probe of {config.smoke_test.path} on port {port} got no good answer within "
             f"{config.smoke_test.timeout:.0f}s (last: {last})",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from setuptools_grocker.image.runtime import WHEELS_UNCHANGED
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir, uv_dir
 from setuptools_grocker.pipeline.compile import Wheelhouse, compile_wheels
 from setuptools_grocker.pipeline.project import describe_project, git_commit_time
+from setuptools_grocker.pipeline.provenance import record_provenance
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, SLOT, STAGES
 from setuptools_grocker.pipeline.workspace import Member, load_member_state, save_member_state
@@ -87,6 +90,7 @@ class MemberStages:
         state = load_member_state(self.ws, member.name)
         # The stages of the build before, whatever its key: the image stage may reuse its image (cut-off).
         previous: Mapping[str, Any] = dict(state.get("stages", {}))
+        reusable = self._reusable_wheel(member, state)
         if state.get("key") != entry.key or self.options.no_cache:
             state = {}
         if entry.fetch and entry.fetch.startswith("registry:"):
@@ -129,7 +133,7 @@ class MemberStages:
             with progress.stage("wheel + test" if combine else stage):
                 try:
                     done[stage] = self._stage(stage, engine, member, entry, results, images, done, progress,
-                                              with_tests=combine, previous=previous)
+                                              with_tests=combine, previous=previous, reusable=reusable)
                 except TestsFailed:
                     result.tests = "failed"
                     raise
@@ -186,8 +190,8 @@ class MemberStages:
 
     def _stage(self, stage: str, engine: Engine, member: Member, entry: PlanEntry,
                results: Mapping[str, ProjectResult], images: BaseImages | None, done: Mapping[str, Any],
-               progress: Progress, with_tests: bool = False, previous: Mapping[str, Any] | None = None
-               ) -> dict[str, Any]:
+               progress: Progress, with_tests: bool = False, previous: Mapping[str, Any] | None = None,
+               reusable: Path | None = None) -> dict[str, Any]:
         if stage == "push":
             # Only the immutable key tag: the names people use move at the release, all or none.
             keyed = key_reference(member, entry.key)
@@ -201,9 +205,13 @@ class MemberStages:
             mode = "library" if member.kind == "library" else "project"
             test = self._test_spec(member) if with_tests else None
             env, commands = apply.compile_environment(self.build.plugins[member.name], member.config)
+            if reusable is not None and not env and not commands:
+                return self._reuse_wheel(engine, member, entry, images, progress, reusable, test)
             wheels = self._compile(engine, member, entry, images, progress, mode=mode, test=test,
                                    extra_env=env, pre_commands=commands)
             data: dict[str, Any] = {"wheel": str(wheels.project_wheel), "distributions": wheels.distributions()}
+            if mode == "project":
+                data["closure"] = wheels.closure
             if test:
                 data["test_command"] = test["command"]
                 data["tests"] = wheels.manifest.get("tests", "passed")
@@ -244,6 +252,10 @@ class MemberStages:
                                      name=member.name, version=member.version,
                                      revision=revision, state_dir=self.ws.state_dir,
                                      workspace=self.ws.root)
+            record_provenance(engine, cache_home(self.environ), image_id, config, images=base, key=entry.key,
+                              name=member.name, version=member.version, source_digest=member.source.digest,
+                              revision=revision, pip_env=self.build.pip.env, plugins=self.build.plugins[member.name],
+                              internal={d: (self.ws.members[d].path, self.build.keys[d]["key"]) for d in internal})
             return {"image_id": image_id, "image_key": ikey}
         if stage == "smoke":
             try:
@@ -259,6 +271,35 @@ class MemberStages:
             records.update(cache_home(self.environ), done["image"]["image_id"], status="built", tags=[ref])
             return {"image": ref}
         raise AssertionError(stage)
+
+    def _reusable_wheel(self, member: Member, state: Mapping[str, Any]) -> Path | None:
+        """The library's wheel of its last build when only its dependencies changed since (its source, config,
+        build environment and the tool are the same): that wheel is what a new build would make, since a
+        library's wheel is built from its own source alone. Its tests still run against the new dependencies."""
+        old, parts = state.get("parts") or {}, self.build.keys[member.name]
+        if member.kind != "library" or self.options.no_cache or old.get("key") == parts["key"] or \
+                any(old.get(k) != parts[k] for k in ("tool", "source", "config", "env")):
+            return None
+        wheel = state.get("stages", {}).get("wheel", {}).get("wheel")
+        if not wheel or not Path(wheel).is_file() or state.get("stages", {}).get("wheel", {}).get("fetched"):
+            return None
+        return Path(wheel)
+
+    def _reuse_wheel(self, engine: Engine, member: Member, entry: PlanEntry, images: BaseImages, progress: Progress,
+                     wheel: Path, test: Mapping[str, Any] | None) -> dict[str, Any]:
+        published = self.store.republish(member, wheel, entry.key)
+        progress.info(f"wheel {published.name} reused: only dependencies changed" +
+                      (", its tests run against them" if test else ""))
+        data: dict[str, Any] = {"wheel": str(published), "distributions": [], "reused": True}
+        wheelhouse = Wheelhouse.load(published.parent.parent)
+        if wheelhouse is not None:
+            data["distributions"] = wheelhouse.distributions()
+        if test:
+            tested = self._compile(engine, member, entry, images, progress, mode="test", test=test,
+                                   test_wheel=published)
+            data["test_command"] = test["command"]
+            data["tests"] = tested.manifest.get("tests", "passed")
+        return data
 
     def _test_spec(self, member: Member) -> dict[str, Any]:
         extras = (list(member.config.test_extras) if member.config.test_extras is not None
@@ -278,6 +319,7 @@ class MemberStages:
         wheel = done.get("wheel", {})
         result.wheel = wheel.get("wheel")
         result.distributions = list(wheel.get("distributions", []))
+        result.closure = wheel.get("closure")
         if wheel.get("fetched"):
             result.reason = "fetched from the wheel index"
         if member.kind == "library":
@@ -307,7 +349,20 @@ class MemberStages:
             internal_wheels=internal, mode=mode, test=test, test_wheel=test_wheel,
             what=describe_project(member.path, member.name, member.version, base=self.ws.root),
             extra_env=extra_env, pre_commands=pre_commands, no_cache=self.options.no_cache,
+            closure_key=self._closure_key(member) if mode == "project" else None, upgrade=self.options.upgrade,
+            build_env_root=self.ws.state_dir / "build-env" / member.name,
         )
+
+    def _closure_key(self, member: Member) -> str:
+        """The member's cache key without its own source and without its internal dependencies' keys (their
+        names stay): the compile compares the metadata of the project and internal wheels itself."""
+        parts = self.build.keys[member.name]
+        data = {k: v for k, v in parts.items() if k not in ("source", "deps", "key")}
+        data["internal"] = sorted(self.ws.closure(member.name))
+        constraints = member.config.constraints
+        data["constraints"] = hashlib.sha256(constraints.read_bytes()).hexdigest() \
+            if constraints and constraints.is_file() else ""
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def _image_lock(self, key: tuple[str, ...]) -> threading.Lock:
         with self._lock:

@@ -26,6 +26,8 @@ class WorkspaceOptions:
     fail_fast: bool = False
     push: bool = False
     no_cache: bool = False
+    #: The applications compiled in this run resolve their closure again (no reuse of the previous one).
+    upgrade: bool = False
     #: The wheel index (no credentials: they come from GROCKER_WORKSPACE_INDEX_URL or ~/.netrc).
     index_url: str | None = None
     #: Run only these stages (default: all); with ``no_deps``, build only the members named in ``only``.

@@ -69,6 +69,28 @@ class WheelStore:
         save_member_state(self.ws, member, parts, done)
         return {"key": entry.key, "stages": done}
 
+    def republish(self, member: Member, wheel: Path, key: str) -> Path:
+        """The library wheel ``wheel`` (of an earlier key) published under ``key``: its wheelhouse hard-linked
+        (copied where links fail) into ``wheels/NAME/KEY`` by an atomic rename. For a library whose own inputs
+        did not change but whose dependencies did: its wheel is the same file, only its tests run again."""
+        final = self.ws.state_dir / "wheels" / member.name / key
+        old = wheel.parent.parent
+        staging = final.parent / ".tmp" / f"reuse-{uuid.uuid4().hex[:8]}"
+        try:
+            (staging / "wheels").mkdir(parents=True)
+            for path in [old / "manifest.json", *sorted((old / "wheels").glob("*.whl"))]:
+                target = staging / path.relative_to(old)
+                try:
+                    os.link(path, target)
+                except OSError:
+                    shutil.copy2(path, target)
+            os.replace(staging, final)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (final / "wheels" / wheel.name).is_file():  # not published meanwhile by a concurrent build
+                raise
+        return final / "wheels" / wheel.name
+
     def upload(self, member: Member, entry: PlanEntry, wheel: Path, progress: Progress) -> None:
         if self.index is not None:
             with progress.stage("upload"):

@@ -388,6 +388,22 @@ def digest_of(ref: str, timeout: float = 10) -> str | None:
     return _verified_manifest(ref, r, answer)
 
 
+def list_tags(repository: str) -> list[str]:
+    """The tags of ``registry/repo`` (every page); RegistryError when the registry refuses."""
+    r, host = _registry_ref(repository)
+    url: str | None = _url(host, r, "tags", "list")
+    tags: list[str] = []
+    while url:
+        answer = _request("GET", url, host, allow=(404,))
+        if answer.status == 404:
+            return []
+        tags += json.loads(answer.body).get("tags") or []
+        link = answer.headers.get("Link", "")
+        match = re.match(r'\s*<([^>]+)>\s*;\s*rel="next"', link)
+        url = urllib.parse.urljoin(answer.url, match.group(1)) if match else None
+    return sorted(set(tags))
+
+
 def get_manifest(ref: str) -> tuple[bytes, str]:
     """The raw manifest of ``ref`` and its media type, checked against its digest."""
     r, host = _registry_ref(ref)

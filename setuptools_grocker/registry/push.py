@@ -1,11 +1,16 @@
 """Pushing an image of the engine to a registry, blob by blob, through the blob cache."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import ImageBuildError, RegistryError
+from setuptools_grocker.image.records import find_provenance
+from setuptools_grocker.image.sbom import sbom_of
 from setuptools_grocker.progress import Progress
+from setuptools_grocker.ref import ImageRef
+from setuptools_grocker.registry.attach import artifact_tag, attach
 from setuptools_grocker.registry.blobcache import image_blobs
 from setuptools_grocker.registry.client import push_image
 
@@ -29,4 +34,28 @@ def push_runtime_image(engine: Engine, image_id: str, refs: list[str], cache: Pa
     except RegistryError as exc:
         raise RegistryError(f"pushing {refs[0]} failed: {exc.message}", exc.hint) from exc
     progress.info(f"pushed {refs[0]}@{digest}: {uploaded} bytes uploaded, {len(layers)} layers")
+    attach_documents(engine, attrs["Id"], refs[0], digest, cache, progress)
     return digest, uploaded
+
+
+def attach_documents(engine: Engine, image_id: str, ref: str, digest: str, cache: Path, progress: Progress) -> None:
+    """Attach the image's SBOM (the file in the image) and provenance (``cache``'s record, with the manifest
+    digest added to its subjects) next to it in the registry (attach.py); say which are missing."""
+    sbom = sbom_of(engine, image_id)
+    statement = find_provenance(cache, image_id)
+    try:
+        if sbom is not None:
+            attach(ref, digest, "sbom", sbom)
+        if statement is not None:
+            statement["subject"] = [*statement.get("subject", []), {
+                "name": ImageRef.parse(ref).repository, "digest": {"sha256": digest.split(":")[-1]},
+                "annotations": {"kind": "registry manifest"}}]
+            attach(ref, digest, "att", (json.dumps(statement, indent=2, sort_keys=True) + "\n").encode())
+    except RegistryError as exc:
+        raise RegistryError(f"attaching the SBOM and provenance of {ref} failed: {exc.message}", exc.hint) from exc
+    missing = [what for what, have in (("SBOM", sbom), ("provenance", statement)) if have is None]
+    if missing:
+        progress.info(f"{ref}: no {' and no '.join(missing)} to attach (image built by an older grocker, "
+                      "or elsewhere)")
+    else:
+        progress.detail(f"attached {artifact_tag(digest, 'sbom')} and {artifact_tag(digest, 'att')}")

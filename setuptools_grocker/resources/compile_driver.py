@@ -401,6 +401,114 @@ def prepare_metadata(job):
         "--report", os.path.join(job["out"], "report.json"), tree)
 
 
+def closure_metadata(path):
+    """What decides a wheel's closure: its name, Requires-Dist, Provides-Extra and Requires-Python."""
+    with zipfile.ZipFile(path) as zf:
+        dist_info = next(n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info"))
+        meta = zf.read(dist_info + "/METADATA").decode("utf-8")
+    fields: dict[str, list[str]] = {"Name": [], "Requires-Dist": [], "Provides-Extra": [], "Requires-Python": []}
+    for line in meta.splitlines():
+        if not line.strip():
+            break  # the body (long description) starts here
+        if ":" in line and not line.startswith((" ", "\t")):
+            k, v = line.split(":", 1)
+            if k.strip() in fields:
+                fields[k.strip()].append(" ".join(v.split()))
+    fields["Name"] = [n.lower().replace("_", "-").replace(".", "-") for n in fields["Name"]]
+    return {k: sorted(v) for k, v in fields.items()}
+
+
+def reuse_closure(job, project_wheel, wheels_dir, local_out):
+    """Copy the previous closure instead of resolving, when the project's metadata did not change.
+
+    ``job["previous"]`` (set by the host when an earlier compile had the same inputs but for the
+    source) names the earlier project wheel and closure, mounted read-only. The wheels of this run
+    (project, internal, local packages) are never taken from it. Returns False to resolve as usual.
+    """
+    previous = job.get("previous")
+    if not previous:
+        return False
+
+    def name_of(path):  # a wheel file's normalized project name
+        return os.path.basename(path).split("-")[0].lower().replace("_", "-").replace(".", "-")
+
+    before = {name_of(p): p for p in previous["closure"]}
+    # The project's own wheel, and each internal wheel of this run (a workspace member's libraries):
+    # their metadata decide the closure, so any change there means resolving again.
+    fresh = [project_wheel, *job.get("internal_wheels", [])]
+    for wheel, old in [(project_wheel, previous["wheel"])] + [(w, before.get(name_of(w))) for w in fresh[1:]]:
+        if old is None or closure_metadata(wheel) != closure_metadata(old):
+            log("closure: the metadata of %s changed, resolving again" % name_of(wheel))
+            return False
+    own = {name_of(w) for w in fresh}
+    local = {name_of(w): os.path.join(local_out, w) for w in os.listdir(local_out) if w.endswith(".whl")}
+    for name, path in before.items():
+        if name in local:  # a local package is built again by this run, the previous closure needed it
+            fresh.append(local[name])
+        elif name not in own:
+            shutil.copy2(path, wheels_dir)
+    for path in fresh:
+        shutil.copy2(path, wheels_dir)
+    with open(os.path.join(job["out"], "closure.json"), "w") as fh:
+        json.dump({"closure": "reused"}, fh)
+    log("closure: reused (metadata unchanged)")
+    return True
+
+
+BUILD_WHEEL = """
+import importlib, sys
+module, _, obj = sys.argv[1].partition(":")
+backend = importlib.import_module(module)
+for attr in filter(None, obj.split(".")):
+    backend = getattr(backend, attr)
+backend.build_wheel(sys.argv[2])
+"""
+
+
+def prepared_wheel(job, tree, project_out):
+    """Build the project's wheel without isolation, against the build environment the host keeps.
+
+    ``job["build_env"]`` names it: ready (mounted read-only, made by an earlier compile with the same
+    build requirements and pip configuration) or to prepare under ``/out`` (the host keeps it after
+    success). Returns False, leaving nothing behind, when that fails: the isolated build then runs.
+    """
+    env = job.get("build_env")
+    if not env:
+        return False
+    site = os.path.join(env["path"], "site")
+    start = time.monotonic()
+    if not env["ready"]:
+        log("build environment: " + " ".join(env["requires"]) + " (kept for the next builds)")
+        if using_uv(job):
+            install = [UV, "pip", "install", "--quiet", "--python", sys.executable, *uv_index_args(), "--target", site]
+        else:
+            install = PIP + ["install", "--quiet", "--target", site]
+        if subprocess.run(install + list(env["requires"])).returncode != 0:
+            shutil.rmtree(env["path"], ignore_errors=True)
+            return False
+    log("project wheel (prepared build environment, %s)" % env["backend"])
+    # The PEP 517 hook called directly, as a frontend does without isolation: no pip start-up, no separate
+    # metadata step. Run as a script of its own directory, so the source tree (the working directory) is
+    # not put on sys.path.
+    hook = "/tmp/grocker-hook/build_wheel.py"
+    os.makedirs(os.path.dirname(hook), exist_ok=True)
+    with open(hook, "w") as fh:
+        fh.write(BUILD_WHEEL)
+    proc = subprocess.run([sys.executable, hook, env["backend"], project_out], cwd=tree,
+                          env=dict(os.environ, PYTHONPATH=site))
+    if proc.returncode != 0 or len([f for f in os.listdir(project_out) if f.endswith(".whl")]) != 1:
+        log("the prepared build environment failed; building in an isolated one")
+        for name in os.listdir(project_out):
+            os.remove(os.path.join(project_out, name))
+        if not env["ready"]:
+            shutil.rmtree(env["path"], ignore_errors=True)
+        return False
+    if not env["ready"]:
+        open(os.path.join(env["path"], "ready"), "w").close()
+    log("  %.1fs" % (time.monotonic() - start))
+    return True
+
+
 def main():
     with open(sys.argv[1]) as fh:
         job = json.load(fh)
@@ -429,8 +537,9 @@ def main():
             log("plugin command failed: " + command)
             sys.exit(24)
     run_build_commands(job, tree, local_out)
-    log("project wheel")
-    build_wheel(job, tree, project_out)
+    if not prepared_wheel(job, tree, project_out):
+        log("project wheel")
+        build_wheel(job, tree, project_out)
     project_wheel = only_wheel(project_out)
     info = wheel_info(project_wheel)
     info["wheel"] = os.path.basename(project_wheel)
@@ -441,6 +550,9 @@ def main():
         if job.get("test"):
             info["tests"] = run_tests(job, project_wheel, tree)
         info["closure"] = closure_listing(wheels_dir)
+    elif reuse_closure(job, project_wheel, wheels_dir, local_out):
+        info["closure"] = closure_listing(wheels_dir)
+        log("%d wheels" % len(info["closure"]))
     else:
         requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
         log("dependency closure of %s %s" % (info["name"], info["version"]))

@@ -22,6 +22,10 @@ def statuses(run: Run) -> dict[str, str]:
     return {p["name"]: p["status"] for p in run.report["projects"]}
 
 
+def member_state(root: Path, name: str) -> dict:
+    return json.loads((root / ".grocker" / "members" / f"{name}.json").read_text())
+
+
 def touch_line(path: Path, text: str) -> None:
     path.write_text(path.read_text() + f"\n# {text}\n")
 
@@ -128,11 +132,24 @@ def test_leaf_change_rebuilds_only_it_and_its_dependents(workspace, first_build:
 def test_root_change_rebuilds_everything_depending_on_it(workspace, first_build: Run, tmp_path: Path) -> None:
     root, graph, prefix = workspace
     base = f"{prefix}lib-00"
+    libraries = sorted(dependents(graph, base) & set(graph["libraries"]))
+    assert libraries, "the generated graph has libraries depending on the root"
+    before = {n: member_state(root, n) for n in libraries}
     touch_line(root / "libs" / base / "src" / base.replace("-", "_") / "__init__.py", "root change")
     run = grocker("workspace", "build", str(root), "--jobs", "2", report=tmp_path / "r.json")
     assert run.code == 0, run.err[-3000:]
     rebuilt = {n for n, s in statuses(run).items() if s == "built"}
     assert rebuilt == {base} | dependents(graph, base)
+    # The dependent libraries' own sources did not change: their wheels are the same files (same bytes, now
+    # under the new key), and their tests ran again, against the new root library.
+    for name in libraries:
+        after = member_state(root, name)
+        assert after["key"] != before[name]["key"]
+        assert after["stages"]["wheel"].get("reused") is True, name
+        assert Path(after["wheel"]).read_bytes() == Path(before[name]["wheel"]).read_bytes()
+        assert Path(after["wheel"]) != Path(before[name]["wheel"])
+        assert ("test" in after["stages"]) == ("test" in before[name]["stages"])
+    assert "reused: only dependencies changed" in run.err
 
 
 def test_failing_library_skips_exactly_its_dependents(workspace, first_build: Run, tmp_path: Path) -> None:

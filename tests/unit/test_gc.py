@@ -145,7 +145,9 @@ def test_cache_entries_of_the_home_and_of_recorded_projects(tmp_path: Path) -> N
     home, state = tmp_path / "cache", tmp_path / "proj" / ".grocker"
     for path, size in ((home / "pip" / "s1" / "w.whl", 10), (home / "blobs" / "x.tar.gz", 20),
                        (home / "bytecode" / "b.tar", 5), (home / "bytecode" / ".staging-1" / "m.py", 3),
-                       (state / "wheelhouse" / "key1" / "a.whl", 7)):
+                       (state / "wheelhouse" / "key1" / "a.whl", 7), (state / "build-env" / "e1" / "ready", 2),
+                       (state / "build-env" / "member" / "e2" / "ready", 1),
+                       (state / "build-env" / "member" / "e3" / "site" / "half-made.py", 1)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * size)
     (state / "wheelhouse" / ".tmp").mkdir()
@@ -153,11 +155,12 @@ def test_cache_entries_of_the_home_and_of_recorded_projects(tmp_path: Path) -> N
     # A build compiling bytecode right now has a staging directory there: not a cache entry.
     got = {(e.kind, e.path.name, e.size) for e in cache_entries(home, [record("i", state_dir=str(state))])}
     assert got == {("pip cache", "s1", 10), ("blob", "x.tar.gz", 20), ("bytecode cache", "b.tar", 5),
-                   ("wheelhouse", "key1", 7)}
+                   ("wheelhouse", "key1", 7), ("build environment", "e1", 2),
+                   ("build environment", "e2", 1)}
     # Scoped to a project: its own pip cache and wheelhouses, nothing shared.
     scoped = cache_entries(home, [record("i", state_dir=str(state), project=str(tmp_path / "proj"))],
                            project=tmp_path / "proj")
-    assert {e.kind for e in scoped} == {"wheelhouse"}
+    assert {e.kind for e in scoped} == {"wheelhouse", "build environment"}
 
 
 def test_records_round_trip_merge_tags_and_mark_releases(tmp_path: Path) -> None:
