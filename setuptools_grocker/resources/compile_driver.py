@@ -98,7 +98,9 @@ def make_env(job, path, requirements, *, find_links=None, exit_code=22, what="en
     start = time.monotonic()
     links = ["--find-links", find_links] if find_links else []
     if using_uv(job):
-        uv("venv", "--quiet", "--python", sys.executable, path, exit_code=exit_code)
+        # --seed: pip in the environment, as `python -m venv` gives it: test commands and build-commands
+        # often run `pip install -r requirements/tests.txt` first (the Pallets projects do).
+        uv("venv", "--quiet", "--seed", "--python", sys.executable, path, exit_code=exit_code)
         args = [UV, "pip", "install", "--python", python, *uv_index_args(), *uv_find_links(find_links),
                 *requirements]
         log("+ uv " + " ".join(args[1:]))

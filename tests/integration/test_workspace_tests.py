@@ -30,6 +30,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, run_id: str) -> tuple[Path, 
     user = python_project(root / "libs" / "user", f"{prefix}user", deps=[f"{prefix}semconv"],
                           modules={"__init__.py": f"from {package}._incubating.attributes.test_attributes "
                                                   "import TEST_CASE_NAME\n"})
+    # Test commands of real projects install their test requirements with pip first (the Pallets projects'
+    # `pip install -r requirements/tests.txt`): the test environment has pip, also when uv made it.
+    (user / "grocker.toml").write_text('test-command = "pip install -q pytest && pytest -q -p no:cacheprovider"\n')
     (user / "tests").mkdir()
     (user / "tests" / "test_user.py").write_text(
         f"import {prefix.replace('-', '_')}user as u\n\n\ndef test_name():\n"
