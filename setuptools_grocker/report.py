@@ -55,6 +55,8 @@ class ProjectResult:
     #: A workspace library's tests: "passed", "failed", "no tests" (the run collected none), "not found"
     #: (none detected, not run); None for an application or a library whose wheel was fetched.
     tests: str | None = None
+    #: Seconds this run spent on the library's tests (their environment and command); None when they did not run.
+    test_seconds: float | None = None
     #: How an application's compile got its dependency closure: "resolved", or "reused" (copied from the
     #: previous compile, the project's metadata unchanged); None when nothing was compiled.
     closure: str | None = None

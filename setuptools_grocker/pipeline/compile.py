@@ -44,6 +44,8 @@ class Wheelhouse:
 
     path: Path
     manifest: Mapping[str, Any]
+    #: How long the tests of this compile took (their environment and command), when it ran them.
+    test_seconds: float | None = None
 
     @property
     def name(self) -> str:
@@ -88,8 +90,11 @@ class Wheelhouse:
         if not manifest.is_file():
             return None
         try:
-            return cls(path, json.loads(manifest.read_text()))
-        except (OSError, ValueError):
+            tests = path / "tests.json"  # written when this compile ran the library's tests
+            seconds = json.loads(tests.read_text()).get("test_seconds") if tests.is_file() else None
+            return cls(path, json.loads(manifest.read_text()),
+                       test_seconds=float(seconds) if isinstance(seconds, (int, float)) else None)
+        except (OSError, ValueError, AttributeError):
             return None
 
 
@@ -347,8 +352,9 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         if mode == "test":
             assert existing is not None, "tests need the published wheel"
             # This run's outcome ("passed", "no tests"), beside the manifest of the wheel it tested.
-            outcome = json.loads((staging / "out" / "tests.json").read_text())["tests"]
-            return Wheelhouse(existing.path, {**existing.manifest, "tests": outcome})
+            ran = json.loads((staging / "out" / "tests.json").read_text())
+            return Wheelhouse(existing.path, {**existing.manifest, "tests": ran["tests"]},
+                              test_seconds=ran.get("test_seconds"))
         manifest = json.loads((staging / "out" / "manifest.json").read_text())
         if reuse_key:
             (staging / "out" / CLOSURE_KEY_FILE).write_text(reuse_key)
@@ -370,7 +376,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             if other is None:
                 raise
             return other
-        return Wheelhouse(final, manifest)
+        return Wheelhouse.load(final) or Wheelhouse(final, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if uv_scratch is not None:

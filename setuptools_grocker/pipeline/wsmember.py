@@ -138,7 +138,11 @@ class MemberStages:
                     result.tests = "failed"
                     raise
             if combine:
-                done["test"] = {"command": done[stage].pop("test_command"), "result": done[stage].pop("tests")}
+                done["test"] = {"command": done[stage].pop("test_command"), "result": done[stage].pop("tests"),
+                                "seconds": done[stage].pop("test_seconds", None)}
+            if stage in ("wheel", "test") and isinstance(done.get("test", {}).get("seconds"), (int, float)) \
+                    and (combine or stage == "test"):
+                result.test_seconds = (result.test_seconds or 0.0) + done["test"]["seconds"]
             self._custom_stages(f"after-{SLOT[stage]}", engine, member, images, done, progress)
             if combine:
                 self._custom_stages("after-test", engine, member, images, done, progress)
@@ -215,12 +219,14 @@ class MemberStages:
             if test:
                 data["test_command"] = test["command"]
                 data["tests"] = wheels.manifest.get("tests", "passed")
+                data["test_seconds"] = wheels.test_seconds
             return data
         if stage == "test":
             test = self._test_spec(member)
             tested = self._compile(engine, member, entry, images, progress, mode="test", test=test,
                                    test_wheel=Path(done["wheel"]["wheel"]))
-            return {"command": test["command"], "result": tested.manifest.get("tests", "passed")}
+            return {"command": test["command"], "result": tested.manifest.get("tests", "passed"),
+                    "seconds": tested.test_seconds}
         config = self._app_config(member)
         if stage == "image":
             from setuptools_grocker.image.runtime import build_runtime_image, cut_off, image_key
@@ -299,6 +305,7 @@ class MemberStages:
                                    test_wheel=published)
             data["test_command"] = test["command"]
             data["tests"] = tested.manifest.get("tests", "passed")
+            data["test_seconds"] = tested.test_seconds
         return data
 
     def _test_spec(self, member: Member) -> dict[str, Any]:

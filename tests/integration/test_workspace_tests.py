@@ -55,6 +55,9 @@ def test_source_module_named_like_a_test_is_not_a_test(built: tuple[Path, str, R
     assert projects[f"{prefix}semconv"]["tests"] == "not found"
     assert "test" not in projects[f"{prefix}semconv"]["stages"] and "wheel" in projects[f"{prefix}semconv"]["stages"]
     assert projects[f"{prefix}user"]["tests"] == "passed"
+    # The time of the tests (their environment and command) is reported; nothing ran for semconv.
+    assert projects[f"{prefix}user"]["test_seconds"] > 0
+    assert projects[f"{prefix}semconv"]["test_seconds"] is None
     # pytest ran and collected nothing (exit code 5): no tests, not a failure.
     assert projects[f"{prefix}empty"]["tests"] == "no tests"
     assert f"[{prefix}semconv] built in " in run.err and "no tests found" in run.err
@@ -71,3 +74,4 @@ def test_no_change_run_keeps_the_test_outcomes(built: tuple[Path, str, Run]) -> 
     assert {p["status"] for p in projects.values()} == {"cached"}
     assert [projects[f"{prefix}{n}"]["tests"] for n in ("semconv", "user", "empty")] == [
         "not found", "passed", "no tests"]
+    assert all(p["test_seconds"] is None for p in projects.values())  # cached: no test ran in this run
