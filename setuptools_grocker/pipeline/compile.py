@@ -119,16 +119,21 @@ class BuildEnv:
     requires: tuple[str, ...]
     backend: str
     ready: bool
+    #: A root shared by the libraries of one trust scope (a workspace's trusted members): one environment per set
+    #: of build requirements, none removed when another is kept.
+    shared: bool = False
 
     @classmethod
-    def find(cls, root: Path, reuse_key: str, project: Path, *, fresh: bool) -> BuildEnv | None:
+    def find(cls, root: Path, reuse_key: str, project: Path, *, fresh: bool, shared: bool = False
+             ) -> BuildEnv | None:
         found = build_requirements(project)
         if found is None:
             return None
         requires, backend = found
-        identity = hashlib.sha256(json.dumps([reuse_key, requires]).encode()).hexdigest()[:24]
+        identity = hashlib.sha256(json.dumps([reuse_key, requires, backend] if shared else [reuse_key, requires])
+                                  .encode()).hexdigest()[:24]
         path = root / identity
-        return cls(path, tuple(requires), backend, ready=not fresh and (path / "ready").is_file())
+        return cls(path, tuple(requires), backend, ready=not fresh and (path / "ready").is_file(), shared=shared)
 
     def job(self) -> dict[str, Any]:
         return {"path": "/build-env" if self.ready else "/out/build-env", "requires": list(self.requires),
@@ -139,7 +144,7 @@ class BuildEnv:
         if not (prepared / "ready").is_file():
             shutil.rmtree(prepared, ignore_errors=True)
             return
-        for old in self.path.parent.glob("*") if self.path.parent.is_dir() else ():
+        for old in self.path.parent.glob("*") if self.path.parent.is_dir() and not self.shared else ():
             shutil.rmtree(old, ignore_errors=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -209,7 +214,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    test: Mapping[str, Any] | None = None, what: str | None = None,
                    test_wheel: Path | None = None, extra_env: Mapping[str, str] | None = None,
                    pre_commands: Sequence[str] = (), no_cache: bool = False, closure_key: str | None = None,
-                   upgrade: bool = False, build_env_root: Path | None = None,
+                   upgrade: bool = False, build_env_root: Path | None = None, shared_build_env: str | None = None,
                    uv_root: Path | None = None) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
@@ -256,8 +261,15 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         uv_scratch = _uv_scratch(uv_root)
     reuse_key = _closure_identity(closure_key, compiler) if closure_key and mode == "project" else None
     previous = previous_closure(wheelhouse_root, reuse_key) if reuse_key and not (no_cache or upgrade) else None
-    build_env = BuildEnv.find(build_env_root or wheelhouse_root.parent / "build-env", reuse_key, source.root,
-                              fresh=no_cache or upgrade) if reuse_key else None
+    if reuse_key:
+        build_env = BuildEnv.find(build_env_root or wheelhouse_root.parent / "build-env", reuse_key, source.root,
+                                  fresh=no_cache or upgrade)
+    elif shared_build_env and mode == "library" and build_env_root is not None:
+        # A library: the environment of its build requirements, shared with the other libraries of its scope.
+        build_env = BuildEnv.find(build_env_root, _closure_identity(shared_build_env, compiler), source.root,
+                                  fresh=no_cache or upgrade, shared=True)
+    else:
+        build_env = None
     try:
         job = {
             "src": "/src",

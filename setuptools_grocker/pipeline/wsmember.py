@@ -357,8 +357,23 @@ class MemberStages:
             what=describe_project(member.path, member.name, member.version, base=self.ws.root),
             extra_env=extra_env, pre_commands=pre_commands, no_cache=self.options.no_cache,
             closure_key=self._closure_key(member) if mode == "project" else None, upgrade=self.options.upgrade,
-            build_env_root=self.ws.state_dir / "build-env" / member.name,
+            build_env_root=self.ws.state_dir / "build-env" / (
+                "libraries" if mode == "library" and member.trusted else member.name),
+            # The trusted libraries of the workspace share one prepared build environment per set of build
+            # requirements (mounted read-only once made); an untrusted one prepares its own.
+            shared_build_env=self._build_env_key(member) if mode == "library" else None,
         )
+
+    def _build_env_key(self, member: Member) -> str:
+        """What decides a library's build environment besides its build requirements: the tool, the workspace's
+        build settings and images (``env``), its constraints; not its source, config or dependencies."""
+        parts = self.build.keys[member.name]
+        constraints = member.config.constraints
+        data = {"tool": parts["tool"], "env": parts["env"], "installer": member.config.installer,
+                "index-strategy": member.config.index_strategy,
+                "constraints": hashlib.sha256(constraints.read_bytes()).hexdigest()
+                if constraints and constraints.is_file() else ""}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def _closure_key(self, member: Member) -> str:
         """The member's cache key without its own source and without its internal dependencies' keys (their

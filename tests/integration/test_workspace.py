@@ -14,6 +14,7 @@ import docker
 import pytest
 
 from setuptools_grocker.errors import WorkspaceError
+from setuptools_grocker.pipeline.compile import build_requirements
 from tests.helpers import Run, container_starts, dependents, generate, grocker, remove_images
 
 
@@ -97,6 +98,21 @@ def test_application_holds_the_internal_libraries_of_this_run(
 
 def graph_version(name: str) -> str:
     return f"1.{int(name.rsplit('-', 1)[1])}.0"
+
+
+def test_libraries_share_one_prepared_build_environment(workspace, first_build: Run) -> None:
+    root, graph, _ = workspace
+    # One environment per distinct set of build requirements (the generated libraries use setuptools, hatchling
+    # or a bare setup.py), prepared by the first library built with it (or the first two, at once: one is kept),
+    # then mounted read-only for every other.
+    sets = {json.dumps(build_requirements(root / "libs" / lib)) for lib in graph["libraries"]}
+    shared = [p for p in (root / ".grocker" / "build-env" / "libraries").iterdir() if not p.name.startswith(".")]
+    assert 1 <= len(sets) < len(graph["libraries"])
+    assert len(shared) == len(sets), shared
+    assert all((env / "ready").is_file() for env in shared)
+    logs = sorted((root / ".grocker" / "logs").glob("*.log"))
+    text = logs[0].read_text()
+    assert text.count("project wheel (prepared build environment") >= len(graph["libraries"])
 
 
 def test_noop_rebuild_starts_no_container(client: docker.DockerClient, workspace, first_build: Run,
