@@ -14,9 +14,23 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+#: When this grocker process started. ``--no-cache`` (a clean build) ignores what earlier runs left in the caches
+#: but not what this run made itself (a build environment, bytecode): a clean build of a workspace prepares
+#: each once, not once per member.
+PROCESS_STARTED = time.time()
+
+
+def made_by_this_run(path: Path) -> bool:
+    """Whether ``path`` was written since this process started."""
+    try:
+        return path.stat().st_mtime >= PROCESS_STARTED
+    except OSError:
+        return False
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from typing import Mapping
 
 from setuptools_grocker.engine import Engine, Mount
 from setuptools_grocker.errors import ImageBuildError
-from setuptools_grocker.fs import write_atomic
+from setuptools_grocker.fs import made_by_this_run, write_atomic
 from setuptools_grocker.image.assemble import Entry, Venv, deterministic_tar
 from setuptools_grocker.progress import Progress
 
@@ -174,7 +174,8 @@ def add_bytecode(engine: Engine, *, root: Mapping[str, object], root_image: str,
                  progress: Progress, reuse: bool = True) -> dict[Path, list[Entry]]:
     """``installed`` with each wheel's ``.pyc`` entries added (from the cache, or compiled in one container).
 
-    ``reuse=False`` (``--no-cache``, a clean build) compiles every wheel again (and refreshes the cache).
+    ``reuse=False`` (``--no-cache``, a clean build) compiles every wheel again (and refreshes the cache), but
+    for those this run compiled already (another application of the workspace).
     """
     root_id = str(root["Id"])
     wanted: dict[Path, tuple[str, list[Entry]]] = {}
@@ -184,7 +185,7 @@ def add_bytecode(engine: Engine, *, root: Mapping[str, object], root_image: str,
         if not sources:
             continue
         key = wheel_key(file_sha256(wheel), root_id, venv)
-        cached = cache.load(key, {e.path for e in sources}) if reuse else None
+        cached = cache.load(key, {e.path for e in sources}) if reuse or made_by_this_run(cache.path(key)) else None
         if cached is None:
             wanted[wheel] = (key, sources)
         else:

@@ -7,6 +7,7 @@ a build killed at any point never leaves a wheelhouse entry that claims success.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -32,6 +33,7 @@ else:  # pragma: no cover
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
 from setuptools_grocker.errors import BuildCommandFailed, CompileError, ProjectError, TestsFailed, disk_full
+from setuptools_grocker.fs import PROCESS_STARTED, made_by_this_run
 from setuptools_grocker.image.recipes import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipeline.pipconf import UV_SECRET_ENV, PipForward, uv_env
 from setuptools_grocker.pipeline.project import Source, metadata_fields, scm_version
@@ -133,7 +135,9 @@ class BuildEnv:
         identity = hashlib.sha256(json.dumps([reuse_key, requires, backend] if shared else [reuse_key, requires])
                                   .encode()).hexdigest()[:24]
         path = root / identity
-        return cls(path, tuple(requires), backend, ready=not fresh and (path / "ready").is_file(), shared=shared)
+        # Fresh (--no-cache, --upgrade): not one an earlier run prepared; one this run prepared is as fresh.
+        ready = (path / "ready").is_file() and (not fresh or made_by_this_run(path / "ready"))
+        return cls(path, tuple(requires), backend, ready=ready, shared=shared)
 
     def job(self) -> dict[str, Any]:
         return {"path": "/build-env" if self.ready else "/out/build-env", "requires": list(self.requires),
@@ -246,11 +250,12 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     (staging / "out" / "wheels").mkdir(parents=True)
     (staging / "job").mkdir()
     if no_cache:
-        # A clean build: an empty pip cache of its own, removed with the staging directory. A wheel
-        # the shared cache kept from an earlier build (made when system-packages.build still had a
-        # header this build lacks) cannot stand in for a compile a clean machine would fail.
-        pip_cache = staging / "pip-cache"
-        uv_root = staging / "uv"
+        # A clean build: pip and uv caches that started empty with this run (one per trust scope, shared by
+        # the compiles of this run only, removed at its end). A wheel the scope's cache kept from an earlier
+        # build (made when system-packages.build still had a header this build lacks) cannot stand in for a
+        # compile a clean machine would fail.
+        uv_root = _clean_cache(uv_root or pip_cache.parent.parent / "uv" / pip_cache.name)
+        pip_cache = _clean_cache(pip_cache)
         uv_too = " and uv cache" if config.installer == "uv" else ""
         progress.info(f"--no-cache: a clean build, with an empty pip cache{uv_too}")
     pip_cache.mkdir(parents=True, exist_ok=True)
@@ -393,6 +398,30 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         shutil.rmtree(staging, ignore_errors=True)
         if uv_scratch is not None:
             shutil.rmtree(uv_scratch, ignore_errors=True)
+
+
+_CLEAN_CACHES: set[Path] = set()
+
+
+def _remove_clean_caches() -> None:
+    for clean in _CLEAN_CACHES:
+        shutil.rmtree(clean, ignore_errors=True)
+
+
+def _clean_cache(scope_cache: Path) -> Path:
+    """This run's empty stand-in for ``scope_cache`` (``--no-cache``), beside it; removed when the process ends
+    (those of killed runs after a day)."""
+    clean = scope_cache.with_name(f"{scope_cache.name}.clean-{os.getpid()}-{int(PROCESS_STARTED)}")
+    if clean not in _CLEAN_CACHES:
+        for old in scope_cache.parent.glob(f"{scope_cache.name}.clean-*"):
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > 86400:
+                    shutil.rmtree(old, ignore_errors=True)
+        if not _CLEAN_CACHES:
+            atexit.register(_remove_clean_caches)
+        _CLEAN_CACHES.add(clean)
+    clean.mkdir(parents=True, exist_ok=True)
+    return clean
 
 
 def _uv_scratch(root: Path) -> Path:

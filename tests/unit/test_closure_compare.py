@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -151,6 +152,7 @@ def test_build_requirements_of_a_project(tmp_path: Path) -> None:
 
 
 def test_a_build_environment_is_ready_once_kept_and_fresh_on_demand(tmp_path: Path) -> None:
+    from setuptools_grocker.fs import PROCESS_STARTED
     from setuptools_grocker.pipeline.compile import BuildEnv
 
     project = tmp_path / "p"
@@ -171,7 +173,11 @@ def test_a_build_environment_is_ready_once_kept_and_fresh_on_demand(tmp_path: Pa
     assert again is not None and again.ready and again.job() == {"path": "/build-env", "requires": ["setuptools>=68"],
                                                                   "backend": "setuptools.build_meta:__legacy__",
                                                                   "ready": True}
+    # --no-cache / --upgrade: one this run prepared is as fresh; one an earlier run prepared is not.
+    assert BuildEnv.find(root, "k1", project, fresh=True).ready  # type: ignore[union-attr]
+    os.utime(again.path / "ready", (PROCESS_STARTED - 60, PROCESS_STARTED - 60))
     assert not BuildEnv.find(root, "k1", project, fresh=True).ready  # type: ignore[union-attr]
+    assert BuildEnv.find(root, "k1", project, fresh=False).ready  # type: ignore[union-attr]
     other = BuildEnv.find(root, "k2", project, fresh=False)  # another compiler image or pip configuration
     assert other is not None and not other.ready and other.path != env.path
 
