@@ -27,6 +27,7 @@ from setuptools_grocker.errors import (
     ProjectError,
 )
 from setuptools_grocker.image import records
+from setuptools_grocker.image.bytecode import compile_bytecode
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
     BaseImages,
@@ -269,6 +270,7 @@ def stage_compile(ctx: StageContext) -> None:
         source_date_epoch=epoch, progress=ctx.progress,
         extra_env=env, pre_commands=commands, no_cache=ctx.run.no_cache,
         closure_key=inputs.closure_key, upgrade=ctx.run.upgrade,
+        bytecode=compile_bytecode() if bytecode_cache_dir(st.environ) is not None else None,
         what=describe_project(config.project_dir, *project_label(config.project_dir), base=config.project_dir.parent),
     )
     result = inputs.result

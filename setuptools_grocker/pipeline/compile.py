@@ -205,7 +205,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    test_wheel: Path | None = None, extra_env: Mapping[str, str] | None = None,
                    pre_commands: Sequence[str] = (), no_cache: bool = False, closure_key: str | None = None,
                    upgrade: bool = False, build_env_root: Path | None = None,
-                   uv_root: Path | None = None) -> Wheelhouse:
+                   uv_root: Path | None = None, bytecode: Mapping[str, str] | None = None) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
@@ -224,6 +224,10 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     each internal wheel) has the same metadata as before. ``upgrade`` (``--upgrade``) and ``no_cache``
     resolve afresh. It also gives the project a prepared build environment under ``build_env_root``
     (default: ``build-env`` beside ``wheelhouse_root``).
+
+    ``bytecode`` (``{"venv": ..., "interpreter": ...}``, project mode only): the container also compiles the
+    bytecode of the project's own wheel into ``bytecode/`` of the wheelhouse, for this project's image only
+    (bytecode.load_precompiled checks it; it never enters the shared bytecode cache).
     """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
@@ -272,6 +276,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "installer": config.installer,
             "uv_scratch": f"/uv/{uv_scratch.name}" if uv_scratch else None,
             "build_env": build_env.job() if build_env else None,
+            "bytecode": dict(bytecode) if bytecode and mode == "project" else None,
             "previous": {"wheel": f"/previous/{previous.manifest['wheel']}",
                          "closure": [f"/previous/{w.name}" for w in previous.wheels]} if previous else None,
         }
