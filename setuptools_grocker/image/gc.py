@@ -316,6 +316,9 @@ def collect(engine: Engine, home: Path, options: GcOptions) -> list[Removal]:
     images = [Candidate.from_attrs(a) for a in engine.labelled_images(f"{OWNER_LABEL}={OWNER_VALUE}")]
     removals = select_images(images, records, engine.images_of_containers(), options,
                              released=released_digests(records))
+    # Warm compile containers (pipeline/warm.py) first: they hold their compiler image.
+    removals = [Removal("warm container", str(c["Id"]), "warm compile container", 0,
+                        ((c.get("Names") or [""])[0]).lstrip("/")) for c in engine.warm_containers()] + removals
     if options.max_cache_size is not None:
         removals += select_caches(cache_entries(home, records, options.project), options.max_cache_size)
     return removals
@@ -327,6 +330,9 @@ def remove(engine: Engine, removals: Sequence[Removal], *, dry_run: bool = False
     if dry_run:
         return result
     for removal in removals:
+        if removal.kind == "warm container":
+            engine.remove_container(removal.target)
+            continue
         if removal.kind.endswith("image"):
             # A tagged image (root, compiler, base) by its tags: by ID the engine refuses one with several.
             why = None
