@@ -577,7 +577,7 @@ def cmd_gc(args: argparse.Namespace, progress: Progress) -> int:
     verb = "would remove" if args.dry_run else "removed"
     failed = {id(r): why for r, why in result.failed}
     for r in result.removals:
-        what = r.target.split(":")[-1][:12] if r.kind.endswith("image") else r.target
+        what = r.target.split(":")[-1][:12] if r.kind.endswith(("image", "container")) else r.target
         line = f"{r.kind} {what}" + (f" ({r.name})" if r.name else "") + f": {r.reason}, {human(r.size)}"
         progress.write(f"  not removed: {line}: {failed[id(r)]}" if id(r) in failed else f"  {verb} {line}")
     progress.write(f"{verb} {len(result.removals) - len(result.failed)} item(s), {human(result.freed)} freed"

@@ -109,7 +109,7 @@ class Containers(Connection):
                 user: str | None = None, workdir: str | None = None, entrypoint: list[str] | None = None,
                 network: str | None = None, ports: Mapping[str, Any] | None = None,
                 name: str | None = None, labels: Mapping[str, str] | None = None,
-                security_opt: list[str] | None = None) -> Any:
+                security_opt: list[str] | None = None, owned: bool = True) -> Any:
         # The lease exists before any container of the run: a reaper that sees the container sees it.
         Lease.hold(self._base_url, image)
         try:
@@ -126,7 +126,7 @@ class Containers(Connection):
                 entrypoint=entrypoint,
                 network_mode=network,
                 ports=dict(ports or {}),
-                labels={**own_labels(), **(labels or {})},
+                labels={**(own_labels() if owned else {}), **(labels or {})},
                 name=name,
                 detach=True,
                 security_opt=security_opt,
@@ -172,7 +172,9 @@ class Containers(Connection):
         one started (False); None when the engine refuses (a concurrent start of the same name).
 
         Other warm containers of the same ``labels`` (its scope: another key, a changed configuration) and
-        a stopped one of this name are removed first. Started with ``no-new-privileges``, ``command`` as PID 1.
+        a stopped one of this name are removed first. Started with ``no-new-privileges``, ``command`` as PID 1,
+        without the labels of a run (:func:`own_labels`): no reaper, of this version or an older one sharing
+        the engine, takes it for a container of a dead run.
         """
         try:
             listed = self._call("list containers", self.client.api.containers, all=True,
@@ -189,7 +191,8 @@ class Containers(Connection):
         self.progress.command(["docker", "run", "-d", "--name", name, "-u", user, image, *command])
         try:
             container = self._create(image, command, mounts=mounts, env=None, user=user, name=name,
-                                     labels={**labels, WARM_LABEL: key}, security_opt=["no-new-privileges"])
+                                     labels={**labels, WARM_LABEL: key}, security_opt=["no-new-privileges"],
+                                     owned=False)
             self._call("start a container", container.start)
         except (GrockerError, docker.errors.APIError):
             return None
