@@ -34,8 +34,9 @@ RUN_LABEL = "io.grocker.run"
 PROCESS_LABEL = "io.grocker.process"
 LEASE_LABEL = "io.grocker.lease"
 #: A warm compile container (pipeline/warm.py): its key; never reaped as an orphan (it outlives its run on
-#: purpose, ends itself when idle, and ``grocker gc`` removes it). It carries no run labels (OWNER_LABEL...),
-#: so that older reapers sharing the engine do not list it either.
+#: purpose, ends itself when idle, and ``grocker gc`` removes it). It carries no run labels (RUN_LABEL,
+#: PROCESS_LABEL, PID_LABEL; OWNER_LABEL comes from its image), so that older reapers sharing the engine
+#: spare it too (to them, a container without a run or PID label is not an orphan).
 WARM_LABEL = "io.grocker.warm"
 #: The trust scope (a hash of its directory) of a warm compile container.
 WARM_SCOPE_LABEL = "io.grocker.warm-scope"

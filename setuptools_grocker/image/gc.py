@@ -310,15 +310,29 @@ def released_digests(records: Iterable[Record]) -> set[str]:
     return digests
 
 
+def remove_warm_containers(engine: Engine, project: Path | None = None, *, dry_run: bool = False) -> list[str]:
+    """Remove the warm compile containers (pipeline/warm.py): all of them, or ``project``'s; their names.
+
+    First: a warm container keeps its compiler image in use."""
+    from setuptools_grocker.engine.ownership import WARM_SCOPE_LABEL
+    from setuptools_grocker.pipeline.warm import scope_label
+
+    names = []
+    for c in engine.warm_containers():
+        if project is not None and (c.get("Labels") or {}).get(WARM_SCOPE_LABEL) != scope_label(project):
+            continue
+        names.append(((c.get("Names") or [""])[0]).lstrip("/") or str(c["Id"])[:12])
+        if not dry_run:
+            engine.remove_container(str(c["Id"]))
+    return names
+
+
 def collect(engine: Engine, home: Path, options: GcOptions) -> list[Removal]:
     """What gc would remove now, images first (in removal order), then caches."""
     records = load_all(home)
     images = [Candidate.from_attrs(a) for a in engine.labelled_images(f"{OWNER_LABEL}={OWNER_VALUE}")]
     removals = select_images(images, records, engine.images_of_containers(), options,
                              released=released_digests(records))
-    # Warm compile containers (pipeline/warm.py) first: they hold their compiler image.
-    removals = [Removal("warm container", str(c["Id"]), "warm compile container", 0,
-                        ((c.get("Names") or [""])[0]).lstrip("/")) for c in engine.warm_containers()] + removals
     if options.max_cache_size is not None:
         removals += select_caches(cache_entries(home, records, options.project), options.max_cache_size)
     return removals
@@ -330,9 +344,6 @@ def remove(engine: Engine, removals: Sequence[Removal], *, dry_run: bool = False
     if dry_run:
         return result
     for removal in removals:
-        if removal.kind == "warm container":
-            engine.remove_container(removal.target)
-            continue
         if removal.kind.endswith("image"):
             # A tagged image (root, compiler, base) by its tags: by ID the engine refuses one with several.
             why = None
