@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from setuptools_grocker.pipeline.pipconf import forward  # noqa: E402
+from setuptools_grocker.pipeline.warm import scope_label  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = REPO / "benchmarks" / "realworld" / "projects" / "flask-app"
@@ -173,6 +174,12 @@ class Bench:
 
     def clean(self) -> None:
         sh("docker", "rmi", "-f", *self.tags.values(), check=False)
+        # The warm compile containers of this run's copies (they would end themselves after 10 idle minutes).
+        for app in self.apps.values():
+            listed = sh("docker", "ps", "-aq", "--filter", f"label=io.grocker.warm-scope={scope_label(app)}",
+                        check=False).stdout.split()
+            if listed:
+                sh("docker", "rm", "-f", *listed, check=False)
 
 
 def main() -> int:

@@ -562,7 +562,7 @@ def cmd_gc(args: argparse.Namespace, progress: Progress) -> int:
 
     from setuptools_grocker.engine import Engine
     from setuptools_grocker.errors import ProjectError
-    from setuptools_grocker.image.gc import GcOptions, collect, human, remove
+    from setuptools_grocker.image.gc import GcOptions, collect, human, remove, remove_warm_containers
     from setuptools_grocker.pipeline.caches import cache_home
 
     if args.project is not None and not args.project.is_dir():
@@ -570,11 +570,14 @@ def cmd_gc(args: argparse.Namespace, progress: Progress) -> int:
     options = GcOptions(max_cache_size=args.max_cache_size, base_images=args.base_images, untracked=args.untracked,
                         project=args.project)
     with Engine(Progress(quiet=True) if args.json else progress) as engine:
+        warm = remove_warm_containers(engine, args.project, dry_run=args.dry_run)
         result = remove(engine, collect(engine, cache_home(os.environ), options), dry_run=args.dry_run)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps({**result.to_json(), "warm_containers": warm}, indent=2))
         return 0
     verb = "would remove" if args.dry_run else "removed"
+    if warm:
+        progress.write(f"  {verb} {len(warm)} warm compile container(s): {', '.join(warm)}")
     failed = {id(r): why for r, why in result.failed}
     for r in result.removals:
         what = r.target.split(":")[-1][:12] if r.kind.endswith("image") else r.target

@@ -263,6 +263,7 @@ NON_CONFIG_ENV = {
     "GROCKER_CACHE_HOME",
     "GROCKER_NO_PIP_CONFIG",
     "GROCKER_NO_BYTECODE",
+    "GROCKER_WARM_IDLE",
     "GROCKER_SOURCE_DATE_EPOCH",
     # workspace.index-url, read by the workspace build: the only place its credentials may be.
     "GROCKER_WORKSPACE_INDEX_URL",

@@ -18,6 +18,7 @@ from setuptools_grocker.engine.lease import Lease
 from setuptools_grocker.engine.ownership import (
     LEASE_LABEL,
     OWNER_LABEL,
+    WARM_LABEL,
     Seen,
     lease_deadline,
     orphaned,
@@ -107,7 +108,8 @@ class Containers(Connection):
     def _create(self, image: str, command: list[str], *, mounts: list[Mount], env: Mapping[str, str] | None,
                 user: str | None = None, workdir: str | None = None, entrypoint: list[str] | None = None,
                 network: str | None = None, ports: Mapping[str, Any] | None = None,
-                name: str | None = None) -> Any:
+                name: str | None = None, labels: Mapping[str, str] | None = None,
+                security_opt: list[str] | None = None, owned: bool = True) -> Any:
         # The lease exists before any container of the run: a reaper that sees the container sees it.
         Lease.hold(self._base_url, image)
         try:
@@ -124,9 +126,10 @@ class Containers(Connection):
                 entrypoint=entrypoint,
                 network_mode=network,
                 ports=dict(ports or {}),
-                labels=own_labels(),
+                labels={**(own_labels() if owned else {}), **(labels or {})},
                 name=name,
                 detach=True,
+                security_opt=security_opt,
             )
         except docker.errors.APIError as exc:
             raise GrockerError(f"cannot create a container from {image}: {short(exc)}",
@@ -162,6 +165,49 @@ class Containers(Connection):
                 except Exception:  # best effort: gone already, or removed by another reaper
                     pass
         return removed
+
+    def warm(self, name: str, image: str, command: list[str], *, key: str, mounts: list[Mount], user: str,
+             labels: Mapping[str, str]) -> tuple[Container, bool] | None:
+        """The running warm container ``name`` whose :data:`WARM_LABEL` is ``key`` (True: reused), else a new
+        one started (False); None when the engine refuses (a concurrent start of the same name).
+
+        Other warm containers of the same ``labels`` (its scope: another key, a changed configuration) and
+        a stopped one of this name are removed first. Started with ``no-new-privileges``, ``command`` as PID 1,
+        without the labels of a run (:func:`own_labels`): no reaper, of this version or an older one sharing
+        the engine, takes it for a container of a dead run.
+        """
+        try:
+            listed = self._call("list containers", self.client.api.containers, all=True,
+                                filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+        except docker.errors.APIError:
+            return None
+        for c in listed:
+            names = [n.lstrip("/") for n in c.get("Names") or []]
+            if name in names and (c.get("Labels") or {}).get(WARM_LABEL) == key and c.get("State") == "running":
+                return Container(self, self.client.containers.get(c["Id"])), True
+            self.progress.command(["docker", "rm", "-f", str(c["Id"])[:12]])
+            self.remove_container(str(c["Id"]))
+        self.remove_container(name)
+        self.progress.command(["docker", "run", "-d", "--name", name, "-u", user, image, *command])
+        try:
+            container = self._create(image, command, mounts=mounts, env=None, user=user, name=name,
+                                     labels={**labels, WARM_LABEL: key}, security_opt=["no-new-privileges"],
+                                     owned=False)
+            self._call("start a container", container.start)
+        except (GrockerError, docker.errors.APIError):
+            return None
+        self.containers_started += 1
+        container.reload()
+        return Container(self, container), False
+
+    def warm_containers(self) -> list[dict[str, Any]]:
+        """Every warm compile container (``docker ps -a`` entries)."""
+        try:
+            listed = self._call("list containers", self.client.api.containers, all=True,
+                                filters={"label": WARM_LABEL})
+        except docker.errors.APIError:
+            return []
+        return list(listed)
 
     def _remove(self, container: Any) -> None:
         # v=True: with the anonymous volumes the image declares (``volumes``), which ``--rm`` removes
@@ -265,6 +311,36 @@ class Container:
         for line in output.splitlines():
             self.engine.progress.output(line)
         return RunResult(exit_code=int(result.exit_code), output=output)
+
+    def exec_streamed(self, command: list[str], *, env: Mapping[str, str], user: str, workdir: str | None = None,
+                      secret_env: Iterable[str] = (), stream: bool = True) -> RunResult | None:
+        """``docker exec`` with its own environment and user, its output streamed like :meth:`Containers.run`'s;
+        None when the command could not be started (the container stopped: run it elsewhere). An engine
+        error once the command started raises: it may have run in part."""
+        secret = set(secret_env)
+        argv = ["docker", "exec", "-u", user]
+        for k, v in env.items():
+            argv += ["-e", f"{k}=***" if k in secret else f"{k}={v}"]
+        self.engine.progress.command(argv + [self.id[:12], *command])
+        api = self.engine.client.api
+        try:
+            exec_id = api.exec_create(self.id, command, environment=dict(env), user=user, workdir=workdir)["Id"]
+            output = api.exec_start(exec_id, stream=True)
+        except (docker.errors.DockerException, OSError):
+            return None
+        lines: list[str] = []
+        try:
+            for raw in output:
+                text = raw.decode("utf-8", "replace")
+                lines.append(text)
+                if stream:
+                    for line in text.splitlines():
+                        self.engine.progress.output(line)
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except (docker.errors.DockerException, OSError) as exc:
+            raise GrockerError(f"the engine lost a command in the warm container {self.id[:12]}: {short(exc)}",
+                               "build again") from exc
+        return RunResult(int(code) if code is not None else 1, "".join(lines))
 
     def logs(self) -> str:
         try:

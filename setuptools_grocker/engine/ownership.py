@@ -33,6 +33,13 @@ PID_LABEL = "io.grocker.pid"
 RUN_LABEL = "io.grocker.run"
 PROCESS_LABEL = "io.grocker.process"
 LEASE_LABEL = "io.grocker.lease"
+#: A warm compile container (pipeline/warm.py): its key; never reaped as an orphan (it outlives its run on
+#: purpose, ends itself when idle, and ``grocker gc`` removes it). It carries no run labels (RUN_LABEL,
+#: PROCESS_LABEL, PID_LABEL; OWNER_LABEL comes from its image), so that older reapers sharing the engine
+#: spare it too (to them, a container without a run or PID label is not an orphan).
+WARM_LABEL = "io.grocker.warm"
+#: The trust scope (a hash of its directory) of a warm compile container.
+WARM_SCOPE_LABEL = "io.grocker.warm-scope"
 #: Seconds between two renewals of a run's lease, and how long a lease outlives its last renewal.
 HEARTBEAT = 30.0
 LEASE_TTL = 600.0
@@ -153,6 +160,8 @@ def orphaned(container: Seen, leases: Mapping[str, int], now: float, me: str, *,
     to a live process of another PID namespace or machine).
     """
     labels = container.labels
+    if WARM_LABEL in labels:
+        return False
     lease_run = labels.get(LEASE_LABEL)
     run = lease_run or labels.get(RUN_LABEL)
     if run is None:

@@ -18,9 +18,19 @@ next to its source, in the wheel's own layer:
   written atomically, and checked at every read (every member a ``__pycache__`` file of one of
   the wheel's modules, with an unchecked-hash header, matching the SHA-256 its manifest records):
   a damaged or foreign archive is compiled again.
+
+The project's own wheel (the one a one-line change rebuilds) is compiled in the compile container
+instead, by the same driver and the same interpreter (the compiler image is the root image plus
+packages): no bytecode container on a one-line change. That container ran the project's build code, so
+its output is trusted for this project's image only: it stays in the project's wheelhouse, never enters
+the shared cache, and :func:`load_precompiled` uses it only when the interpreter that made it is the root
+image's (as recorded by a bytecode container, :func:`root_interpreter`) and every file is the
+unchecked-hash bytecode of exactly the wheel's modules, its header's source hash matching the module's
+source. Anything else and the wheel goes to the bytecode container as before.
 """
 from __future__ import annotations
 
+import _imp
 import hashlib
 import io
 import json
@@ -44,6 +54,13 @@ MANIFEST = "BYTECODE.json"
 #: Flags of a PEP 552 header: hash-based (bit 0), source not checked (bit 1 clear).
 UNCHECKED_HASH_FLAGS = 0b01
 DRIVER = "bytecode_driver.py"
+
+
+def compile_bytecode() -> dict[str, str]:
+    """What the compile container needs to compile the project wheel's bytecode (compile.compile_wheels)."""
+    from setuptools_grocker.image.recipes import VENV
+
+    return {"venv": VENV, "interpreter": Venv(VENV, "").interpreter}
 
 
 def identity(enabled: bool) -> str:
@@ -89,6 +106,73 @@ def source_of(pyc: str) -> str | None:
     if cache != "__pycache__" or not name.endswith(".pyc") or not dot or not stem or not tag:
         return None
     return f"{parent}/{stem}.py"
+
+
+# -- the interpreter of the root image, and bytecode made in the compile container -----------
+
+def _root_record(cache: BytecodeCache, root_id: str) -> Path:
+    return cache.root / f"interpreter-{root_id.removeprefix('sha256:')}.json"
+
+
+def remember_root_interpreter(cache: BytecodeCache, root_id: str, found: object) -> None:
+    """Record what a bytecode container of the root image said of its interpreter (trusted: the root image's
+    own interpreter, no project code ran)."""
+    if isinstance(found, dict) and {"version", "magic", "tag"} <= set(found):
+        cache.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(_root_record(cache, root_id), json.dumps(found, sort_keys=True).encode())
+
+
+def root_interpreter(cache: BytecodeCache, root_id: str) -> dict[str, str] | None:
+    try:
+        found = json.loads(_root_record(cache, root_id).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def source_hash_ok(pyc: bytes, source: bytes) -> bool:
+    """Whether the PEP 552 header of ``pyc`` holds the hash of ``source`` (keyed by the pyc's magic number)."""
+    key = int.from_bytes(pyc[:4], "little")
+    return len(pyc) >= 16 and pyc[8:16] == _imp.source_hash(key, source)
+
+
+def load_precompiled(directory: Path, sources: Mapping[str, bytes], interpreter: Mapping[str, str] | None
+                     ) -> dict[str, bytes] | None:
+    """The bytecode the compile container made for one wheel (``directory``: its ``bytecode/``), or None when
+    it cannot stand for what the bytecode container would make: no record of the root's interpreter, another
+    interpreter, a file that is not the unchecked-hash bytecode of one of the wheel's modules (``sources``,
+    path to source bytes) or whose header does not match that module's source, a module neither compiled
+    nor reported as not compiling, a link anywhere."""
+    if interpreter is None:
+        return None
+    try:
+        base = directory.resolve(strict=True)
+        listing = json.loads((base / "0.json").read_text())
+        compiled, skipped = listing["compiled"], listing["skipped"]
+        if listing.get("interpreter") != interpreter or not isinstance(compiled, list) \
+                or not isinstance(skipped, list) or not all(isinstance(p, str) for p in compiled + skipped):
+            return None
+        tag = f".{interpreter.get('tag')}.pyc"
+        if len(set(compiled)) != len(compiled) or len({source_of(p) for p in compiled}) != len(compiled) \
+                or not all(p.endswith(tag) for p in compiled):
+            return None
+        covered = [source_of(p) for p in compiled] + list(skipped)
+        if len(covered) != len(set(covered)) or set(covered) != set(sources):
+            return None
+        pycs: dict[str, bytes] = {}
+        for path in compiled:
+            source = sources[source_of(path) or ""]
+            file = base / "0" / path.lstrip("/")
+            if file.resolve(strict=True) != file or not file.is_file() or file.is_symlink():
+                return None
+            data = file.read_bytes()
+            if pyc_header_flags(data) != UNCHECKED_HASH_FLAGS or data[:4].hex() != interpreter.get("magic") \
+                    or not source_hash_ok(data, source):
+                return None
+            pycs[path] = data
+        return pycs
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return None
 
 
 # -- the cached archive -------------------------------------------------------------------------
@@ -171,33 +255,44 @@ class BytecodeCache:
 
 def add_bytecode(engine: Engine, *, root: Mapping[str, object], root_image: str, venv: Venv,
                  installed: Mapping[Path, list[Entry]], cache: BytecodeCache,
-                 progress: Progress, reuse: bool = True) -> dict[Path, list[Entry]]:
-    """``installed`` with each wheel's ``.pyc`` entries added (from the cache, or compiled in one container).
+                 progress: Progress, reuse: bool = True,
+                 precompiled: Mapping[Path, Path] | None = None) -> dict[Path, list[Entry]]:
+    """``installed`` with each wheel's ``.pyc`` entries added (from the cache, from the compile container, or
+    compiled in one container).
 
     ``reuse=False`` (``--no-cache``, a clean build) compiles every wheel again (and refreshes the cache), but
     for those this run compiled already (another application of the workspace).
+    ``precompiled``: wheel -> the ``bytecode/`` directory its compile container wrote (the project's own
+    wheel), used when :func:`load_precompiled` accepts it, for this image only.
     """
     root_id = str(root["Id"])
     wanted: dict[Path, tuple[str, list[Entry]]] = {}
     found: dict[Path, dict[str, bytes]] = {}
+    local = 0
     for wheel, entries in installed.items():
         sources = modules(entries, venv)
         if not sources:
             continue
         key = wheel_key(file_sha256(wheel), root_id, venv)
         cached = cache.load(key, {e.path for e in sources}) if reuse or made_by_this_run(cache.path(key)) else None
+        if cached is None and wheel in (precompiled or {}):
+            assert precompiled is not None
+            cached = load_precompiled(precompiled[wheel], {e.path: e.data or b"" for e in sources},
+                                      root_interpreter(cache, root_id))
+            local += cached is not None
         if cached is None:
             wanted[wheel] = (key, sources)
         else:
             found[wheel] = cached
     if wanted:
-        found.update(_compile(engine, root_image, venv, wanted, cache, progress))
-    progress.info(f"bytecode: {len(wanted)} wheel(s) compiled, {len(found) - len(wanted)} from the cache")
+        found.update(_compile(engine, root_image, root_id, venv, wanted, cache, progress))
+    progress.info(f"bytecode: {len(wanted)} wheel(s) compiled, {len(found) - len(wanted) - local} from the cache"
+                  + (f", {local} from the compile container" if local else ""))
     return {wheel: entries + [Entry(path, data) for path, data in sorted(found.get(wheel, {}).items())]
             for wheel, entries in installed.items()}
 
 
-def _compile(engine: Engine, root_image: str, venv: Venv, wanted: Mapping[Path, tuple[str, list[Entry]]],
+def _compile(engine: Engine, root_image: str, root_id: str, venv: Venv, wanted: Mapping[Path, tuple[str, list[Entry]]],
              cache: BytecodeCache, progress: Progress) -> dict[Path, dict[str, bytes]]:
     from setuptools_grocker.image.recipes import RESOURCES
 
@@ -244,5 +339,6 @@ def _compile(engine: Engine, root_image: str, venv: Venv, wanted: Mapping[Path, 
                 raise ImageBuildError(f"the compile container wrote unexpected bytecode for {wheel.name}",
                                       "build again; report it if it persists")
             cache.store(key, pycs, list(listing.get("skipped", [])))
+            remember_root_interpreter(cache, root_id, listing.get("interpreter"))
             out[wheel] = pycs
         return out

@@ -310,6 +310,23 @@ def released_digests(records: Iterable[Record]) -> set[str]:
     return digests
 
 
+def remove_warm_containers(engine: Engine, project: Path | None = None, *, dry_run: bool = False) -> list[str]:
+    """Remove the warm compile containers (pipeline/warm.py): all of them, or ``project``'s; their names.
+
+    First: a warm container keeps its compiler image in use."""
+    from setuptools_grocker.engine.ownership import WARM_SCOPE_LABEL
+    from setuptools_grocker.pipeline.warm import scope_label
+
+    names = []
+    for c in engine.warm_containers():
+        if project is not None and (c.get("Labels") or {}).get(WARM_SCOPE_LABEL) != scope_label(project):
+            continue
+        names.append(((c.get("Names") or [""])[0]).lstrip("/") or str(c["Id"])[:12])
+        if not dry_run:
+            engine.remove_container(str(c["Id"]))
+    return names
+
+
 def collect(engine: Engine, home: Path, options: GcOptions) -> list[Removal]:
     """What gc would remove now, images first (in removal order), then caches."""
     records = load_all(home)

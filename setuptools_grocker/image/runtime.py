@@ -155,7 +155,8 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     app_entries.append(Entry(SBOM_PATH, sbom, 0o644))
     if bytecode is not None:
         installed = add_bytecode(engine, root=root, root_image=images.root, venv=venv, installed=installed,
-                                 cache=BytecodeCache(bytecode), progress=progress, reuse=not no_cache)
+                                 cache=BytecodeCache(bytecode), progress=progress, reuse=not no_cache,
+                                 precompiled={wheels.project_wheel: wheels.path / "bytecode"})
     layers = runtime_layers(wheels=wheels.wheels, project_wheel=wheels.project_wheel, internal=internal_names,
                             venv=venv, app_entries=app_entries, installed=installed,
                             app_comment=f"application {wheels.name} {wheels.version}",

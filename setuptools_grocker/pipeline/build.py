@@ -27,6 +27,7 @@ from setuptools_grocker.errors import (
     ProjectError,
 )
 from setuptools_grocker.image import records
+from setuptools_grocker.image.bytecode import compile_bytecode
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
     BaseImages,
@@ -43,6 +44,7 @@ from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.project import Source, describe_project, git_revision, project_label, source_date_epoch
 from setuptools_grocker.pipeline.provenance import record_provenance
 from setuptools_grocker.pipeline.smoke import smoke_test
+from setuptools_grocker.pipeline.warm import WarmSpec, idle_seconds
 from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, impl
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
@@ -269,6 +271,8 @@ def stage_compile(ctx: StageContext) -> None:
         source_date_epoch=epoch, progress=ctx.progress,
         extra_env=env, pre_commands=commands, no_cache=ctx.run.no_cache,
         closure_key=inputs.closure_key, upgrade=ctx.run.upgrade,
+        bytecode=compile_bytecode() if bytecode_cache_dir(st.environ) is not None else None,
+        warm=WarmSpec(config.state_dir, config.project_dir, idle) if (idle := idle_seconds(st.environ)) else None,
         what=describe_project(config.project_dir, *project_label(config.project_dir), base=config.project_dir.parent),
     )
     result = inputs.result

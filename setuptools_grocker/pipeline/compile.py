@@ -37,6 +37,7 @@ from setuptools_grocker.fs import PROCESS_STARTED, made_by_this_run
 from setuptools_grocker.image.recipes import BUILD_VENV, RESOURCES
 from setuptools_grocker.pipeline.pipconf import UV_SECRET_ENV, PipForward, uv_env
 from setuptools_grocker.pipeline.project import Source, metadata_fields, scm_version
+from setuptools_grocker.pipeline.warm import UNCLEAN, WarmSpec, warm_container, wrapped
 from setuptools_grocker.progress import Progress, add_secret
 
 
@@ -139,8 +140,8 @@ class BuildEnv:
         ready = (path / "ready").is_file() and (not fresh or made_by_this_run(path / "ready"))
         return cls(path, tuple(requires), backend, ready=ready, shared=shared)
 
-    def job(self) -> dict[str, Any]:
-        return {"path": "/build-env" if self.ready else "/out/build-env", "requires": list(self.requires),
+    def job(self, ready_at: str = "/build-env", out: str = "/out") -> dict[str, Any]:
+        return {"path": ready_at if self.ready else f"{out}/build-env", "requires": list(self.requires),
                 "backend": self.backend, "ready": self.ready}
 
     def keep(self, prepared: Path) -> None:
@@ -219,7 +220,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    test_wheel: Path | None = None, extra_env: Mapping[str, str] | None = None,
                    pre_commands: Sequence[str] = (), no_cache: bool = False, closure_key: str | None = None,
                    upgrade: bool = False, build_env_root: Path | None = None, shared_build_env: str | None = None,
-                   uv_root: Path | None = None) -> Wheelhouse:
+                   uv_root: Path | None = None, bytecode: Mapping[str, str] | None = None,
+                   warm: WarmSpec | None = None) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
@@ -238,6 +240,14 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     each internal wheel) has the same metadata as before. ``upgrade`` (``--upgrade``) and ``no_cache``
     resolve afresh. It also gives the project a prepared build environment under ``build_env_root``
     (default: ``build-env`` beside ``wheelhouse_root``).
+
+    ``bytecode`` (``{"venv": ..., "interpreter": ...}``, project mode only): the container also compiles the
+    bytecode of the project's own wheel into ``bytecode/`` of the wheelhouse, for this project's image only
+    (bytecode.load_precompiled checks it; it never enters the shared bytecode cache).
+
+    ``warm``: run the compile in the project's warm compile container (pipeline/warm.py) when it can be one
+    (project mode, no ``--no-cache``, no internal or test wheels); its mounts are then the same from build to
+    build (the staging parent, the wheelhouse and the build environments mounted whole).
     """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
@@ -275,6 +285,14 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                                   fresh=no_cache or upgrade, shared=True)
     else:
         build_env = None
+    use_warm = (warm is not None and not no_cache and mode == "project" and not internal_wheels
+                and not test_wheel and (previous is None or previous.path.parent == wheelhouse_root))
+    if use_warm:
+        out_at, job_at = f"/stage/{staging.name}/out", f"/stage/{staging.name}/job"
+        previous_at = f"/wheelhouse/{previous.path.name}/wheels" if previous else ""
+        build_env_at = f"/build-envs/{build_env.path.name}" if build_env else ""
+    else:
+        out_at, job_at, previous_at, build_env_at = "/out", "/job", "/previous", "/build-env"
     try:
         job = {
             "src": "/src",
@@ -284,7 +302,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                 for i, s in enumerate(local_sources)
             ],
             "extras": list(config.extras),
-            "out": "/out",
+            "out": out_at,
             "mode": mode,
             "internal_wheels": [f"/internal/{i}/{w.name}" for i, w in enumerate(internal_wheels)],
             "test": dict(test) if test else None,
@@ -293,25 +311,41 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "build_commands": list(config.build_commands),
             "installer": config.installer,
             "uv_scratch": f"/uv/{uv_scratch.name}" if uv_scratch else None,
-            "build_env": build_env.job() if build_env else None,
-            "previous": {"wheel": f"/previous/{previous.manifest['wheel']}",
-                         "closure": [f"/previous/{w.name}" for w in previous.wheels]} if previous else None,
+            "build_env": build_env.job(build_env_at, out_at) if build_env else None,
+            "bytecode": dict(bytecode) if bytecode and mode == "project" else None,
+            "previous": {"wheel": f"{previous_at}/{previous.manifest['wheel']}",
+                         "closure": [f"{previous_at}/{w.name}" for w in previous.wheels]} if previous else None,
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
-        mounts = [
-            Mount(source.root, "/src"),
-            Mount(staging / "out", "/out", read_only=False),
-            Mount(staging / "job", "/job"),
-            Mount(RESOURCES, "/grocker"),
-            Mount(pip_cache, "/pip-cache", read_only=False),
-            *(Mount(s.root, f"/local/{i}") for i, s in enumerate(local_sources)),
-            *(Mount(w.parent, f"/internal/{i}") for i, w in enumerate(internal_wheels)),
-            *([Mount(test_wheel.parent, "/test-wheel")] if test_wheel else []),
-            *([Mount(previous.path / "wheels", "/previous")] if previous else []),
-            *([Mount(build_env.path, "/build-env")] if build_env and build_env.ready else []),
-            *pip.mounts,
-            *([Mount(uv_scratch.parent, "/uv", read_only=False)] if uv_scratch else []),
-        ]
+        if use_warm:
+            if build_env:
+                build_env.path.parent.mkdir(parents=True, exist_ok=True)
+            mounts = [
+                Mount(source.root, "/src"),
+                Mount(tmp_root, "/stage", read_only=False),
+                Mount(wheelhouse_root, "/wheelhouse"),
+                Mount(RESOURCES, "/grocker"),
+                Mount(pip_cache, "/pip-cache", read_only=False),
+                *(Mount(s.root, f"/local/{i}") for i, s in enumerate(local_sources)),
+                *([Mount(build_env.path.parent, "/build-envs")] if build_env else []),
+                *pip.mounts,
+                *([Mount(uv_scratch.parent, "/uv", read_only=False)] if uv_scratch else []),
+            ]
+        else:
+            mounts = [
+                Mount(source.root, "/src"),
+                Mount(staging / "out", "/out", read_only=False),
+                Mount(staging / "job", "/job"),
+                Mount(RESOURCES, "/grocker"),
+                Mount(pip_cache, "/pip-cache", read_only=False),
+                *(Mount(s.root, f"/local/{i}") for i, s in enumerate(local_sources)),
+                *(Mount(w.parent, f"/internal/{i}") for i, w in enumerate(internal_wheels)),
+                *([Mount(test_wheel.parent, "/test-wheel")] if test_wheel else []),
+                *([Mount(previous.path / "wheels", "/previous")] if previous else []),
+                *([Mount(build_env.path, "/build-env")] if build_env and build_env.ready else []),
+                *pip.mounts,
+                *([Mount(uv_scratch.parent, "/uv", read_only=False)] if uv_scratch else []),
+            ]
         uv_vars = _uv_environment(pip, config.index_strategy) if use_uv else {}
         uv_options = set(uv_env(pip.env, config.index_strategy)) if use_uv else set()
         env = {
@@ -334,14 +368,20 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         for name in set(extra_env or {}) | pip.secret_env | (UV_SECRET_ENV & set(uv_vars)):
             for value in [env[name], *env[name].split()]:
                 add_secret(value)
-        result = engine.run(
-            compiler,
-            [f"{BUILD_VENV}/bin/python", "/grocker/compile_driver.py", "/job/job.json"],
-            mounts=mounts,
-            env=env,
-            user=f"{os.getuid()}:{os.getgid()}",
-            secret_env=secret_env,
-        )
+        command = [f"{BUILD_VENV}/bin/python", "/grocker/compile_driver.py", f"{job_at}/job.json"]
+        user = f"{os.getuid()}:{os.getgid()}"
+        result = None
+        if use_warm:
+            assert warm is not None
+            with warm_container(engine, state_dir=warm.state_dir, scope=warm.scope, compiler=compiler,
+                                mounts=mounts, user=user, env=env, idle=warm.idle, progress=progress) as container:
+                if container is not None:
+                    result = container.exec_streamed(wrapped(command), env=env, user=user, secret_env=secret_env)
+                    if result is None or result.exit_code == UNCLEAN:  # nothing ran: a fresh container
+                        engine.remove_container(container.id)
+                        result = None
+        if result is None:
+            result = engine.run(compiler, command, mounts=mounts, env=env, user=user, secret_env=secret_env)
         if result.exit_code != 0:
             if "No space left on device" in result.output:
                 raise disk_full(staging) from None

@@ -513,6 +513,46 @@ def prepared_wheel(job, tree, project_out):
     return True
 
 
+def project_bytecode(spec, wheel, out):
+    """The bytecode of the project's own wheel, compiled here rather than in a container of its own.
+
+    The compiler image is the root image plus packages: ``spec["interpreter"]`` is the runtime's
+    interpreter (the host checks the identity ``bytecode_driver.py`` records against the root image's,
+    and every file it gets, before using any; image/bytecode.py). Every ``.py`` the wheel installs below
+    site-packages is staged at its path in the image and compiled by ``bytecode_driver.py --one``, a fresh
+    interpreter, exactly as the bytecode container would: the same bytes. Output: ``out/bytecode/``.
+    """
+    start = time.monotonic()
+    site = "%s/lib/python%d.%d/site-packages" % (spec["venv"], sys.version_info[0], sys.version_info[1])
+    work = "/tmp/grocker-build/bytecode"
+    shutil.rmtree(work, ignore_errors=True)
+    files = set()
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            parts = name.split("/")
+            if not name.endswith(".py") or "" in parts or ".." in parts:
+                continue
+            if parts[0].endswith(".data"):
+                if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
+                    continue
+                parts = parts[2:]
+            path = site + "/" + "/".join(parts)
+            target = os.path.join(work, "src", "0", path.lstrip("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as fh:
+                fh.write(zf.read(name))
+            files.add(path)
+    with open(os.path.join(work, "job.json"), "w") as fh:
+        json.dump({"wheels": [{"id": "0", "files": sorted(files)}]}, fh)
+    dest = os.path.join(out, "bytecode")
+    os.makedirs(dest, exist_ok=True)
+    done = subprocess.run([spec["interpreter"], "-I", "/grocker/bytecode_driver.py", os.path.join(work, "job.json"),
+                           "--one", "0", "--src", os.path.join(work, "src"), "--out", dest])
+    if done.returncode != 0:  # the host compiles it in the bytecode container instead
+        shutil.rmtree(dest, ignore_errors=True)
+    log("bytecode of the project wheel: %d modules  %.2fs" % (len(files), time.monotonic() - start))
+
+
 def main():
     with open(sys.argv[1]) as fh:
         job = json.load(fh)
@@ -563,6 +603,8 @@ def main():
         resolve_closure(job, requirement, job.get("internal_wheels", []), local_out, wheels_dir, scratch)
         info["closure"] = closure_listing(wheels_dir)
         log("%d wheels" % len(info["closure"]))
+    if job.get("bytecode"):
+        project_bytecode(job["bytecode"], project_wheel, out)
     # What the runtime image's venv needs to know (this is the root image's Python).
     info["python"] = {"version": "%d.%d.%d" % sys.version_info[:3]}
     info["local"] = sorted(wheel_info(os.path.join(local_out, w))["name"] for w in os.listdir(local_out)

@@ -331,7 +331,9 @@ def test_reaper_spares_a_live_build_of_another_pid_namespace(tmp_path: Path, cli
     proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
                              f'echo {pid - 1} > /proc/sys/kernel/ns_last_pid && "$@"; exit $?', "sh",
                              *GROCKER, "build", str(project), "--tag", tag],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # A compile container of the run, not a warm one (which no reaper removes).
+                            env={**os.environ, "GROCKER_WARM_IDLE": "0"})
     try:
         deadline = time.monotonic() + 300
         compile_container = None
