@@ -5,6 +5,9 @@ set -euo pipefail
 trap stop_started EXIT
 
 cd "$REPO"
+# Warm compile containers (a single project's consecutive builds) of the suite's builds end a minute after
+# their last compile instead of ten: none outlives the run by long or keeps a test's compiler image in use.
+export GROCKER_WARM_IDLE="${GROCKER_WARM_IDLE:-1}"
 # Lint and type-check first: a tree that fails either fails the run before the long tests start.
 echo "+ ruff check ." >&2
 "$DEV_VENV/bin/ruff" check .
