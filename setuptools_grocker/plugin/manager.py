@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import sys
 from contextvars import ContextVar
@@ -48,6 +49,14 @@ if sys.version_info >= (3, 10):
     from importlib.metadata import entry_points
 else:  # pragma: no cover
     from importlib_metadata import entry_points
+
+
+@functools.lru_cache(maxsize=4)
+def _installed_plugins(path: tuple[str, ...]) -> tuple[Any, ...]:
+    """The entry points of the group, by name: read once per process and ``sys.path`` (a workspace makes one
+    plugin manager per member; scanning every distribution's metadata each time was half a no-change rebuild)."""
+    return tuple(sorted(entry_points(group=NAME), key=lambda e: e.name))
+
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
@@ -87,7 +96,7 @@ class PluginManager:
         # Not pm.load_setuptools_entrypoints: it registers in the order distributions are found
         # (not reproducible), cannot say which entry point failed to import, and knows only
         # entry point names for blocking.
-        for ep in sorted(entry_points(group=NAME), key=lambda e: e.name):
+        for ep in _installed_plugins(tuple(sys.path)):
             if self.pm.is_blocked(ep.name) or self.pm.is_blocked(ep.value.split(":")[0]) or self.pm.has_plugin(ep.name):
                 continue
             try:
