@@ -4,15 +4,19 @@ Tests import helpers from here only; conftest.py files hold fixtures, not helper
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import docker
 import pytest
@@ -128,3 +132,20 @@ def python_project(root: Path, name: str, *, version: str = "1.0.0", deps: Seque
         + (f"\n[project.scripts]\n{entry_points}" if entry_points else "")
         + (f"\n{grocker.strip()}\n" if grocker.strip() else ""))
     return root
+
+
+@contextlib.contextmanager
+def empty_index(client: docker.DockerClient, directory: Path) -> Iterator[str]:
+    """An HTTP package index that answers 404 to everything, reachable from the compile container: ``host:port``
+    on the Docker bridge's gateway (this machine's side of the bridge, not a public address). uv, unlike pip,
+    fails a build whose index does not answer at all, so a test index with a credential must answer."""
+    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    directory.mkdir(parents=True, exist_ok=True)
+    server = http.server.ThreadingHTTPServer((gateway, 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"{gateway}:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -605,11 +605,16 @@ def uv_failure_cause(lines: list[str]) -> str | None:
     if "No solution found when resolving" in lines[first] and causes:
         return causes[0]
     if "Failed to build" in lines[first]:
-        backend = [ln.strip() for ln in lines[:first] if ln.strip() and not ln.startswith("[compile]")]
+        # The backend's output: after the uv command that failed was started, before uv's error.
+        starts = [i for i, ln in enumerate(lines[:first]) if ln.startswith("[compile] + uv ")]
+        backend = [ln.strip() for ln in lines[(starts[-1] + 1 if starts else 0):first]
+                   if ln.strip() and not ln.startswith("[compile]") and ln.strip() != "Building wheel..."]
         fatal = [b for b in backend if "fatal error" in b.lower()]
         said = [b for b in backend if "error" in b.lower() and not b.startswith("error: Command '")]
         if fatal or said:
             return fatal[0] if fatal else said[-1]
+        if backend:  # a backend that says why without the word "error" (a SystemExit message, say)
+            return backend[-1]
     return lines[first][len("error: "):].strip() + (f": {causes[-1]}" if causes else "")
 
 

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,22 @@ def scope_label(scope: Path) -> str:
     return hashlib.sha256(str(scope.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def _inode(path: Path) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino]
+
+
 def warm_key(*, compiler_id: str, mounts: Sequence[Mount], user: str, env: Mapping[str, str], scope: Path,
              idle: float) -> str:
     """What a warm container must have been started with to run a compile: everything but the per-build
     environment values."""
-    data = {"compiler": compiler_id, "mounts": sorted([str(m.source), m.target, m.read_only] for m in mounts),
+    # Each mount's source by its inode too: a directory removed and made again (``rm -rf .grocker``, a file
+    # system unmounted) is another directory, which the container's bind mount does not see.
+    data = {"compiler": compiler_id,
+            "mounts": sorted([str(m.source), m.target, m.read_only, _inode(m.source)] for m in mounts),
             "user": user, "env": sorted((k, v) for k, v in env.items() if k not in PER_BUILD_ENV),
             "scope": str(scope.resolve()), "host": socket.gethostname(), "tool": tool_identity(), "idle": idle}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -7,8 +7,6 @@ layer, a label, the report or the output.
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import json
 import os
@@ -19,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -47,6 +44,7 @@ from setuptools_grocker.errors import (
 from tests.helpers import (
     BASE_IMAGE,
     GROCKER,
+    empty_index,
     free_port,
     generate,
     grocker,
@@ -84,25 +82,17 @@ def secret_build(tmp_path_factory: pytest.TempPathFactory, examples_copy: Path, 
     work = tmp_path_factory.mktemp("secret")
     shutil.copytree(examples_copy, work / "ex", ignore=shutil.ignore_patterns(".grocker"))
     tag = f"grocker-test/secret-app:{run_id}"
-    # An index that answers 404 to everything, reachable from the compile container (the bridge's gateway):
-    # uv fails on an index that does not answer at all (pip warned and went on).
-    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
-    (work / "empty-index").mkdir()
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(work / "empty-index")))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {"PIP_EXTRA_INDEX_URL": f"http://__token__:{SECRET}@{gateway}:{server.server_port}/simple/",
-           "PIP_RETRIES": "0", "PIP_TIMEOUT": "5"}
-    try:
-        # -v: the engine's commands and pip's output on stderr as well as in the log file.
-        run = grocker("build", str(work / "ex" / "demo-app"), "--tag", tag, "--no-cache", "-v", env=env,
-                      report=work / "report.json")
-        assert run.code == 0, run.err[-3000:]
-        yield run, tag, work
-    finally:
-        server.shutdown()
-        server.server_close()
-        remove_images(client, tag)
+    with empty_index(client, work / "empty-index") as index:
+        env = {"PIP_EXTRA_INDEX_URL": f"http://__token__:{SECRET}@{index}/simple/",
+               "PIP_RETRIES": "0", "PIP_TIMEOUT": "5"}
+        try:
+            # -v: the engine's commands and pip's output on stderr as well as in the log file.
+            run = grocker("build", str(work / "ex" / "demo-app"), "--tag", tag, "--no-cache", "-v", env=env,
+                          report=work / "report.json")
+            assert run.code == 0, run.err[-3000:]
+            yield run, tag, work
+        finally:
+            remove_images(client, tag)
 
 
 def image_files(client: docker.DockerClient, ref: str) -> tuple[list[tuple[str, bytes]], list[bytes]]:

@@ -14,15 +14,20 @@ from packaging.utils import canonicalize_name
 
 from setuptools_grocker.image import records
 from setuptools_grocker.pipeline.project import Source
-from tests.helpers import Run, grocker, python_project, remove_images
+from tests.helpers import Run, empty_index, grocker, python_project, remove_images
 
 pytestmark = pytest.mark.integration
 
 SBOM_PATH = "/opt/app/grocker/sbom.cdx.json"
 SECRET = "s3cr3t-t0ken"
-# An extra index with a credential in its user part and its query; never reached (nothing listens on port 9).
-PIP_ENV = {"PIP_EXTRA_INDEX_URL": f"http://ci:{SECRET}@127.0.0.1:9/simple?token={SECRET}",
-           "PIP_RETRIES": "0", "PIP_TIMEOUT": "1"}
+
+
+@pytest.fixture(scope="module")
+def pip_env(tmp_path_factory: pytest.TempPathFactory, client: docker.DockerClient) -> Iterator[dict[str, str]]:
+    """An extra index with a credential in its user part and its query (an empty index: it has nothing)."""
+    with empty_index(client, tmp_path_factory.mktemp("empty-index")) as index:
+        yield {"PIP_EXTRA_INDEX_URL": f"http://ci:{SECRET}@{index}/simple?token={SECRET}",
+               "PIP_RETRIES": "0", "PIP_TIMEOUT": "5"}
 
 
 def in_image(client: docker.DockerClient, image: str, *command: str, entrypoint: str | None = None) -> str:
@@ -75,10 +80,10 @@ def build(tmp: Path, name: str, deps: list[str], tag: str, *extra: str, env: dic
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory, client: docker.DockerClient, registry: str,
-           run_id: str) -> Iterator[dict[str, Built]]:
+           run_id: str, pip_env: dict[str, str]) -> Iterator[dict[str, Built]]:
     """Two applications pushed to the real registry: one with a third-party dependency, one without."""
     tmp = tmp_path_factory.mktemp("sbom")
-    with_dep = build(tmp, "sbom-app", ["packaging"], f"{registry}/sbom-app-{run_id}:1", "--push", env=PIP_ENV)
+    with_dep = build(tmp, "sbom-app", ["packaging"], f"{registry}/sbom-app-{run_id}:1", "--push", env=pip_env)
     without = build(tmp, "sbom-bare", [], f"{registry}/sbom-bare-{run_id}:1", "--push")
     yield {"with": with_dep, "without": without}
     # Every tag the builds gave (version and describe tags too).
@@ -109,8 +114,9 @@ def test_sbom_lists_exactly_what_the_image_holds(images: dict[str, Built], clien
 
 
 def test_two_builds_from_scratch_give_the_same_sbom_bytes(images: dict[str, Built], client: docker.DockerClient,
+                                                          pip_env: dict[str, str],
                                                           tmp_path: Path) -> None:
-    again = build(tmp_path, "sbom-app", ["packaging"], "grocker-test/sbom-again:1", env=PIP_ENV)
+    again = build(tmp_path, "sbom-app", ["packaging"], "grocker-test/sbom-again:1", env=pip_env)
     try:
         assert again.image_id == images["with"].image_id  # the same image, SBOM included
         first = in_image(client, images["with"].image_id, "cat", SBOM_PATH)
@@ -119,7 +125,7 @@ def test_two_builds_from_scratch_give_the_same_sbom_bytes(images: dict[str, Buil
         remove_images(client, *again.run.project["tags"])
 
 
-def test_provenance_names_the_source_commit_and_images(images: dict[str, Built]) -> None:
+def test_provenance_names_the_source_commit_and_images(images: dict[str, Built], pip_env: dict[str, str]) -> None:
     built = images["with"]
     local = grocker("provenance", built.tag, "--from", "engine", env=built.env)
     assert local.code == 0, local.err
@@ -137,7 +143,9 @@ def test_provenance_names_the_source_commit_and_images(images: dict[str, Built])
     assert deps["root-image"]["digest"]["sha256"] == str(record.root_image).split(":")[1]
     assert deps["compiler-image"]["digest"]["sha256"] == str(record.compiler_image).split(":")[1]
     pip = deps["pip-configuration"]["annotations"]
-    assert pip["PIP_EXTRA_INDEX_URL"] == "http://127.0.0.1:9/simple"
+    # The index URL without its credential (user part and query): scheme, host, port and path.
+    index = pip_env["PIP_EXTRA_INDEX_URL"].split("@", 1)[1].split("?", 1)[0]
+    assert pip["PIP_EXTRA_INDEX_URL"] == f"http://{index}"
     layers = [b["digest"]["sha256"] for b in statement["predicate"]["runDetails"]["byproducts"]
               if b["name"].startswith("layer-")]
     inspected = docker.from_env().images.get(built.image_id).attrs["RootFS"]["Layers"]

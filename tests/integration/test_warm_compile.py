@@ -120,3 +120,17 @@ def test_a_bad_idle_value_is_one_line_naming_the_fix(app: dict[str, Any]) -> Non
     run = grocker("build", str(app["project"]), "--tag", app["tag"], env={**app["env"], "GROCKER_WARM_IDLE": "soon"})
     assert run.code != 0
     assert "GROCKER_WARM_IDLE='soon' is not a number of minutes" in run.err
+
+
+def test_a_state_directory_removed_between_builds_gets_a_new_container(
+        app: dict[str, Any], client: docker.DockerClient, tmp_path: Path) -> None:
+    """`rm -rf .grocker` between two builds: the warm container's bind mounts name the removed directories, so
+    the next build must not exec in it (it would not see its job); it starts a new one and succeeds."""
+    build(app, tmp_path / "before.json")
+    before = {c.id for c in warm_of(client, app["project"])}
+    assert len(before) == 1
+    shutil.rmtree(app["project"] / ".grocker")
+    change(app["project"], app["name"], "\n# after rm -rf .grocker\n")
+    build(app, tmp_path / "after.json")
+    after = [c for c in warm_of(client, app["project"]) if c.status == "running"]
+    assert len(after) == 1 and after[0].id not in before

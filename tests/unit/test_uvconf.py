@@ -123,6 +123,18 @@ hint: This error likely indicates that you need to install a library that provid
 [compile] uv failed with exit code 1
 """
 
+UV_SYSTEM_EXIT = """[compile] project wheel (prepared build environment, setuptools.build_meta:__legacy__)
+an earlier attempt's line
+[compile] the prepared build environment failed; building in an isolated one
+[compile] + uv build --wheel --out-dir /tmp/grocker-build/project-wheel /tmp/grocker-build/src
+Building wheel...
+this setup.py is broken on purpose
+error: Failed to build `/tmp/grocker-build/src`
+  cause: The build backend returned an error
+  cause: Call to `setuptools.build_meta:__legacy__.get_requires_for_build_wheel` failed (exit status: 1)
+[compile] uv failed with exit code 2
+"""
+
 
 def test_uv_failures_give_one_telling_line_and_the_hint() -> None:
     from setuptools_grocker.pipeline.compile import compile_failure_hint, pip_failure_cause
@@ -133,6 +145,8 @@ def test_uv_failures_give_one_telling_line_and_the_hint() -> None:
     assert (pip_failure_cause(UV_NO_VERSION) or "").startswith("Because there is no version of six==99.0")
     assert "check the name and version of six==99.0" in (compile_failure_hint(UV_NO_VERSION) or "")
     assert pip_failure_cause(UV_HEADER) == "badc.c:1:10: fatal error: yaml.h: No such file or directory"
+    # A backend that says why without the word "error", after a prepared build environment failed first.
+    assert pip_failure_cause(UV_SYSTEM_EXIT) == "this setup.py is broken on purpose"
     assert "system-packages.build" in (compile_failure_hint(UV_HEADER) or "")
     other = "error: Failed to fetch: `https://mirror.example/simple/six/`\n  cause: HTTP status server error (503)\n"
     assert pip_failure_cause(other) == ("Failed to fetch: `https://mirror.example/simple/six/`: "
