@@ -140,8 +140,7 @@ class MemberStages:
             if combine:
                 done["test"] = {"command": done[stage].pop("test_command"), "result": done[stage].pop("tests"),
                                 "seconds": done[stage].pop("test_seconds", None)}
-            if stage in ("wheel", "test") and isinstance(done.get("test", {}).get("seconds"), (int, float)) \
-                    and (combine or stage == "test"):
+            if (combine or stage == "test") and isinstance(done["test"].get("seconds"), (int, float)):
                 result.test_seconds = (result.test_seconds or 0.0) + done["test"]["seconds"]
             self._custom_stages(f"after-{SLOT[stage]}", engine, member, images, done, progress)
             if combine:
@@ -368,11 +367,8 @@ class MemberStages:
         """What decides a library's build environment besides its build requirements: the tool, the workspace's
         build settings and images (``env``), its constraints; not its source, config or dependencies."""
         parts = self.build.keys[member.name]
-        constraints = member.config.constraints
         data = {"tool": parts["tool"], "env": parts["env"], "installer": member.config.installer,
-                "index-strategy": member.config.index_strategy,
-                "constraints": hashlib.sha256(constraints.read_bytes()).hexdigest()
-                if constraints and constraints.is_file() else ""}
+                "index-strategy": member.config.index_strategy, "constraints": _constraints_digest(member)}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def _closure_key(self, member: Member) -> str:
@@ -381,14 +377,18 @@ class MemberStages:
         parts = self.build.keys[member.name]
         data = {k: v for k, v in parts.items() if k not in ("source", "deps", "key")}
         data["internal"] = sorted(self.ws.closure(member.name))
-        constraints = member.config.constraints
-        data["constraints"] = hashlib.sha256(constraints.read_bytes()).hexdigest() \
-            if constraints and constraints.is_file() else ""
+        data["constraints"] = _constraints_digest(member)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def _image_lock(self, key: tuple[str, ...]) -> threading.Lock:
         with self._lock:
             return self._image_locks.setdefault(",".join(key), threading.Lock())
+
+
+def _constraints_digest(member: Member) -> str:
+    """The sha256 of the member's constraints file ("" without one): part of what decides a resolution."""
+    constraints = member.config.constraints
+    return hashlib.sha256(constraints.read_bytes()).hexdigest() if constraints and constraints.is_file() else ""
 
 
 def stage_valid(engine: Engine, stage: str, data: Mapping[str, Any]) -> bool:
