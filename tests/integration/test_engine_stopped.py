@@ -86,11 +86,12 @@ def test_engine_stopped_during_a_build_then_a_normal_build(tmp_path: Path, examp
             time.sleep(0.2)
         else:
             pytest.fail("the build never started a container")
-        client.close()
+        client.close()  # before the engine goes: nothing left to read on a dead socket
         dockerd_pid_before = dockerd_pid()
         os.kill(dockerd_pid_before, signal.SIGTERM)
         out, err = proc.communicate(timeout=180)
     finally:
+        client.close()
         for _ in range(120):  # let the daemon finish its shutdown before judging
             if not [p for p in engine_processes() if p == dockerd_pid_before]:
                 break
@@ -100,13 +101,14 @@ def test_engine_stopped_during_a_build_then_a_normal_build(tmp_path: Path, examp
     assert proc.returncode == EngineUnavailable.exit_code, err[-3000:]
     lines = [ln for ln in err.splitlines() if ln.startswith("grocker: error:")]
     assert len(lines) == 1 and "Docker Engine" in lines[0] and "dockerd" in lines[0], err[-2000:]
-    client = docker.from_env()
-    with pytest.raises(docker.errors.ImageNotFound):
-        client.images.get(tag)
+    client = docker.from_env()  # a new connection: the first one died with the engine
     try:
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get(tag)
         again = grocker("build", str(project), "--tag", tag, report=tmp_path / "again.json")
         assert again.code == 0, again.err[-3000:]
         assert again.project["status"] == "built"
         assert "check: passed" in client.containers.run(tag, ["check"], remove=True).decode()
     finally:
         remove_images(client, tag)
+        client.close()

@@ -125,7 +125,8 @@ def test_two_builds_from_scratch_give_the_same_sbom_bytes(images: dict[str, Buil
         remove_images(client, *again.run.project["tags"])
 
 
-def test_provenance_names_the_source_commit_and_images(images: dict[str, Built], pip_env: dict[str, str]) -> None:
+def test_provenance_names_the_source_commit_and_images(images: dict[str, Built], pip_env: dict[str, str],
+                                                      client: docker.DockerClient) -> None:
     built = images["with"]
     local = grocker("provenance", built.tag, "--from", "engine", env=built.env)
     assert local.code == 0, local.err
@@ -148,7 +149,7 @@ def test_provenance_names_the_source_commit_and_images(images: dict[str, Built],
     assert pip["PIP_EXTRA_INDEX_URL"] == f"http://{index}"
     layers = [b["digest"]["sha256"] for b in statement["predicate"]["runDetails"]["byproducts"]
               if b["name"].startswith("layer-")]
-    inspected = docker.from_env().images.get(built.image_id).attrs["RootFS"]["Layers"]
+    inspected = client.images.get(built.image_id).attrs["RootFS"]["Layers"]
     assert ["sha256:" + h for h in layers] == inspected
 
 
