@@ -269,6 +269,26 @@ def make_parser() -> argparse.ArgumentParser:
     gc.add_argument("--json", action="store_true", help="print what was removed as JSON")
     gc.set_defaults(func=cmd_gc)
 
+    rr = sub.add_parser("refresh-root", help="check the Debian mirror for newer packages of a project's root image; "
+                                             "if there are, build the refreshed root that builds then use")
+    rr.add_argument("project", nargs="?", default=".", type=Path, help="project directory (default: .)")
+    rr.add_argument("--base-image", help="base image (overrides base-image)")
+    rr.add_argument("--check", action="store_true", help="only say what the mirror has newer; build nothing "
+                    "(exit 1 when the root is out of date)")
+    rr.add_argument("--json", action="store_true", help="print the result as JSON")
+    rr.set_defaults(func=cmd_refresh_root)
+    reb = sub.add_parser("rebase", help="put an application image on its refreshed root without rebuilding its "
+                                        "wheels (smoke-tested before it is tagged)")
+    reb.add_argument("image", metavar="IMAGE", help="the image to rebase (a local reference or ID)")
+    reb.add_argument("--tag", "-t", help="reference of the rebased image (default: IMAGE's own tag moves to it)")
+    reb.add_argument("--root", metavar="ROOT", help="the root image to put it on (default: the refreshed root of "
+                     "the image's root, made by `grocker refresh-root`)")
+    reb.add_argument("--project", type=Path, metavar="DIR", help="the project whose smoke test runs (default: the "
+                     "directory of the image's build record, else the smoke test its labels describe)")
+    reb.add_argument("--report", metavar="FILE", help="write the JSON report to FILE (- for stdout)")
+    reb.add_argument("--json", action="store_true", help="print the JSON report")
+    reb.set_defaults(func=cmd_rebase)
+
     boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
     boot.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
     boot.add_argument("--mirror", help="Debian mirror URL (default: the one in the host's apt sources)")
@@ -585,6 +605,65 @@ def cmd_gc(args: argparse.Namespace, progress: Progress) -> int:
         progress.write(f"  not removed: {line}: {failed[id(r)]}" if id(r) in failed else f"  {verb} {line}")
     progress.write(f"{verb} {len(result.removals) - len(result.failed)} item(s), {human(result.freed)} freed"
                    if not args.dry_run else f"{verb} {len(result.removals)} item(s), {human(result.freed)}")
+    return 0
+
+
+def cmd_refresh_root(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.config import load_config
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.image.refresh import refresh_root
+
+    config = load_config(args.project, environ=os.environ, overrides={"base-image": args.base_image},
+                         warn=progress.warn)
+    with Engine(Progress(quiet=True) if args.json else progress) as engine:
+        result = refresh_root(engine, config, Progress(quiet=True) if args.json else progress,
+                              check_only=args.check)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        for p in result.changed or result.pending:
+            progress.write(f"  {p['name']}  {p['old'] or '-'} -> {p['new'] or '-'}")
+        if result.refreshed:
+            progress.write(f"root refreshed: {result.root} ({len(result.changed)} Debian package(s) changed); "
+                           "builds use it from now on, `grocker rebase IMAGE` moves images onto it")
+        elif result.pending:
+            progress.write(f"{result.previous} is out of date: {len(result.pending)} package(s) newer on the mirror")
+        else:
+            progress.write(f"{result.previous} is current (checked in {result.check_seconds:.1f}s)")
+    return 1 if args.check and result.pending else 0
+
+
+def cmd_rebase(args: argparse.Namespace, progress: Progress) -> int:
+    import json
+
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.pipeline.caches import cache_home
+    from setuptools_grocker.pipeline.rebase import rebase_image
+    from setuptools_grocker.report import write_json_atomic
+
+    quiet = args.json or args.report == "-"
+    if args.tag is not None:
+        from setuptools_grocker.config import validate_reference
+
+        validate_reference(args.tag)
+    with Engine(Progress(quiet=True) if quiet else progress) as engine:
+        result = rebase_image(engine, args.image, root=args.root, tag=args.tag, home=cache_home(os.environ),
+                              environ=os.environ, progress=Progress(quiet=True) if quiet else progress,
+                              project=args.project)
+    if args.report and args.report != "-":
+        write_json_atomic(Path(args.report).resolve(), result.to_json())
+    if quiet:
+        print(json.dumps(result.to_json(), indent=2))
+    elif result.rebased:
+        for p in result.packages_changed:
+            progress.write(f"  {p['name']}  {p['old'] or '-'} -> {p['new'] or '-'}")
+        progress.write(f"rebased {args.image} onto {result.new_root}: {result.new_image_id}"
+                       + (f", tagged {result.tag}" if result.tag else "") + f", {len(result.application_layers)} "
+                       "application layer(s) kept, smoke test passed")
+    else:
+        progress.write(f"{args.image}: not rebased, {result.reason}")
     return 0
 
 

@@ -158,3 +158,8 @@ class SupplyChainError(GrockerError):
     """An image's SBOM or provenance is missing or unreadable (``grocker sbom``, ``grocker provenance``)."""
 
     exit_code = 19
+
+
+class RebaseError(SupplyChainError):
+    """A root refresh or a rebase cannot be done (``grocker refresh-root``, ``grocker rebase``): another Python
+    on the new root, packages removed, an image not made by grocker. Same exit code as the supply-chain commands."""

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from setuptools_grocker.engine import OWNER_LABEL, Engine, parse_engine_time
 from setuptools_grocker.errors import ConfigError
+from setuptools_grocker.image.recipes import CURRENT_SUFFIX
 from setuptools_grocker.image.records import Record, load_all, parse_time, records_dir
 
 __all__ = ["Candidate", "CacheEntry", "GcOptions", "GcResult", "Removal", "collect", "parse_size", "remove",
@@ -331,6 +332,9 @@ def collect(engine: Engine, home: Path, options: GcOptions) -> list[Removal]:
     """What gc would remove now, images first (in removal order), then caches."""
     records = load_all(home)
     images = [Candidate.from_attrs(a) for a in engine.labelled_images(f"{OWNER_LABEL}={OWNER_VALUE}")]
+    # The refreshed root builds use now (``grocker/root:<recipe key>-current``, refresh.py) stays.
+    images = [c for c in images if not any(t.startswith("grocker/root:") and t.endswith(CURRENT_SUFFIX)
+                                           for t in c.tags)]
     removals = select_images(images, records, engine.images_of_containers(), options,
                              released=released_digests(records))
     if options.max_cache_size is not None:

@@ -109,7 +109,27 @@ class BaseImages:
 
 
 def root_key(config: Config, base_id: str) -> str:
+    """The key of the root image the recipe makes from the base image ``base_id`` (before any refresh)."""
     return _hash("root", RECIPE_VERSION, base_id, config.python, sorted(config.run_packages), config.user)
+
+
+#: The tag suffix of the refreshed root of a recipe: ``grocker/root:<recipe key>-current`` (refresh.py).
+CURRENT_SUFFIX = "-current"
+
+
+def current_root_key(engine: Engine, config: Config, base_id: str) -> str:
+    """The key of the root builds use: the last refresh's (``grocker refresh-root``, whose key covers the
+    Debian packages with their versions) when there was one, else the recipe's (:func:`root_key`).
+
+    Read from the engine only (the ``-current`` tag): no network, the recorded root until refreshed.
+    """
+    recipe = root_key(config, base_id)
+    attrs = engine.image_attrs(f"grocker/root:{recipe}{CURRENT_SUFFIX}")
+    if attrs is None:
+        return recipe
+    keys = sorted(t.split(":", 1)[1] for t in attrs.get("RepoTags") or ()
+                  if t.startswith("grocker/root:") and not t.endswith(CURRENT_SUFFIX))
+    return keys[0] if keys else recipe
 
 
 def root_recipe(config: Config) -> str:
@@ -142,8 +162,11 @@ def ensure_base_images(engine: Engine, config: Config, progress: Progress, *, ne
     index of ``pip`` (the user's forwarded configuration), downloaded in a scratch directory under ``work``.
     """
     base = engine.ensure_image(config.base_image)
-    rkey = root_key(config, base["Id"])
+    rkey = current_root_key(engine, config, base["Id"])
     root = f"grocker/root:{rkey}"
+    if not engine.image_id(root):
+        rkey = root_key(config, base["Id"])  # a refreshed root's tag removed by hand: the recipe's root
+        root = f"grocker/root:{rkey}"
     if not engine.image_id(root):
         _build_small(engine, root_recipe(config), root, "root image", progress)
     build_packages = tuple(sorted(set(config.build_packages) | set(extra_build_packages)))

@@ -31,8 +31,8 @@ from setuptools_grocker.image.bytecode import compile_bytecode
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
     BaseImages,
+    current_root_key,
     ensure_base_images,
-    root_key,
     tool_identity,
 )
 from setuptools_grocker.image.runtime import WHEELS_UNCHANGED, build_runtime_image, cut_off, image_key
@@ -160,7 +160,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         for warning in pip.warnings:
             progress.warn(warning)
         base = engine.ensure_image(config.base_image)
-        rkey = root_key(config, base["Id"])
+        rkey = current_root_key(engine, config, base["Id"])
         key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
                         plugins=apply.identity(plugins, files, compile_env),
                         bytecode=bytecode_cache_dir(environ) is not None)

@@ -29,7 +29,7 @@ from packaging.utils import canonicalize_name
 from setuptools_grocker.config import Config, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
-from setuptools_grocker.image.recipes import BaseImages, ensure_base_images, root_key
+from setuptools_grocker.image.recipes import BaseImages, current_root_key, ensure_base_images
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
@@ -94,7 +94,7 @@ class WorkspaceBuild:
         base = engine.ensure_image(self.shared.base_image)
         pip_hash = hashlib.sha256(json.dumps(sorted(self.pip.env.items())).encode()).hexdigest()
         self.env_key = hashlib.sha256(json.dumps({
-            "root": root_key(self.shared, base["Id"]),
+            "root": current_root_key(engine, self.shared, base["Id"]),
             "build": list(self.shared.build_packages),
             "pip": pip_hash,
             "image": bytecode_identity(bytecode_cache_dir(self.environ) is not None),
