@@ -12,6 +12,8 @@ from buildbot_grocker.steps import (
     GrockerPlan,
     GrockerPluginStage,
     GrockerPush,
+    GrockerRebase,
+    GrockerRefreshRoot,
     GrockerRelease,
     GrockerSmokeTest,
     GrockerStep,
@@ -22,5 +24,6 @@ from buildbot_grocker.steps import (
 
 __all__ = [
     "GrockerGraph", "GrockerImage", "GrockerMemberStep", "GrockerPlan", "GrockerPluginStage", "GrockerPush",
-    "GrockerRelease", "GrockerSmokeTest", "GrockerStep", "GrockerTest", "GrockerWheel", "configure", "member_steps",
+    "GrockerRebase", "GrockerRefreshRoot", "GrockerRelease", "GrockerSmokeTest", "GrockerStep", "GrockerTest",
+    "GrockerWheel", "configure", "member_steps",
 ]

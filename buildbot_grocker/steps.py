@@ -157,6 +157,60 @@ class GrockerRelease(GrockerStep):
             self.descriptionDone.append(f"{len(report['lagging'])} tags lag")
 
 
+class GrockerRefreshRoot(GrockerStep):
+    """``grocker refresh-root ROOT --json``: check the Debian mirror for newer packages of the root image of the
+    project (or workspace) at ``root``; build the refreshed root when there are some.
+
+    Sets ``grocker_root_refresh`` (the report: ``refreshed``, ``packages_changed``...). Schedule it before the
+    rebase steps of the nightly (docs/supply-chain.md).
+    """
+
+    name = "refresh-root"
+    command_words = ("refresh-root",)
+
+    def grocker_command(self) -> list[str]:
+        return [*super().grocker_command(), "--json"]
+
+    def apply_report(self, report: dict[str, Any]) -> None:
+        self.setProperty("grocker_root_refresh", report, self.name)
+        changed = report.get("packages_changed") or []
+        self.descriptionDone = ([f"root refreshed, {len(changed)} Debian packages changed"]
+                                if report.get("refreshed") else ["root current"])
+
+
+class GrockerRebase(GrockerStep):
+    """``grocker rebase IMAGE --report -``: put ``image`` on its refreshed root (smoke-tested before it is tagged).
+
+    Appends ``{"image", "rebased", "new_image_id", "tag", "packages_changed"}`` to the ``grocker_rebased``
+    property, so that the nightly's last step can say which images were rebased and which Debian packages
+    changed; ``root`` is the working directory's project (the smoke test's configuration).
+    """
+
+    name = "rebase"
+    renderables = [*GrockerStep.renderables, "image", "tag"]
+    command_words = ("rebase",)
+
+    def __init__(self, image: Any = None, tag: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not image:
+            config.error("GrockerRebase: image (the image reference to rebase) is required")
+        self.image = image
+        self.tag = tag
+
+    def grocker_command(self) -> list[str]:
+        exe = self.grocker if isinstance(self.grocker, list) else [self.grocker]
+        cmd = [*exe, *self.command_words, self.image, "--project", self.root, "--report", "-", *self.extra_args]
+        return cmd + (["--tag", self.tag] if self.tag else [])
+
+    def apply_report(self, report: dict[str, Any]) -> None:
+        done = list(self.getProperty("grocker_rebased") or [])
+        done.append({k: report.get(k) for k in ("image", "rebased", "new_image_id", "tag", "packages_changed")})
+        self.setProperty("grocker_rebased", done, self.name)
+        changed = report.get("packages_changed") or []
+        self.descriptionDone = ([f"rebased {self.image}", f"{len(changed)} Debian packages changed"]
+                                if report.get("rebased") else [f"{self.image} not rebased"])
+
+
 class GrockerMemberStep(GrockerStep):
     """One stage of one workspace member: ``grocker workspace build ROOT --only M --no-deps --stage S``."""
 
