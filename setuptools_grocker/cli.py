@@ -285,6 +285,8 @@ def make_parser() -> argparse.ArgumentParser:
                      "the image's root, made by `grocker refresh-root`)")
     reb.add_argument("--project", type=Path, metavar="DIR", help="the project whose smoke test runs (default: the "
                      "directory of the image's build record, else the smoke test its labels describe)")
+    reb.add_argument("--push", action="store_true", help="push the rebased image (its tag names the registry) "
+                     "with its SBOM and provenance")
     reb.add_argument("--report", metavar="FILE", help="write the JSON report to FILE (- for stdout)")
     reb.add_argument("--json", action="store_true", help="print the JSON report")
     reb.set_defaults(func=cmd_rebase)
@@ -651,7 +653,7 @@ def cmd_rebase(args: argparse.Namespace, progress: Progress) -> int:
     with Engine(Progress(quiet=True) if quiet else progress) as engine:
         result = rebase_image(engine, args.image, root=args.root, tag=args.tag, home=cache_home(os.environ),
                               environ=os.environ, progress=Progress(quiet=True) if quiet else progress,
-                              project=args.project)
+                              project=args.project, push=args.push)
     if args.report and args.report != "-":
         write_json_atomic(Path(args.report).resolve(), result.to_json())
     if quiet:

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from typing import Any, Mapping
 from setuptools_grocker.config import Config, SmokeTest, load_config
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import ConfigError, ImageBuildError, ProjectError, RebaseError
+from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.image import records
 from setuptools_grocker.image.assemble import Entry, Layer, load_archive
 from setuptools_grocker.image.rebase import (
@@ -34,7 +37,7 @@ from setuptools_grocker.image.rebase import (
     sha256_id,
     split_layers,
 )
-from setuptools_grocker.image.recipes import CURRENT_SUFFIX
+from setuptools_grocker.image.recipes import CURRENT_SUFFIX, tool_identity
 from setuptools_grocker.image.refresh import ROOT_RECIPE_LABEL
 from setuptools_grocker.image.sbom import SBOM_PATH, debian_packages, remember
 from setuptools_grocker.pipeline.smoke import smoke_test
@@ -61,6 +64,7 @@ class RebaseResult:
     python: dict[str, str | None] = field(default_factory=dict)
     packages_changed: list[dict[str, str | None]] = field(default_factory=list)
     smoke_test: str | None = None
+    digest: str | None = None
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -69,7 +73,7 @@ class RebaseResult:
                 "old_root": self.old_root, "new_root": {"tag": self.new_root, "id": self.new_root_id},
                 "application_layers": self.application_layers, "sbom_layer": self.sbom_layer,
                 "python": self.python, "packages_changed": self.packages_changed, "smoke_test": self.smoke_test,
-                "seconds": round(self.seconds, 2)}
+                "digest": self.digest, "seconds": round(self.seconds, 2)}
 
 
 def _new_root(engine: Engine, old_root_id: str | None, root: str | None) -> tuple[str, dict[str, Any]]:
@@ -126,9 +130,10 @@ def smoke_config(image_id: str, labels: Mapping[str, str], project: Path | None,
 
 
 def rebase_image(engine: Engine, image: str, *, root: str | None, tag: str | None, home: Path,
-                 environ: Mapping[str, str], progress: Progress, project: Path | None = None) -> RebaseResult:
+                 environ: Mapping[str, str], progress: Progress, project: Path | None = None,
+                 push: bool = False) -> RebaseResult:
     """Put ``image`` on ``root`` (default: its refreshed root), smoke-test it, tag it ``tag`` (default: ``image``
-    when it is a reference, else untagged); see the module's docstring."""
+    when it is a reference, else untagged), with ``push`` push it there; see the module's docstring."""
     start = time.monotonic()
     attrs = engine.image_attrs(image)
     if attrs is None:
@@ -197,7 +202,17 @@ def rebase_image(engine: Engine, image: str, *, root: str | None, tag: str | Non
     if result.tag:
         engine.tag(new_id, result.tag)
     _record(engine, home, image_id, new_id, result)
+    _provenance(home, image_id, new_id, result, diff_ids=json.loads(blob)["rootfs"]["diff_ids"], sbom=sbom)
     result.rebased = True
+    if push:
+        from setuptools_grocker.ref import ImageRef
+        from setuptools_grocker.registry.push import push_runtime_image
+
+        if not result.tag or ImageRef.parse(result.tag).host is None:
+            raise RebaseError(f"--push needs a tag that names a registry (got {result.tag or 'none'})",
+                              "give --tag REGISTRY/REPO:TAG")
+        with progress.stage(f"push {result.tag}"):
+            result.digest, _ = push_runtime_image(engine, new_id, [result.tag], home, progress)
     result.seconds = time.monotonic() - start
     return result
 
@@ -221,3 +236,34 @@ def _record(engine: Engine, home: Path, image_id: str, new_id: str, result: Reba
         revision=old.revision if old else None, tags=[result.tag] if result.tag else [],
         base_image=old.base_image if old else None, root_image=result.new_root_id,
         compiler_image=old.compiler_image if old else None, workspace=old.workspace if old else None))
+
+
+def _provenance(home: Path, image_id: str, new_id: str, result: RebaseResult, *, diff_ids: list[str],
+                sbom: bytes | None) -> None:
+    """The statement of the rebased image: its original's (the same build of the same wheels), with the new
+    image ID as subject, the new root, the image it was rebased from, its layers and SBOM, and this run's
+    time and tool. Nothing when the original has no record here."""
+    old = records.find_provenance(home, image_id)
+    if old is None:
+        return
+    doc = copy.deepcopy(old)
+    doc["subject"] = [{"name": s.get("name"), "digest": {"sha256": new_id.split(":")[-1]},
+                       "annotations": {"kind": "image config (image ID)"}} for s in doc.get("subject") or []
+                      if (s.get("annotations") or {}).get("kind") == "image config (image ID)"]
+    definition = doc["predicate"]["buildDefinition"]
+    dependencies = [d for d in definition.get("resolvedDependencies") or []
+                    if d.get("name") not in ("root-image", "rebased-from")]
+    dependencies += [{"name": "root-image", "digest": {"sha256": result.new_root_id.split(":")[-1]}},
+                     {"name": "rebased-from", "digest": {"sha256": image_id.split(":")[-1]},
+                      "annotations": {"kind": "image config (image ID) this image was rebased from"}}]
+    definition["resolvedDependencies"] = dependencies
+    run = doc["predicate"]["runDetails"]
+    run["builder"].setdefault("version", {})["setuptools-grocker"] = tool_identity()
+    run["metadata"] = {**(run.get("metadata") or {}), "finishedOn": records.now()}
+    run["byproducts"] = [{"name": f"layer-{i}", "digest": {"sha256": d.split(":")[-1]},
+                          "annotations": {"kind": "layer diff ID"}} for i, d in enumerate(diff_ids)] + (
+        [{"name": "sbom", "uri": f"file://{SBOM_PATH}", "digest": {"sha256": hashlib.sha256(sbom).hexdigest()},
+          "mediaType": "application/vnd.cyclonedx+json"}] if sbom is not None else [])
+    path = records.provenance_path(home, new_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")

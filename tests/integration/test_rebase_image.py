@@ -126,10 +126,11 @@ def test_refresh_root_finds_the_newer_package_and_gives_a_new_root_key(world: Wo
     assert {i["Id"] for i in descendants(client, world.base)} == before
 
 
-def test_rebase_swaps_the_root_under_the_same_application_layers(world: World, client: docker.DockerClient) -> None:
-    old, new = f"{world.app}:1", f"{world.app}:2"
+def test_rebase_swaps_the_root_under_the_same_application_layers(world: World, client: docker.DockerClient,
+                                                                 registry: str, run_id: str) -> None:
+    old, new = f"{world.app}:1", f"{registry}/rebase-{run_id}:2"
     report = world.tmp / "rebase.json"
-    run = world.grocker("rebase", old, "--tag", new, "--report", str(report))
+    run = world.grocker("rebase", old, "--tag", new, "--push", "--report", str(report))
     assert run.code == 0, run.err[-4000:]
     result = json.loads(report.read_text())
 
@@ -165,6 +166,21 @@ def test_rebase_swaps_the_root_under_the_same_application_layers(world: World, c
     assert now["python"] == was["python"]
     assert ("hostname", CURRENT) in now["debian"] and ("hostname", STALE) in was["debian"]
     assert set(now["debian"]) - {("hostname", CURRENT)} == set(was["debian"]) - {("hostname", STALE)}
+
+    # Pushed with its SBOM and a provenance that names the new root and the image it was rebased from.
+    assert result["digest"].startswith("sha256:")
+    sbom = world.grocker("sbom", new, "--from", "registry", "--format", "table")
+    assert sbom.code == 0, sbom.err
+    assert any(line.split()[:3] == ["debian", "hostname", CURRENT] for line in sbom.out.splitlines()), sbom.out
+    provenance = world.grocker("provenance", new, "--from", "registry")
+    assert provenance.code == 0, provenance.err
+    statement = json.loads(provenance.out)
+    dependencies = {d["name"]: d.get("digest", {}).get("sha256") for d in
+                    statement["predicate"]["buildDefinition"]["resolvedDependencies"]}
+    assert dependencies["root-image"] == world.refresh["root"]["id"].split(":")[-1]
+    assert dependencies["rebased-from"] == result["image_id"].split(":")[-1]
+    assert {s["digest"]["sha256"] for s in statement["subject"]} == {
+        result["new_image_id"].split(":")[-1], result["digest"].split(":")[-1]}
 
     # Already on its refreshed root: nothing to do.
     again = world.grocker("rebase", new, "--json")
