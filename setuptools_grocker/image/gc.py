@@ -191,6 +191,9 @@ def select_images(images: Iterable[Candidate], records: Iterable[Record], in_use
             removals.append(Removal("runtime image", image.id, reason, image.size, name))
         else:
             kept.append(image)
+    # The refreshed root builds use now (``grocker/root:<recipe key>-current``, refresh.py) stays, and so does
+    # the recipe's root it is built on (the next refresh starts from it).
+    kept += [i for i in grocker if i.kind == "root" and any(t.endswith(CURRENT_SUFFIX) for t in i.tags)]
     kept_ids = {i.id for i in kept}
     recent = {r.image_id for r in by_id.values() if now - r.last_used < options.keep_days * 86400}
     named = {n for r in by_id.values() if r.image_id in kept_ids or r.image_id in recent
@@ -201,6 +204,8 @@ def select_images(images: Iterable[Candidate], records: Iterable[Record], in_use
         for image in (i for i in grocker if i.kind == kind):
             # Made in the last hour: a build (maybe another user's, with records elsewhere) is about to use it.
             fresh = now - image.created < STALE_BUILD
+            if image.id in kept_ids:
+                continue
             if fresh or image.id in busy or image.id in named or any(k.built_on(image) for k in kept):
                 kept.append(image)
                 continue
@@ -332,9 +337,6 @@ def collect(engine: Engine, home: Path, options: GcOptions) -> list[Removal]:
     """What gc would remove now, images first (in removal order), then caches."""
     records = load_all(home)
     images = [Candidate.from_attrs(a) for a in engine.labelled_images(f"{OWNER_LABEL}={OWNER_VALUE}")]
-    # The refreshed root builds use now (``grocker/root:<recipe key>-current``, refresh.py) stays.
-    images = [c for c in images if not any(t.startswith("grocker/root:") and t.endswith(CURRENT_SUFFIX)
-                                           for t in c.tags)]
     removals = select_images(images, records, engine.images_of_containers(), options,
                              released=released_digests(records))
     if options.max_cache_size is not None:

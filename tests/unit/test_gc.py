@@ -187,3 +187,12 @@ def test_an_image_a_workspace_release_document_names_stays(tmp_path: Path) -> No
     assert released_digests(recs) == {"sha256:d1"}
     assert set(removed([runtime("old"), runtime("older")], recs, set(), GcOptions(),
                        released=released_digests(recs))) == {"older"}
+
+
+def test_the_current_refreshed_root_and_the_root_it_refreshes_stay() -> None:
+    refreshed = Candidate("refreshed", ("grocker/root:new", "grocker/root:abc-current"), OWNER, ("l-root", "l-up"),
+                          1000, created=NOW - 30 * 86400)
+    superseded = Candidate("superseded", ("grocker/root:older",), OWNER, ("l-root", "l-up0"), 1000,
+                           created=NOW - 30 * 86400)
+    got = removed([ROOT, superseded, refreshed], [], set(), GcOptions())
+    assert set(got) == {"superseded"}
