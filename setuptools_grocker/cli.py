@@ -271,7 +271,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     rr = sub.add_parser("refresh-root", help="check the Debian mirror for newer packages of a project's root image; "
                                              "if there are, build the refreshed root that builds then use")
-    rr.add_argument("project", nargs="?", default=".", type=Path, help="project directory (default: .)")
+    rr.add_argument("project", nargs="?", default=".", type=Path,
+                    help="project directory, or workspace root (every member's root and the shared one; default: .)")
     rr.add_argument("--base-image", help="base image (overrides base-image)")
     rr.add_argument("--check", action="store_true", help="only say what the mirror has newer; build nothing "
                     "(exit 1 when the root is out of date)")
@@ -613,18 +614,27 @@ def cmd_gc(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_refresh_root(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
-    from setuptools_grocker.config import load_config
     from setuptools_grocker.engine import Engine
+    from setuptools_grocker.image.recipes import root_key
     from setuptools_grocker.image.refresh import refresh_root
+    from setuptools_grocker.pipeline.rebase import refresh_targets
 
-    config = load_config(args.project, environ=os.environ, overrides={"base-image": args.base_image},
-                         warn=progress.warn)
-    with Engine(Progress(quiet=True) if args.json else progress) as engine:
-        result = refresh_root(engine, config, Progress(quiet=True) if args.json else progress,
-                              check_only=args.check)
+    configs = refresh_targets(args.project, environ=os.environ, overrides={"base-image": args.base_image})
+    shown = Progress(quiet=True) if args.json else progress
+    results = []
+    with Engine(shown) as engine:
+        seen = set()
+        for config in configs:  # a workspace: one check per root recipe
+            recipe = root_key(config, engine.ensure_image(config.base_image)["Id"])
+            if recipe not in seen:
+                seen.add(recipe)
+                results.append(refresh_root(engine, config, shown, check_only=args.check))
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
+        documents = [r.to_json() for r in results]
+        print(json.dumps(documents[0] if len(configs) == 1 else {
+            "roots": documents, "refreshed": any(r.refreshed for r in results),
+            "packages_changed": [p for r in results for p in r.changed]}, indent=2))
+    for result in [] if args.json else results:
         for p in result.changed or result.pending:
             progress.write(f"  {p['name']}  {p['old'] or '-'} -> {p['new'] or '-'}")
         if result.refreshed:
@@ -634,7 +644,7 @@ def cmd_refresh_root(args: argparse.Namespace, progress: Progress) -> int:
             progress.write(f"{result.previous} is out of date: {len(result.pending)} package(s) newer on the mirror")
         else:
             progress.write(f"{result.previous} is current (checked in {result.check_seconds:.1f}s)")
-    return 1 if args.check and result.pending else 0
+    return 1 if args.check and any(r.pending for r in results) else 0
 
 
 def cmd_rebase(args: argparse.Namespace, progress: Progress) -> int:

@@ -43,7 +43,27 @@ from setuptools_grocker.image.sbom import SBOM_PATH, debian_packages, remember
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.progress import Progress
 
-__all__ = ["RebaseResult", "rebase_image"]
+__all__ = ["RebaseResult", "rebase_image", "refresh_targets"]
+
+
+def refresh_targets(directory: Path, *, environ: Mapping[str, str],
+                    overrides: Mapping[str, Any] | None = None) -> list[Config]:
+    """The configurations whose root images ``grocker refresh-root DIRECTORY`` refreshes: the project's; for a
+    workspace root, the shared one (its compiler images' root) and each member's (its image's root), from the
+    configuration files only (no member is built or prepared). Several may share a root recipe."""
+    from setuptools_grocker.config import read_file_layer
+    from setuptools_grocker.pipeline.workspace import _member_dirs, _merge, read_settings, shared_config
+
+    table, _ = read_file_layer(directory.resolve())
+    if not isinstance(table.get("workspace"), dict):
+        return [load_config(directory, environ=environ, overrides=overrides)]
+    settings, shared = read_settings(directory.resolve())
+    configs = []
+    for path in _member_dirs(directory.resolve(), settings):
+        own, _ = read_file_layer(path)
+        own = {k: v for k, v in own.items() if k != "workspace"}
+        configs.append(load_config(path, environ=environ, overrides=overrides, file_table=_merge(shared, own)))
+    return [shared_config(configs), *configs]
 
 
 @dataclass

@@ -3,6 +3,7 @@ SBOM's new content, apt's simulation output (no engine: the integration test is 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,3 +188,23 @@ def test_the_refreshed_root_key_covers_every_package_version() -> None:
     assert key == refreshed_key("recipe", list(reversed(DEBS)))
     assert key != refreshed_key("recipe", [DEBS[0], DebPackage("libssl3", "3.0.13-1", "amd64")])
     assert key != refreshed_key("other-recipe", DEBS)
+
+
+def _pyproject(path: Path, name: str, grocker: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "pyproject.toml").write_text(f'[project]\nname = "{name}"\nversion = "1"\n\n{grocker}')
+
+
+def test_refresh_root_of_a_workspace_covers_the_shared_root_and_each_member_s(tmp_path: Path) -> None:
+    from setuptools_grocker.pipeline.rebase import refresh_targets
+
+    _pyproject(tmp_path, "ws", '[tool.grocker]\nbase-image = "debian:test"\n\n'
+                               '[tool.grocker.workspace]\nmembers = ["apps/*"]\n')
+    _pyproject(tmp_path / "apps" / "shop", "shop", '[tool.grocker.system-packages]\nrun = ["libpq5"]\n')
+    _pyproject(tmp_path / "apps" / "till", "till", "")
+    shared, *members = refresh_targets(tmp_path, environ={})
+    assert shared.run_packages == ("libpq5",) and shared.base_image == "debian:test"
+    assert sorted((m.project_dir.name, m.run_packages, m.base_image) for m in members) == [
+        ("shop", ("libpq5",), "debian:test"), ("till", (), "debian:test")]
+    (single,) = refresh_targets(tmp_path / "apps" / "till", environ={}, overrides={"base-image": "other:1"})
+    assert single.base_image == "other:1"
