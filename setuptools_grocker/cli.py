@@ -208,6 +208,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="list the images holding this Python distribution or Debian package")
     sb.add_argument("--repository", action="append", default=[], metavar="REGISTRY/REPO",
                     help="with --find: every tagged image of this registry repository (repeatable)")
+    sb.add_argument("--release", action="append", default=[], metavar="REGISTRY/REPO[:RELEASE]",
+                    help="with --find: every application of this workspace release (its release document; "
+                         "the current release without :RELEASE) (repeatable)")
     sb.add_argument("--from", dest="where", choices=("auto", "engine", "registry"), default="auto",
                     help="read from the engine or the registry (default: the registry when the reference "
                          "names a registry host)")
@@ -398,18 +401,21 @@ def cmd_sbom(args: argparse.Namespace, progress: Progress) -> int:
         parse_query,
         read_sbom,
         read_sbom_bytes,
+        release_images,
         repository_images,
         table,
     )
 
     if args.find is None:
-        if len(args.images) != 1 or args.repository:
-            raise SupplyChainError("grocker sbom reads one IMAGE (several, or --repository, only with --find)",
-                                   "give one image, or add --find NAME[==VERSION]")
-    elif not args.images and not args.repository:
-        raise SupplyChainError("--find needs images to search", "name images, or --repository REGISTRY/REPO")
+        if len(args.images) != 1 or args.repository or args.release:
+            raise SupplyChainError("grocker sbom reads one IMAGE (several, --repository or --release only with "
+                                   "--find)", "give one image, or add --find NAME[==VERSION]")
+    elif not args.images and not args.repository and not args.release:
+        raise SupplyChainError("--find needs images to search",
+                               "name images, or --repository REGISTRY/REPO, or --release REGISTRY/REPO[:RELEASE]")
     query = parse_query(args.find) if args.find is not None else None
-    images = list(dict.fromkeys([*args.images, *(i for r in args.repository for i in repository_images(r))]))
+    images = list(dict.fromkeys([*args.images, *(i for r in args.repository for i in repository_images(r)),
+                                 *(i for r in args.release for i in release_images(r))]))
     local = not all(from_registry(i, args.where) for i in images)
     with Engine(Progress(quiet=True)) if local else contextlib.nullcontext() as engine:
         if query is None:
