@@ -45,10 +45,12 @@ from __future__ import annotations
 
 import pluggy
 
+from setuptools_grocker.plugin.signing import Signature, SigningRequest
 from setuptools_grocker.plugin.spec import NAME
 from setuptools_grocker.plugin.stages import POSITIONS, BuildState, ImageContribution, Stage, StageContext
 
 #: Marks a hook implementation: ``@impl def grocker_stages(config): ...``
 impl = pluggy.HookimplMarker(NAME)
 
-__all__ = ["POSITIONS", "BuildState", "ImageContribution", "Stage", "StageContext", "impl"]
+__all__ = ["POSITIONS", "BuildState", "ImageContribution", "Signature", "SigningRequest", "Stage", "StageContext",
+           "impl"]
