@@ -135,9 +135,10 @@ def test_a_moved_tag_fails(signed: Signed) -> None:
         # The first image's signature copied next to it: it covers the first digest, not this one.
         # (Serialised again, so that deleting the copy by its digest leaves the original's tag.)
         body, media_type = get_manifest(artifact_ref(signed.ref, str(signed.digest), "sig"))
-        copy = put_manifest(artifact_ref(signed.ref, other, "sig"), json.dumps(json.loads(body)).encode(), media_type)
-        assert copy != sha256(body)
+        copy = put_manifest(artifact_ref(signed.ref, other, "sig"), json.dumps(json.loads(body), indent=1).encode(),
+                            media_type)
         try:
+            assert copy != sha256(body)
             run = signed.verify(signed.ref)
             assert run.code == 19
             assert f"the trusted signature covers {signed.repo}@{signed.digest}, not this image" in run.err
