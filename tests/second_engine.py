@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Subnets tried for the bridge, one /24 each, skipping any the host already routes.
-SUBNETS = ipaddress.ip_network("10.199.0.0/16").subnets(new_prefix=24)
+SUBNETS = list(ipaddress.ip_network("10.199.0.0/16").subnets(new_prefix=24))
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -45,9 +45,12 @@ def _routed_networks() -> list[ipaddress.IPv4Network]:
     return [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
 
 
-def _free_subnet() -> ipaddress.IPv4Network:
+def _free_subnet(tag: str) -> ipaddress.IPv4Network:
+    """A /24 no route covers; the search starts at one derived from ``tag``, so that two sessions
+    starting at the same moment are unlikely to pick the same one."""
     used = _routed_networks()
-    for net in SUBNETS:
+    start = int(tag, 16) % len(SUBNETS)
+    for net in SUBNETS[start:] + SUBNETS[:start]:
         if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
             return net
     raise RuntimeError("no free /24 in 10.199.0.0/16 for the second engine's bridge")
@@ -101,7 +104,7 @@ class SecondEngine:
             raise RuntimeError("a second engine needs dockerd and root (scripts/setup.sh installs it)")
         self.state.mkdir(parents=True)
         self.exec_root.mkdir(parents=True)
-        self.subnet = _free_subnet()
+        self.subnet = _free_subnet(self.tag)
         gateway = f"{next(self.subnet.hosts())}/{self.subnet.prefixlen}"
         try:
             _run("ip", "link", "add", self.bridge, "type", "bridge")
