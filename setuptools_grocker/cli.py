@@ -283,13 +283,15 @@ def make_parser() -> argparse.ArgumentParser:
     gc.add_argument("--json", action="store_true", help="print what was removed as JSON")
     gc.set_defaults(func=cmd_gc)
 
-    boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
+    boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image, reproducibly, with mmdebstrap")
     boot.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
     boot.add_argument("--mirror", help="Debian mirror URL (default: the one in the host's apt sources)")
     boot.add_argument("--include", nargs="+", metavar="PKG", help="packages to include "
                       "(default: python3 tini)")
     boot.add_argument("--tag", help="image reference (default: debian:SUITE-slim)")
     boot.add_argument("--force", action="store_true", help="rebuild even when the image exists")
+    boot.add_argument("--apt-cache", type=Path, metavar="DIR",
+                      help="keep the downloaded .deb files in DIR and reuse them next time (apt checks them)")
     boot.set_defaults(func=cmd_bootstrap)
     return parser
 
@@ -632,10 +634,10 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
 
     options = BootstrapOptions(suite=args.suite, mirror=args.mirror,
                                include=tuple(args.include) if args.include else DEFAULT_INCLUDE,
-                               tag=args.tag, force=args.force)
+                               tag=args.tag, force=args.force, apt_cache=args.apt_cache)
     validate_reference(options.reference)
     with Engine(progress) as engine:
-        image_id = bootstrap_base(engine, options, progress)
+        image_id = bootstrap_base(engine, options, progress, os.environ)
     progress.write(f"base image {options.reference} ready: {image_id}")
     return 0
 
