@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from setuptools_grocker.engine import Engine
 
 __all__ = ["WHERE", "Match", "Query", "find", "from_registry", "parse_query", "read_provenance", "read_sbom",
-           "read_sbom_bytes", "repository_images", "table"]
+           "read_sbom_bytes", "release_images", "repository_images", "table"]
 
 WHERE = ("auto", "engine", "registry")
 OLDER = "rebuild it with this version of setuptools-grocker (and push it again)"
@@ -159,6 +159,19 @@ def repository_images(repository: str) -> list[str]:
         raise SupplyChainError(f"--repository {repository}: no registry host", "e.g. 127.0.0.1:5000/shop-app")
     tags = list_tags(r.repository)
     return [f"{r.repository}:{t}" for t in tags if not t.startswith("sha256-")]
+
+
+def release_images(document_ref: str) -> list[str]:
+    """Every application image (``repo@digest``) of a workspace release: ``REGISTRY/REPO`` (its current
+    release, through the pointer) or ``REGISTRY/REPO:RELEASE``."""
+    from setuptools_grocker.registry.client import read_document
+    from setuptools_grocker.registry.release import POINTER_TAG
+
+    r = ImageRef.parse(document_ref)
+    if r.host is None:
+        raise SupplyChainError(f"--release {document_ref}: no registry host", "e.g. 127.0.0.1:5000/shop-release")
+    document = read_document(document_ref if r.tag or r.digest else str(r.with_tag(POINTER_TAG)))
+    return [f"{entry['image']}@{entry['digest']}" for _, entry in sorted((document.get("applications") or {}).items())]
 
 
 def find(engine: Engine | None, query: Query, images: Sequence[str], where: str = "auto") -> list[Match]:

@@ -231,8 +231,12 @@ def rebase_image(engine: Engine, image: str, *, root: str | None, tag: str | Non
         if not result.tag or ImageRef.parse(result.tag).host is None:
             raise RebaseError(f"--push needs a tag that names a registry (got {result.tag or 'none'})",
                               "give --tag REGISTRY/REPO:TAG")
+        from setuptools_grocker.pipeline.plugins import plugin_manager
+
+        plugins = plugin_manager(config.plugins, environ, progress.write)  # a signing plugin signs it, as a build's
         with progress.stage(f"push {result.tag}"):
-            result.digest, _ = push_runtime_image(engine, new_id, [result.tag], home, progress)
+            result.digest, _ = push_runtime_image(engine, new_id, [result.tag], home, progress,
+                                                  sign=lambda request: plugins.grocker_sign(config, request))
     result.seconds = time.monotonic() - start
     return result
 

@@ -6,8 +6,9 @@ no create-if-absent and no way to delete one tag of a digest and spare the other
 release promises only what it can keep:
 
 * the **release document** ``REGISTRY/ROOT-release:RELEASE`` names every application by
-  digest. It never changes: a second release under the same name is refused unless its
-  content is the same (then it is a re-run, and nothing is written);
+  digest, with its SBOM and provenance (registry/attach.py) pinned by their own digests. It
+  never changes: a second release under the same name is refused unless its content is the
+  same (then it is a re-run, and nothing is written);
 * the **pointer** ``REGISTRY/ROOT-release:latest`` names the current release document. It is
   the only write that makes a release current, and it comes last of what counts: any failure
   before it leaves the previous release current and complete;
@@ -24,7 +25,7 @@ machine run one after the other:
 
 1. read the pointer (a registry that does not answer stops the release: an unknown pointer
    could not be checked later);
-2. verify every key tag's digest (missing, different or unreadable: stop);
+2. verify every key tag's digest (missing, different or unreadable: stop), and find its attached documents;
 3. publish the document (or find the same one there);
 4. read the pointer again; if it moved since step 1 (a release from elsewhere), stop; else
    move it to the document;
@@ -50,6 +51,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from setuptools_grocker.errors import RegistryError, ReleaseConflict, ReleaseIncomplete, WorkspaceError
 from setuptools_grocker.ref import ImageRef
+from setuptools_grocker.registry.attach import artifact_ref
 from setuptools_grocker.registry.client import (
     digest_of,
     get_manifest,
@@ -77,6 +79,8 @@ class AppRelease:
     digest: str | None
     #: The tags (not references) to point at it: version, version-gREV, moving tags, release name.
     tags: list[str] = field(default_factory=list)
+    #: ``sbom``/``provenance`` -> the attached document, pinned by digest (``registry/repo@sha256:...``).
+    documents: dict[str, str] = field(default_factory=dict)
 
 
 def release_id(apps: list[AppRelease]) -> str:
@@ -163,6 +167,7 @@ def publish_release(apps: list[AppRelease], *, document_repo: str, release: str 
                 raise RegistryError(f"{app.key_ref} has digest {found[:19]}, the build pushed {app.digest[:19]}; "
                                     "no release tag was moved", "someone else pushed to that tag: build again")
             app.digest = found
+            app.documents = _documents(app.key_ref, found)
             info(f"verified {app.key_ref} = {found}")
         kept_apps, kept_libraries = _carried(document_repo, before, carried, info)
         name = release or release_id(apps)
@@ -174,7 +179,7 @@ def publish_release(apps: list[AppRelease], *, document_repo: str, release: str 
             "tool_version": tool_version,
             "applications": dict(sorted({**kept_apps, **{
                 a.name: {"version": a.version, "image": ImageRef.parse(a.key_ref).repository, "digest": a.digest,
-                         "tags": sorted(set(a.tags))}
+                         "tags": sorted(set(a.tags)), **a.documents}
                 for a in apps
             }}.items())),
             "libraries": dict(sorted({**kept_libraries, **libraries}.items())),
@@ -212,6 +217,22 @@ def _digest(ref: str, doing: str) -> str | None:
         return digest_of(ref)
     except RegistryError as exc:
         raise RegistryError(f"{doing} failed: {exc.message}; no release tag was moved", exc.hint) from exc
+
+
+#: The documents attached to an application image (registry/attach.py) that a release names: its key -> tag kind.
+DOCUMENTS = {"sbom": "sbom", "provenance": "att"}
+
+
+def _documents(key_ref: str, digest: str) -> dict[str, str]:
+    """The SBOM and provenance attached to the image ``digest``, each pinned by its own digest: the release
+    document links every application to them (absent when the image was pushed without them)."""
+    repository = ImageRef.parse(key_ref).repository
+    found = {}
+    for key, kind in DOCUMENTS.items():
+        pinned = _digest(artifact_ref(key_ref, digest, kind), f"reading the {key} of {key_ref}")
+        if pinned is not None:
+            found[key] = f"{repository}@{pinned}"
+    return found
 
 
 def _carried(document_repo: str, current: str | None, names: Sequence[str],

@@ -182,6 +182,12 @@ def test_rebase_swaps_the_root_under_the_same_application_layers(world: World, c
     assert {s["digest"]["sha256"] for s in statement["subject"]} == {
         result["new_image_id"].split(":")[-1], result["digest"].split(":")[-1]}
 
+    # grocker verify: the provenance's layers are the rebased image's, the SBOM attached is the one in it.
+    verified = world.grocker("verify", new, "--allow-unsigned", "--project", str(world.project))
+    assert verified.code == 0, verified.out + verified.err
+    assert [line.split()[:2] for line in verified.out.splitlines() if line.split()[1:2] in (["layers"],
+            ["sbom-in-image"])] == [["ok", "layers"], ["ok", "sbom-in-image"]], verified.out
+
     # Already on its refreshed root: nothing to do.
     again = world.grocker("rebase", new, "--json")
     assert again.code == 0, again.err

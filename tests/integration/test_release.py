@@ -93,6 +93,34 @@ def test_release_moves_every_tag_to_the_pushed_digest(release_ws, first_release,
     assert local["applications"] == release["applications"]
 
 
+def test_the_release_links_each_application_to_its_sbom_and_provenance(release_ws, first_release,
+                                                                       registry: str) -> None:
+    from setuptools_grocker.registry.client import get_blob, get_manifest
+
+    root, graph, _ = release_ws
+    applications = first_release.report["release"]["applications"]
+    for app, entry in applications.items():
+        documents = {}
+        for key in ("sbom", "provenance"):
+            ref = entry[key]
+            assert ref.startswith(f"{registry}/{app}@sha256:"), ref  # pinned by digest, in the image's repository
+            manifest = json.loads(get_manifest(ref)[0])
+            assert manifest["subject"]["digest"] == entry["digest"]
+            documents[key] = json.loads(get_blob(ref, manifest["layers"][0]["digest"]))
+        assert {s["digest"]["sha256"] for s in documents["provenance"]["subject"]} >= {entry["digest"][7:]}
+        names = {c["name"] for c in documents["sbom"]["components"]}
+        assert app in names and set(graph["libraries"]) & names
+    # --find over the release: exactly the application that holds the distribution.
+    first = sorted(applications)[0]
+    found = grocker("sbom", "--find", first, "--release", f"{registry}/shop-release", "--json")
+    assert found.code == 0, found.err[-2000:]
+    assert [m["image"] for m in json.loads(found.out)] == [f"{registry}/{first}@{applications[first]['digest']}"]
+    named = grocker("sbom", "--find", first, "--release", f"{registry}/shop-release:r1", "--json")
+    assert json.loads(named.out) == json.loads(found.out)
+    none = grocker("sbom", "--find", "no-such-distribution", "--release", f"{registry}/shop-release")
+    assert none.code == 1 and "0 of 2 image(s) hold no-such-distribution" in none.err
+
+
 def test_pull_back_by_digest(release_ws, first_release, registry: str, client: docker.DockerClient) -> None:
     app = next(p for p in first_release.report["projects"] if p["kind"] == "application")
     repo = f"{registry}/{app['name']}"

@@ -238,6 +238,10 @@ def test_diff_between_two_real_images(client: docker.DockerClient, demo_build: R
         new = dict(d.split("==") for d in demo_build.project["distributions"])
         assert data["changed"] == {"packaging": {"from": new["packaging"], "to": "24.0"}}
         assert data["added"] == {} and data["removed"] == {} and data["unchanged"] == 2
+        # Read from the two SBOMs: the same source gives the same wheel (no rebuild), the same root.
+        assert data["source"] == "sbom" and data["rebuilt"] == {}
+        debian = data["debian"]
+        assert debian["added"] == debian["removed"] == debian["changed"] == {} and debian["unchanged"] > 50
         missing = grocker("diff", ref, "grocker-test/no-such:1")
         assert missing.code == 1 and "grocker-test/no-such:1 is not in the engine" in missing.err
     finally:
