@@ -208,3 +208,12 @@ def test_refresh_root_of_a_workspace_covers_the_shared_root_and_each_member_s(tm
         ("shop", ("libpq5",), "debian:test"), ("till", (), "debian:test")]
     (single,) = refresh_targets(tmp_path / "apps" / "till", environ={}, overrides={"base-image": "other:1"})
     assert single.base_image == "other:1"
+
+
+def test_rebase_refuses_a_bad_tag_before_reaching_the_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    from setuptools_grocker.cli import main
+    from setuptools_grocker.errors import ConfigError
+
+    assert main(["rebase", "shop:1", "--tag", "Shop App:1"]) == ConfigError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("grocker: error:") and "Shop App:1" in err[0]
