@@ -218,7 +218,8 @@ def write_lock_resolution(job, requirement, project_wheel, local_out, scratch):
     # uv writes the PEP 751 format only to a file named pylock.toml (or pylock.NAME.toml).
     where = os.path.join(scratch, "lock")
     os.makedirs(where, exist_ok=True)
-    uv("pip", "compile", "--quiet", "--format", "pylock.toml", "--generate-hashes", "--no-header",
+    # --refresh: the index as it is now, not as uv's cache last saw it (a lock is written to take what is new).
+    uv("pip", "compile", "--quiet", "--refresh", "--format", "pylock.toml", "--generate-hashes", "--no-header",
        "--python", sys.executable, *uv_index_args(), *uv_find_links(local_out),
        "--output-file", os.path.join(where, "pylock.toml"), wanted)
     shutil.copy2(os.path.join(where, "pylock.toml"), os.path.join(job["out"], "pylock.toml"))
