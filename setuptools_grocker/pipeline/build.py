@@ -158,8 +158,10 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         source, local_sources, pip = _scan(config, environ, progress)
         base = engine.ensure_image(config.base_image)
         rkey = root_key(config, base["Id"])
-        lock = read_lock(config.lock_file)
-    if lock is not None and run.upgrade:
+        # --upgrade with a lock (even one that is not valid any more): resolved again and rewritten below.
+        relock = run.upgrade and config.lock_file.is_file()
+        lock = None if relock else read_lock(config.lock_file)
+    if relock:
         # --upgrade with a lock: resolve again, rewrite the lock, then build from it.
         lock = _relock(config, environ, progress, engine, source=source, local_sources=local_sources, pip=pip,
                        compile_env=compile_env, images=ensure_base_images(engine, config, progress, pip=pip,

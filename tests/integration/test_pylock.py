@@ -142,5 +142,9 @@ def test_a_locked_application_installs_the_locked_files(client: docker.DockerCli
             run = grocker("build", str(project), "--tag", tag, env=env)
             assert run.code == 3
             assert "is not a valid lock: not TOML" in run.err.strip().splitlines()[-1]
+            # ... which --upgrade replaces.
+            run = grocker("build", str(project), "--tag", tag, "--upgrade", env=env, report=tmp_path / "r6.json")
+            assert run.code == 0, run.err[-3000:]
+            assert run.project["closure"] == "locked" and _versions(_lock(project), dep) == ["2.0"]
         finally:
             remove_images(client, tag)
