@@ -319,7 +319,8 @@ def cmd_lock(args: argparse.Namespace, progress: Progress) -> int:
     log = progress.open_log(config.state_dir / "logs")
     with Engine(progress) as engine:
         lock = lock_project(config, environ=os.environ, progress=progress, engine=engine)
-    progress.write(f"{lock.path}: {len(lock.packages)} packages locked; commit it: builds install exactly these files")
+    progress.write(f"{lock.path}: {len(lock.packages)} packages locked (sha256 {lock.digest[:12]}); commit it: "
+                   "builds install exactly these files")
     progress.info(f"full log: {log}")
     return 0
 

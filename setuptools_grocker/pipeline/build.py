@@ -166,6 +166,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         lock = _relock(config, environ, progress, engine, source=source, local_sources=local_sources, pip=pip,
                        compile_env=compile_env, images=ensure_base_images(engine, config, progress, pip=pip,
                                                                           work=cache_home(environ)))
+        progress.info(f"--upgrade: {config.lock_file} resolved again and rewritten ({len(lock.packages)} packages)")
     key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
                     plugins=apply.identity(plugins, files, compile_env),
                     bytecode=bytecode_cache_dir(environ) is not None, lock=lock)
@@ -270,8 +271,8 @@ def _relock(config: Config, environ: Mapping[str, str], progress: Progress, engi
         found = json.loads((out / "lock.json").read_text())
         lock = write_lock(config.lock_file, (out / "pylock.toml").read_text(), built=found["built"],
                           inputs=found["inputs"], project=compiled.name)
-    progress.info(f"{config.lock_file}: {len(lock.packages)} packages of {compiled.name} {compiled.version} locked "
-                  f"(sha256 {lock.digest[:12]})")
+    progress.detail(f"{config.lock_file}: {len(lock.packages)} packages of {compiled.name} {compiled.version} "
+                    f"locked (sha256 {lock.digest[:12]})")
     return lock
 
 
