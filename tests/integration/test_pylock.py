@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import sys
 import uuid
 import zipfile
@@ -148,3 +149,27 @@ def test_a_locked_application_installs_the_locked_files(client: docker.DockerCli
             assert run.project["closure"] == "locked" and _versions(_lock(project), dep) == ["2.0"]
         finally:
             remove_images(client, tag)
+
+
+def test_a_lock_leaves_the_local_packages_to_their_source(client: docker.DockerClient, examples_copy: Path,
+                                                          tmp_path: Path, run_id: str) -> None:
+    """demo-app builds demo-lib from source (local-packages): the lock names it as built from source and pins
+    only the third-party packages; the locked build installs both."""
+    shutil.copytree(examples_copy, tmp_path / "ex", ignore=shutil.ignore_patterns(".grocker"))
+    project = tmp_path / "ex" / "demo-app"
+    env = {"GROCKER_CACHE_HOME": str(tmp_path / "cache"), "GROCKER_WARM_IDLE": "0"}
+    tag = f"grocker-test/locked-demo:{run_id}"
+    try:
+        run = grocker("lock", str(project), env=env)
+        assert run.code == 0, run.err[-3000:]
+        lock = _lock(project)
+        assert lock["tool"]["grocker"]["from-source"] == ["grocker-demo-lib"]
+        names = {p["name"] for p in lock["packages"]}
+        assert "packaging" in names and not names & {"grocker-demo-lib", "grocker-demo-app"}
+        run = grocker("build", str(project), "--tag", tag, env=env, report=tmp_path / "r.json")
+        assert run.code == 0, run.err[-3000:]
+        assert run.project["closure"] == "locked"
+        installed = {d.split("==")[0]: d.split("==")[1] for d in run.project["distributions"]}
+        assert installed["grocker-demo-lib"] and installed["packaging"] == _versions(lock, "packaging")[0]
+    finally:
+        remove_images(client, tag)
