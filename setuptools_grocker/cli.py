@@ -308,12 +308,16 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_lock(args: argparse.Namespace, progress: Progress) -> int:
-    from setuptools_grocker.config import load_config
+    from setuptools_grocker.config import load_config, read_file_layer
     from setuptools_grocker.engine import Engine
+    from setuptools_grocker.errors import ConfigError
     from setuptools_grocker.pipeline.build import lock_project
     from setuptools_grocker.pipeline.project import check_python_project
 
     project = Path(args.project)
+    if "workspace" in read_file_layer(project.resolve())[0]:
+        raise ConfigError(f"{project} is a workspace root: grocker lock locks one application built on its own",
+                          "run it in the application's directory (workspace builds do not use locks yet)")
     check_python_project(project.resolve())
     config = load_config(project, environ=os.environ, overrides={"base-image": args.base_image}, warn=progress.warn)
     log = progress.open_log(config.state_dir / "logs")

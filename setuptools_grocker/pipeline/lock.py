@@ -206,6 +206,7 @@ def write_lock(path: Path, uv_text: str, *, built: Sequence[str], inputs: str, p
     """Write the lock to ``path`` atomically (checked before it replaces the old one); return it."""
     text = render_lock(uv_text, built=built, inputs=inputs, project=project)
     lock = parse_lock(path, text.encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text)
     return lock
 

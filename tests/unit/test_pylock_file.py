@@ -148,3 +148,19 @@ def test_the_lock_key_names_a_path_in_the_project(tmp_path: Path) -> None:
     assert load_config(tmp_path, environ={}).lock_file == tmp_path.resolve() / "pylock.toml"
     assert load_config(tmp_path, environ={"GROCKER_LOCK": "locks/app.toml"}).lock_file \
         == tmp_path.resolve() / "locks" / "app.toml"
+
+
+def test_a_lock_at_a_configured_path_gets_its_directory(tmp_path: Path) -> None:
+    path = tmp_path / "locks" / "app.toml"
+    write_lock(path, UV_LOCK, built=["my-app", "shared-lib"], inputs="sha256:abc", project="my-app")
+    assert read_lock(path) is not None
+
+
+def test_grocker_lock_refuses_a_workspace_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from setuptools_grocker.cli import main
+
+    (tmp_path / "pyproject.toml").write_text('[tool.grocker.workspace]\nmembers = ["*"]\n')
+    assert main(["lock", str(tmp_path)]) == ConfigError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a workspace root" in err and "application's directory" in err
+    assert not (tmp_path / "pylock.toml").exists()
