@@ -152,6 +152,12 @@ def make_parser() -> argparse.ArgumentParser:
     add_build_options(build)
     build.set_defaults(func=cmd_build)
 
+    lock = sub.add_parser("lock", help="resolve the application's dependencies into its PEP 751 lock (pylock.toml), "
+                                       "hash-checked; builds then install exactly that")
+    lock.add_argument("project", nargs="?", default=".", help="project directory (default: .)")
+    lock.add_argument("--base-image", help="base image (overrides base-image)")
+    lock.set_defaults(func=cmd_lock)
+
     ws = sub.add_parser("workspace", help="plan or build a workspace of many projects")
     ws_sub = ws.add_subparsers(dest="ws_command", metavar="ACTION")
     ws_sub.required = True
@@ -322,6 +328,28 @@ def make_parser() -> argparse.ArgumentParser:
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
     return run_build(Path(args.project), build_overrides(args), run_options(args), environ=os.environ,
                      progress=progress)
+
+
+def cmd_lock(args: argparse.Namespace, progress: Progress) -> int:
+    from setuptools_grocker.config import load_config, read_file_layer
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.errors import ConfigError
+    from setuptools_grocker.pipeline.build import lock_project
+    from setuptools_grocker.pipeline.project import check_python_project
+
+    project = Path(args.project)
+    if "workspace" in read_file_layer(project.resolve())[0]:
+        raise ConfigError(f"{project} is a workspace root: grocker lock locks one application built on its own",
+                          "run it in the application's directory (workspace builds do not use locks yet)")
+    check_python_project(project.resolve())
+    config = load_config(project, environ=os.environ, overrides={"base-image": args.base_image}, warn=progress.warn)
+    log = progress.open_log(config.state_dir / "logs")
+    with Engine(progress) as engine:
+        lock = lock_project(config, environ=os.environ, progress=progress, engine=engine)
+    progress.write(f"{lock.path}: {len(lock.packages)} packages locked (sha256 {lock.digest[:12]}); commit it: "
+                   "builds install exactly these files")
+    progress.info(f"full log: {log}")
+    return 0
 
 
 def cmd_ws_plan(args: argparse.Namespace, progress: Progress) -> int:

@@ -72,6 +72,8 @@ class Config:
     env: Mapping[str, str] = field(default_factory=dict)
     extras: tuple[str, ...] = ()
     constraints: Path | None = None
+    #: Where the application's lock is, or would be written, when not ``pylock.toml`` (see ``lock_file``).
+    lock: Path | None = None
     installer: str = "uv"
     index_strategy: str = "first-index"
     local_packages: tuple[Path, ...] = ()
@@ -97,6 +99,11 @@ class Config:
         if "server" in self.commands:
             return "server"
         return "help"
+
+    @property
+    def lock_file(self) -> Path:
+        """The application's lock (``grocker lock`` writes it; a build uses it when it exists)."""
+        return self.lock or self.project_dir / "pylock.toml"
 
     @property
     def state_dir(self) -> Path:

@@ -40,6 +40,10 @@ class ConfigError(GrockerError):
     exit_code = 3
 
 
+class LockError(ConfigError):
+    """The application's ``pylock.toml`` is invalid, or stale: its inputs are not the project's any more."""
+
+
 class ProjectError(GrockerError):
     """The directory is not a buildable Python project, or its metadata cannot be read."""
 

@@ -378,6 +378,10 @@ TABLE: tuple[Key, ...] = (
     # Not an image input by itself: the cache key hashes the file's content instead.
     Key("constraints", STR, None, "pip constraints file (relative to the project) used in the compile stage",
         "constraints", convert=_path),
+    # Not an image input by itself: the cache key hashes the lock file's bytes instead (when there is one).
+    Key("lock", STR, None, "the application's PEP 751 lock (relative to the project), written by `grocker "
+        "lock`: when the file exists, builds install the closure it pins, checked by hash, without resolving",
+        "lock", member_only=True, convert=_path, default_doc="`pylock.toml`"),
     Key("installer", STR, "uv", "what does the Python packaging work of the compile stage: `uv` (resolution, "
         "builds, environments; pinned, fetched from the configured index) or `pip` (the build venv's pip only)",
         "installer", image_input=True, input_when_set=True, to_input=_unless_default("uv"),

@@ -57,8 +57,9 @@ class ProjectResult:
     tests: str | None = None
     #: Seconds this run spent on the library's tests (their environment and command); None when they did not run.
     test_seconds: float | None = None
-    #: How an application's compile got its dependency closure: "resolved", or "reused" (copied from the
-    #: previous compile, the project's metadata unchanged); None when nothing was compiled.
+    #: How an application's compile got its dependency closure: "resolved", "reused" (copied from the
+    #: previous compile, the project's metadata unchanged) or "locked" (as its pylock.toml pins it, no
+    #: resolution); None when nothing was compiled.
     closure: str | None = None
 
     def fail(self, exc: GrockerError) -> None:

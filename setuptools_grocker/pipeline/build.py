@@ -14,7 +14,9 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,6 +24,7 @@ from typing import Any, Mapping, Sequence
 from setuptools_grocker.config import Config, RunOptions, check_default_command
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import (
+    ConfigError,
     GrockerError,
     PluginError,
     ProjectError,
@@ -38,6 +41,7 @@ from setuptools_grocker.image.recipes import (
 from setuptools_grocker.image.runtime import WHEELS_UNCHANGED, build_runtime_image, cut_off, image_key
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir, uv_dir
 from setuptools_grocker.pipeline.compile import compile_wheels
+from setuptools_grocker.pipeline.lock import Lock, lock_line, read_lock, write_lock
 from setuptools_grocker.pipeline.naming import default_reference, extra_tags
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
@@ -63,19 +67,21 @@ def _apply_tags(engine: Engine, config: Config, image_id: str, ref: str, version
 
 
 def cache_key(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
-              pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True) -> str:
+              pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True, lock: Lock | None = None) -> str:
     data = _key_data(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip_env,
                      plugins=plugins, bytecode=bytecode)
+    data.update(lock_line(lock))  # the lock's bytes: another lock, another build (none: the keys as before)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def closure_key(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
-                pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True) -> str:
+                pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True, lock: Lock | None = None) -> str:
     """The cache key without the project's source: compiles under the same closure key differ only by
     the project's own files, so the closure of one can serve the other when the wheel's metadata agrees."""
     data = _key_data(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip_env,
                      plugins=plugins, bytecode=bytecode)
     data["source"] = "closure"
+    data.update(lock_line(lock))
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -149,24 +155,24 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
     files = apply.image_files(plugins, config)
     compile_env = apply.compile_environment(plugins, config)
     with progress.stage("scan"):
-        source = Source.scan(config.project_dir)
-        local_sources = []
-        for path in config.local_packages:
-            try:
-                local_sources.append(Source.scan(path))
-            except ProjectError as exc:
-                raise ProjectError(f"local-packages entry {path}: {exc.message}", exc.hint) from exc
-        pip = forward(environ, config.constraints) if environ.get("GROCKER_NO_PIP_CONFIG") != "1" else forward({})
-        for warning in pip.warnings:
-            progress.warn(warning)
+        source, local_sources, pip = _scan(config, environ, progress)
         base = engine.ensure_image(config.base_image)
         rkey = current_root_key(engine, config, base["Id"])
-        key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
-                        plugins=apply.identity(plugins, files, compile_env),
-                        bytecode=bytecode_cache_dir(environ) is not None)
-        ckey = closure_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
-                           plugins=apply.identity(plugins, files, compile_env),
-                           bytecode=bytecode_cache_dir(environ) is not None)
+        # --upgrade with a lock (even one that is not valid any more): resolved again and rewritten below.
+        relock = run.upgrade and config.lock_file.is_file()
+        lock = None if relock else read_lock(config.lock_file)
+    if relock:
+        # --upgrade with a lock: resolve again, rewrite the lock, then build from it.
+        lock = _relock(config, environ, progress, engine, source=source, local_sources=local_sources, pip=pip,
+                       compile_env=compile_env, images=ensure_base_images(engine, config, progress, pip=pip,
+                                                                          work=cache_home(environ)))
+        progress.info(f"--upgrade: {config.lock_file} resolved again and rewritten ({len(lock.packages)} packages)")
+    key = cache_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
+                    plugins=apply.identity(plugins, files, compile_env),
+                    bytecode=bytecode_cache_dir(environ) is not None, lock=lock)
+    ckey = closure_key(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip.env,
+                       plugins=apply.identity(plugins, files, compile_env),
+                       bytecode=bytecode_cache_dir(environ) is not None, lock=lock)
     result.key = key
     state_path = config.state_dir / STATE_FILE
     state = _load_state(state_path)
@@ -180,7 +186,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,
                                             smoke_commands=apply.smoke_commands(plugins, config),
-                                            plugins=plugins, previous=state, closure_key=ckey))
+                                            plugins=plugins, previous=state, closure_key=ckey, lock=lock))
     try:
         for stage in apply.stages(plugins, config):
             with progress.stage(stage.name if plugins.is_builtin(stage.plugin) else f"{stage.name} [{stage.plugin}]"):
@@ -210,6 +216,64 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
     })
     plugins.grocker_after_publish(config, result)
     _prune_wheelhouse(config.state_dir / "wheelhouse", keep=key)
+
+
+def _scan(config: Config, environ: Mapping[str, str], progress: Progress) -> tuple[Source, list[Source], PipForward]:
+    """The project's source, its local packages' sources, and the pip configuration forwarded to the compile."""
+    source = Source.scan(config.project_dir)
+    local_sources = []
+    for path in config.local_packages:
+        try:
+            local_sources.append(Source.scan(path))
+        except ProjectError as exc:
+            raise ProjectError(f"local-packages entry {path}: {exc.message}", exc.hint) from exc
+    pip = forward(environ, config.constraints) if environ.get("GROCKER_NO_PIP_CONFIG") != "1" else forward({})
+    for warning in pip.warnings:
+        progress.warn(warning)
+    return source, local_sources, pip
+
+
+def lock_project(config: Config, *, environ: Mapping[str, str], progress: Progress, engine: Engine) -> Lock:
+    """``grocker lock``: resolve the application's closure and write its lock (``config.lock_file``) atomically.
+
+    The project's wheel (and its local packages') is built in the compiler container as a build builds it; the
+    closure is resolved by uv into a PEP 751 lock with the hash of every file (pipeline/lock.py says what is
+    kept). Nothing is published and no image is built.
+    """
+    plugins = plugin_manager(config.plugins, environ, progress.write)
+    config = apply.configure(plugins, config)
+    compile_env = apply.compile_environment(plugins, config)
+    with progress.stage("scan"):
+        source, local_sources, pip = _scan(config, environ, progress)
+    images = ensure_base_images(engine, config, progress, pip=pip, work=cache_home(environ))
+    return _relock(config, environ, progress, engine, source=source, local_sources=local_sources, pip=pip,
+                   compile_env=compile_env, images=images)
+
+
+def _relock(config: Config, environ: Mapping[str, str], progress: Progress, engine: Engine, *, source: Source,
+            local_sources: list[Source], pip: PipForward, compile_env: tuple[dict[str, str], list[str]],
+            images: BaseImages) -> Lock:
+    if config.installer != "uv":
+        raise ConfigError(f"installer {config.installer!r} cannot write a lock: uv resolves it into pylock.toml",
+                          'set installer = "uv" (the default) for `grocker lock` and --upgrade')
+    env, commands = compile_env
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with progress.stage("lock"), tempfile.TemporaryDirectory(prefix=".lock-", dir=config.state_dir) as tmp:
+        out = Path(tmp) / "out"
+        compiled = compile_wheels(
+            engine, config, compiler=images.compiler, source=source, local_sources=local_sources, pip=pip,
+            wheelhouse_root=config.state_dir / "wheelhouse", key=f"lock{uuid.uuid4().hex}",
+            pip_cache=pip_cache_dir(environ, config.project_dir), uv_root=uv_dir(environ, config.project_dir),
+            source_date_epoch=source_date_epoch(config.project_dir, environ), progress=progress,
+            extra_env=env, pre_commands=commands, mode="lock", lock_out=out,
+            what=describe_project(config.project_dir, *project_label(config.project_dir),
+                                  base=config.project_dir.parent))
+        found = json.loads((out / "lock.json").read_text())
+        lock = write_lock(config.lock_file, (out / "pylock.toml").read_text(), built=found["built"],
+                          inputs=found["inputs"], project=compiled.name)
+    progress.detail(f"{config.lock_file}: {len(lock.packages)} packages of {compiled.name} {compiled.version} "
+                    f"locked (sha256 {lock.digest[:12]})")
+    return lock
 
 
 # -- the built-in stages: this module is registered as a plugin (pipeline/plugins.py) ------------------
@@ -242,6 +306,8 @@ class SingleInputs:
     reused: bool = False
     #: The cache key without the source (``closure_key``): finds an earlier closure to reuse.
     closure_key: str | None = None
+    #: The application's lock, when it has one: the closure is taken from it, not resolved.
+    lock: Lock | None = None
 
 
 def stage_context(config: Config, run: RunOptions, environ: Mapping[str, str], progress: Progress, engine: Engine,
@@ -274,7 +340,11 @@ def stage_compile(ctx: StageContext) -> None:
         bytecode=compile_bytecode() if bytecode_cache_dir(st.environ) is not None else None,
         warm=WarmSpec(config.state_dir, config.project_dir, idle) if (idle := idle_seconds(st.environ)) else None,
         what=describe_project(config.project_dir, *project_label(config.project_dir), base=config.project_dir.parent),
+        lock=inputs.lock,
     )
+    if inputs.lock is None:
+        ctx.progress.info(f"no lock ({config.lock_file.name}): the closure was resolved from the index as it is today; "
+                          "`grocker lock` pins it, so that every machine installs the same files")
     result = inputs.result
     result.name, result.version = wheels.name, wheels.version
     result.wheel = str(wheels.project_wheel)
@@ -308,7 +378,9 @@ def stage_image(ctx: StageContext) -> None:
     record_provenance(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
                       name=st.wheels.name, version=st.wheels.version, source_digest=inputs.source.digest,
                       revision=revision, pip_env=inputs.pip.env, plugins=inputs.plugins,
-                      local={s.root.name: s.digest for s in inputs.local_sources})
+                      local={s.root.name: s.digest for s in inputs.local_sources},
+                      lock=(os.path.relpath(inputs.lock.path, ctx.config.project_dir), inputs.lock.digest)
+                      if inputs.lock is not None else None)
 
 
 def stage_smoke(ctx: StageContext) -> None:

@@ -32,9 +32,11 @@ else:  # pragma: no cover
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine, Mount
-from setuptools_grocker.errors import BuildCommandFailed, CompileError, ProjectError, TestsFailed, disk_full
+from setuptools_grocker.errors import BuildCommandFailed, CompileError, LockError, ProjectError, TestsFailed, disk_full
 from setuptools_grocker.fs import PROCESS_STARTED, made_by_this_run
 from setuptools_grocker.image.recipes import BUILD_VENV, RESOURCES
+from setuptools_grocker.pipeline.lock import FIX as LOCK_FIX
+from setuptools_grocker.pipeline.lock import Lock, host_inputs
 from setuptools_grocker.pipeline.pipconf import UV_SECRET_ENV, PipForward, uv_env
 from setuptools_grocker.pipeline.project import Source, metadata_fields, scm_version
 from setuptools_grocker.pipeline.warm import UNCLEAN, WarmSpec, warm_container, wrapped
@@ -68,13 +70,13 @@ class Wheelhouse:
 
     @property
     def closure(self) -> str:
-        """How the compile got the closure: ``reused`` (copied from an earlier compile, metadata unchanged)
-        or ``resolved``."""
+        """How the compile got the closure: ``reused`` (copied from an earlier compile, metadata unchanged),
+        ``locked`` (as the application's pylock.toml pins it) or ``resolved``."""
         try:
-            return "reused" if json.loads((self.path / "closure.json").read_text()).get("closure") == "reused" \
-                else "resolved"
+            how = json.loads((self.path / "closure.json").read_text()).get("closure")
         except (OSError, ValueError, AttributeError):
             return "resolved"
+        return how if how in ("reused", "locked") else "resolved"
 
     def distributions(self) -> list[str]:
         return sorted(f"{canonicalize_name(w['name'])}=={w['version']}" for w in self.manifest["closure"])
@@ -221,7 +223,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    pre_commands: Sequence[str] = (), no_cache: bool = False, closure_key: str | None = None,
                    upgrade: bool = False, build_env_root: Path | None = None, shared_build_env: str | None = None,
                    uv_root: Path | None = None, bytecode: Mapping[str, str] | None = None,
-                   warm: WarmSpec | None = None) -> Wheelhouse:
+                   warm: WarmSpec | None = None, lock: Lock | None = None, lock_out: Path | None = None
+                   ) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
@@ -245,13 +248,19 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     bytecode of the project's own wheel into ``bytecode/`` of the wheelhouse, for this project's image only
     (bytecode.load_precompiled checks it; it never enters the shared bytecode cache).
 
+    ``lock`` (project mode): take the closure as this lock pins it, no resolution (the driver fails the compile,
+    LockError, when the lock's inputs are not the project's). ``mode="lock"`` (``grocker lock``) builds the
+    project's wheel (and those built from source with it) and resolves the closure into a PEP 751 lock: the
+    driver's output directory (``pylock.toml`` as uv wrote it, ``lock.json``) is moved to ``lock_out``, nothing
+    is published.
+
     ``warm``: run the compile in the project's warm compile container (pipeline/warm.py) when it can be one
     (project mode, no ``--no-cache``, no internal or test wheels); its mounts are then the same from build to
     build (the staging parent, the wheelhouse and the build environments mounted whole).
     """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
-    if mode != "test" and existing is not None and not no_cache:
+    if mode not in ("test", "lock") and existing is not None and not no_cache:
         progress.detail(f"wheels for {key[:12]} already built: {final}")
         return existing
     what = what or config.project_dir.name
@@ -275,7 +284,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         uv_root = uv_root or pip_cache.parent.parent / "uv" / pip_cache.name  # caches.uv_dir's layout
         uv_scratch = _uv_scratch(uv_root)
     reuse_key = _closure_identity(closure_key, compiler) if closure_key and mode == "project" else None
-    previous = previous_closure(wheelhouse_root, reuse_key) if reuse_key and not (no_cache or upgrade) else None
+    previous = previous_closure(wheelhouse_root, reuse_key) if reuse_key and not (no_cache or upgrade or lock) \
+        else None
     if reuse_key:
         build_env = BuildEnv.find(build_env_root or wheelhouse_root.parent / "build-env", reuse_key, source.root,
                                   fresh=no_cache or upgrade)
@@ -310,6 +320,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "pre_commands": list(pre_commands),
             "build_commands": list(config.build_commands),
             "installer": config.installer,
+            "lock": lock.job() if lock is not None and mode == "project" else None,
+            "lock_inputs": host_inputs(config.extras, config.constraints, config.index_strategy),
             "uv_scratch": f"/uv/{uv_scratch.name}" if uv_scratch else None,
             "build_env": build_env.job(build_env_at, out_at) if build_env else None,
             "bytecode": dict(bytecode) if bytecode and mode == "project" else None,
@@ -397,6 +409,12 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             if result.exit_code == 26:
                 raise CompileError(f"installing {what} for its build-commands failed: {cause}",
                                    progress.see(f"{config.installer}'s output"), details=result.tail(30))
+            if result.exit_code == 27 and lock is not None:
+                raise LockError(f"{lock.path} is stale: the requirements of {what} (its dependencies, extras, "
+                                "constraints, index-strategy or Python) changed since it was written", LOCK_FIX)
+            if result.exit_code == 28:
+                raise LockError(f"the lock of {what} has a marker this compiler's pip cannot evaluate", LOCK_FIX,
+                                details=result.tail(10))
             if result.exit_code == 23:
                 raise TestsFailed(f"the tests of {what} failed: {test_failure_cause(result.output)}",
                                   progress.see("the test output"), details=result.tail(40))
@@ -413,6 +431,10 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             return Wheelhouse(existing.path, {**existing.manifest, "tests": ran["tests"]},
                               test_seconds=ran.get("test_seconds"))
         manifest = json.loads((staging / "out" / "manifest.json").read_text())
+        if mode == "lock":
+            assert lock_out is not None, "a lock compile needs lock_out"
+            shutil.move(str(staging / "out"), str(lock_out))
+            return Wheelhouse(lock_out, manifest)
         if reuse_key:
             (staging / "out" / CLOSURE_KEY_FILE).write_text(reuse_key)
         if build_env and not build_env.ready:

@@ -88,7 +88,7 @@ def statement(*, name: str, version: str, image_id: str, layers: Sequence[str], 
               pip_env: Mapping[str, str], plugins: Sequence[Mapping[str, str]],
               internal: Mapping[str, Mapping[str, str | None]], images: Mapping[str, str | None],
               tool: str, finished: str, sbom_sha256: str | None = None,
-              local: Mapping[str, str] | None = None) -> dict[str, Any]:
+              local: Mapping[str, str] | None = None, lock: tuple[str, str] | None = None) -> dict[str, Any]:
     """The in-toto statement (a plain dict, JSON-ready) of one image from its build's values."""
     dependencies: list[dict[str, Any]] = [{
         "name": "source", "uri": f"project:{name}",
@@ -101,6 +101,8 @@ def statement(*, name: str, version: str, image_id: str, layers: Sequence[str], 
                              "annotations": {k: v for k, v in data.items() if v}})
     for directory, digest in sorted((local or {}).items()):
         dependencies.append({"name": f"local-package:{directory}", "digest": {"sha256": digest}})
+    if lock is not None:  # the application's pylock.toml (its path in the project, the sha256 of its bytes)
+        dependencies.append({"name": "lock", "uri": f"project-file:{lock[0]}", "digest": {"sha256": lock[1]}})
     for role, image in sorted(images.items()):
         if image:
             dependencies.append({"name": f"{role}-image", "digest": {"sha256": image.split(":")[-1]}})
@@ -137,11 +139,12 @@ def record_provenance(engine: Engine, home: Path, image_id: str, config: Config,
                       name: str, version: str, key: str, source_digest: str | None, revision: str | None,
                       pip_env: Mapping[str, str], plugins: PluginManager | None,
                       internal: Mapping[str, tuple[Path, str]] | None = None,
-                      local: Mapping[str, str] | None = None) -> dict[str, Any]:
+                      local: Mapping[str, str] | None = None, lock: tuple[str, str] | None = None) -> dict[str, Any]:
     """Write the statement of ``image_id`` to ``home/provenance/`` (atomically) and return it.
 
     ``internal``: each internal library of the image (a workspace build), its directory and its cache key;
-    ``local``: the source digest of each ``local-packages`` directory (a single build), by directory name.
+    ``local``: the source digest of each ``local-packages`` directory (a single build), by directory name;
+    ``lock``: the application's lock, its path relative to the project and the sha256 of its bytes.
     """
     attrs = engine.image_attrs(image_id) or {}
     sbom = sbom_of(engine, image_id)
@@ -155,7 +158,7 @@ def record_provenance(engine: Engine, home: Path, image_id: str, config: Config,
         images={"base": engine.image_id(config.base_image), "root": engine.image_id(images.root),
                 "compiler": engine.image_id(images.compiler)},
         tool=tool_identity(), finished=now(),
-        sbom_sha256=hashlib.sha256(sbom).hexdigest() if sbom is not None else None, local=local)
+        sbom_sha256=hashlib.sha256(sbom).hexdigest() if sbom is not None else None, local=local, lock=lock)
     path = provenance_path(home, image_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(document, indent=2, sort_keys=True) + "\n")

@@ -346,6 +346,8 @@ class MemberStages:
                  *, mode: str, test: Mapping[str, Any] | None = None, test_wheel: Path | None = None,
                  extra_env: Mapping[str, str] | None = None, pre_commands: Sequence[str] = ()) -> Wheelhouse:
         internal = [self.store.dep_wheel(d, self.build.keys[d]) for d in self.ws.closure(member.name)]
+        if mode == "project" and member.config.lock_file.is_file():
+            progress.warn(f"{member.config.lock_file} is not used by workspace builds yet: the closure is resolved")
         epoch = int(self.environ.get("SOURCE_DATE_EPOCH") or git_commit_time(member.path) or 315532800)
         return compile_wheels(
             engine, member.config, compiler=images.compiler, source=member.source, local_sources=[], pip=self.build.pip,

@@ -158,6 +158,12 @@ def resolve_closure(job, requirement, internal, local_out, wheels_dir, scratch):
         shutil.copy2(path, os.path.join(wheels_dir, os.path.basename(path)))
     if not entries:
         return
+    fetch_entries(entries, wheels_dir, local_out, scratch)
+
+
+def fetch_entries(entries, wheels_dir, local_out, scratch):
+    """The wheels of ``entries`` (pinned, hashed requirement lines) into ``wheels_dir``: from the by-sha256
+    store when there, else fetched (or built from an sdist) by pip, each checked against its hashes."""
     entries = [e for e in entries if not take_fetched(e, wheels_dir) and not take_built(e, wheels_dir)]
     if not entries:
         log("every wheel of the closure taken from the cache, checked by hash")
@@ -173,6 +179,86 @@ def resolve_closure(job, requirement, internal, local_out, wheels_dir, scratch):
     pip("wheel", *PEP517, "--no-deps", "--require-hashes", "--wheel-dir", wheels_dir, "--find-links", local_out,
         "-r", fetch, env=env)
     keep_wheels(entries, [os.path.join(wheels_dir, w) for w in sorted(set(os.listdir(wheels_dir)) - before)])
+
+
+# Exit codes of a build with a lock: its inputs are not the project's any more (stale); it cannot be used.
+LOCK_STALE = 27
+LOCK_UNUSABLE = 28
+
+
+def name_of(path):
+    """A wheel file's normalized project name."""
+    return os.path.basename(path).split("-")[0].lower().replace("_", "-").replace(".", "-")
+
+
+def lock_inputs(job, project_wheel, local_out):
+    """The digest of what decides the closure (pipeline/lock.py): the metadata of the project's wheel and of
+    every wheel built from source in this compile, the host's part (extras, constraints, index strategy) and
+    this Python's version."""
+    built = [project_wheel, *job.get("internal_wheels", []),
+             *(os.path.join(local_out, w) for w in sorted(os.listdir(local_out)) if w.endswith(".whl"))]
+    data = {
+        "metadata": sorted(json.dumps(closure_metadata(w), sort_keys=True) for w in built),
+        "host": job.get("lock_inputs") or {},
+        "python": "%d.%d" % sys.version_info[:2],
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def write_lock_resolution(job, requirement, project_wheel, local_out, scratch):
+    """``grocker lock``: resolve the closure into ``out/pylock.toml`` (uv's PEP 751 lock, hashed) and say in
+    ``out/lock.json`` what the host drops from it (the wheels built here) and the inputs' digest."""
+    if not using_uv(job):
+        log("grocker lock needs uv")
+        sys.exit(LOCK_UNUSABLE)
+    wanted = os.path.join(scratch, "lock.in")
+    internal = list(job.get("internal_wheels", []))
+    with open(wanted, "w") as fh:
+        fh.write("\n".join([requirement] + internal) + "\n")
+    # uv writes the PEP 751 format only to a file named pylock.toml (or pylock.NAME.toml).
+    where = os.path.join(scratch, "lock")
+    os.makedirs(where, exist_ok=True)
+    # --refresh: the index as it is now, not as uv's cache last saw it (a lock is written to take what is new).
+    uv("pip", "compile", "--quiet", "--refresh", "--format", "pylock.toml", "--generate-hashes", "--no-header",
+       "--python", sys.executable, *uv_index_args(), *uv_find_links(local_out),
+       "--output-file", os.path.join(where, "pylock.toml"), wanted)
+    shutil.copy2(os.path.join(where, "pylock.toml"), os.path.join(job["out"], "pylock.toml"))
+    built = [name_of(project_wheel)] + [name_of(w) for w in internal] + [
+        name_of(w) for w in os.listdir(local_out) if w.endswith(".whl")]
+    with open(os.path.join(job["out"], "lock.json"), "w") as fh:
+        json.dump({"inputs": lock_inputs(job, project_wheel, local_out), "built": sorted(set(built))}, fh)
+
+
+def locked_closure(job, project_wheel, local_out, wheels_dir, scratch):
+    """The closure as the lock (``job["lock"]``) pins it: no resolution. The build fails (LOCK_STALE) when
+    the lock's inputs are not those of the wheels just built."""
+    from pip._vendor.packaging.markers import Marker
+
+    lock = job["lock"]
+    found = lock_inputs(job, project_wheel, local_out)
+    if found != lock["inputs"]:
+        log("the lock is stale: its inputs %s, this build's %s" % (lock["inputs"], found))
+        sys.exit(LOCK_STALE)
+    from_source = set(lock.get("from_source") or [])
+    local = [os.path.join(local_out, w) for w in os.listdir(local_out) if w.endswith(".whl")]
+    for path in [project_wheel, *job.get("internal_wheels", []), *(w for w in local if name_of(w) in from_source)]:
+        shutil.copy2(path, os.path.join(wheels_dir, os.path.basename(path)))
+    entries = []
+    for package in lock["packages"]:
+        marker = package.get("marker")
+        try:
+            if marker and not Marker(marker).evaluate():
+                continue
+        except Exception as exc:  # a marker this pip cannot evaluate (a variable it does not know)
+            log("cannot evaluate the marker %r of %s: %s" % (marker, package["name"], exc))
+            sys.exit(LOCK_UNUSABLE)
+        entries.append("%s==%s%s %s" % (package["name"], package["version"], " ; " + marker if marker else "",
+                                        " ".join("--hash=sha256:" + h for h in package["hashes"])))
+    log("closure: locked (%d packages, no resolution)" % len(entries))
+    if entries:
+        fetch_entries(entries, wheels_dir, local_out, scratch)
+    with open(os.path.join(job["out"], "closure.json"), "w") as fh:
+        json.dump({"closure": "locked"}, fh)
 
 
 # pip does not reuse the wheels it built from sdists when it checks hashes: they are kept here, in the
@@ -433,9 +519,6 @@ def reuse_closure(job, project_wheel, wheels_dir, local_out):
     if not previous:
         return False
 
-    def name_of(path):  # a wheel file's normalized project name
-        return os.path.basename(path).split("-")[0].lower().replace("_", "-").replace(".", "-")
-
     before = {name_of(p): p for p in previous["closure"]}
     # The project's own wheel, and each internal wheel of this run (a workspace member's libraries):
     # their metadata decide the closure, so any change there means resolving again.
@@ -594,6 +677,16 @@ def main():
         if job.get("test"):
             info["tests"] = run_tests(job, project_wheel, tree)
         info["closure"] = closure_listing(wheels_dir)
+    elif job.get("mode") == "lock":
+        requirement = project_wheel + ("[%s]" % ",".join(job["extras"]) if job["extras"] else "")
+        log("locking the dependency closure of %s %s" % (info["name"], info["version"]))
+        write_lock_resolution(job, requirement, project_wheel, local_out, scratch)
+        info["closure"] = []
+    elif job.get("lock"):
+        log("dependency closure of %s %s, from the lock" % (info["name"], info["version"]))
+        locked_closure(job, project_wheel, local_out, wheels_dir, scratch)
+        info["closure"] = closure_listing(wheels_dir)
+        log("%d wheels" % len(info["closure"]))
     elif reuse_closure(job, project_wheel, wheels_dir, local_out):
         info["closure"] = closure_listing(wheels_dir)
         log("%d wheels" % len(info["closure"]))

@@ -55,7 +55,7 @@ def test_image_inputs_follow_the_table_and_keep_their_cache_key(tmp_path: Path) 
 def test_member_only_keys_are_derived(tmp_path: Path) -> None:
     assert MEMBER_ONLY == {"commands", "default-command", "image", "image-name", "test-command", "test-extras",
                            "smoke-test.command", "smoke-test.port", "smoke-test.path", "ports", "volumes", "extras",
-                           "local-packages", "build-commands"}
+                           "local-packages", "build-commands", "lock"}
     (tmp_path / "pyproject.toml").write_text(
         '[tool.grocker]\nports = [8000]\nlabels = { team = "web" }\n'
         '[tool.grocker.smoke-test]\nport = 8000\ntimeout = 5\n'
