@@ -60,6 +60,9 @@ class ProjectResult:
     #: How an application's compile got its dependency closure: "resolved", or "reused" (copied from the
     #: previous compile, the project's metadata unchanged); None when nothing was compiled.
     closure: str | None = None
+    #: Where the root and compiler images came from: ``local`` (in the engine), ``pulled`` (the shared
+    #: cache, ``build-cache``) or ``built``; empty when the build needed neither.
+    base_images: dict[str, str] = field(default_factory=dict)
 
     def fail(self, exc: GrockerError) -> None:
         """Record a typed error as this project's failure."""
