@@ -88,7 +88,7 @@ class SharedCache:
             digest = digest_of(ref)
         except RegistryError as exc:
             if exc.message.startswith("the registry lies"):
-                raise _refused(ref, exc.message) from exc
+                raise RegistryError(f"shared cache entry {ref} refused: {exc.message}", exc.hint) from exc
             self.unreachable = True
             if isinstance(exc.__cause__, (urllib.error.URLError, OSError)):
                 progress.info(f"shared cache {self.repository} unreachable: building locally")
@@ -99,8 +99,15 @@ class SharedCache:
             progress.detail(f"shared cache: no {ref}")
             return False
         with progress.stage(f"pull {kind} image {ref}"):
-            self._load(engine, kind=kind, key=key, ref=f"{self.repository}@{digest}", parent=parent, tag=tag,
-                       progress=progress)
+            try:
+                self._load(engine, kind=kind, key=key, ref=f"{self.repository}@{digest}", parent=parent, tag=tag,
+                           progress=progress)
+            except _Refused as exc:
+                raise RegistryError(f"shared cache entry {ref} ({digest[:19]}) refused: {exc}; nothing of it "
+                                    "was used", "have the trusted builder push it again (--cache-write), or unset "
+                                    "build-cache to build locally") from exc
+            except RegistryError as exc:  # a blob that does not hash to its digest, say
+                raise RegistryError(f"shared cache entry {ref}: {exc.message}", exc.hint) from exc
         return True
 
     def _load(self, engine: Engine, *, kind: str, key: str, ref: str, parent: Mapping[str, Any], tag: str,
@@ -111,35 +118,35 @@ class SharedCache:
             config_digest = manifest["config"]["digest"]
             layers = [(str(layer["digest"]), str(layer.get("mediaType", ""))) for layer in manifest["layers"]]
         except (ValueError, KeyError, TypeError) as exc:
-            raise _refused(ref, "its manifest is not an image manifest") from exc
+            raise _Refused("its manifest is not an image manifest") from exc
         config = get_blob(ref, config_digest)
         try:
             data = json.loads(config)
             label = (data.get("config", {}).get("Labels") or {}).get(KEY_LABEL)
             diff_ids = [str(d) for d in data["rootfs"]["diff_ids"]]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise _refused(ref, "its config is not an image config") from exc
+            raise _Refused("its config is not an image config") from exc
         if label != f"{kind}-{key}":
-            raise _refused(ref, f"it is labelled {KEY_LABEL}={label!r}, not {kind}-{key}")
+            raise _Refused(f"it is labelled {KEY_LABEL}={label!r}, not {kind}-{key}")
         below = list(parent["RootFS"]["Layers"])
         if len(diff_ids) != len(layers) or len(diff_ids) <= len(below) or diff_ids[:len(below)] != below:
-            raise _refused(ref, f"its layers are not those of the image it is built on ({parent['Id'][:19]}) "
-                                "plus its own")
+            raise _Refused(f"its layers are not those of the image it is built on ({parent['Id'][:19]}) "
+                           "plus its own")
         image_id = sha256(config)
         blobs = self.cache / "blobs"
         new: list[tuple[str, bytes]] = []
         if engine.image_id(image_id) is None:
             for (digest, media_type), diff_id in list(zip(layers, diff_ids))[len(below):]:
                 if media_type not in _LAYER_TYPES:
-                    raise _refused(ref, f"its layer {digest[:19]} is a {media_type or 'layer of no type'}")
+                    raise _Refused(f"its layer {digest[:19]} is a {media_type or 'layer of no type'}")
                 blob = get_blob(ref, digest)
                 if diff_id_of(blob) != diff_id:
-                    raise _refused(ref, f"its layer {digest[:19]} does not unpack to {diff_id[:19]}")
+                    raise _Refused(f"its layer {digest[:19]} does not unpack to {diff_id[:19]}")
                 new.append((diff_id, blob))
             progress.info(f"pulled {ref}: {sum(len(b) for _, b in new)} bytes, {len(new)} layers")
             engine.load(_load_archive(config, below, new), f"{kind} image")
         if engine.image_id(image_id) != image_id:
-            raise _refused(ref, f"the engine did not load it as {image_id[:19]}")
+            raise _Refused(f"the engine did not load it as {image_id[:19]}")
         engine.tag(image_id, tag)
         # The registry's own gzip bytes: a later push of an image on top of this one sends the same blobs.
         blobs.mkdir(parents=True, exist_ok=True)
@@ -166,10 +173,8 @@ class SharedCache:
         progress.info(f"shared cache: pushed {ref}@{digest} ({uploaded} bytes uploaded)")
 
 
-def _refused(ref: str, why: str) -> RegistryError:
-    return RegistryError(f"shared cache entry {ref} refused: {why}; nothing of it was used",
-                         "have the trusted builder push it again (--cache-write), or unset build-cache "
-                         "to build locally")
+class _Refused(Exception):
+    """What the registry served is not the entry the key names (the message says why)."""
 
 
 def _load_archive(config: bytes, below: list[str], layers: list[tuple[str, bytes]]) -> bytes:
