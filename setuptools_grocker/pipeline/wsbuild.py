@@ -178,6 +178,8 @@ class WorkspaceBuild:
             release_after_build(self, results, report)
             report.seconds = time.monotonic() - start
         report.extra["workspace"] = str(self.ws.root)
+        if images is not None:  # where the shared root and compiler images came from: local, pulled, built
+            report.extra["base_images"] = dict(images.origins)
         report.extra["levels"] = self.ws.levels
         report.extra["containers_started"] = sum(r.containers_started for r in report.projects)
         return report
