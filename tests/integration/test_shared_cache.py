@@ -41,6 +41,7 @@ class Scenario:
     ckey: str
     written: Run
     ids: dict[str, str]
+    user: str
 
 
 def _remove_local(client: docker.DockerClient, s: Scenario) -> None:
@@ -63,7 +64,7 @@ def scenario(client: docker.DockerClient, registry: str,
     s = Scenario(project=project, tag=f"grocker-test/shared-app:{uid}", repo=repo, env=env,
                  root=f"grocker/root:{rkey}", compiler=f"grocker/compiler:{ckey}",
                  pip_compiler=f"grocker/compiler:{pip_key}", rkey=rkey, ckey=ckey,
-                 written=Run(1, "", "", None), ids={})
+                 written=Run(1, "", "", None), ids={}, user=f"u{uid}")
     try:
         s.written = grocker("build", str(project), "--tag", s.tag, "--cache-write", env=env,
                             report=root_dir / "written.json")
@@ -103,6 +104,20 @@ def test_another_machine_pulls_them_instead_of_building(client: docker.DockerCli
     assert client.images.get(s.root).labels[KEY_LABEL] == f"root-{s.rkey}"
     # Reading only: nothing pushed without --cache-write.
     assert "shared cache: pushed" not in run.err
+
+
+def test_a_workspace_build_pulls_them_too(client: docker.DockerClient, scenario: Scenario, tmp_path: Path) -> None:
+    s = scenario
+    _remove_local(client, s)
+    # The same runtime user and no system packages: the workspace's shared root and compiler have the same keys.
+    (tmp_path / "pyproject.toml").write_text(f'[tool.grocker]\nuser = "{s.user}"\n'
+                                             '[tool.grocker.workspace]\nmembers = ["libs/*"]\n')
+    python_project(tmp_path / "libs" / "lib", f"shared-lib-{s.user}")
+    env = {**s.env, "GROCKER_CACHE_HOME": str(tmp_path / "cache")}
+    run = grocker("workspace", "build", str(tmp_path), env=env, report=tmp_path / "report.json")
+    assert run.code == 0, run.err[-3000:]
+    assert run.report is not None and run.report["base_images"] == {"root": "pulled", "compiler": "pulled"}
+    assert {"root": client.images.get(s.root).id, "compiler": client.images.get(s.compiler).id} == s.ids
 
 
 def test_a_tag_pointing_at_another_image_is_refused(client: docker.DockerClient, scenario: Scenario,
