@@ -10,6 +10,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from setuptools_grocker.image.recipes import compiler_key, ensure_base_images, r
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.registry.client import digest_of, get_blob, get_manifest, retag
 from setuptools_grocker.registry.sharedcache import KEY_LABEL, SharedCache
-from tests.helpers import Run, free_port, grocker, python_project, remove_images
+from tests.helpers import Run, free_port, grocker, python_project, remove_images, wait_http
 
 
 @dataclass
@@ -155,3 +157,34 @@ def test_an_unreachable_registry_builds_locally_with_one_line(client: docker.Doc
         assert client.images.get(images.root).labels[KEY_LABEL] == f"root-{images.root_key}"
     finally:
         remove_images(client, images.root)
+
+
+def test_a_push_that_fails_is_one_warning(client: docker.DockerClient, tmp_path: Path) -> None:
+    # A registry in read-only maintenance mode: it answers reads, refuses every upload.
+    port = free_port()
+    (tmp_path / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
+        f"  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    binary = shutil.which("docker-registry") or "docker-registry"
+    proc = subprocess.Popen([binary, "serve", str(tmp_path / "config.yml")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", proc, "docker-registry")
+        project = python_project(tmp_path / "app", "readonly-app")
+        config = load_config(project, environ={**os.environ, "GROCKER_USER": f"u{uuid.uuid4().hex[:8]}"})
+        out = io.StringIO()
+        progress = Progress(out)
+        shared = SharedCache(f"127.0.0.1:{port}/cache", write=True, cache=tmp_path / "cache")
+        with Engine(progress) as engine:
+            images = ensure_base_images(engine, config, progress, need_compiler=False, shared=shared)
+        try:
+            assert images.origins == {"root": "built"}
+            warnings = [line for line in out.getvalue().splitlines() if "warning:" in line]
+            assert len(warnings) == 1, out.getvalue()
+            assert f"shared cache: pushing 127.0.0.1:{port}/cache:root-{images.root_key} failed" in warnings[0]
+            assert warnings[0].endswith("the image is used locally")
+        finally:
+            remove_images(client, images.root)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
