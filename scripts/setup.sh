@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything setuptools-grocker needs on a Debian machine, as root, idempotently:
-# Docker Engine (Debian's docker.io), debootstrap, a running dockerd, the project's venv,
+# Docker Engine (Debian's docker.io), mmdebstrap (for the base image), a running dockerd, the project's venv,
 # and the bootstrapped base image. Source it (`. scripts/setup.sh`) to get:
 #   DEV_VENV        the venv with setuptools-grocker installed (editable, with test extras)
 #   DEV_STARTED     space-separated pids of the servers this script started
@@ -67,7 +67,7 @@ stop_started() {
     done
 }
 
-apt_install docker.io debootstrap docker-registry git ca-certificates curl
+apt_install docker.io mmdebstrap docker-registry git ca-certificates curl
 command -v docker >/dev/null || { log "no docker client after installing docker.io"; exit 1; }
 start_dockerd
 

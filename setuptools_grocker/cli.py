@@ -19,6 +19,7 @@ from setuptools_grocker.progress import NORMAL, QUIET, VERBOSE, Progress
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import RunOptions
+    from setuptools_grocker.plugin.manager import PluginManager
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -228,6 +229,16 @@ def make_parser() -> argparse.ArgumentParser:
                       help="the build records of this cache home (engine) or the registry (default: the registry "
                            "when the reference names a registry host)")
     prov.set_defaults(func=cmd_provenance)
+    ver = sub.add_parser("verify", help="check an image in its registry against its signature, SBOM and provenance")
+    ver.add_argument("image", metavar="IMAGE",
+                     help="registry reference (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:...)")
+    ver.add_argument("--allow-unsigned", action="store_true",
+                     help="pass when the image is not signed or no installed plugin verifies signatures (the other "
+                          "checks still run; a signature that fails still fails)")
+    ver.add_argument("--project", default=".", metavar="DIR",
+                     help="project whose plugins key to load, as `grocker plugins` does (default: .)")
+    ver.add_argument("--report", metavar="FILE", help="write every check's verdict as JSON to FILE")
+    ver.set_defaults(func=cmd_verify)
 
     dep = sub.add_parser("deploy", help="deploy an image as a Swarm service: health-checked rolling update, "
                                         "automatic rollback")
@@ -278,13 +289,15 @@ def make_parser() -> argparse.ArgumentParser:
     gc.add_argument("--json", action="store_true", help="print what was removed as JSON")
     gc.set_defaults(func=cmd_gc)
 
-    boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image with debootstrap")
+    boot = sub.add_parser("bootstrap-base", help="build a minimal Debian base image, reproducibly, with mmdebstrap")
     boot.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
     boot.add_argument("--mirror", help="Debian mirror URL (default: the one in the host's apt sources)")
     boot.add_argument("--include", nargs="+", metavar="PKG", help="packages to include "
                       "(default: python3 tini)")
     boot.add_argument("--tag", help="image reference (default: debian:SUITE-slim)")
     boot.add_argument("--force", action="store_true", help="rebuild even when the image exists")
+    boot.add_argument("--apt-cache", type=Path, metavar="DIR",
+                      help="keep the downloaded .deb files in DIR and reuse them next time (apt checks them)")
     boot.set_defaults(func=cmd_bootstrap)
     return parser
 
@@ -464,6 +477,33 @@ def cmd_provenance(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, progress: Progress) -> int:
+    from setuptools_grocker.image.verify import verify
+    from setuptools_grocker.report import write_json_atomic
+
+    result = verify(args.image, _plugins_of(Path(args.project), progress), allow_unsigned=args.allow_unsigned)
+    marks = {True: "ok  ", False: "FAIL", None: "--  "}
+    for check in result.checks:
+        print(f"{marks[check.ok]}  {check.name:13}  {check.detail}")
+    if args.report:
+        write_json_atomic(Path(args.report), result.to_json())
+    if not result.ok:
+        raise result.error()
+    progress.write(f"{args.image}@{result.digest} verified")
+    return 0
+
+
+def _plugins_of(project: Path, progress: Progress) -> PluginManager:
+    """The plugins `grocker plugins` lists for ``project``: built-ins, entry points, its plugins key."""
+    from setuptools_grocker.config import load_config
+    from setuptools_grocker.pipeline.plugins import plugin_manager
+
+    extra: tuple[str, ...] = ()
+    if (project / "pyproject.toml").is_file() or (project / "grocker.toml").is_file():
+        extra = load_config(project, environ=os.environ, warn=progress.warn).plugins
+    return plugin_manager(extra, os.environ, progress.write)
+
+
 def cmd_deploy(args: argparse.Namespace, progress: Progress) -> int:
     from setuptools_grocker.deploy.deployer import Deployer, Publish
     from setuptools_grocker.engine import Engine
@@ -525,14 +565,7 @@ def cmd_stop(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_plugins(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
-    from setuptools_grocker.config import load_config
-    from setuptools_grocker.pipeline.plugins import plugin_manager
-
-    project = Path(args.project)
-    extra: tuple[str, ...] = ()
-    if (project / "pyproject.toml").is_file() or (project / "grocker.toml").is_file():
-        extra = load_config(project, environ=os.environ, warn=progress.warn).plugins
-    manager = plugin_manager(extra, os.environ, progress.write)
+    manager = _plugins_of(Path(args.project), progress)
     if args.json:
         print(json.dumps([{"name": p.name, "origin": p.origin, "hooks": list(p.hooks)} for p in manager.loaded],
                          indent=2))
@@ -607,10 +640,10 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
 
     options = BootstrapOptions(suite=args.suite, mirror=args.mirror,
                                include=tuple(args.include) if args.include else DEFAULT_INCLUDE,
-                               tag=args.tag, force=args.force)
+                               tag=args.tag, force=args.force, apt_cache=args.apt_cache)
     validate_reference(options.reference)
     with Engine(progress) as engine:
-        image_id = bootstrap_base(engine, options, progress)
+        image_id = bootstrap_base(engine, options, progress, os.environ)
     progress.write(f"base image {options.reference} ready: {image_id}")
     return 0
 

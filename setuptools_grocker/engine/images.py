@@ -1,4 +1,4 @@
-"""Images: inspect, pull, build, tag, import, load and save.
+"""Images: inspect, pull, build, tag, load and save.
 
 Each operation is echoed as its ``docker`` command line; build and load failures become
 :class:`~setuptools_grocker.errors.ImageBuildError`, a base image that cannot be pulled
@@ -12,7 +12,7 @@ import json
 import tarfile
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, BinaryIO, Mapping
 
 from setuptools_grocker.engine.connection import Connection, docker, short
 from setuptools_grocker.errors import BaseImageError, EngineUnavailable, ImageBuildError
@@ -112,26 +112,14 @@ class Images(Connection):
         self._call(f"tag {ref}", self.client.api.tag, image_id, parsed.repository, parsed.tag or "latest",
                    force=True)
 
-    def import_tarball(self, tarball: Path, ref: str, changes: Iterable[str] = ()) -> str:
-        """``docker import`` a root filesystem tarball; return the image ID."""
-        parsed = ImageRef.parse(ref)
-        self.progress.command(["docker", "import", str(tarball), ref])
-        result = self._call(
-            "import the base image",
-            self.client.api.import_image_from_file,
-            str(tarball),
-            repository=parsed.repository,
-            tag=parsed.tag or "latest",
-            changes=list(changes),
-        )
-        image_id = self.image_id(ref)
-        if not image_id:
-            raise ImageBuildError(f"importing {ref} failed: {result}", "see the engine log")
-        return image_id
+    def load_file(self, archive: Path, what: str) -> None:
+        """``docker load`` an image archive from a file, streamed (a base image's is ~100 MB)."""
+        with archive.open("rb") as stream:
+            self.load(stream, what, shown=["docker", "load", "-i", str(archive)])
 
-    def load(self, archive: bytes, what: str) -> None:
+    def load(self, archive: bytes | BinaryIO, what: str, shown: list[str] | None = None) -> None:
         """``docker load`` an image archive (layers the engine already has may be left out)."""
-        self.progress.command(["docker", "load"])
+        self.progress.command(shown or ["docker", "load"])
         try:
             answer = self._call(f"load the {what}", self.client.api.load_image, archive)
         except docker.errors.APIError as exc:

@@ -172,7 +172,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
     state_path = config.state_dir / STATE_FILE
     state = _load_state(state_path)
     if not run.no_cache and state.get("key") == key and engine.image_id(state.get("image_id", "")):
-        _cached(config, run, environ, engine, state, result)
+        _cached(config, run, environ, engine, state, result, plugins)
         progress.info(f"{result.image}: up to date (cache key {key[:12]}), nothing to build")
         return
 
@@ -336,15 +336,17 @@ def stage_smoke(ctx: StageContext) -> None:
 
 def stage_push(ctx: StageContext) -> None:
     if ctx.run.push:
-        result = _inputs(ctx).result
+        inputs = _inputs(ctx)
+        result, plugins = inputs.result, inputs.plugins
         assert result.image_id is not None
-        result.digest, result.pushed_bytes = push_runtime_image(ctx.engine, result.image_id, result.tags,
-                                                                cache_home(ctx.state.environ), ctx.progress)
+        result.digest, result.pushed_bytes = push_runtime_image(
+            ctx.engine, result.image_id, result.tags, cache_home(ctx.state.environ), ctx.progress,
+            sign=None if plugins is None else lambda request: plugins.grocker_sign(ctx.config, request))
         records.update(cache_home(ctx.state.environ), result.image_id, digest=result.digest)
 
 
 def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine: Engine, state: dict[str, Any],
-            result: ProjectResult) -> None:
+            result: ProjectResult, plugins: PluginManager) -> None:
     ref = run.tag or default_reference(config, state["name"], state["version"])
     image_id = state["image_id"]
     if engine.image_id(ref) != image_id:
@@ -357,8 +359,9 @@ def _cached(config: Config, run: RunOptions, environ: Mapping[str, str], engine:
     result.distributions = list(state.get("distributions", []))
     result.size = (engine.image_attrs(image_id) or {}).get("Size")
     if run.push:
-        result.digest, result.pushed_bytes = push_runtime_image(engine, image_id, result.tags, cache_home(environ),
-                                                                Progress(quiet=True))
+        result.digest, result.pushed_bytes = push_runtime_image(
+            engine, image_id, result.tags, cache_home(environ), Progress(quiet=True),
+            sign=lambda request: plugins.grocker_sign(config, request))
     else:
         result.digest = state.get("digest") if state.get("image") == ref else None
     changes: dict[str, Any] = {"used": records.now(), "tags": result.tags}

@@ -199,8 +199,10 @@ class MemberStages:
             # Only the immutable key tag: the names people use move at the release, all or none.
             keyed = key_reference(member, entry.key)
             engine.tag(done["image"]["image_id"], keyed)
+            pm = self.build.plugins[member.name]
             digest, uploaded = push_runtime_image(engine, done["image"]["image_id"], [keyed],
-                                                  cache_home(self.environ), progress)
+                                                  cache_home(self.environ), progress,
+                                                  sign=lambda request: pm.grocker_sign(member.config, request))
             records.update(cache_home(self.environ), done["image"]["image_id"], digest=digest, tags=[keyed])
             return {"image": keyed, "digest": digest, "pushed_bytes": uploaded}
         assert images is not None, "the compiler image is made before any stage runs"

@@ -37,6 +37,10 @@ wrappers around them all::
         contributions = yield  # every plugin's ImageContribution
         return [c for c in contributions if "com.example.unwanted" not in c.labels]
 
+Signing plugins implement ``grocker_sign`` (return a :class:`Signature` of
+``request.payload``, a :class:`SigningRequest`, after each push) and
+``grocker_verify_signature`` (``grocker verify``); see examples/grocker-plugin-sign-ed25519.
+
 A plugin that raises or returns the wrong type fails the build naming the plugin and the
 hook. The built-in stages and checks are themselves plugins: the modules that implement
 them, :mod:`setuptools_grocker.pipeline.build` and :mod:`setuptools_grocker.pipeline.smoke`.
@@ -45,10 +49,12 @@ from __future__ import annotations
 
 import pluggy
 
+from setuptools_grocker.plugin.signing import Signature, SigningRequest
 from setuptools_grocker.plugin.spec import NAME
 from setuptools_grocker.plugin.stages import POSITIONS, BuildState, ImageContribution, Stage, StageContext
 
 #: Marks a hook implementation: ``@impl def grocker_stages(config): ...``
 impl = pluggy.HookimplMarker(NAME)
 
-__all__ = ["POSITIONS", "BuildState", "ImageContribution", "Stage", "StageContext", "impl"]
+__all__ = ["POSITIONS", "BuildState", "ImageContribution", "Signature", "SigningRequest", "Stage", "StageContext",
+           "impl"]

@@ -39,6 +39,7 @@ import pluggy
 from setuptools_grocker.config import Config
 from setuptools_grocker.errors import GrockerError, PluginError
 from setuptools_grocker.plugin import spec as spec_module
+from setuptools_grocker.plugin.signing import Signature, SigningRequest
 from setuptools_grocker.plugin.spec import NAME
 from setuptools_grocker.plugin.stages import POSITIONS, ImageContribution, Stage
 
@@ -74,6 +75,8 @@ class _Call:
 
     hook: str
     config: Config | None = None  # grocker_configure: the configuration as changed so far
+    #: grocker_verify_signature: (plugin, verdict) of each implementation that answered
+    verdicts: list[tuple[str, bool]] = dataclasses.field(default_factory=list)
 
 
 _CALL: ContextVar[_Call | None] = ContextVar("grocker_plugin_call", default=None)
@@ -85,6 +88,8 @@ class PluginManager:
     def __init__(self, *, builtins: Sequence[ModuleType] = (), extra: Sequence[str] = (),
                  environ: Mapping[str, str] | None = None, write: Callable[[str], None] | None = None) -> None:
         environ = environ or {}
+        #: Given to the hooks that take it (``grocker_sign``, ``grocker_verify_signature``).
+        self.environ: Mapping[str, str] = environ
         self.pm = pluggy.PluginManager(NAME)
         self.pm.add_hookspecs(spec_module)
         self.loaded: list[LoadedPlugin] = []
@@ -179,11 +184,26 @@ class PluginManager:
     def grocker_after_publish(self, config: Config, result: ProjectResult) -> None:
         self._call("grocker_after_publish", config=config, result=result)
 
+    def grocker_sign(self, config: Config, request: SigningRequest) -> list[Signature]:
+        """Every signature the plugins made of ``request.payload``, each naming its plugin (``signer``)."""
+        return list(self._call("grocker_sign", config=config, request=request, environ=self.environ))
+
+    def has_implementations(self, hook: str) -> bool:
+        """Whether some plugin implements ``hook`` (``grocker verify`` says when none checks signatures)."""
+        return bool(getattr(self.pm.hook, hook).get_hookimpls())
+
+    def grocker_verify_signature(self, payload: bytes, signature: Signature) -> list[tuple[str, bool]]:
+        """The verdict of every plugin that knows the signature's key: ``(plugin, valid)``, in call order."""
+        state = _Call("grocker_verify_signature")
+        self._call("grocker_verify_signature", state=state, payload=payload, signature=signature,
+                   environ=self.environ)
+        return state.verdicts
+
     # -- calling --------------------------------------------------------------------------
 
-    def _call(self, hook: str, **kwargs: Any) -> list[Any]:
+    def _call(self, hook: str, state: _Call | None = None, **kwargs: Any) -> list[Any]:
         """``pm.hook.<hook>(**kwargs)``, then check what the wrappers (if any) made of the results."""
-        state = _Call(hook, config=kwargs["config"] if hook == "grocker_configure" else None)
+        state = state or _Call(hook, config=kwargs["config"] if hook == "grocker_configure" else None)
         token = _CALL.set(state)
         try:
             results = getattr(self.pm.hook, hook)(**kwargs)
@@ -258,6 +278,10 @@ def _attributed(hook: str, hookimpl: pluggy.HookImpl) -> Callable[..., Any]:
             raise bad_return(plugin, hook, expected, value)
         if hook == "grocker_stages":  # each stage names its plugin from here on, in wrappers too
             value = [dataclasses.replace(s, plugin=plugin) for s in value]
+        elif hook == "grocker_sign":
+            value = dataclasses.replace(value, signer=plugin)
+        elif hook == "grocker_verify_signature":
+            state.verdicts.append((plugin, value))
         elif state.config is not None:
             state.config = _replace(state.config, value, plugin)
         return value
@@ -333,6 +357,14 @@ def _check_smoke_tests(value: Any) -> str | None:
     return None
 
 
+def _check_sign(value: Any) -> str | None:
+    if not isinstance(value, Signature):
+        return "a Signature"
+    if not isinstance(value.signature, bytes) or not value.signature or not value.key_id:
+        return "a Signature with signature bytes and a key_id"
+    return None
+
+
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "grocker_configure": _check_configure,
     "grocker_stages": _check_stages,
@@ -340,6 +372,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "grocker_runtime_image": _check_runtime_image,
     "grocker_smoke_tests": _check_smoke_tests,
     "grocker_after_publish": lambda value: None,  # its return value means nothing
+    "grocker_sign": _check_sign,
+    "grocker_verify_signature": lambda value: None if isinstance(value, bool) else "True, False or None",
 }
 
 

@@ -13,6 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from setuptools_grocker.config import Config
+    from setuptools_grocker.plugin.signing import Signature, SigningRequest
     from setuptools_grocker.plugin.stages import ImageContribution, Stage
     from setuptools_grocker.report import ProjectResult
 
@@ -77,5 +78,29 @@ def grocker_after_publish(config: Config, result: ProjectResult) -> None:
     """Called after an image was tagged (and pushed, with ``--push``): notify, sign, record."""
 
 
+@spec
+def grocker_sign(config: Config, request: SigningRequest, environ: Mapping[str, str]) -> Signature | None:
+    """Sign an image just pushed: return a :class:`~setuptools_grocker.plugin.signing.Signature` of
+    ``request.payload``, or None to leave it unsigned.
+
+    Called after every push (single build, workspace push stage, cached build), once the SBOM and
+    provenance are attached, with the repository, the manifest digest and those documents' content
+    digests (``request``), and the environment of the command (``environ``: where a key's path or a
+    signing service's address comes from; never put a key in the configuration or the image). Every
+    signature returned is stored under the tag ``sha256-<hex>.sig`` next to the image.
+    """
+
+
+@spec
+def grocker_verify_signature(payload: bytes, signature: Signature, environ: Mapping[str, str]) -> bool | None:
+    """Check one stored ``signature`` of ``payload`` (``grocker verify``).
+
+    Return True when it is a valid signature by a key this plugin trusts, False when it claims such a
+    key (its ``key_id``) and does not verify (a tampered payload or signature), None when the key is not
+    one this plugin knows. ``grocker verify`` passes the signature check when some signature is True and
+    none is False. The payload is checked against the image by grocker, not by the plugin.
+    """
+
+
 HOOKS = ("grocker_configure", "grocker_stages", "grocker_compile_environment", "grocker_runtime_image",
-         "grocker_smoke_tests", "grocker_after_publish")
+         "grocker_smoke_tests", "grocker_after_publish", "grocker_sign", "grocker_verify_signature")

@@ -8,21 +8,28 @@ from the image's manifest digest, in the image's repository:
 - ``sha256-<hex>.sbom``: the CycloneDX JSON (``application/vnd.cyclonedx+json``), the same bytes as the
   file in the image;
 - ``sha256-<hex>.att``: the in-toto statement (``application/vnd.in-toto+json``), its subjects the image
-  ID and the manifest digest. Unsigned: not a DSSE envelope as cosign writes (signing is a later part).
+  ID and the manifest digest. Stored as is, not in a DSSE envelope: what signs it is the ``.sig``;
+- ``sha256-<hex>.sig``: the signatures the signing plugins made (``grocker_sign``), as cosign stores them:
+  one layer per signature, each layer the signed payload (``application/vnd.dev.cosign.simplesigning.v1+json``,
+  plugin/signing.py) with the signature, base64, in the annotation ``dev.cosignproject.cosign/signature``.
 
 The manifest also names the image in its ``subject`` field: a registry that implements the OCI 1.1
 referrers API indexes it there too (Distribution 2.8 ignores the field; the tag is what finds it).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from typing import Any
+from typing import Any, Sequence
 
 from setuptools_grocker.errors import RegistryError
+from setuptools_grocker.plugin.signing import Signature
 from setuptools_grocker.ref import ImageRef
 from setuptools_grocker.registry.client import digest_of, get_blob, get_manifest, put_manifest, upload_blob
 
-__all__ = ["KINDS", "OCI_MANIFEST", "artifact_ref", "artifact_tag", "attach", "read_artifact"]
+__all__ = ["KINDS", "OCI_MANIFEST", "SIGNATURE", "artifact_ref", "artifact_tag", "attach", "attach_signatures",
+           "read_artifact", "read_artifact_manifest", "read_signatures"]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
@@ -31,6 +38,9 @@ KINDS = {
     "sbom": ("application/vnd.cyclonedx+json", "sbom.cdx.json"),
     "att": ("application/vnd.in-toto+json", "provenance.intoto.json"),
 }
+SIGNATURE = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
+KEY_ID, ALGORITHM, SIGNER = "io.grocker.key-id", "io.grocker.algorithm", "io.grocker.signer"
 
 
 def artifact_tag(digest: str, kind: str) -> str:
@@ -49,21 +59,74 @@ def attach(image_ref: str, digest: str, kind: str, payload: bytes) -> str:
     """Store ``payload`` as the ``kind`` document of the image ``image_ref`` pushed as ``digest``; return the
     artifact's manifest digest. The same payload for the same image gives the same digest."""
     media_type, title = KINDS[kind]
+    layer_digest = upload_blob(image_ref, payload)
+    return _put_artifact(image_ref, digest, kind, media_type, [
+        {"mediaType": media_type, "digest": layer_digest, "size": len(payload),
+         "annotations": {"org.opencontainers.image.title": title}}])
+
+
+def _put_artifact(image_ref: str, digest: str, kind: str, media_type: str, layers: list[dict[str, Any]]) -> str:
     subject_body, subject_type = get_manifest(f"{ImageRef.parse(image_ref).repository}@{digest}")
     config = b"{}"
     config_digest = upload_blob(image_ref, config)
-    layer_digest = upload_blob(image_ref, payload)
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": media_type,
         "config": {"mediaType": EMPTY_CONFIG, "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": media_type, "digest": layer_digest, "size": len(payload),
-                    "annotations": {"org.opencontainers.image.title": title}}],
+        "layers": layers,
         "subject": {"mediaType": subject_type, "digest": digest, "size": len(subject_body)},
     }
     return put_manifest(artifact_ref(image_ref, digest, kind), json.dumps(manifest, sort_keys=True).encode(),
                         OCI_MANIFEST)
+
+
+def attach_signatures(image_ref: str, digest: str, payload: bytes, signatures: Sequence[Signature]) -> str:
+    """Store ``signatures`` of ``payload`` as the ``.sig`` of the image pushed as ``digest`` (replacing what
+    was there: a push signs again); return the artifact's manifest digest."""
+    payload_digest = upload_blob(image_ref, payload)
+    layers = [{"mediaType": SIGNATURE, "digest": payload_digest, "size": len(payload),
+               "annotations": {**{str(k): str(v) for k, v in s.annotations.items()},
+                               SIG_ANNOTATION: base64.b64encode(s.signature).decode(),
+                               KEY_ID: s.key_id, ALGORITHM: s.algorithm, SIGNER: s.signer}}
+              for s in signatures]
+    return _put_artifact(image_ref, digest, "sig", SIGNATURE, layers)
+
+
+def read_artifact_manifest(image_ref: str, digest: str, kind: str) -> dict[str, Any] | None:
+    """The manifest under the ``kind`` tag of the image pushed as ``digest``; None when there is none."""
+    ref = artifact_ref(image_ref, digest, kind)
+    if digest_of(ref) is None:
+        return None
+    body, _ = get_manifest(ref)
+    try:
+        manifest = json.loads(body)
+    except ValueError as exc:
+        raise RegistryError(f"{ref} is not a manifest (not JSON)", "push the image again with grocker") from exc
+    if not isinstance(manifest, dict):
+        raise RegistryError(f"{ref} is not a manifest", "push the image again with grocker")
+    return manifest
+
+
+def read_signatures(image_ref: str, digest: str) -> list[tuple[bytes, Signature]] | None:
+    """Every ``(payload, signature)`` stored as the ``.sig`` of the image pushed as ``digest``; None when it
+    has none. Each payload is read by its digest (and checked against it)."""
+    manifest = read_artifact_manifest(image_ref, digest, "sig")
+    if manifest is None:
+        return None
+    found: list[tuple[bytes, Signature]] = []
+    payloads: dict[str, bytes] = {}
+    for layer in manifest.get("layers") or []:
+        annotations = dict(layer.get("annotations") or {})
+        try:
+            signature = base64.b64decode(annotations.pop(SIG_ANNOTATION), validate=True)
+        except (KeyError, binascii.Error, ValueError):
+            continue  # not a signature layer: nothing to check it with
+        key_id, algorithm, signer = (str(annotations.pop(k, "")) for k in (KEY_ID, ALGORITHM, SIGNER))
+        if layer["digest"] not in payloads:
+            payloads[layer["digest"]] = get_blob(artifact_ref(image_ref, digest, "sig"), layer["digest"])
+        found.append((payloads[layer["digest"]], Signature(signature, key_id, algorithm, signer, annotations)))
+    return found
 
 
 def read_artifact(image_ref: str, kind: str) -> bytes | None:
@@ -74,10 +137,10 @@ def read_artifact(image_ref: str, kind: str) -> bytes | None:
     if digest is None:
         raise RegistryError(f"{image_ref} is not in its registry", "check the name and the tag")
     ref = artifact_ref(image_ref, digest, kind)
-    if digest_of(ref) is None:
+    manifest = read_artifact_manifest(image_ref, digest, kind)
+    if manifest is None:
         return None
-    body, _ = get_manifest(ref)
-    layers = json.loads(body).get("layers") or []
+    layers = manifest.get("layers") or []
     if len(layers) != 1:
         raise RegistryError(f"{ref} is not a document grocker attached (it has {len(layers)} layers)",
                             "push the image again with grocker")

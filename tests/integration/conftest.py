@@ -16,6 +16,7 @@ import pytest
 
 from setuptools_grocker.pipeline.pipconf import read_pip_options
 from tests.helpers import BASE_IMAGE, EXAMPLES, Run, free_port, grocker, remove_images, start_registry
+from tests.second_engine import SecondEngine
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -86,3 +87,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait(timeout=20)
 
 
+
+
+@pytest.fixture(scope="session")
+def engine_b() -> Iterator[SecondEngine]:
+    """A second Docker Engine, empty, standing for a second machine (tests/second_engine.py); stopped, with
+    its data, bridge and iptables rules removed, at the end of the session."""
+    engine = SecondEngine()
+    try:
+        engine.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield engine
+    engine.stop()

@@ -65,7 +65,7 @@ def test_plugins_lists_the_entry_point(testkit: dict[str, str]) -> None:
     assert plugins["testkit"]["origin"] == "entry point of grocker-plugin-testkit 0.1.0"
     assert set(plugins["testkit"]["hooks"]) == {
         "grocker_configure", "grocker_stages", "grocker_compile_environment", "grocker_runtime_image",
-        "grocker_smoke_tests", "grocker_after_publish"}
+        "grocker_smoke_tests", "grocker_after_publish", "grocker_sign", "grocker_verify_signature"}
     assert plugins["setuptools_grocker.pipeline.build"] == {
         "name": "setuptools_grocker.pipeline.build", "origin": "builtin", "hooks": ["grocker_stages"]}
     assert plugins["setuptools_grocker.pipeline.smoke"]["origin"] == "builtin"

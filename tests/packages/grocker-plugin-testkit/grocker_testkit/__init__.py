@@ -65,3 +65,16 @@ def grocker_smoke_tests(config):
 @impl
 def grocker_after_publish(config, result):
     record("published", image=result.image, status=result.status)
+
+
+@impl
+def grocker_sign(config, request, environ):
+    # Records what it was asked to sign; signs nothing (the signing example plugin has its own tests).
+    record("sign", image=request.image, sbom=request.sbom, provenance=request.provenance)
+    return None
+
+
+@impl
+def grocker_verify_signature(payload, signature, environ):
+    record("verify", key_id=signature.key_id)
+    return None
