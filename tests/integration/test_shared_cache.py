@@ -28,6 +28,7 @@ from setuptools_grocker.progress import Progress
 from setuptools_grocker.registry.client import digest_of, get_blob, get_manifest, retag
 from setuptools_grocker.registry.sharedcache import KEY_LABEL, SharedCache
 from tests.helpers import Run, free_port, grocker, python_project, remove_images, wait_http
+from tests.second_engine import SecondEngine
 
 
 @dataclass
@@ -120,6 +121,41 @@ def test_a_workspace_build_pulls_them_too(client: docker.DockerClient, scenario:
     assert run.code == 0, run.err[-3000:]
     assert run.report is not None and run.report["base_images"] == {"root": "pulled", "compiler": "pulled"}
     assert {"root": client.images.get(s.root).id, "compiler": client.images.get(s.compiler).id} == s.ids
+
+
+def test_a_second_engine_pulls_them_and_builds_the_same_image(client: docker.DockerClient, engine_b: SecondEngine,
+                                                             scenario: Scenario, tmp_path: Path) -> None:
+    """Engine B stands for a second machine: it has only the base image (with the same ID, as a pull by
+    digest or a reproducible bootstrap gives it), and builds the project reading the shared cache."""
+    s = scenario
+    client_b = docker.DockerClient(base_url=engine_b.url, timeout=300)
+    config = load_config(s.project, environ={**os.environ, **s.env})
+    try:
+        if not _has(client_b, config.base_image):
+            client_b.images.load(b"".join(client.api.get_image(config.base_image)))
+        # A fresh machine: its own cache home and build state (no wheelhouse of engine A's build).
+        env = {**s.env, **engine_b.env(), "GROCKER_CACHE_HOME": str(tmp_path / "cache"),
+               "GROCKER_CACHE_DIR": str(tmp_path / "state")}
+        run = grocker("build", str(s.project), "--tag", s.tag, "-v", env=env, report=tmp_path / "b.json")
+        assert run.code == 0, run.err[-3000:]
+        assert run.project["base_images"] == {"root": "pulled", "compiler": "pulled"}
+        assert "apt-get" not in run.out + run.err
+        assert {"root": client_b.images.get(s.root).id, "compiler": client_b.images.get(s.compiler).id} == s.ids
+        # The same root, wheels and configuration: the same runtime image as engine A's.
+        assert run.project["image_id"] == s.written.project["image_id"]
+    finally:
+        for ref in (s.tag, s.compiler, s.root):
+            if _has(client_b, ref):
+                client_b.images.remove(ref, force=True)
+        client_b.close()
+
+
+def _has(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
 
 
 def test_a_tag_pointing_at_another_image_is_refused(client: docker.DockerClient, scenario: Scenario,
