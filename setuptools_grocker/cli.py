@@ -31,6 +31,9 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push", action="store_true", help="push the image to the configured registry")
     parser.add_argument("--upgrade", action="store_true",
                         help="resolve the dependencies again even when the project's metadata did not change")
+    parser.add_argument("--cache-write", action="store_true",
+                        help="push the root and compiler images this run builds to the shared cache (build-cache); "
+                             "for the nightly or another trusted builder (also GROCKER_CACHE_WRITE=1)")
 
 
 def _stage_name(text: str) -> str:
@@ -108,7 +111,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     from setuptools_grocker.config import RunOptions
 
     return RunOptions(tag=args.tag, no_cache=args.no_cache, push=args.push, report=args.report,
-                      upgrade=args.upgrade)
+                      upgrade=args.upgrade, cache_write=args.cache_write)
 
 
 def output_options() -> argparse.ArgumentParser:
@@ -180,6 +183,9 @@ def make_parser() -> argparse.ArgumentParser:
     wsb.add_argument("--upgrade", action="store_true",
                      help="the applications rebuilt resolve their dependencies again, even when no metadata changed")
     wsb.add_argument("--report", metavar="FILE", help="write the JSON build report to FILE")
+    wsb.add_argument("--cache-write", action="store_true",
+                     help="push the root and compiler images this run builds to the shared cache (build-cache); "
+                          "for the nightly or another trusted builder (also GROCKER_CACHE_WRITE=1)")
     wsb.add_argument("--wheel-index", metavar="URL",
                      help="PyPI-compatible index to share wheels through (overrides workspace.index-url); "
                           "no credentials here: GROCKER_WORKSPACE_INDEX_URL or ~/.netrc")
@@ -396,7 +402,7 @@ def cmd_ws_build(args: argparse.Namespace, progress: Progress) -> int:
                                push=args.push or "push" in (args.stage or ()), no_cache=args.no_cache,
                                upgrade=args.upgrade,
                                index_url=args.wheel_index, stages=tuple(args.stage or ()), no_deps=args.no_deps,
-                               release=args.release)
+                               release=args.release, cache_write=args.cache_write)
     if args.release and not options.push:
         raise WorkspaceError("--release needs --push", "add --push")
     report = WorkspaceBuild(ws, environ=os.environ, progress=progress, options=options).run()

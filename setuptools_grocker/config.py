@@ -82,6 +82,7 @@ class Config:
     labels: Mapping[str, str] = field(default_factory=dict)
     image_name: str | None = None
     registry: str | None = None
+    build_cache: str | None = None
     user: str = "app"
     image: bool | None = None
     test_command: str | None = None
@@ -142,6 +143,8 @@ class RunOptions:
     push: bool = False
     #: Resolve the dependency closure again even when the project's metadata did not change.
     upgrade: bool = False
+    #: Push the root and compiler images this run builds to the shared cache (``build-cache``).
+    cache_write: bool = False
     #: Where the JSON report goes: a file, ``-`` for stdout, None for nowhere.
     report: str | None = None
 
@@ -269,6 +272,7 @@ NON_CONFIG_ENV = {
     "GROCKER_DISABLE_PLUGINS",
     "GROCKER_CACHE_HOME",
     "GROCKER_NO_PIP_CONFIG",
+    "GROCKER_CACHE_WRITE",
     "GROCKER_NO_BYTECODE",
     "GROCKER_WARM_IDLE",
     "GROCKER_SOURCE_DATE_EPOCH",

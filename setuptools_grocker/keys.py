@@ -271,6 +271,18 @@ def _unless_default(default: str) -> Callable[[Config, Any], Any]:
     return lambda _, value: None if value == default else value
 
 
+def _build_cache(value: str | None, source: str) -> None:
+    if value is None:
+        return
+    from setuptools_grocker.ref import ImageRef
+
+    ref = ImageRef.parse(value)
+    if ref.host is None or ref.tag is not None or ref.digest is not None or not NAME_PATTERN.match(ref.path):
+        raise ConfigError(f"build-cache {value!r} in {source} is not a registry repository",
+                          'write it as REGISTRY/REPOSITORY, without a tag, e.g. build-cache = "registry.example:5000/'
+                          'grocker-cache"')
+
+
 def _user(user: str, source: str) -> None:
     if not _USER.match(user):
         raise ConfigError(f"user {user!r} is not a valid user name",
@@ -413,6 +425,10 @@ TABLE: tuple[Key, ...] = (
         default_doc="project name, normalised", validate=_image_name),
     Key("registry", STR, None, "registry host (`registry.example:5000`) prefixed to the default tag and used by "
         "`--push`", "registry"),
+    Key("build-cache", STR, None, "registry repository (`registry.example:5000/grocker-cache`) shared by machines: "
+        "root and compiler images are looked up there by key and pulled before anything is built; only a run "
+        "with `--cache-write` (or `GROCKER_CACHE_WRITE=1`) pushes what it built", "build_cache",
+        validate=_build_cache),
     Key("user", STR, "app", "name of the non-root runtime user (uid 10001); a POSIX user name "
         "`[a-z_][a-z0-9_-]{0,31}`", "user", image_input=True, validate=_user),
     Key("image", BOOL, None, "workspace: this member gets an image (also implied by `commands`)", "image",

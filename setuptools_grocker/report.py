@@ -61,6 +61,9 @@ class ProjectResult:
     #: previous compile, the project's metadata unchanged) or "locked" (as its pylock.toml pins it, no
     #: resolution); None when nothing was compiled.
     closure: str | None = None
+    #: Where the root and compiler images came from: ``local`` (in the engine), ``pulled`` (the shared
+    #: cache, ``build-cache``) or ``built``; empty when the build needed neither.
+    base_images: dict[str, str] = field(default_factory=dict)
 
     def fail(self, exc: GrockerError) -> None:
         """Record a typed error as this project's failure."""

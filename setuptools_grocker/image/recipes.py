@@ -16,9 +16,9 @@ import json
 import re
 import shlex
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from setuptools_grocker import __version__
 from setuptools_grocker.config import Config
@@ -27,6 +27,10 @@ from setuptools_grocker.errors import BaseImageError, ImageBuildError
 from setuptools_grocker.image.uvtool import extract_uv, fetch_uv, uv_identity
 from setuptools_grocker.pipeline.pipconf import PipForward
 from setuptools_grocker.progress import Progress
+from setuptools_grocker.registry.sharedcache import KEY_LABEL
+
+if TYPE_CHECKING:
+    from setuptools_grocker.registry.sharedcache import SharedCache
 
 # Every command of a RUN is its own statement so that `set -e` stops at the first failure
 # (inside an `a && b` list it would not). Every value from the configuration goes through
@@ -101,16 +105,34 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# What a root or compiler image is made of besides its configured values: grocker's version and the recipes'
+# own text (a changed recipe changes the key by itself). Keys hold nothing of the machine (no local image ID
+# of an image built here, no path, user, host name or engine version): the shared cache finds them by key.
+_ROOT_RECIPE = [__version__, RECIPE_VERSION, ROOT_DOCKERFILE, USER_UID, CONFIG_DIR, KEY_LABEL]
+_COMPILER_RECIPE = [__version__, RECIPE_VERSION, COMPILER_DOCKERFILE, list(COMPILERS), BUILD_VENV, KEY_LABEL]
+
+
 @dataclass(frozen=True)
 class BaseImages:
     root: str
     compiler: str
     root_key: str
+    #: Where each came from: ``local`` (already in the engine), ``pulled`` (shared cache) or ``built``.
+    origins: Mapping[str, str] = field(default_factory=dict)
 
 
 def root_key(config: Config, base_id: str) -> str:
-    """The key of the root image the recipe makes from the base image ``base_id`` (before any refresh)."""
-    return _hash("root", RECIPE_VERSION, base_id, config.python, sorted(config.run_packages), config.user)
+    """The root image's key: the base image's ID (content-addressed: the same base has the same ID on every
+    machine), the interpreter, the run packages, the user and the recipe."""
+    return _hash("root", _ROOT_RECIPE, base_id, config.python, sorted(config.run_packages), config.user)
+
+
+def compiler_key(rkey: str, build_packages: tuple[str, ...], installer: str) -> tuple[str, str]:
+    """The keys of the compiler image with pip only and of the one the compile uses (with uv, or the same)."""
+    pip_key = _hash("compiler", _COMPILER_RECIPE, rkey, sorted(build_packages))
+    if installer != "uv":
+        return pip_key, pip_key
+    return pip_key, _hash("compiler+uv", pip_key, uv_identity(), UV_LAYER_DOCKERFILE)
 
 
 #: The tag suffix of the refreshed root of a recipe: ``grocker/root:<recipe key>-current`` (refresh.py).
@@ -155,36 +177,58 @@ def compiler_recipe(config: Config, root: str, build_packages: tuple[str, ...]) 
 
 def ensure_base_images(engine: Engine, config: Config, progress: Progress, *, need_compiler: bool = True,
                        extra_build_packages: tuple[str, ...] = (), pip: PipForward | None = None,
-                       work: Path | None = None) -> BaseImages:
-    """Make sure the root and compiler images exist, building what is missing.
+                       work: Path | None = None, shared: SharedCache | None = None) -> BaseImages:
+    """Make sure the root and compiler images exist: in the engine, else from the shared cache, else built.
 
     With ``installer = "uv"`` the compiler image is the pip one plus uv, whose wheel comes from the
     index of ``pip`` (the user's forwarded configuration), downloaded in a scratch directory under ``work``.
+    ``shared`` (the ``build-cache`` key) is asked for what the engine lacks, and given what was built
+    when its writing is on (registry/sharedcache.py).
     """
     base = engine.ensure_image(config.base_image)
     rkey = current_root_key(engine, config, base["Id"])
     root = f"grocker/root:{rkey}"
-    if not engine.image_id(root):
+    if not engine.image_id(root) and rkey != root_key(config, base["Id"]):
         rkey = root_key(config, base["Id"])  # a refreshed root's tag removed by hand: the recipe's root
         root = f"grocker/root:{rkey}"
-    if not engine.image_id(root):
-        _build_small(engine, root_recipe(config), root, "root image", progress)
+    origins = {"root": _obtain(engine, shared, "root", rkey, root, base, progress,
+                               lambda: _build_small(engine, root_recipe(config), root, "root image", progress,
+                                                    key=f"root-{rkey}"))}
     build_packages = tuple(sorted(set(config.build_packages) | set(extra_build_packages)))
-    pip_key = _hash("compiler", RECIPE_VERSION, rkey, build_packages)
+    pip_key, ckey = compiler_key(rkey, build_packages, config.installer)
     pip_compiler = f"grocker/compiler:{pip_key}"
-    compiler = pip_compiler
-    if config.installer == "uv":
-        compiler = f"grocker/compiler:{_hash('compiler+uv', pip_key, uv_identity(), UV_LAYER_DOCKERFILE)}"
-    if need_compiler and not engine.image_id(compiler):
+    compiler = f"grocker/compiler:{ckey}"
+
+    def build_compiler() -> None:
         if not engine.image_id(pip_compiler):
             _build_small(engine, compiler_recipe(config, root, build_packages), pip_compiler, "compiler image",
-                         progress)
+                         progress, key=f"compiler-{pip_key}")
         if compiler != pip_compiler:
-            _add_uv(engine, pip_compiler, compiler, pip or PipForward(), work, progress)
-    return BaseImages(root=root, compiler=compiler, root_key=rkey)
+            _add_uv(engine, pip_compiler, compiler, f"compiler-{ckey}", pip or PipForward(), work, progress)
+
+    if need_compiler:
+        root_attrs = engine.image_attrs(root) or {}
+        origins["compiler"] = _obtain(engine, shared, "compiler", ckey, compiler, root_attrs, progress,
+                                      build_compiler)
+    return BaseImages(root=root, compiler=compiler, root_key=rkey, origins=origins)
 
 
-def _add_uv(engine: Engine, base: str, tag: str, pip: PipForward, work: Path | None, progress: Progress) -> None:
+def _obtain(engine: Engine, shared: SharedCache | None, kind: str, key: str, tag: str, parent: Mapping[str, Any],
+            progress: Progress, build: Callable[[], None]) -> str:
+    """``tag`` from the engine (``local``), the shared cache (``pulled``) or ``build`` (``built``, then shared)."""
+    if engine.image_id(tag):
+        return "local"
+    if shared is not None and parent and shared.fetch(engine, kind=kind, key=key, parent=parent, tag=tag,
+                                                      progress=progress):
+        return "pulled"
+    build()
+    if shared is not None:
+        shared.publish(engine, kind=kind, key=key, tag=tag, progress=progress)
+    return "built"
+
+
+def _add_uv(engine: Engine, base: str, tag: str, key: str, pip: PipForward, work: Path | None,
+            progress: Progress) -> None:
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="grocker-uv-", dir=work) as tmp:
@@ -194,16 +238,16 @@ def _add_uv(engine: Engine, base: str, tag: str, pip: PipForward, work: Path | N
         wheel = fetch_uv(engine, base, f"{BUILD_VENV}/bin/python", pip, download, progress)
         extract_uv(wheel, context)
         _build_small(engine, UV_LAYER_DOCKERFILE.format(base=base, build_venv=BUILD_VENV), tag,
-                     "compiler image (uv)", progress, context=context)
+                     "compiler image (uv)", progress, context=context, key=key)
 
 
 def _build_small(engine: Engine, dockerfile: str, tag: str, what: str, progress: Progress,
-                 context: Path | None = None) -> None:
+                 context: Path | None = None, *, key: str) -> None:
     with progress.stage(f"{what} {tag}"), tempfile.TemporaryDirectory(prefix="grocker-ctx-") as tmp:
         where = context or Path(tmp)
         (where / "Dockerfile").write_text(dockerfile)
         try:
-            engine.build(where, tag=tag, labels={OWNER_LABEL: "setuptools-grocker"}, what=what)
+            engine.build(where, tag=tag, labels={OWNER_LABEL: "setuptools-grocker", KEY_LABEL: key}, what=what)
         except ImageBuildError as exc:
             # The marker is split in the recipe, so only the echo's output matches here.
             if "grocker-no-python" in (exc.details or ""):

@@ -53,6 +53,7 @@ from setuptools_grocker.plugin import BuildState, Stage, StageContext, apply, im
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.registry.push import push_runtime_image
+from setuptools_grocker.registry.sharedcache import shared_cache
 from setuptools_grocker.report import ProjectResult, write_json_atomic
 
 STATE_FILE = "state.json"
@@ -181,7 +182,10 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         progress.info(f"{result.image}: up to date (cache key {key[:12]}), nothing to build")
         return
 
-    images = ensure_base_images(engine, config, progress, pip=pip, work=cache_home(environ))
+    images = ensure_base_images(engine, config, progress, pip=pip, work=cache_home(environ),
+                                shared=shared_cache(config.build_cache, environ, write=run.cache_write,
+                                                    cache=cache_home(environ)))
+    result.base_images = dict(images.origins)
     ctx = stage_context(config, run, environ, progress, engine, key=key, images=images, files=files,
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,

@@ -287,11 +287,14 @@ def _prepare_isolated(isolated: list[tuple[Source, Config]], configs: list[Confi
     from setuptools_grocker.pipeline.caches import cache_home, pip_cache_dir
     from setuptools_grocker.pipeline.compile import container_metadata
     from setuptools_grocker.pipeline.pipconf import forward
+    from setuptools_grocker.registry.sharedcache import shared_cache
 
     pip = forward(environ) if environ.get("GROCKER_NO_PIP_CONFIG") != "1" else forward({})
     prepared: dict[Path, dict[str, Any]] = {}
     with Engine(progress) as engine:
-        images = ensure_base_images(engine, shared_config(configs), progress, pip=pip, work=cache_home(environ))
+        shared = shared_config(configs)
+        images = ensure_base_images(engine, shared, progress, pip=pip, work=cache_home(environ),
+                                    shared=shared_cache(shared.build_cache, environ, cache=cache_home(environ)))
         for source, _ in isolated:
             # One container per member: untrusted members do not share a scratch tree or a cache.
             meta = container_metadata(engine, compiler=images.compiler, source=source, pip=pip,

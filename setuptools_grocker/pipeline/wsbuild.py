@@ -50,6 +50,7 @@ from setuptools_grocker.plugin import apply
 from setuptools_grocker.plugin.manager import PluginManager
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.registry.client import manifest_digest
+from setuptools_grocker.registry.sharedcache import shared_cache
 from setuptools_grocker.registry.wheelhouse import open_index
 from setuptools_grocker.report import ProjectResult, Report
 
@@ -83,6 +84,9 @@ class WorkspaceBuild:
             self.plugins[m.name] = pm
         self.store = WheelStore(ws, self.index)
         self.members = MemberStages(self, self.store)
+        #: The shared cache of root and compiler images (``build-cache``), one per run.
+        self.shared_images = shared_cache(self._shared_config().build_cache, environ, write=options.cache_write,
+                                          cache=cache_home(environ))
 
     # -- the shared environment ---------------------------------------------------------
     def _shared_config(self) -> Config:
@@ -167,13 +171,15 @@ class WorkspaceBuild:
             if to_build:
                 assert self.shared is not None
                 images = ensure_base_images(engine, self.shared, self.progress, pip=self.pip,
-                                            work=cache_home(self.environ))
+                                            work=cache_home(self.environ), shared=self.shared_images)
         self._schedule(todo, entries, results, images)
         report = Report([results[n] for n in todo], time.monotonic() - start)
         if self.options.push and not self.options.stages:
             release_after_build(self, results, report)
             report.seconds = time.monotonic() - start
         report.extra["workspace"] = str(self.ws.root)
+        if images is not None:  # where the shared root and compiler images came from: local, pulled, built
+            report.extra["base_images"] = dict(images.origins)
         report.extra["levels"] = self.ws.levels
         report.extra["containers_started"] = sum(r.containers_started for r in report.projects)
         return report

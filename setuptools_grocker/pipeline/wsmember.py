@@ -234,7 +234,8 @@ class MemberStages:
             from setuptools_grocker.pipeline.project import git_revision, source_date_epoch
 
             with self._image_lock(config.run_packages):
-                roots = ensure_base_images(engine, config, progress, need_compiler=False)
+                roots = ensure_base_images(engine, config, progress, need_compiler=False,
+                                           shared=self.build.shared_images)
             wheelhouse = Wheelhouse.load(Path(done["wheel"]["wheel"]).parent.parent)
             if wheelhouse is None:
                 raise WorkspaceError(f"the wheels of {member.name} are gone", "build again with --no-cache")

@@ -35,6 +35,8 @@ class WorkspaceOptions:
     no_deps: bool = False
     #: With push: also point this tag at every application image (and name the release document).
     release: str | None = None
+    #: Push the root and compiler images this run builds to the shared cache (``build-cache``).
+    cache_write: bool = False
 
 
 @dataclass

@@ -48,7 +48,8 @@ def test_image_inputs_follow_the_table_and_keep_their_cache_key(tmp_path: Path) 
     assert digest == "8488e78939197a741a16969a4676d38549960d63ab4f981e8168cff949c9d6c8"
     for key in KEYS.values():  # what does not shape the image never changes the key
         if not key.image_input and key.kind.name == "str" and key.name not in ("constraints", "cache-dir"):
-            other = load_config(tmp_path, environ={}, overrides={key.name: "x"})
+            value = "registry.example:5000/x" if key.name == "build-cache" else "x"  # a repository, checked
+            other = load_config(tmp_path, environ={}, overrides={key.name: value})
             assert other.image_inputs() == inputs, key.name
 
 
