@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import socket
 import subprocess
 import time
 import urllib.error
@@ -135,6 +136,12 @@ def test_requests_reach_the_service_through_a_non_root_haproxy(services: dict[st
     assert container.exec_run(["stat", "-c", "%a %U", SOCKET]).output.decode().split() == ["600", "haproxy"]
     assert container.exec_run(["sh", "-c", "test -w /etc/grocker-edge/haproxy.cfg"]).exit_code != 0
     assert edge.weights() == {services["a"]: 100}
+    # A client that half-closes after its request still gets the whole answer.
+    with socket.create_connection(("127.0.0.1", services["port"]), timeout=30) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        received = b"".join(iter(lambda: conn.recv(65536), b""))
+    assert received.split(b"\r\n", 1)[0].endswith(b" 200 OK") and b'"who": "a"' in received
 
 
 def test_scaling_up_is_seen_without_a_restart(services: dict[str, Any], edge: Edge,
