@@ -144,7 +144,7 @@ def render_config(name: str, routes: Sequence[Publish], pools: Sequence[Pool]) -
         "    log stdout format raw local0",
         f"    stats socket {SOCKET} mode 600 level admin expose-fd listeners",
         "    stats timeout 30s",
-        "    hard-stop-after 60s",
+        "    hard-stop-after 5m",  # after a reload, requests in flight on the old worker get as long as timeout server
         "",
         "resolvers swarm",
         "    nameserver docker 127.0.0.11:53",
@@ -212,7 +212,8 @@ class Edge:
     def ensure(self, routes: Sequence[Publish], pools: Sequence[Pool], *, base_image: str,
                labels: dict[str, str], progress: Progress) -> bool:
         """Run the edge for ``routes`` to ``pools``; kept as it is (weights included) when it already serves
-        the same routes and services from the same image. Returns whether it was (re)created."""
+        the same routes and services from the same image. The pools' weights apply to a new edge only: change
+        a running edge's with :meth:`set_weight`. Returns whether it was (re)created."""
         if not routes:
             self.engine.remove_container(self.container)
             return False
