@@ -80,6 +80,8 @@ def add_rollout_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds a new task may take to start before failed checks count")
     parser.add_argument("--monitor", type=float, default=5.0,
                         help="seconds each new task is watched after becoming healthy")
+    parser.add_argument("--edge-base", metavar="IMAGE", default=None,
+                        help="base image of the --publish edge, HAProxy's image (default: the default base-image)")
     parser.add_argument("--json", action="store_true", help="print the deploy record as JSON")
 
 
@@ -88,7 +90,7 @@ def _rollout(args: argparse.Namespace, name: str, image: str = "", **extra: Any)
 
     return DeployOptions(name=name, image=image, timeout=args.timeout, health_interval=args.health_interval,
                          health_retries=args.health_retries, start_period=args.start_period, monitor=args.monitor,
-                         **extra)
+                         **({"edge_base": args.edge_base} if args.edge_base else {}), **extra)
 
 
 def _print_record(args: argparse.Namespace, record: Mapping[str, Any], progress: Progress) -> None:

@@ -16,8 +16,8 @@
   not a plain hash: a name seen in a log or a history does not let anyone test guesses of a
   short secret offline, and the same file gives different names in different services;
 * ``--publish HOST:PORT:TARGET`` starts an *edge* container (``NAME-edge``) published on
-  HOST (default 127.0.0.1) that relays to the healthy tasks over the service's overlay network
-  (Swarm's routing mesh cannot bind one address, and needs IPVS); the relay runs under tini;
+  HOST (default 127.0.0.1): HAProxy on the service's overlay network, sending HTTP requests to the
+  service's tasks (Swarm's routing mesh cannot bind one address, and needs IPVS); see ``edge.py``;
 * the smoke-test path read from the image's label must be a path (a leading ``/``): it is
   appended to ``http://HOST:PORT`` by the deploy probe and by the tasks' health check;
 * what ran when is kept in the service's ``io.grocker.history`` label, newest last.
@@ -30,7 +30,6 @@ import hmac
 import json
 import re
 import secrets as secrets_module
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -38,16 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from setuptools_grocker.config import check_http_path
+from setuptools_grocker.config import DEFAULT_BASE_IMAGE, check_http_path
+from setuptools_grocker.deploy.edge import Edge, Pool, edge_name, network_of
 from setuptools_grocker.engine import Engine, HealthCheck, ServiceSpec, labels_of
 from setuptools_grocker.errors import ConfigError, DeployError, GrockerError
-from setuptools_grocker.image.recipes import APP_DIR, RESOURCES, VENV
+from setuptools_grocker.image.recipes import APP_DIR, VENV
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.ref import ImageRef
 
 DEPLOY_LABEL = "io.grocker.deploy"
 HISTORY_LABEL = "io.grocker.history"
-EDGE_LABEL = "io.grocker.edge"
 SECRET_KEY_LABEL = "io.grocker.secret-key"
 MAX_HISTORY = 30
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
@@ -98,6 +97,8 @@ class DeployOptions:
     start_period: float = 10.0
     #: How long Swarm watches each new task after it became healthy before calling it a success.
     monitor: float = 5.0
+    #: The image the edge (HAProxy) is built on.
+    edge_base: str = DEFAULT_BASE_IMAGE
 
 
 def _now() -> str:
@@ -220,7 +221,7 @@ class Deployer:
                              env=dict(target.get("env", {})), replicas=int(target.get("replicas", 1)),
                              command=target.get("command"), timeout=base.timeout,
                              health_interval=base.health_interval, health_retries=base.health_retries,
-                             start_period=base.start_period, monitor=base.monitor)
+                             start_period=base.start_period, monitor=base.monitor, edge_base=base.edge_base)
         record = {**{k: v for k, v in target.items() if k not in ("at", "status", "undone", "error")},
                   "action": "rollback", "from": current.get("pinned")}
         self.progress.info(f"rolling {name} back from {current.get('version')} to {target.get('version')} "
@@ -237,7 +238,7 @@ class Deployer:
             raise DeployError(f"no service named {name}", "see `docker service ls`")
         if (service["Spec"].get("Labels") or {}).get(DEPLOY_LABEL) != name:
             raise DeployError(f"service {name} was not deployed by grocker", f"remove it with docker service rm {name}")
-        self.engine.remove_container(f"{name}-edge")
+        self.engine.remove_container(edge_name(name))
         self.engine.remove_service(name)
         self.engine.remove_network(_network(name))
         self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=())
@@ -285,7 +286,7 @@ class Deployer:
         )
         if current is not None and _same(current, spec):
             self.progress.info(f"{name} already runs {record['pinned']} with this configuration; nothing to do")
-            self._ensure_edge(name, options.publish, record["image_id"])
+            self._ensure_edge(name, options)
             return {**(records[-1] if records else record), "status": "unchanged"}
         self.engine.ensure_overlay_network(_network(name), {DEPLOY_LABEL: name})
         before = (current or {}).get("UpdateStatus", {}).get("StartedAt")
@@ -309,7 +310,7 @@ class Deployer:
                         f"{record['pinned']} did not become healthy ({error}); Swarm rolled {name} back to "
                         f"{previous.get('pinned', 'its previous image')}",
                         f"see `docker service ps {name} --no-trunc`; the service kept answering on the old image")
-        self._ensure_edge(name, options.publish, record["image_id"])
+        self._ensure_edge(name, options)
         record.update(status="deployed", seconds=round(time.monotonic() - start, 1))
         if undo is not None:
             for r in records:
@@ -317,7 +318,7 @@ class Deployer:
                     r["undone"] = True
         self._write_history(name, [*records, record], secret_key)
         if health and options.publish:
-            self._probe(options.publish[0], record["health"]["path"], options.timeout)
+            self._probe(name, options.publish[0], record["health"]["path"], options.timeout)
         return record
 
     def _write_history(self, name: str, records: list[dict[str, Any]], secret_key: str) -> None:
@@ -366,30 +367,11 @@ class Deployer:
                 return err
         return ""
 
-    def _ensure_edge(self, name: str, publish: tuple[Publish, ...], image: str) -> None:
-        edge = f"{name}-edge"
-        script = (RESOURCES / "edge.py").read_bytes()
-        # The relay's own version is part of the label, so an edge of an earlier grocker is replaced.
-        wanted = json.dumps({"routes": sorted(str(p) for p in publish),
-                             "relay": hashlib.sha256(script + EDGE_DOCKERFILE.encode()).hexdigest()[:12]})
-        present = self.engine.container_labels(edge)
-        if present is not None and present.get(EDGE_LABEL) == wanted:
-            return
-        self.engine.remove_container(edge)
-        if not publish:
-            return
-        with tempfile.TemporaryDirectory(prefix="grocker-edge-") as tmp:
-            ctx = Path(tmp)
-            (ctx / "edge.py").write_bytes(script)
-            (ctx / "edge.py").chmod(0o644)
-            (ctx / "Dockerfile").write_text(EDGE_DOCKERFILE.format(image=image))
-            edge_image = self.engine.build(ctx, tag=f"{name}-edge:latest", labels={DEPLOY_LABEL: name},
-                                           what=f"edge of {name}")
-        self.engine.run_daemon(edge, edge_image, [f"{p.port}=tasks.{name}:{p.port}" for p in publish],
-                               ports={p.port: (p.host, p.host_port) for p in publish}, network=_network(name),
-                               labels={DEPLOY_LABEL: name, EDGE_LABEL: wanted})
+    def _ensure_edge(self, name: str, options: DeployOptions) -> None:
+        Edge(self.engine, name).ensure(options.publish, [Pool(name)], base_image=options.edge_base,
+                                       labels={DEPLOY_LABEL: name}, progress=self.progress)
 
-    def _probe(self, publish: Publish, path: str, timeout: float) -> None:
+    def _probe(self, name: str, publish: Publish, path: str, timeout: float) -> None:
         host = "127.0.0.1" if publish.host in ("0.0.0.0", "::") else publish.host
         url = f"http://{host}:{publish.host_port}{path}"
         deadline = time.monotonic() + min(timeout, 60)
@@ -405,25 +387,17 @@ class Deployer:
                 last = str(getattr(exc, "reason", exc))
             time.sleep(0.5)
         raise DeployError(f"the service is healthy but {url} does not answer ({last})",
-                          f"check that --publish names the port the server listens on (docker logs {publish}-edge)")
+                          f"check that --publish names the port the server listens on (docker logs {edge_name(name)})")
 
     def _remove_all(self, name: str) -> None:
-        self.engine.remove_container(f"{name}-edge")
+        self.engine.remove_container(edge_name(name))
         self.engine.remove_service(name)
         self.engine.remove_network(_network(name))
         self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=())
 
 
 def _network(name: str) -> str:
-    return f"grocker-{name}"
-
-
-# The edge runs in the image it serves (its Python), under the image's tini: as PID 1 the relay
-# would ignore SIGTERM, and `docker stop` would wait for the kill.
-EDGE_DOCKERFILE = (
-    "FROM {image}\nCOPY edge.py /usr/local/lib/grocker-edge.py\nHEALTHCHECK NONE\n"
-    'ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/bin/python3", "/usr/local/lib/grocker-edge.py"]\nCMD []\n'
-)
+    return network_of(name)
 
 
 def _service_labels(name: str, records: list[dict[str, Any]], secret_key: str) -> dict[str, str]:

@@ -21,14 +21,14 @@ The engine knows nothing of the modules above it: the deploy module describes a 
 from __future__ import annotations
 
 from setuptools_grocker.engine.connection import engine_time, labels_of, parse_engine_time
-from setuptools_grocker.engine.containers import Container, Containers, Mount, RunResult
+from setuptools_grocker.engine.containers import Container, Containers, DaemonFile, Mount, RunResult
 from setuptools_grocker.engine.credentials import registry_credentials
 from setuptools_grocker.engine.images import Images
 from setuptools_grocker.engine.ownership import OWNER_LABEL, PID_LABEL
 from setuptools_grocker.engine.swarm import HealthCheck, ServiceSpec, Swarm
 
 __all__ = [
-    "Engine", "Container", "Mount", "RunResult", "HealthCheck", "ServiceSpec", "OWNER_LABEL", "PID_LABEL",
+    "Engine", "Container", "DaemonFile", "Mount", "RunResult", "HealthCheck", "ServiceSpec", "OWNER_LABEL", "PID_LABEL",
     "engine_time", "labels_of", "parse_engine_time", "registry_credentials",
 ]
 

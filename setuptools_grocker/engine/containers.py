@@ -27,7 +27,7 @@ from setuptools_grocker.engine.ownership import (
 )
 from setuptools_grocker.errors import GrockerError
 
-__all__ = ["Container", "Containers", "Mount", "RunResult"]
+__all__ = ["Container", "Containers", "DaemonFile", "Mount", "RunResult"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,17 @@ class Mount:
     source: Path
     target: str
     read_only: bool = True
+
+
+@dataclass(frozen=True)
+class DaemonFile:
+    """A file written into a long-running container before it starts (or while it runs)."""
+
+    path: str
+    data: bytes
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o644
 
 
 @dataclass(frozen=True)
@@ -218,9 +229,15 @@ class Containers(Connection):
             pass
 
     def run_daemon(self, name: str, image: str, command: list[str], *, ports: Mapping[int, tuple[str, int]],
-                   network: str, labels: Mapping[str, str]) -> None:
-        """Start a named long-running container that restarts with the engine (not reaped as an orphan)."""
-        argv = ["docker", "run", "-d", "--name", name, "--restart", "unless-stopped", "--network", network]
+                   network: str, labels: Mapping[str, str], more_networks: Iterable[str] = (),
+                   files: Iterable[DaemonFile] = ()) -> None:
+        """Start a named long-running container that restarts with the engine (not reaped as an orphan).
+
+        ``files`` are written into it before it starts (``docker cp``); ``more_networks`` are joined
+        before it starts too. Its log (stdout) is rotated by the engine (3 files of 10 MB).
+        """
+        argv = ["docker", "run", "-d", "--name", name, "--restart", "unless-stopped", "--network", network,
+                "--log-opt", "max-size=10m", "--log-opt", "max-file=3"]
         for port, (host, host_port) in ports.items():
             argv += ["-p", f"{host}:{host_port}:{port}"]
         self.progress.command(argv + [image] + command)
@@ -228,12 +245,83 @@ class Containers(Connection):
             container = self._call(
                 f"create container {name}", self.client.containers.create, image, command, name=name, detach=True,
                 ports={f"{p}/tcp": hp for p, hp in ports.items()}, network=network, labels=dict(labels),
-                restart_policy={"Name": "unless-stopped"})
+                restart_policy={"Name": "unless-stopped"},
+                log_config={"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}})
+            for extra in more_networks:
+                self.progress.command(["docker", "network", "connect", extra, name])
+                self._call(f"connect {name} to {extra}", self.client.api.connect_container_to_network, name, extra)
+            for file in files:
+                self.put_file(name, file)
             self._call(f"start container {name}", container.start)
         except docker.errors.APIError as exc:
             self.remove_container(name)
             raise GrockerError(f"cannot start {name}: {short(exc)}",
                                "is the port already in use? choose another with --publish") from exc
+
+    def put_file(self, name: str, file: DaemonFile) -> None:
+        """Write one file into the container ``name`` (created or running), replacing it atomically."""
+        self.progress.command(["docker", "cp", "-", f"{name}:{file.path}"])
+        buf = io.BytesIO()
+        parent, _, base = file.path.rpartition("/")
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(base)
+            info.size, info.mode, info.uid, info.gid = len(file.data), file.mode, file.uid, file.gid
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(file.data))
+        try:
+            ok = self._call(f"write {file.path} in {name}", self.client.api.put_archive, name, parent or "/",
+                            buf.getvalue())
+        except docker.errors.APIError as exc:
+            raise GrockerError(f"cannot write {file.path} in {name}: {short(exc)}",
+                               f"check that the container {name} exists (docker ps -a)") from exc
+        if not ok:
+            raise GrockerError(f"cannot write {file.path} in {name}", f"check that the directory exists in {name}")
+
+    def read_file(self, name: str, path: str) -> bytes | None:
+        """The bytes of the regular file ``path`` in the container ``name``; None when there is none."""
+        self.progress.command(["docker", "cp", f"{name}:{path}", "-"])
+        try:
+            stream, _ = self._call(f"copy {path} from {name}", self.client.api.get_archive, name, path)
+            data = b"".join(stream)
+        except docker.errors.NotFound:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = next((m for m in tar.getmembers() if m.isfile()), None)
+            extracted = tar.extractfile(member) if member is not None else None
+            return extracted.read() if extracted is not None else None
+
+    def exec_in(self, name: str, command: list[str], *, echo: bool = True) -> RunResult | None:
+        """Run ``command`` in the running container ``name`` as its user; None when it is not running."""
+        if echo:
+            self.progress.command(["docker", "exec", name, *command])
+        try:
+            created = self.client.api.exec_create(name, command, stdout=True, stderr=True)
+            output = self.client.api.exec_start(created["Id"])
+            code = self.client.api.exec_inspect(created["Id"]).get("ExitCode")
+        except (docker.errors.DockerException, OSError):
+            return None
+        if code is None:
+            return None
+        return RunResult(int(code), output.decode("utf-8", "replace") if output else "")
+
+    def signal_container(self, name: str, signal: str) -> None:
+        """Send ``signal`` (e.g. ``SIGUSR2``) to the main process of the running container ``name``."""
+        self.progress.command(["docker", "kill", "--signal", signal, name])
+        try:
+            self._call(f"signal {name}", self.client.api.kill, name, signal=signal)
+        except docker.errors.APIError as exc:
+            raise GrockerError(f"cannot signal {name}: {short(exc)}", f"check that {name} runs (docker ps)") from exc
+
+    def container_logs(self, name: str, *, since: float | None = None) -> str:
+        """The log (stdout and stderr) of the container ``name`` since the Unix time ``since``; "" when gone."""
+        try:
+            kwargs: dict[str, Any] = {"stdout": True, "stderr": True}
+            if since is not None:
+                kwargs["since"] = int(since)
+            data = self._call(f"read the log of {name}", self.client.api.logs, name, **kwargs)
+        except docker.errors.NotFound:
+            return ""
+        return str(data.decode("utf-8", "replace"))
 
     def image_file(self, image: str, path: str) -> bytes | None:
         """The bytes of the regular file ``path`` of ``image`` (None when there is none), read from a

@@ -7,6 +7,6 @@
     records.py    build records: when and from what each runtime image was built (``grocker images``)
     gc.py         ``grocker gc``: superseded and failed images, unused root/compiler images, caches beyond a size
 
-The scripts that run inside these images (entrypoint, compile driver, edge relay) are package data in
+The scripts that run inside these images (entrypoint, compile driver) are package data in
 ``setuptools_grocker/resources/``.
 """

@@ -167,11 +167,12 @@ def test_deploy_v1(images: dict, service: dict, client: docker.DockerClient, reg
     assert json.loads(again.out)["status"] == "unchanged"
     assert client.api.inspect_service(service["name"])["Spec"]["Labels"]["io.grocker.secret-key"] == \
         spec["Labels"]["io.grocker.secret-key"]
-    # The edge listens on 127.0.0.1 only, and runs under tini (PID 1), not as PID 1 itself.
+    # The edge (HAProxy) listens on 127.0.0.1 only, and runs under tini (PID 1), not as PID 1 itself.
     edge = client.containers.get(f"{service['name']}-edge")
-    assert edge.attrs["HostConfig"]["PortBindings"]["8000/tcp"] == [{"HostIp": "127.0.0.1",
-                                                                     "HostPort": str(service["port"])}]
-    assert edge.attrs["Config"]["Entrypoint"][0] == "/usr/bin/tini"
+    assert list(edge.attrs["HostConfig"]["PortBindings"].values()) == [[{"HostIp": "127.0.0.1",
+                                                                         "HostPort": str(service["port"])}]]
+    assert edge.attrs["Config"]["Entrypoint"][:3] == ["/usr/bin/tini", "-g", "--"]
+    assert edge.attrs["Config"]["Entrypoint"][3] == "/usr/sbin/haproxy"
     assert edge.exec_run(["cat", "/proc/1/comm"]).output.strip() == b"tini"
 
 

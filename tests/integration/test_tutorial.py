@@ -76,5 +76,5 @@ def test_the_tutorial_runs_as_written(client: docker.DockerClient, tmp_path: Pat
     finally:
         subprocess.run(["docker", "rm", "-f", f"{prefix}-demo"], capture_output=True)
         subprocess.run([str(REPO / ".venv" / "bin" / "grocker"), "stop", f"{prefix}-till"], capture_output=True)
-        for repo in (f"{prefix}-demo-app", f"{prefix}-till", f"{prefix}-till-edge"):  # -edge: the --publish relay
+        for repo in (f"{prefix}-demo-app", f"{prefix}-till"):  # the edge's image is grocker/edge:KEY, shared
             remove_images(client, *[t for image in client.images.list(name=repo) for t in image.tags])
