@@ -289,8 +289,9 @@ def lock_workspace(root: Path, *, environ: Mapping[str, str], progress: Progress
             pins = conflict_pins(clash)
             progress.info(f"{len(clash)} package(s) resolved in different versions ({', '.join(clash)}): "
                           f"resolving again with {', '.join(pins)}")
-            for app in apps:
-                if any(app in versions for versions in clash.values()):
+            chosen = dict(pin.split("==", 1) for pin in pins)
+            for app in apps:  # only those resolved to another version than the pinned one
+                if any(versions.get(app, chosen[name]) != chosen[name] for name, versions in clash.items()):
                     try:
                         with progress.stage(f"lock {app}"):
                             found[app] = build.members.lock_resolution(engine, ws.members[app], images, progress,

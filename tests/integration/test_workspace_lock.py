@@ -4,6 +4,8 @@ A workspace of one library and two applications, all three using a package that 
 The workspace is locked (the library's wheel built first, as a workspace build makes it); 2.0 is published; the
 workspace build installs 1.0 in both applications (``closure: locked``); one application's requirement changes:
 that member alone fails as stale, naming the fix; ``--upgrade`` locks again (2.0) and builds from the new lock.
+Then one application caps the package below 2.0: the other is resolved again with 1.0 (one set); when no
+version fits both, the lock fails in one line naming the package and the applications.
 """
 from __future__ import annotations
 
@@ -101,5 +103,21 @@ def test_one_lock_for_the_workspace(client: docker.DockerClient, tmp_path: Path)
                 assert projects[app]["closure"] == "locked"
                 assert f"{dep}==2.0" in projects[app]["distributions"]
             assert projects[app_a]["key"] != keys[app_a]  # its part of the lock changed: another key
+
+            # One set for the workspace: app-a caps the package below 2, so app-b is resolved again with 1.0.
+            python_project(root / "app-a", app_a, deps=[lib, f"{dep}<2"], grocker=APP)
+            run = grocker("lock", str(root), env=env)
+            assert run.code == 0, run.err[-3000:]
+            assert f"resolving again with {dep}==1.0" in run.err + run.out
+            [package] = [p for p in _locked(root)["packages"] if p["name"] == dep]
+            assert package["version"] == "1.0" and package["tool"]["grocker"]["used-by"] == [app_a, app_b]
+            # No version fits both: one line naming the package and each application's version; lock unchanged.
+            before = (root / "pylock.toml").read_bytes()
+            python_project(root / "app-b", app_b, deps=[lib, f"{dep}>=2"], grocker=APP)
+            run = grocker("lock", str(root), env=env)
+            assert run.code == 3, run.err[-3000:]
+            line = run.err.strip().splitlines()[-1]
+            assert f"need different versions of {dep}: {app_a} {dep} 1.0, {app_b} {dep} 2.0" in line
+            assert (root / "pylock.toml").read_bytes() == before
         finally:
             remove_images(client, *images)
