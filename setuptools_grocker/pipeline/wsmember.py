@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import tempfile
 import threading
 import time
@@ -266,7 +267,8 @@ class MemberStages:
             record_provenance(engine, cache_home(self.environ), image_id, config, images=base, key=entry.key,
                               name=member.name, version=member.version, source_digest=member.source.digest,
                               revision=revision, pip_env=self.build.pip.env, plugins=self.build.plugins[member.name],
-                              internal={d: (self.ws.members[d].path, self.build.keys[d]["key"]) for d in internal})
+                              internal={d: (self.ws.members[d].path, self.build.keys[d]["key"]) for d in internal},
+                              lock=self._provenance_lock(member))
             return {"image_id": image_id, "image_key": ikey}
         if stage == "smoke":
             try:
@@ -282,6 +284,14 @@ class MemberStages:
             records.update(cache_home(self.environ), done["image"]["image_id"], status="built", tags=[ref])
             return {"image": ref}
         raise AssertionError(stage)
+
+    def _provenance_lock(self, member: Member) -> tuple[str, str] | None:
+        """The workspace lock the application's closure came from: its path from the application's directory
+        and the sha256 of the whole file (what a reviewer can check against the committed file)."""
+        lock = self.build.lock
+        if lock is None or member.name not in lock.applications:
+            return None
+        return os.path.relpath(lock.path, member.path), lock.digest
 
     def _reusable_wheel(self, member: Member, state: Mapping[str, Any]) -> Path | None:
         """The library's wheel of its last build when only its dependencies changed since (its source, config,

@@ -9,6 +9,8 @@ version fits both, the lock fails in one line naming the package and the applica
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import uuid
 from pathlib import Path
@@ -81,6 +83,12 @@ def test_one_lock_for_the_workspace(client: docker.DockerClient, tmp_path: Path)
                 assert projects[app]["closure"] == "locked", projects[app]
                 assert f"{dep}==1.0" in projects[app]["distributions"]
             keys = {app: projects[app]["key"] for app in (app_a, app_b)}
+            # The image's provenance names the workspace lock by the sha256 of its bytes.
+            prov = grocker("provenance", str(projects[app_a]["image"]), "--from", "engine", env=env)
+            assert prov.code == 0, prov.err[-2000:]
+            deps = json.loads(prov.out)["predicate"]["buildDefinition"]["resolvedDependencies"]
+            assert {"name": "lock", "uri": "project-file:../pylock.toml", "digest": {
+                "sha256": hashlib.sha256((root / "pylock.toml").read_bytes()).hexdigest()}} in deps
 
             # app-b's requirements change: its part of the lock is stale, it alone fails; app-a is up to date.
             python_project(root / "app-b", app_b, deps=[lib, f"{dep}>=1.0"], grocker=APP)
