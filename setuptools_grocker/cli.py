@@ -157,9 +157,10 @@ def make_parser() -> argparse.ArgumentParser:
     add_build_options(build)
     build.set_defaults(func=cmd_build)
 
-    lock = sub.add_parser("lock", help="resolve the application's dependencies into its PEP 751 lock (pylock.toml), "
-                                       "hash-checked; builds then install exactly that")
-    lock.add_argument("project", nargs="?", default=".", help="project directory (default: .)")
+    lock = sub.add_parser("lock", help="resolve the application's dependencies (or a workspace's applications' "
+                                       "shared set) into a PEP 751 lock (pylock.toml), hash-checked; builds then "
+                                       "install exactly that")
+    lock.add_argument("project", nargs="?", default=".", help="project directory or workspace root (default: .)")
     lock.add_argument("--base-image", help="base image (overrides base-image)")
     lock.set_defaults(func=cmd_lock)
 
@@ -341,14 +342,12 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_lock(args: argparse.Namespace, progress: Progress) -> int:
     from setuptools_grocker.config import load_config, read_file_layer
     from setuptools_grocker.engine import Engine
-    from setuptools_grocker.errors import ConfigError
     from setuptools_grocker.pipeline.build import lock_project
     from setuptools_grocker.pipeline.project import check_python_project
 
     project = Path(args.project)
     if "workspace" in read_file_layer(project.resolve())[0]:
-        raise ConfigError(f"{project} is a workspace root: grocker lock locks one application built on its own",
-                          "run it in the application's directory (workspace builds do not use locks yet)")
+        return _lock_workspace(project, args, progress)
     check_python_project(project.resolve())
     config = load_config(project, environ=os.environ, overrides={"base-image": args.base_image}, warn=progress.warn)
     log = progress.open_log(config.state_dir / "logs")
@@ -356,6 +355,22 @@ def cmd_lock(args: argparse.Namespace, progress: Progress) -> int:
         lock = lock_project(config, environ=os.environ, progress=progress, engine=engine)
     progress.write(f"{lock.path}: {len(lock.packages)} packages locked (sha256 {lock.digest[:12]}); commit it: "
                    "builds install exactly these files")
+    progress.info(f"full log: {log}")
+    return 0
+
+
+def _lock_workspace(root: Path, args: argparse.Namespace, progress: Progress) -> int:
+    from setuptools_grocker.errors import ConfigError
+    from setuptools_grocker.pipeline.wsbuild import lock_workspace
+
+    if args.base_image:
+        raise ConfigError("--base-image is for one application: a workspace's base image is its members' setting",
+                          "set base-image in the workspace's configuration, or leave the option out")
+    log = progress.open_log(root.resolve() / ".grocker" / "logs")  # the workspace's state directory
+    lock = lock_workspace(root, environ=os.environ, progress=progress)
+    apps = ", ".join(sorted(lock.applications))
+    progress.write(f"{lock.path}: {len(lock.packages)} packages locked for {len(lock.applications)} applications "
+                   f"({apps}; sha256 {lock.digest[:12]}); commit it: workspace builds install exactly these files")
     progress.info(f"full log: {log}")
     return 0
 

@@ -223,8 +223,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    pre_commands: Sequence[str] = (), no_cache: bool = False, closure_key: str | None = None,
                    upgrade: bool = False, build_env_root: Path | None = None, shared_build_env: str | None = None,
                    uv_root: Path | None = None, bytecode: Mapping[str, str] | None = None,
-                   warm: WarmSpec | None = None, lock: Lock | None = None, lock_out: Path | None = None
-                   ) -> Wheelhouse:
+                   warm: WarmSpec | None = None, lock: Lock | None = None, lock_out: Path | None = None,
+                   lock_pins: Sequence[str] = ()) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
@@ -321,6 +321,8 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "build_commands": list(config.build_commands),
             "installer": config.installer,
             "lock": lock.job() if lock is not None and mode == "project" else None,
+            # A workspace lock's second pass: "name==version" that uv must keep (one version across applications).
+            "lock_pins": list(lock_pins) if mode == "lock" else [],
             "lock_inputs": host_inputs(config.extras, config.constraints, config.index_strategy),
             "uv_scratch": f"/uv/{uv_scratch.name}" if uv_scratch else None,
             "build_env": build_env.job(build_env_at, out_at) if build_env else None,
@@ -411,9 +413,10 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                                    progress.see(f"{config.installer}'s output"), details=result.tail(30))
             if result.exit_code == 27 and lock is not None:
                 raise LockError(f"{lock.path} is stale: the requirements of {what} (its dependencies, extras, "
-                                "constraints, index-strategy or Python) changed since it was written", LOCK_FIX)
+                                "constraints, index-strategy or Python) changed since it was written", lock.fix)
             if result.exit_code == 28:
-                raise LockError(f"the lock of {what} has a marker this compiler's pip cannot evaluate", LOCK_FIX,
+                raise LockError(f"the lock of {what} has a marker this compiler's pip cannot evaluate",
+                                lock.fix if lock is not None else LOCK_FIX,
                                 details=result.tail(10))
             if result.exit_code == 23:
                 raise TestsFailed(f"the tests of {what} failed: {test_failure_cause(result.output)}",

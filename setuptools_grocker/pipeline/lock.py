@@ -68,6 +68,8 @@ class Lock:
     inputs: str
     packages: tuple[LockedPackage, ...]
     from_source: tuple[str, ...] = ()
+    #: What to do when it is stale (a workspace's lock is written by `grocker lock ROOT`).
+    fix: str = FIX
 
     def job(self) -> dict[str, Any]:
         """What the compile driver gets (``job["lock"]``)."""
@@ -103,8 +105,8 @@ def _hashes(path: Path, name: str, files: Any) -> list[str]:
     return found
 
 
-def parse_lock(path: Path, data: bytes) -> Lock:
-    """Check ``data`` (the bytes of ``path``) as a lock this tool wrote; LockError naming the problem."""
+def load_document(path: Path, data: bytes) -> dict[str, Any]:
+    """``data`` (the bytes of ``path``) as a PEP 751 version 1.x document; LockError naming the problem."""
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -112,14 +114,11 @@ def parse_lock(path: Path, data: bytes) -> Lock:
     version = doc.get("lock-version")
     if not isinstance(version, str) or version.split(".")[0] != "1":
         raise _bad(path, f"lock-version {version!r} is not a PEP 751 version 1.x")
-    tool = doc.get("tool", {}).get("grocker") if isinstance(doc.get("tool"), dict) else None
-    inputs = tool.get("inputs") if isinstance(tool, dict) else None
-    if not isinstance(inputs, str):
-        raise LockError(f"{path} was not written by `grocker lock` (no [tool.grocker] inputs): a build cannot tell "
-                        "whether it is up to date", FIX)
-    from_source = tool.get("from-source", []) if isinstance(tool, dict) else []
-    if not isinstance(from_source, list) or not all(isinstance(n, str) for n in from_source):
-        raise _bad(path, "[tool.grocker] from-source must be a list of names")
+    return doc
+
+
+def parse_packages(path: Path, doc: Mapping[str, Any]) -> list[LockedPackage]:
+    """The ``[[packages]]`` of a lock document, each with its sha256 hashes and its marker checked."""
     raw = doc.get("packages", [])
     if not isinstance(raw, list):
         raise _bad(path, "packages must be an array of tables")
@@ -144,6 +143,21 @@ def parse_lock(path: Path, data: bytes) -> Lock:
                 raise _bad(path, f"package {name!r} has an invalid marker {marker!r}") from exc
         packages.append(LockedPackage(canonicalize_name(name), entry["version"], tuple(sorted(set(hashes))),
                                       str(marker) if marker is not None else None))
+    return packages
+
+
+def parse_lock(path: Path, data: bytes) -> Lock:
+    """Check ``data`` (the bytes of ``path``) as a lock this tool wrote; LockError naming the problem."""
+    doc = load_document(path, data)
+    tool = doc.get("tool", {}).get("grocker") if isinstance(doc.get("tool"), dict) else None
+    inputs = tool.get("inputs") if isinstance(tool, dict) else None
+    if not isinstance(inputs, str):
+        raise LockError(f"{path} was not written by `grocker lock` (no [tool.grocker] inputs): a build cannot tell "
+                        "whether it is up to date", FIX)
+    from_source = tool.get("from-source", []) if isinstance(tool, dict) else []
+    if not isinstance(from_source, list) or not all(isinstance(n, str) for n in from_source):
+        raise _bad(path, "[tool.grocker] from-source must be a list of names")
+    packages = parse_packages(path, doc)
     return Lock(path, hashlib.sha256(data).hexdigest(), inputs, tuple(packages),
                 tuple(sorted(canonicalize_name(n) for n in from_source)))
 
@@ -159,7 +173,7 @@ def read_lock(path: Path) -> Lock | None:
     return parse_lock(path, data)
 
 
-def _blocks(text: str) -> tuple[str, list[str]]:
+def split_blocks(text: str) -> tuple[str, list[str]]:
     """uv's file split into its header and one text block per ``[[packages]]`` table."""
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if line.strip() == _PACKAGES]
@@ -170,7 +184,7 @@ def _blocks(text: str) -> tuple[str, list[str]]:
     return header, blocks
 
 
-def _block_name(block: str) -> str | None:
+def block_name(block: str) -> str | None:
     try:
         name = tomllib.loads(block.replace(_PACKAGES, "", 1)).get("name")
     except tomllib.TOMLDecodeError:
@@ -181,11 +195,11 @@ def _block_name(block: str) -> str | None:
 def render_lock(uv_text: str, *, built: Sequence[str], inputs: str, project: str) -> str:
     """The lock to write, from uv's ``pylock.toml``: without the packages in ``built`` (the project's and those
     built from source), without credentials, with the ``[tool.grocker]`` table."""
-    header, blocks = _blocks(strip_credentials(uv_text))
+    header, blocks = split_blocks(strip_credentials(uv_text))
     skip = {canonicalize_name(n) for n in built}
     kept, from_source = [], set()
     for block in blocks:
-        name = _block_name(block)
+        name = block_name(block)
         if name is None:
             raise LockError("uv wrote a package without a name in its lock", "report it")
         if name in skip:

@@ -401,8 +401,9 @@ def _order(members: dict[str, Member]) -> tuple[list[str], list[list[str]]]:
 
 # -- keys and the plan ----------------------------------------------------------------------
 
-def member_keys(ws: Workspace, env_key: str) -> dict[str, dict[str, Any]]:
-    """Cache key of every member and the components it is made of (for the plan's reasons)."""
+def member_keys(ws: Workspace, env_key: str, locks: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Cache key of every member and the components it is made of (for the plan's reasons). ``locks``: the
+    digest of each application's subset of the workspace lock (none without a lock: the keys as before)."""
     keys: dict[str, dict[str, Any]] = {}
     for name in ws.order:
         m = ws.members[name]
@@ -413,6 +414,8 @@ def member_keys(ws: Workspace, env_key: str) -> dict[str, dict[str, Any]]:
             "env": env_key,
             "deps": {d: keys[d]["key"] for d in sorted(m.deps)},
         }
+        if locks and name in locks:
+            parts["lock"] = locks[name]
         parts["key"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
         keys[name] = parts
     return keys
@@ -462,4 +465,6 @@ def why_rebuild(parts: Mapping[str, Any], state: Mapping[str, Any], rebuilt: set
         return "dependency rebuilt: " + ", ".join(changed)
     if old.get("env") != parts["env"]:
         return "base images or workspace settings changed"
+    if old.get("lock") != parts.get("lock"):
+        return "lock changed"
     return "inputs changed"

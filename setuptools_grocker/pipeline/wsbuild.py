@@ -22,15 +22,18 @@ import concurrent.futures as cf
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 from packaging.utils import canonicalize_name
 
 from setuptools_grocker.config import Config, check_default_command
 from setuptools_grocker.engine import Engine
+from setuptools_grocker.errors import GrockerError, LockError
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import BaseImages, current_root_key, ensure_base_images
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home
+from setuptools_grocker.pipeline.lock import LOCK_FILE, Lock
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.scheduler import Scheduler
@@ -38,9 +41,19 @@ from setuptools_grocker.pipeline.workspace import (
     Member,
     Workspace,
     load_member_state,
+    load_workspace,
     member_keys,
     shared_config,
     why_rebuild,
+)
+from setuptools_grocker.pipeline.wslock import (
+    Resolution,
+    WorkspaceLock,
+    conflict_error,
+    conflict_pins,
+    conflicts,
+    read_workspace_lock,
+    write_workspace_lock,
 )
 from setuptools_grocker.pipeline.wsmember import MemberStages, member_stage_context, stage_valid
 from setuptools_grocker.pipeline.wsplan import PlanEntry, WorkspaceOptions, key_reference, print_plan, stages_of
@@ -55,7 +68,8 @@ from setuptools_grocker.registry.wheelhouse import open_index
 from setuptools_grocker.report import ProjectResult, Report
 
 # Re-exported: the CLI, Buildbot and tests import these from here.
-__all__ = ["PlanEntry", "WorkspaceBuild", "WorkspaceOptions", "member_stage_context", "print_plan", "stages_of"]
+__all__ = ["PlanEntry", "WorkspaceBuild", "WorkspaceOptions", "lock_workspace", "member_stage_context", "print_plan",
+           "stages_of"]
 
 DEFAULT_OPTIONS = WorkspaceOptions()
 
@@ -73,6 +87,9 @@ class WorkspaceBuild:
         self.keys: dict[str, dict[str, Any]] = {}
         self.env_key = ""
         self.shared: Config | None = None
+        #: The workspace's lock (``ROOT/pylock.toml``), read with the keys; ``use_lock`` False ignores it.
+        self.lock: WorkspaceLock | None = None
+        self.use_lock = True
         self.index = open_index(options.index_url, environ=environ, configured=ws.settings.index_url)
         # Plugins, per member (the plugins key may differ): configuration applied once, here.
         self.plugins: dict[str, PluginManager] = {}
@@ -103,7 +120,15 @@ class WorkspaceBuild:
             "pip": pip_hash,
             "image": bytecode_identity(bytecode_cache_dir(self.environ) is not None),
         }, sort_keys=True).encode()).hexdigest()
-        self.keys = member_keys(self.ws, self.env_key)
+        self.lock = read_workspace_lock(self.ws.root) if self.use_lock else None
+        locks = {} if self.lock is None else {
+            n: self.lock.subset(n).digest for n, m in self.ws.members.items()
+            if m.kind == "application" and n in self.lock.applications}
+        self.keys = member_keys(self.ws, self.env_key, locks)
+
+    def application_lock(self, name: str) -> Lock | None:
+        """The application's part of the workspace lock (None without one); LockError when it has no entry."""
+        return self.lock.subset(name) if self.lock is not None else None
 
     def _artifact_present(self, engine: Engine, member: Member, state: Mapping[str, Any]) -> bool:
         done = state.get("stages", {})
@@ -145,6 +170,11 @@ class WorkspaceBuild:
     # -- the run ------------------------------------------------------------------------
     def run(self) -> Report:
         start = time.monotonic()
+        if self.options.upgrade and self.use_lock and (self.ws.root / LOCK_FILE).is_file():
+            # --upgrade with a workspace lock: resolve the shared set again and rewrite it, then build from it.
+            lock = lock_workspace(self.ws.root, environ=self.environ, progress=self.progress)
+            self.progress.info(f"--upgrade: {lock.path} resolved again and rewritten ({len(lock.packages)} "
+                               "packages)")
         self.store.clean_stale_staging()
         with Engine(self.progress) as engine:
             engine.reap_orphans()
@@ -219,3 +249,53 @@ class WorkspaceBuild:
     def release(self, results: Mapping[str, ProjectResult] | None = None, name: str | None = None) -> dict[str, Any]:
         """Publish the release of every application (of ``--only``'s selection): see wsrelease.py."""
         return release(self, results, name)
+
+
+def lock_workspace(root: Path, *, environ: Mapping[str, str], progress: Progress) -> WorkspaceLock:
+    """``grocker lock ROOT``: one lock for the applications' shared third-party set (pipeline/wslock.py).
+
+    The internal libraries the applications use are built first (their wheel stage, as a workspace build makes
+    them; their tests are left to the build), then each application's closure is resolved by uv with those
+    wheels as files. Packages locked in different versions by two applications are resolved again with the
+    lowest of them pinned for all; a conflict left after that is a LockError naming it. Nothing else is built.
+    """
+    ws = load_workspace(root, environ=environ, progress=progress)
+    apps = [n for n in ws.order if ws.members[n].kind == "application"]
+    if not apps:
+        raise LockError(f"{ws.root} has no application to lock", "a workspace lock pins its applications' closures")
+    libraries = sorted({d for a in apps for d in ws.closure(a)})
+    build = WorkspaceBuild(ws, environ=environ, progress=progress,
+                           options=WorkspaceOptions(only=tuple(libraries), stages=("wheel",)))
+    build.use_lock = False  # the lock being written is not an input of the libraries
+    if libraries:
+        report = build.run()
+        failed = [p.name for p in report.projects if p.status not in ("built", "cached")]
+        if failed:
+            raise LockError(f"the internal libraries {', '.join(failed)} did not build, so the applications of "
+                            f"{ws.root} cannot be locked", "fix them (see the errors above), then lock again")
+    with Engine(progress) as engine:
+        if not build.keys:
+            build.compute_keys(engine)
+        assert build.shared is not None
+        images = ensure_base_images(engine, build.shared, progress, pip=build.pip, work=cache_home(environ),
+                                    shared=build.shared_images)
+        found: dict[str, Resolution] = {}
+        for app in apps:
+            with progress.stage(f"lock {app}"):
+                found[app] = build.members.lock_resolution(engine, ws.members[app], images, progress)
+        clash = conflicts(found)
+        if clash:
+            # One version per package: the lowest any application was resolved to, for all of them.
+            pins = conflict_pins(clash)
+            progress.info(f"{len(clash)} package(s) resolved in different versions ({', '.join(clash)}): "
+                          f"resolving again with {', '.join(pins)}")
+            chosen = dict(pin.split("==", 1) for pin in pins)
+            for app in apps:  # only those resolved to another version than the pinned one
+                if any(versions.get(app, chosen[name]) != chosen[name] for name, versions in clash.items()):
+                    try:
+                        with progress.stage(f"lock {app}"):
+                            found[app] = build.members.lock_resolution(engine, ws.members[app], images, progress,
+                                                                       pins=pins)
+                    except GrockerError as exc:
+                        raise conflict_error(clash, ws.root) from exc
+    return write_workspace_lock(ws.root, found)

@@ -9,8 +9,11 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
+import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -27,6 +30,7 @@ from setuptools_grocker.pipeline.provenance import record_provenance
 from setuptools_grocker.pipeline.smoke import smoke_test
 from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, SLOT, STAGES
 from setuptools_grocker.pipeline.workspace import Member, load_member_state, save_member_state
+from setuptools_grocker.pipeline.wslock import Resolution
 from setuptools_grocker.pipeline.wsplan import PlanEntry, key_reference, reference, stages_of
 from setuptools_grocker.pipeline.wsstore import WheelStore
 from setuptools_grocker.plugin import BuildState, StageContext, apply
@@ -263,7 +267,8 @@ class MemberStages:
             record_provenance(engine, cache_home(self.environ), image_id, config, images=base, key=entry.key,
                               name=member.name, version=member.version, source_digest=member.source.digest,
                               revision=revision, pip_env=self.build.pip.env, plugins=self.build.plugins[member.name],
-                              internal={d: (self.ws.members[d].path, self.build.keys[d]["key"]) for d in internal})
+                              internal={d: (self.ws.members[d].path, self.build.keys[d]["key"]) for d in internal},
+                              lock=self._provenance_lock(member))
             return {"image_id": image_id, "image_key": ikey}
         if stage == "smoke":
             try:
@@ -279,6 +284,14 @@ class MemberStages:
             records.update(cache_home(self.environ), done["image"]["image_id"], status="built", tags=[ref])
             return {"image": ref}
         raise AssertionError(stage)
+
+    def _provenance_lock(self, member: Member) -> tuple[str, str] | None:
+        """The workspace lock the application's closure came from: its path from the application's directory
+        and the sha256 of the whole file (what a reviewer can check against the committed file)."""
+        lock = self.build.lock
+        if lock is None or member.name not in lock.applications:
+            return None
+        return os.path.relpath(lock.path, member.path), lock.digest
 
     def _reusable_wheel(self, member: Member, state: Mapping[str, Any]) -> Path | None:
         """The library's wheel of its last build when only its dependencies changed since (its source, config,
@@ -347,8 +360,12 @@ class MemberStages:
                  *, mode: str, test: Mapping[str, Any] | None = None, test_wheel: Path | None = None,
                  extra_env: Mapping[str, str] | None = None, pre_commands: Sequence[str] = ()) -> Wheelhouse:
         internal = [self.store.dep_wheel(d, self.build.keys[d]) for d in self.ws.closure(member.name)]
+        # An application's closure comes from its part of the workspace's lock when there is one.
+        lock = self.build.application_lock(member.name) if mode == "project" else None
         if mode == "project" and member.config.lock_file.is_file():
-            progress.warn(f"{member.config.lock_file} is not used by workspace builds yet: the closure is resolved")
+            progress.warn(f"{member.config.lock_file} is not used by workspace builds: the closure is "
+                          + ("the workspace's lock's" if lock is not None else "resolved") +
+                          f" (`grocker lock {self.ws.root}` locks the workspace)")
         epoch = int(self.environ.get("SOURCE_DATE_EPOCH") or git_commit_time(member.path) or 315532800)
         return compile_wheels(
             engine, member.config, compiler=images.compiler, source=member.source, local_sources=[], pip=self.build.pip,
@@ -366,7 +383,32 @@ class MemberStages:
             # The trusted libraries of the workspace share one prepared build environment per set of build
             # requirements (mounted read-only once made); an untrusted one prepares its own.
             shared_build_env=self._build_env_key(member) if mode == "library" else None,
+            lock=lock,
         )
+
+    def lock_resolution(self, engine: Engine, member: Member, images: BaseImages, progress: Progress,
+                        pins: Sequence[str] = ()) -> Resolution:
+        """``grocker lock ROOT``: the application's closure resolved by uv into a PEP 751 lock, with its internal
+        libraries given as the wheels of this workspace (built before), as its build compiles it; ``pins`` are
+        versions uv must keep (the shared set's second pass)."""
+        internal = [self.store.dep_wheel(d, self.build.keys[d]) for d in self.ws.closure(member.name)]
+        env, commands = apply.compile_environment(self.build.plugins[member.name], member.config)
+        epoch = int(self.environ.get("SOURCE_DATE_EPOCH") or git_commit_time(member.path) or 315532800)
+        self.ws.state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".lock-", dir=self.ws.state_dir) as tmp:
+            out = Path(tmp) / "out"
+            compile_wheels(
+                engine, member.config, compiler=images.compiler, source=member.source, local_sources=[],
+                pip=self.build.pip, wheelhouse_root=self.ws.state_dir / "wheels" / member.name,
+                key=f"lock{uuid.uuid4().hex}",
+                pip_cache=pip_cache_dir(self.environ, self.ws.root if member.trusted else member.path),
+                uv_root=uv_dir(self.environ, self.ws.root if member.trusted else member.path),
+                source_date_epoch=epoch, progress=progress, internal_wheels=internal, mode="lock", lock_out=out,
+                what=describe_project(member.path, member.name, member.version, base=self.ws.root),
+                extra_env=env, pre_commands=commands, lock_pins=pins)
+            found = json.loads((out / "lock.json").read_text())
+            return Resolution(member.name, (out / "pylock.toml").read_text(), found["inputs"],
+                              tuple(found["built"]))
 
     def _build_env_key(self, member: Member) -> str:
         """What decides a library's build environment besides its build requirements: the tool, the workspace's

@@ -218,9 +218,16 @@ def write_lock_resolution(job, requirement, project_wheel, local_out, scratch):
     # uv writes the PEP 751 format only to a file named pylock.toml (or pylock.NAME.toml).
     where = os.path.join(scratch, "lock")
     os.makedirs(where, exist_ok=True)
+    # A workspace lock's second pass: the versions the other applications share (never part of the inputs).
+    pins = []
+    if job.get("lock_pins"):
+        pinned = os.path.join(scratch, "lock-pins.txt")
+        with open(pinned, "w") as fh:
+            fh.write("\n".join(job["lock_pins"]) + "\n")
+        pins = ["--constraint", pinned]
     # --refresh: the index as it is now, not as uv's cache last saw it (a lock is written to take what is new).
     uv("pip", "compile", "--quiet", "--refresh", "--format", "pylock.toml", "--generate-hashes", "--no-header",
-       "--python", sys.executable, *uv_index_args(), *uv_find_links(local_out),
+       "--python", sys.executable, *uv_index_args(), *uv_find_links(local_out), *pins,
        "--output-file", os.path.join(where, "pylock.toml"), wanted)
     shutil.copy2(os.path.join(where, "pylock.toml"), os.path.join(job["out"], "pylock.toml"))
     built = [name_of(project_wheel)] + [name_of(w) for w in internal] + [

@@ -53,7 +53,9 @@ def _publish(root: Path, name: str, *versions: str) -> None:
     (root / "files").mkdir(parents=True, exist_ok=True)
     links = []
     for version in versions:
-        wheel = _wheel(root / "files", name, version)
+        # A published file never changes (as on a real index): an existing wheel is listed again, not rebuilt.
+        known = root / "files" / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+        wheel = known if known.is_file() else _wheel(root / "files", name, version)
         links.append(f'<a href="../../files/{wheel.name}#sha256={hashlib.sha256(wheel.read_bytes()).hexdigest()}">'
                      f"{wheel.name}</a>")
     page = root / "simple" / name

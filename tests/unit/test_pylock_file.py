@@ -156,11 +156,17 @@ def test_a_lock_at_a_configured_path_gets_its_directory(tmp_path: Path) -> None:
     assert read_lock(path) is not None
 
 
-def test_grocker_lock_refuses_a_workspace_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_grocker_lock_of_a_workspace_without_applications_is_one_line(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from setuptools_grocker.cli import main
 
-    (tmp_path / "pyproject.toml").write_text('[tool.grocker.workspace]\nmembers = ["*"]\n')
+    (tmp_path / "pyproject.toml").write_text('[tool.grocker.workspace]\nmembers = ["lib"]\n')
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "pyproject.toml").write_text('[project]\nname = "lib"\nversion = "1.0"\n')
+    assert main(["lock", str(tmp_path), "--base-image", "other:1"]) == ConfigError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--base-image is for one application" in err
     assert main(["lock", str(tmp_path)]) == ConfigError.exit_code
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "is a workspace root" in err and "application's directory" in err
+    assert err.strip().splitlines()[-1].startswith("grocker: error:") and "has no application to lock" in err
     assert not (tmp_path / "pylock.toml").exists()
