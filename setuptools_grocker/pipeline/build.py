@@ -176,6 +176,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
         return
 
     images = ensure_base_images(engine, config, progress, pip=pip, work=cache_home(environ))
+    engine.hold_lease_soon(images.compiler)  # the smoke test starts a container: its lease, made meanwhile
     ctx = stage_context(config, run, environ, progress, engine, key=key, images=images, files=files,
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,
