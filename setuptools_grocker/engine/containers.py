@@ -57,15 +57,24 @@ class Containers(Connection):
     #: How many containers this engine object started (the report counts them).
     containers_started = 0
     #: Removals running in the background (:meth:`Container.discard`); :meth:`close` waits for them.
-    _removals: list[threading.Thread] | None = None
+    _background_work: list[threading.Thread] | None = None
 
     def remove_in_background(self, container: Any) -> None:
         """Force-remove ``container`` (SIGKILL and removal, one call) in a thread; :meth:`close` and
         :meth:`settle` wait for it, so no container outlives the engine object that started it."""
-        thread = threading.Thread(target=self._remove, args=(container,), name="grocker-remove")
-        if self._removals is None:
-            self._removals = []
-        self._removals.append(thread)
+        self._background("grocker-remove", self._remove, container)
+
+    def _background(self, name: str, fn: Any, *args: Any) -> None:
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:  # best effort, as the same work in the foreground: the build's outcome stands
+                pass
+
+        thread = threading.Thread(target=run, name=name)
+        if self._background_work is None:
+            self._background_work = []
+        self._background_work.append(thread)
         thread.start()
 
     def hold_lease_soon(self, image: str) -> None:
@@ -75,8 +84,8 @@ class Containers(Connection):
 
     def settle(self) -> None:
         """Wait for the removals running in the background."""
-        while self._removals:
-            self._removals.pop().join()
+        while self._background_work:
+            self._background_work.pop().join()
 
     def close(self) -> None:
         self.settle()
@@ -160,6 +169,11 @@ class Containers(Connection):
         except docker.errors.APIError as exc:
             raise GrockerError(f"cannot create a container from {image}: {short(exc)}",
                                "check that the image exists and the paths mounted are valid") from exc
+
+    def reap_orphans_soon(self) -> None:
+        """:meth:`reap_orphans` in the background (a build need not wait for another run's leftovers to go);
+        :meth:`settle` and :meth:`close` wait for it."""
+        self._background("grocker-reaper", self.reap_orphans)
 
     def reap_orphans(self) -> int:
         """Remove the containers of grocker runs that are gone (see :mod:`setuptools_grocker.engine.ownership`).

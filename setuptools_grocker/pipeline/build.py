@@ -26,7 +26,7 @@ from setuptools_grocker.errors import (
     PluginError,
     ProjectError,
 )
-from setuptools_grocker.image import records
+from setuptools_grocker.image import records, sbom
 from setuptools_grocker.image.bytecode import compile_bytecode
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
@@ -127,7 +127,7 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
                 engine = Engine(progress)
                 engine.connect()
             started_before = engine.containers_started
-            engine.reap_orphans()
+            engine.reap_orphans_soon()
             try:
                 _run(config, run, environ, progress, engine, result)
             finally:
@@ -265,6 +265,7 @@ def stage_compile(ctx: StageContext) -> None:
     assert st.images is not None
     epoch = source_date_epoch(config.project_dir, st.environ)
     env, commands = inputs.compile_env
+    sbom.preload()  # the image stage's library, imported while the compile container works
     wheels = compile_wheels(
         ctx.engine, config, compiler=st.images.compiler, source=inputs.source, local_sources=inputs.local_sources,
         pip=inputs.pip, wheelhouse_root=config.state_dir / "wheelhouse", key=st.key,
