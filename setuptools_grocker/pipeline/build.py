@@ -303,7 +303,8 @@ def stage_image(ctx: StageContext) -> None:
     st.image_id = build_runtime_image(ctx.engine, ctx.config, images=st.images, wheels=st.wheels,
                                       key=st.key, progress=ctx.progress, files=st.files,
                                       epoch=epoch, revision=revision,
-                                      bytecode=bytecode, no_cache=ctx.run.no_cache)
+                                      bytecode=bytecode, no_cache=ctx.run.no_cache,
+                                      previous=inputs.previous.get("image_id") or None)
     records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
                              name=st.wheels.name, version=st.wheels.version,
                              revision=revision, state_dir=ctx.config.state_dir)
