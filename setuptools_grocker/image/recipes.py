@@ -106,6 +106,12 @@ class BaseImages:
     root: str
     compiler: str
     root_key: str
+    #: (name, image ID) of the base, root and compiler images when the build looked them up.
+    ids: tuple[tuple[str, str], ...] = ()
+
+    def id_of(self, engine: Engine, ref: str) -> str | None:
+        """The image ID of ``ref`` as the build found it, else as the engine says now."""
+        return dict(self.ids).get(ref) or engine.image_id(ref)
 
 
 def root_key(config: Config, base_id: str) -> str:
@@ -144,21 +150,27 @@ def ensure_base_images(engine: Engine, config: Config, progress: Progress, *, ne
     base = engine.ensure_image(config.base_image)
     rkey = root_key(config, base["Id"])
     root = f"grocker/root:{rkey}"
-    if not engine.image_id(root):
+    root_id = engine.image_id(root)
+    if not root_id:
         _build_small(engine, root_recipe(config), root, "root image", progress)
+        root_id = engine.image_id(root)
     build_packages = tuple(sorted(set(config.build_packages) | set(extra_build_packages)))
     pip_key = _hash("compiler", RECIPE_VERSION, rkey, build_packages)
     pip_compiler = f"grocker/compiler:{pip_key}"
     compiler = pip_compiler
     if config.installer == "uv":
         compiler = f"grocker/compiler:{_hash('compiler+uv', pip_key, uv_identity(), UV_LAYER_DOCKERFILE)}"
-    if need_compiler and not engine.image_id(compiler):
+    compiler_id = engine.image_id(compiler) if need_compiler else None
+    if need_compiler and not compiler_id:
         if not engine.image_id(pip_compiler):
             _build_small(engine, compiler_recipe(config, root, build_packages), pip_compiler, "compiler image",
                          progress)
         if compiler != pip_compiler:
             _add_uv(engine, pip_compiler, compiler, pip or PipForward(), work, progress)
-    return BaseImages(root=root, compiler=compiler, root_key=rkey)
+        compiler_id = engine.image_id(compiler)
+    ids = [(config.base_image, str(base["Id"])), (root, root_id), (compiler, compiler_id)]
+    return BaseImages(root=root, compiler=compiler, root_key=rkey,
+                      ids=tuple((ref, image_id) for ref, image_id in ids if image_id))
 
 
 def _add_uv(engine: Engine, base: str, tag: str, pip: PipForward, work: Path | None, progress: Progress) -> None:

@@ -88,15 +88,16 @@ def cut_off(engine: Engine, previous: Mapping[str, Any], key: str, progress: Pro
 
 
 def image_sbom(engine: Engine, config: Config, *, wheels: Wheelhouse, installed: Mapping[Path, Any],
-               internal: Iterable[str], root_id: str, epoch: int, cache: Path | None) -> bytes:
+               internal: Iterable[str], root_id: str, epoch: int, cache: Path | None,
+               base_id: str | None = None) -> bytes:
     """The SBOM of the image (sbom.py): the wheels installed, the root's Debian packages, the base image.
 
     The root's package list is cached by root image ID in ``cache/sbom`` (``cache``: the cache home).
     """
     return make_sbom(name=wheels.name, version=wheels.version, dists=python_dists(sorted(installed), internal),
                      debs=debian_packages(engine, root_id, cache / "sbom" if cache is not None else None),
-                     base_image=config.base_image, base_id=engine.image_id(config.base_image), root_id=root_id,
-                     epoch=epoch)
+                     base_image=config.base_image, base_id=base_id or engine.image_id(config.base_image),
+                     root_id=root_id, epoch=epoch)
 
 
 def layers_present(engine: Engine, previous: str | None, root_diff_ids: list[str], layers: list[Layer]) -> int:
@@ -168,7 +169,8 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     venv = Venv(VENV, manifest["python"]["version"])
     installed = {w: install_wheel(w, venv) for w in sorted({*wheels.wheels, wheels.project_wheel})}
     sbom = image_sbom(engine, config, wheels=wheels, installed=installed, internal={*internal_names, wheels.name},
-                      root_id=root["Id"], epoch=epoch, cache=bytecode.parent if bytecode is not None else None)
+                      root_id=root["Id"], epoch=epoch, cache=bytecode.parent if bytecode is not None else None,
+                      base_id=images.id_of(engine, config.base_image))
     app_entries.append(Entry(SBOM_PATH, sbom, 0o644))
     if bytecode is not None:
         installed = add_bytecode(engine, root=root, root_image=images.root, venv=venv, installed=installed,
