@@ -56,7 +56,8 @@ class Containers(Connection):
 
     #: How many containers this engine object started (the report counts them).
     containers_started = 0
-    #: Removals running in the background (:meth:`Container.discard`); :meth:`close` waits for them.
+    #: Work running in the background (removals by :meth:`Container.discard`, the reaper by
+    #: :meth:`reap_orphans_soon`); :meth:`settle` and :meth:`close` wait for it.
     _background_work: list[threading.Thread] | None = None
 
     def remove_in_background(self, container: Any) -> None:
@@ -83,7 +84,7 @@ class Containers(Connection):
         Lease.hold_soon(self._base_url, image)
 
     def settle(self) -> None:
-        """Wait for the removals running in the background."""
+        """Wait for the work running in the background (removals, the reaper)."""
         while self._background_work:
             self._background_work.pop().join()
 

@@ -48,7 +48,7 @@ class Lease:
         waits for it, and makes it itself, with its error, if the thread could not."""
         key = (os.getpid(), base_url or "")
         with cls._lock:
-            if key in cls._held or key in cls._pending:
+            if key in cls._held or (key in cls._pending and cls._pending[key].is_alive()):
                 return
 
             def make() -> None:
