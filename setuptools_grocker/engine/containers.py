@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,41 @@ class Containers(Connection):
 
     #: How many containers this engine object started (the report counts them).
     containers_started = 0
+    #: Work running in the background (removals by :meth:`Container.discard`, the reaper by
+    #: :meth:`reap_orphans_soon`); :meth:`settle` and :meth:`close` wait for it.
+    _background_work: list[threading.Thread] | None = None
+
+    def remove_in_background(self, container: Any) -> None:
+        """Force-remove ``container`` (SIGKILL and removal, one call) in a thread; :meth:`close` and
+        :meth:`settle` wait for it, so no container outlives the engine object that started it."""
+        self._background("grocker-remove", self._remove, container)
+
+    def _background(self, name: str, fn: Any, *args: Any) -> None:
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:  # best effort, as the same work in the foreground: the build's outcome stands
+                pass
+
+        thread = threading.Thread(target=run, name=name)
+        if self._background_work is None:
+            self._background_work = []
+        self._background_work.append(thread)
+        thread.start()
+
+    def hold_lease_soon(self, image: str) -> None:
+        """Make this run's lease (see lease.py) in the background now, for a container started soon: its
+        start then does not wait for it."""
+        Lease.hold_soon(self._base_url, image)
+
+    def settle(self) -> None:
+        """Wait for the work running in the background (removals, the reaper)."""
+        while self._background_work:
+            self._background_work.pop().join()
+
+    def close(self) -> None:
+        self.settle()
+        super().close()
 
     def run(self, image: str, command: list[str], *, mounts: Iterable[Mount] = (),
             env: Mapping[str, str] | None = None, user: str | None = None, workdir: str | None = None,
@@ -145,6 +181,11 @@ class Containers(Connection):
         except docker.errors.APIError as exc:
             raise GrockerError(f"cannot create a container from {image}: {short(exc)}",
                                "check that the image exists and the paths mounted are valid") from exc
+
+    def reap_orphans_soon(self) -> None:
+        """:meth:`reap_orphans` in the background (a build need not wait for another run's leftovers to go);
+        :meth:`settle` and :meth:`close` wait for it."""
+        self._background("grocker-reaper", self.reap_orphans)
 
     def reap_orphans(self) -> int:
         """Remove the containers of grocker runs that are gone (see :mod:`setuptools_grocker.engine.ownership`).
@@ -369,7 +410,8 @@ class Container:
         return str(self._c.id)
 
     def host_port(self, port: int) -> int:
-        self._c.reload()
+        if not (self._c.attrs.get("NetworkSettings") or {}).get("Ports"):  # known since the start's inspect
+            self._c.reload()
         bindings = (self._c.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
         for b in bindings:
             if b.get("HostIp") in ("127.0.0.1", "", "0.0.0.0"):
@@ -445,3 +487,9 @@ class Container:
             elapsed = time.monotonic() - start
             self.engine._remove(self._c)
         return elapsed
+
+    def discard(self) -> None:
+        """Kill and remove, in the background (:meth:`Containers.remove_in_background`): for a container
+        whose graceful stop tells nothing (the smoke test's server, once probed)."""
+        self.engine.progress.command(["docker", "rm", "-f", self.id[:12]])
+        self.engine.remove_in_background(self._c)

@@ -7,6 +7,7 @@ as long as the lease has not expired.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 
@@ -38,10 +39,35 @@ class Lease:
         self._thread = threading.Thread(target=self._beat, name="grocker-lease", daemon=True)
         self._thread.start()
 
+    #: Leases being made in the background (:meth:`hold_soon`), by the same key as ``_held``.
+    _pending: dict[tuple[int, str], threading.Thread] = {}
+
     @classmethod
-    def hold(cls, base_url: str | None, image: str) -> None:
+    def hold_soon(cls, base_url: str | None, image: str) -> None:
+        """Start making the lease in a thread (a build that will start a container soon): :meth:`hold`
+        waits for it, and makes it itself, with its error, if the thread could not."""
+        key = (os.getpid(), base_url or "")
+        with cls._lock:
+            if key in cls._held or (key in cls._pending and cls._pending[key].is_alive()):
+                return
+
+            def make() -> None:
+                with contextlib.suppress(GrockerError):  # hold() tries again and reports it
+                    cls.hold(base_url, image, wait=False)
+
+            # Not a daemon: the interpreter's exit waits for it, then ``release_all`` removes what it made.
+            thread = threading.Thread(target=make, name="grocker-lease-start")
+            cls._pending[key] = thread
+        thread.start()
+
+    @classmethod
+    def hold(cls, base_url: str | None, image: str, *, wait: bool = True) -> None:
         # By process too: a forked child has a run ID of its own, and no heartbeat thread.
         key = (os.getpid(), base_url or "")
+        pending = cls._pending.get(key) if wait else None
+        if pending is not None:
+            pending.join()
+            cls._pending.pop(key, None)
         with cls._lock:
             if key in cls._held:
                 return

@@ -314,8 +314,12 @@ def image_config(root: Mapping[str, Any], layers: list[Layer], *, settings: Mapp
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-def load_archive(config: bytes, root_diff_ids: list[str], layers: list[Layer]) -> bytes:
-    """A ``docker load`` archive holding the config and the new layers (the root's are in the engine)."""
+def load_archive(config: bytes, root_diff_ids: list[str], layers: list[Layer], present: int = 0) -> bytes:
+    """A ``docker load`` archive holding the config and the new layers: the root's are in the engine, and so
+    are the first ``present`` of ``layers`` (an image of the engine starts with the same layers).
+
+    The engine loads a layer only when it lacks the chain of layers ending with it (the chain ID of the
+    diff IDs up to it): the others are named by the manifest and left out of the archive."""
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     names = [f"{d.split(':', 1)[1]}/layer.tar" for d in root_diff_ids] + \
             [f"{layer.diff_id.split(':', 1)[1]}/layer.tar" for layer in layers]
@@ -329,7 +333,7 @@ def load_archive(config: bytes, root_diff_ids: list[str], layers: list[Layer]) -
 
         add(config_name, config)
         seen = set()
-        for layer in layers:
+        for layer in layers[present:]:
             name = f"{layer.diff_id.split(':', 1)[1]}/layer.tar"
             if name not in seen:
                 seen.add(name)

@@ -119,6 +119,12 @@ class BaseImages:
     root_key: str
     #: Where each came from: ``local`` (already in the engine), ``pulled`` (shared cache) or ``built``.
     origins: Mapping[str, str] = field(default_factory=dict)
+    #: (name, image ID) of the base, root and compiler images when the build looked them up.
+    ids: tuple[tuple[str, str], ...] = ()
+
+    def id_of(self, engine: Engine, ref: str) -> str | None:
+        """The image ID of ``ref`` as the build found it, else as the engine says now."""
+        return dict(self.ids).get(ref) or engine.image_id(ref)
 
 
 def root_key(config: Config, base_id: str) -> str:
@@ -210,7 +216,11 @@ def ensure_base_images(engine: Engine, config: Config, progress: Progress, *, ne
         root_attrs = engine.image_attrs(root) or {}
         origins["compiler"] = _obtain(engine, shared, "compiler", ckey, compiler, root_attrs, progress,
                                       build_compiler)
-    return BaseImages(root=root, compiler=compiler, root_key=rkey, origins=origins)
+    root_id = engine.image_id(root)
+    compiler_id = engine.image_id(compiler) if need_compiler else None
+    ids = [(config.base_image, str(base["Id"])), (root, root_id), (compiler, compiler_id)]
+    return BaseImages(root=root, compiler=compiler, root_key=rkey, origins=origins,
+                      ids=tuple((ref, image_id) for ref, image_id in ids if image_id))
 
 
 def _obtain(engine: Engine, shared: SharedCache | None, kind: str, key: str, tag: str, parent: Mapping[str, Any],

@@ -176,7 +176,7 @@ def record_assembled(engine: Engine, home: Path, image_id: str, config: Config, 
     save(home, Record(
         image_id=image_id, when=now(), status="untested" if previous is None or previous.status != "built" else "built",
         name=name, version=version, project=str(config.project_dir), state_dir=str(state_dir), key=key,
-        revision=revision, tags=previous.tags if previous else [], base_image=engine.image_id(config.base_image),
-        root_image=engine.image_id(images.root), compiler_image=engine.image_id(images.compiler),
+        revision=revision, tags=previous.tags if previous else [], base_image=images.id_of(engine, config.base_image),
+        root_image=images.id_of(engine, images.root), compiler_image=images.id_of(engine, images.compiler),
         digest=previous.digest if previous else None, releases=previous.releases if previous else [],
         workspace=str(workspace) if workspace else None))

@@ -14,6 +14,7 @@ from setuptools_grocker.errors import ImageBuildError
 from setuptools_grocker.image.assemble import (
     MAX_LAYERS,
     Entry,
+    Layer,
     Venv,
     image_config,
     install_wheel,
@@ -87,25 +88,42 @@ def cut_off(engine: Engine, previous: Mapping[str, Any], key: str, progress: Pro
 
 
 def image_sbom(engine: Engine, config: Config, *, wheels: Wheelhouse, installed: Mapping[Path, Any],
-               internal: Iterable[str], root_id: str, epoch: int, cache: Path | None) -> bytes:
+               internal: Iterable[str], root_id: str, epoch: int, cache: Path | None,
+               base_id: str | None = None) -> bytes:
     """The SBOM of the image (sbom.py): the wheels installed, the root's Debian packages, the base image.
 
     The root's package list is cached by root image ID in ``cache/sbom`` (``cache``: the cache home).
     """
     return make_sbom(name=wheels.name, version=wheels.version, dists=python_dists(sorted(installed), internal),
                      debs=debian_packages(engine, root_id, cache / "sbom" if cache is not None else None),
-                     base_image=config.base_image, base_id=engine.image_id(config.base_image), root_id=root_id,
-                     epoch=epoch)
+                     base_image=config.base_image, base_id=base_id or engine.image_id(config.base_image),
+                     root_id=root_id, epoch=epoch)
+
+
+def layers_present(engine: Engine, previous: str | None, root_diff_ids: list[str], layers: list[Layer]) -> int:
+    """How many of ``layers`` (above the root) the engine has, as the first layers above the root of the
+    image ``previous``."""
+    attrs = engine.image_attrs(previous) if previous else None
+    theirs = list(((attrs or {}).get("RootFS") or {}).get("Layers") or [])
+    ours = [*root_diff_ids, *(layer.diff_id for layer in layers)]
+    same = 0
+    for mine, other in zip(ours, theirs):
+        if mine != other:
+            break
+        same += 1
+    return max(0, same - len(root_diff_ids)) if same >= len(root_diff_ids) else 0
 
 
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
                         progress: Progress, files: Mapping[str, Path] | None = None,
                         epoch: int, revision: str | None, internal: Iterable[str] = (),
-                        bytecode: Path | None = None, no_cache: bool = False) -> str:
+                        bytecode: Path | None = None, no_cache: bool = False, previous: str | None = None) -> str:
     """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py).
 
     ``bytecode``: the bytecode cache directory (see bytecode.py); None ships no bytecode.
     ``no_cache``: compile all the bytecode again instead of taking it from that cache.
+    ``previous``: the image the build before made (a one-line change: the same layers but the
+    application's): the layers it starts with are not sent to the engine again.
     """
     manifest = wheels.manifest
     if "python" not in manifest:
@@ -151,7 +169,8 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     venv = Venv(VENV, manifest["python"]["version"])
     installed = {w: install_wheel(w, venv) for w in sorted({*wheels.wheels, wheels.project_wheel})}
     sbom = image_sbom(engine, config, wheels=wheels, installed=installed, internal={*internal_names, wheels.name},
-                      root_id=root["Id"], epoch=epoch, cache=bytecode.parent if bytecode is not None else None)
+                      root_id=root["Id"], epoch=epoch, cache=bytecode.parent if bytecode is not None else None,
+                      base_id=images.id_of(engine, config.base_image))
     app_entries.append(Entry(SBOM_PATH, sbom, 0o644))
     if bytecode is not None:
         installed = add_bytecode(engine, root=root, root_image=images.root, venv=venv, installed=installed,
@@ -181,7 +200,17 @@ def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, w
     remember(image_id, sbom)
     progress.detail(f"{len(layers)} layers above the root: " + "; ".join(layer.comment for layer in layers))
     if engine.image_id(image_id) is None:
-        engine.load(load_archive(blob, root["RootFS"]["Layers"], layers), f"image of {wheels.name}")
+        present = layers_present(engine, previous, root["RootFS"]["Layers"], layers)
+        if present:
+            progress.detail(f"{present} of the {len(layers)} layers already in the engine (image {previous}): "
+                            "not sent")
+        try:
+            engine.load(load_archive(blob, root["RootFS"]["Layers"], layers, present), f"image of {wheels.name}")
+        except ImageBuildError:
+            if not present:
+                raise
+            # The previous image (and its layers) went away meanwhile: send every layer.
+            engine.load(load_archive(blob, root["RootFS"]["Layers"], layers), f"image of {wheels.name}")
     if engine.image_id(image_id) is None:
         raise ImageBuildError(f"the engine did not keep the image of {wheels.name} ({image_id[:19]})",
                               "see the engine log")

@@ -29,7 +29,7 @@ from setuptools_grocker.errors import (
     PluginError,
     ProjectError,
 )
-from setuptools_grocker.image import records
+from setuptools_grocker.image import records, sbom
 from setuptools_grocker.image.bytecode import compile_bytecode
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
@@ -134,7 +134,7 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
                 engine = Engine(progress)
                 engine.connect()
             started_before = engine.containers_started
-            engine.reap_orphans()
+            engine.reap_orphans_soon()
             try:
                 _run(config, run, environ, progress, engine, result)
             finally:
@@ -186,6 +186,7 @@ def _run(config: Config, run: RunOptions, environ: Mapping[str, str], progress: 
                                 shared=shared_cache(config.build_cache, environ, write=run.cache_write,
                                                     cache=cache_home(environ)))
     result.base_images = dict(images.origins)
+    engine.hold_lease_soon(images.compiler)  # the smoke test starts a container: its lease, made meanwhile
     ctx = stage_context(config, run, environ, progress, engine, key=key, images=images, files=files,
                         inputs=SingleInputs(source=source, local_sources=local_sources, pip=pip, result=result,
                                             compile_env=compile_env,
@@ -334,6 +335,7 @@ def stage_compile(ctx: StageContext) -> None:
     assert st.images is not None
     epoch = source_date_epoch(config.project_dir, st.environ)
     env, commands = inputs.compile_env
+    sbom.preload()  # the image stage's library, imported while the compile container works
     wheels = compile_wheels(
         ctx.engine, config, compiler=st.images.compiler, source=inputs.source, local_sources=inputs.local_sources,
         pip=inputs.pip, wheelhouse_root=config.state_dir / "wheelhouse", key=st.key,
@@ -375,7 +377,8 @@ def stage_image(ctx: StageContext) -> None:
     st.image_id = build_runtime_image(ctx.engine, ctx.config, images=st.images, wheels=st.wheels,
                                       key=st.key, progress=ctx.progress, files=st.files,
                                       epoch=epoch, revision=revision,
-                                      bytecode=bytecode, no_cache=ctx.run.no_cache)
+                                      bytecode=bytecode, no_cache=ctx.run.no_cache,
+                                      previous=inputs.previous.get("image_id") or None)
     records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
                              name=st.wheels.name, version=st.wheels.version,
                              revision=revision, state_dir=ctx.config.state_dir)

@@ -155,8 +155,8 @@ def record_provenance(engine: Engine, home: Path, image_id: str, config: Config,
         plugins=[{"name": p.name, "origin": p.origin} for p in (plugins.loaded if plugins is not None else [])],
         internal={lib: {"revision": git_revision(path), "cacheKey": lib_key}
                   for lib, (path, lib_key) in (internal or {}).items()},
-        images={"base": engine.image_id(config.base_image), "root": engine.image_id(images.root),
-                "compiler": engine.image_id(images.compiler)},
+        images={"base": images.id_of(engine, config.base_image), "root": images.id_of(engine, images.root),
+                "compiler": images.id_of(engine, images.compiler)},
         tool=tool_identity(), finished=now(),
         sbom_sha256=hashlib.sha256(sbom).hexdigest() if sbom is not None else None, local=local, lock=lock)
     path = provenance_path(home, image_id)

@@ -57,7 +57,7 @@ def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress
             probe_http(engine, config, image_id, progress, container=server)
     finally:
         if server is not None:
-            server.stop(timeout=5)
+            server.discard()  # killed and removed while the image is tagged; the engine's close waits for it
 
 
 #: ``check`` as the image's entrypoint runs it, for ``docker exec`` (which does not use the entrypoint).
@@ -112,14 +112,6 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
         last = "no answer"
         pause = 0.05  # a server that starts in a few tenths of a second is answered within 50 ms of it
         while time.monotonic() < deadline:
-            code = container.exit_code()
-            if code is not None:
-                raise SmokeTestError(
-                    f"the '{config.effective_default_command}' command exited with code {code} "
-                    "before answering the HTTP probe",
-                    progress.see("the container output"),
-                    details=container.logs()[-3000:],
-                )
             try:
                 with urllib.request.urlopen(url, timeout=5) as resp:
                     progress.detail(f"probe answered {resp.status}")
@@ -130,6 +122,15 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
                 last = f"HTTP {exc.code}"
             except (urllib.error.URLError, OSError) as exc:
                 last = str(getattr(exc, "reason", exc))
+            # Asked only when the probe got no good answer: one engine round trip less when it did.
+            code = container.exit_code()
+            if code is not None:
+                raise SmokeTestError(
+                    f"the '{config.effective_default_command}' command exited with code {code} "
+                    "before answering the HTTP probe",
+                    progress.see("the container output"),
+                    details=container.logs()[-3000:],
+                )
             time.sleep(pause)
             pause = min(pause * 1.5, 0.3)
         raise SmokeTestError(
@@ -140,4 +141,4 @@ def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress
         )
     finally:
         if own:
-            container.stop(timeout=5)
+            container.discard()

@@ -112,8 +112,9 @@ def _gc(s: Scenario, *args: str) -> dict[str, Any]:
 
 
 def test_containers_leave_no_anonymous_volume(client: docker.DockerClient, scenario: Scenario) -> None:
-    # The check and the HTTP probe each mounted the image's volume; neither left it behind.
-    assert len(scenario.mounted) >= 2, scenario.mounted
+    # The smoke test's container (the HTTP probe's, where `check` runs by exec) mounted the image's volume
+    # and did not leave it behind. One mount per build: a second one in the window is the previous build's.
+    assert len(scenario.mounted) >= 1, scenario.mounted
     left = [v for v in scenario.mounted if v in {vol.name for vol in client.volumes.list()}]
     assert left == []
 

@@ -21,6 +21,7 @@ from setuptools_grocker.image.assemble import (
     gzip_layer,
     image_config,
     install_wheel,
+    load_archive,
     runtime_layers,
     wheel_name,
 )
@@ -212,3 +213,17 @@ def test_a_console_script_name_cannot_leave_bin(tmp_path: Path) -> None:
 ])
 def test_wheel_name_is_the_normalised_project_name(filename: str, name: str) -> None:
     assert wheel_name(Path(filename)) == name
+
+
+def test_the_load_archive_names_every_layer_and_holds_the_new_ones_only() -> None:
+    """``present``: the first layers are in the engine already; their tars are left out, not their names."""
+    layers = [Layer(n, [Entry(f"/{n}.txt", n.encode())], epoch=0) for n in ("a", "b", "c")]
+    root = {"Id": "sha256:" + "0" * 64, "RootFS": {"Layers": ["sha256:" + "1" * 64]}}
+    blob = image_config(root, layers, settings={}, epoch=0)
+    for present, kept in ((0, layers), (2, layers[2:])):
+        with tarfile.open(fileobj=io.BytesIO(load_archive(blob, root["RootFS"]["Layers"], layers, present))) as tar:
+            names = tar.getnames()
+            manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        assert [n for n in names if n.endswith("layer.tar")] == [f"{x.diff_id.split(':')[1]}/layer.tar" for x in kept]
+        assert manifest[0]["Layers"] == [f"{d.split(':')[1]}/layer.tar"
+                                         for d in [*root["RootFS"]["Layers"], *(x.diff_id for x in layers)]]
