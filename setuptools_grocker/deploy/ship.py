@@ -206,7 +206,6 @@ class Shipper:
     def _canary(self, options: ShipOptions, path: Path) -> dict[str, Any]:
         name = options.deploy.name
         canary = f"{name}-canary"
-        settings = options.canary
         edge = Edge(self.engine, name)
         state: dict[str, Any] = {"name": name, "canary": canary, "image": options.deploy.image, "phase": "starting",
                                  "share": 0, "weights": {name: DEFAULT_WEIGHT, canary: 0}}
@@ -227,6 +226,19 @@ class Shipper:
             self.report["status"] = "unchanged"
             return self.report
         self._event("canary deployed", service=canary, pinned=pinned)
+        try:
+            return self._steps(options, edge, canary, pinned, save)
+        except BaseException as exc:  # an edge or engine error, an interrupt: the canary goes, then the error
+            self._event("release interrupted: canary to weight 0", error=str(exc) or type(exc).__name__)
+            try:
+                self._rollback(edge, name, canary, replace(options, drain=0), save)
+            except Exception as again:  # the next run recovers from the state file
+                self._event("could not remove the canary; the next run will", error=str(again))
+            raise
+
+    def _steps(self, options: ShipOptions, edge: Edge, canary: str, pinned: str, save: Any) -> dict[str, Any]:
+        name = options.deploy.name
+        settings = options.canary
         edge.set_pools([Pool(name, DEFAULT_WEIGHT), Pool(canary, 0)])
         save(phase="canary")
         for share in settings.steps:
@@ -271,12 +283,16 @@ class Shipper:
     def _rollback(self, edge: Edge, name: str, canary: str, options: ShipOptions, save: Any) -> None:
         started = time.monotonic()
         save(phase="rolling-back", weights={name: DEFAULT_WEIGHT, canary: 0})
-        edge.set_weight(canary, 0)
+        pools = {p.service for p in edge.pools()}
+        if canary in pools:
+            edge.set_weight(canary, 0)
         edge.set_weight(name, DEFAULT_WEIGHT)
         self._event("canary weight 0: all traffic on the stable release")
         time.sleep(options.drain)
-        edge.set_pools([Pool(name)])
-        self.deployer.stop(canary)
+        if canary in pools:
+            edge.set_pools([Pool(name)])
+        if self.engine.service(canary) is not None:
+            self.deployer.stop(canary)
         save(phase="rolled-back")
         self._event("canary removed", seconds=round(time.monotonic() - started, 1))
 
