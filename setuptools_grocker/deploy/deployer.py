@@ -243,6 +243,14 @@ class Deployer:
         self.engine.remove_network(_network(name))
         self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=())
 
+    def add_record(self, name: str, record: dict[str, Any]) -> None:
+        """Append ``record`` (a `grocker ship` outcome: promoted, rolled back) to NAME's history; its tasks are
+        not touched. ``rollback`` goes back over deploy records only."""
+        current = self.engine.service(name)
+        if current is None or (current["Spec"].get("Labels") or {}).get(DEPLOY_LABEL) != name:
+            return
+        self._write_history(name, [*_history_of(current), {**record, "at": _now()}], self._secret_key(name))
+
     # -- the work -------------------------------------------------------------------------
     def _secret_key(self, name: str) -> str:
         """The service's key for naming env file secrets; a new random one for a new service."""

@@ -254,13 +254,21 @@ class Shipper:
             step["verdict"] = verdict.verdict
             if verdict.verdict != "pass":
                 self._rollback(edge, name, canary, options, save)
+                self._record(name, pinned, "rolled-back", verdict.reason)
                 self.report.update(status="rolled-back", verdict=verdict.to_json(), error={
                     "message": f"the canary of {pinned} was rolled back at {share}%: {verdict.reason}",
                     "hint": "production runs the stable release; see steps in the report"})
                 return self.report
         self._promote(edge, name, canary, pinned, options, save)
+        self._record(name, pinned, "promoted", "every step passed")
         self.report["status"] = "promoted"
         return self.report
+
+    def _record(self, name: str, pinned: str, status: str, reason: str) -> None:
+        """The release's outcome and verdicts in NAME's history (`grocker history NAME`)."""
+        self.deployer.add_record(name, {
+            "action": "ship", "pinned": pinned, "status": status, "reason": reason,
+            "steps": [[step["share"], step.get("verdict")] for step in self.report["steps"]]})
 
     def _judge_step(self, edge: Edge, name: str, canary: str, settings: Canary, step: dict[str, Any]) -> Verdict:
         inconclusive = 0

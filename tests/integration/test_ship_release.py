@@ -221,6 +221,11 @@ def test_a_canary_answering_500_to_one_in_five_is_rolled_back(production: dict[s
     assert len(load.answers) > 100 and errors / len(load.answers) < 0.25 * 0.2 * 1.5, (errors, len(load.answers))
     state = json.loads((production["state"] / f"ship-{name}.json").read_text())
     assert state["phase"] == "rolled-back"
+    # The verdict is in the service's history; a `grocker rollback` still goes over deploys only.
+    history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                        text=True).stdout)
+    assert history[-1]["action"] == "ship" and history[-1]["status"] == "rolled-back"
+    assert history[-1]["reason"] == verdict["reason"] and history[-1]["steps"] == [[25, "fail"]]
 
 
 def test_a_good_canary_is_promoted_without_a_failed_request(production: dict[str, Any], images: dict[str, str],
@@ -245,7 +250,8 @@ def test_a_good_canary_is_promoted_without_a_failed_request(production: dict[str
     assert {v for _, v in load.answers} == {"1", "2"}
     history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
                                         text=True).stdout)
-    assert history[-1]["pinned"] == report["pinned"]
+    assert history[-1]["action"] == "ship" and history[-1]["status"] == "promoted"
+    assert history[-2]["action"] == "deploy" and history[-2]["pinned"] == report["pinned"]
 
 
 def test_a_controller_killed_mid_canary_leaves_weight_zero_on_the_next_run(
