@@ -262,6 +262,37 @@ def make_parser() -> argparse.ArgumentParser:
     dep.add_argument("--command", help="image command to run (default: the image's default command)")
     add_rollout_options(dep)
     dep.set_defaults(func=cmd_deploy)
+    ship = sub.add_parser("ship", help="release an image: staging and functional tests, then a canary beside the "
+                                       "service, promoted or rolled back on its errors and latency")
+    ship.add_argument("image", help="image reference (pinned by digest)")
+    ship.add_argument("--name", required=True, help="the production service (its edge: grocker deploy --publish)")
+    ship.add_argument("--project", default=".", metavar="DIR",
+                      help="project whose functional-tests and canary.* keys to read (default: .)")
+    ship.add_argument("--publish", "-p", action="append", default=[], metavar="[HOST:]PORT:TARGET",
+                      help="production routes (default: those of the service's current release)")
+    ship.add_argument("--env-file", action="append", default=[], type=Path, metavar="FILE",
+                      help="production KEY=VALUE file (a Swarm secret in /config); repeatable")
+    ship.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
+                      help="production environment variable")
+    ship.add_argument("--staging-env", action="append", default=[], metavar="KEY=VALUE",
+                      help="environment variable of the staging service")
+    ship.add_argument("--replicas", type=int, default=1, help="number of tasks (default: 1)")
+    ship.add_argument("--command", help="image command to run (default: the image's default command)")
+    ship.add_argument("--port", type=int, help="container port of GROCKER_TARGET_URL (default: the first route's)")
+    ship.add_argument("--functional-tests", metavar="COMMAND", help="overrides the functional-tests key")
+    ship.add_argument("--functional-tests-image", metavar="IMAGE", help="overrides the functional-tests-image key")
+    ship.add_argument("--keep-staging", action="store_true", help="leave the staging service running")
+    ship.add_argument("--canary-steps", metavar="PERCENTS", help="overrides canary.steps (e.g. 5,25,50,100)")
+    ship.add_argument("--canary-window", type=float, metavar="SECONDS", help="overrides canary.window")
+    ship.add_argument("--min-requests", type=int, metavar="N", help="overrides canary.min-requests")
+    ship.add_argument("--max-inconclusive", type=int, metavar="N", help="overrides canary.max-inconclusive")
+    ship.add_argument("--drain", type=float, default=5.0, metavar="SECONDS",
+                      help="seconds a pool at weight 0 keeps its tasks before they stop (default: 5)")
+    ship.add_argument("--state-dir", type=Path, metavar="DIR",
+                      help="where the release's state file is kept (default: the project's state directory)")
+    ship.add_argument("--report", metavar="FILE", help="write the JSON report of the release to FILE")
+    add_rollout_options(ship)
+    ship.set_defaults(func=cmd_ship)
     rb = sub.add_parser("rollback", help="go back one release of a deployed service, by digest")
     rb.add_argument("name", help="service name")
     add_rollout_options(rb)
@@ -588,6 +619,82 @@ def cmd_deploy(args: argparse.Namespace, progress: Progress) -> int:
     with Engine(progress) as engine:
         record = Deployer(engine, progress).deploy(options)
     _print_record(args, record, progress)
+    return 0
+
+
+def _env_pairs(items: Sequence[str], option: str) -> dict[str, str]:
+    from setuptools_grocker.errors import DeployError
+
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DeployError(f"{option} {item!r} is not KEY=VALUE", f"write {option} NAME=VALUE")
+        env[key] = value
+    return env
+
+
+def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
+    import dataclasses
+    import json
+
+    from setuptools_grocker.config import Config, load_config
+    from setuptools_grocker.deploy.deployer import Publish
+    from setuptools_grocker.deploy.ship import ShipOptions, Shipper
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.errors import ConfigError, DeployError
+    from setuptools_grocker.report import write_json_atomic
+
+    project = Path(args.project).resolve()
+    config = Config(project_dir=project)
+    if (project / "pyproject.toml").is_file() or (project / "grocker.toml").is_file():
+        config = load_config(project, environ=os.environ, warn=progress.warn)
+    canary = config.canary
+    if args.canary_steps:
+        try:
+            steps = tuple(int(p) for p in args.canary_steps.replace(",", " ").split())
+        except ValueError:
+            steps = ()
+        from setuptools_grocker.keys import KEYS
+
+        validate = KEYS["canary.steps"].validate
+        if validate is not None:
+            try:
+                validate(steps, "--canary-steps")
+            except ConfigError as exc:
+                raise DeployError(exc.message, "write e.g. --canary-steps 5,25,50,100") from exc
+        canary = dataclasses.replace(canary, steps=steps)
+    for option, attr in (("canary_window", "window"), ("min_requests", "min_requests"),
+                         ("max_inconclusive", "max_inconclusive")):
+        value = getattr(args, option)
+        if value is not None:
+            if value <= 0:
+                raise DeployError(f"--{option.replace('_', '-')} {value} is not positive", "give a number above 0")
+            canary = dataclasses.replace(canary, **{attr: value})
+    deploy = _rollout(args, args.name, args.image, publish=tuple(Publish.parse(p) for p in args.publish),
+                      env_files=tuple(args.env_file), env=_env_pairs(args.env, "--env"), replicas=args.replicas,
+                      command=args.command)
+    options = ShipOptions(deploy=deploy, functional_tests=args.functional_tests or config.functional_tests,
+                          functional_tests_image=args.functional_tests_image or config.functional_tests_image,
+                          port=args.port, staging_env=_env_pairs(args.staging_env, "--staging-env"),
+                          keep_staging=args.keep_staging, canary=canary, drain=args.drain,
+                          state_dir=args.state_dir or config.state_dir)
+    shipper = Shipper(Engine(progress), progress)
+    try:
+        with shipper.engine:
+            report = shipper.ship(options)
+    except DeployError as exc:
+        shipper.report.update(status="error", error={"message": exc.message, "hint": exc.hint})
+        raise
+    finally:
+        if args.report and shipper.report:
+            write_json_atomic(Path(args.report).resolve(), shipper.report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    error = report.get("error")
+    if error:
+        raise DeployError(error["message"], error["hint"])
+    progress.write(f"ship {report.get('pinned') or args.image} as {args.name}: {report['status']}")
     return 0
 
 

@@ -41,7 +41,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "DEFAULT_BASE_IMAGE", "DEFAULT_TEST_COMMAND", "KEYS", "TABLES", "WORKSPACE_KEYS", "Config", "RunOptions",
+    "DEFAULT_BASE_IMAGE", "DEFAULT_TEST_COMMAND", "KEYS", "TABLES", "WORKSPACE_KEYS", "Canary", "Config", "RunOptions",
     "SmokeTest", "check_default_command", "check_http_path", "env_var", "load_config", "validate_reference",
 ]
 
@@ -54,6 +54,18 @@ class SmokeTest:
     port: int | None = None
     path: str = "/"
     timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Canary:
+    """How ``grocker ship`` grows a canary's share of production's traffic and judges it (keys ``canary.*``)."""
+
+    steps: tuple[int, ...] = (5, 25, 50, 100)
+    window: float = 60.0
+    min_requests: int = 50
+    max_inconclusive: int = 3
+    alpha: float = 0.01
+    latency_margin_ms: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,9 @@ class Config:
     plugins: tuple[str, ...] = ()
     cache_dir: Path | None = None
     moving_tags: tuple[str, ...] = ()
+    functional_tests: str | None = None
+    functional_tests_image: str | None = None
+    canary: Canary = Canary()
     #: Where the file layer came from, for messages.
     source: str = "defaults"
 
@@ -319,18 +334,18 @@ def load_config(
 def _build(project_dir: Path, values: dict[str, Any], source: str) -> Config:
     """Validate each value (keys.py), then fill the Config fields the table names."""
     fields: dict[str, Any] = {}
-    smoke: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {"smoke_test": {}, "canary": {}}
     for key in KEYS.values():
         value = values[key.name]
         if key.validate is not None:
             key.validate(value, source)
         table, _, sub = key.field.partition(".")
         if sub:
-            assert table == "smoke_test", key.field  # the only nested table
-            smoke[sub] = key.field_value(project_dir, value)
+            nested[table][sub] = key.field_value(project_dir, value)
         else:
             fields[table] = key.field_value(project_dir, value)
-    return Config(project_dir=project_dir, smoke_test=SmokeTest(**smoke), source=source, **fields)
+    return Config(project_dir=project_dir, smoke_test=SmokeTest(**nested["smoke_test"]),
+                  canary=Canary(**nested["canary"]), source=source, **fields)
 
 
 def check_default_command(config: Config) -> None:

@@ -233,6 +233,22 @@ def _image_name(name: str | None, source: str) -> None:
                           "use lowercase letters, digits, '.', '_', '-' and '/'")
 
 
+def _canary_steps(steps: tuple[int, ...], source: str) -> None:
+    if not steps or list(steps) != sorted(set(steps)) or steps[0] <= 0 or steps[-1] != 100:
+        raise ConfigError(f"canary.steps {list(steps)} in {source} is not a rising list of percents ending at 100",
+                          "write e.g. canary.steps = [5, 25, 50, 100]")
+
+
+def _positive(value: float, source: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{value} in {source} must be positive", "give a number above 0")
+
+
+def _probability(value: float, source: str) -> None:
+    if not 0 < value < 1:
+        raise ConfigError(f"canary.alpha {value} in {source} is not between 0 and 1", "write e.g. 0.01")
+
+
 def _port(port: int | None, source: str) -> None:
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"port {port} is out of range", "use a port between 1 and 65535")
@@ -443,6 +459,25 @@ TABLE: tuple[Key, ...] = (
         convert=_path, default_doc="`.grocker`"),
     Key("moving-tags", LIST, (), "extra tags that follow every new image, `{date}` = UTC `YYYYMMDD` "
         '(`["latest", "nightly-{date}"]`); pushed with `--push`', "moving_tags", validate=_moving_tags),
+    Key("functional-tests", STR, None, "`grocker ship`: the functional tests run against the staging service "
+        "(`pytest tests/functional`), by `sh -c` in a container of the image (or `functional-tests-image`) on "
+        "the staging service's network, with its URL in `GROCKER_TARGET_URL`; exit code 0 passes",
+        "functional_tests"),
+    Key("functional-tests-image", STR, None, "`grocker ship`: the image the functional tests run in",
+        "functional_tests_image", default_doc="the image shipped"),
+    Key("canary.steps", INTS, (5, 25, 50, 100), "`grocker ship`: the canary's share of the traffic (percent) at "
+        "each step; the last step must be 100 (promotion)", "canary.steps", validate=_canary_steps,
+        default_doc="`[5, 25, 50, 100]`"),
+    Key("canary.window", FLOAT, 60.0, "`grocker ship`: seconds of traffic compared at each canary step",
+        "canary.window", validate=_positive),
+    Key("canary.min-requests", INT, 50, "`grocker ship`: requests each side (canary, stable) needs in a window "
+        "for a verdict; fewer is `inconclusive`", "canary.min_requests", validate=_positive),
+    Key("canary.max-inconclusive", INT, 3, "`grocker ship`: inconclusive windows in a row a step waits before "
+        "the canary is rolled back", "canary.max_inconclusive", validate=_positive),
+    Key("canary.alpha", FLOAT, 0.01, "`grocker ship`: significance level of the one-sided tests (errors: two "
+        "proportions; latency: Mann-Whitney U)", "canary.alpha", validate=_probability),
+    Key("canary.latency-margin-ms", FLOAT, 25.0, "`grocker ship`: a canary slower by a significant rank test "
+        "fails only when its median total time also exceeds the stable's by this many ms", "canary.latency_margin_ms"),
     # The workspace root's own table. Its values are checked where they are read (pipeline/workspace.py).
     Key("workspace.members", LIST, (), "globs of the member directories", workspace=True),
     Key("workspace.exclude", LIST, (), "globs of directories that are not members", workspace=True),

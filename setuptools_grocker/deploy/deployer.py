@@ -243,6 +243,14 @@ class Deployer:
         self.engine.remove_network(_network(name))
         self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=())
 
+    def add_record(self, name: str, record: dict[str, Any]) -> None:
+        """Append ``record`` (a `grocker ship` outcome: promoted, rolled back) to NAME's history; its tasks are
+        not touched. ``rollback`` goes back over deploy records only."""
+        current = self.engine.service(name)
+        if current is None or (current["Spec"].get("Labels") or {}).get(DEPLOY_LABEL) != name:
+            return
+        self._write_history(name, [*_history_of(current), {**record, "at": _now()}], self._secret_key(name))
+
     # -- the work -------------------------------------------------------------------------
     def _secret_key(self, name: str) -> str:
         """The service's key for naming env file secrets; a new random one for a new service."""
@@ -368,8 +376,18 @@ class Deployer:
         return ""
 
     def _ensure_edge(self, name: str, options: DeployOptions) -> None:
-        Edge(self.engine, name).ensure(options.publish, [Pool(name)], base_image=options.edge_base,
-                                       labels={DEPLOY_LABEL: name}, progress=self.progress)
+        edge = Edge(self.engine, name)
+        pools = [Pool(name)]
+        if options.publish and self.engine.container_labels(edge.container) is not None:
+            # The other pools of the edge (a canary of `grocker ship`) stay while their services run.
+            try:
+                present = edge.pools()
+            except DeployError:
+                present = []
+            pools = [next((p for p in present if p.service == name), Pool(name))]
+            pools += [p for p in present if p.service != name and self.engine.service(p.service) is not None]
+        edge.ensure(options.publish, pools, base_image=options.edge_base, labels={DEPLOY_LABEL: name},
+                    progress=self.progress)
 
     def _probe(self, name: str, publish: Publish, path: str, timeout: float) -> None:
         host = "127.0.0.1" if publish.host in ("0.0.0.0", "::") else publish.host

@@ -223,6 +223,11 @@ class Edge:
         present = self.engine.container_labels(self.container)
         if present is not None and present.get(EDGE_LABEL) == wanted:
             return False
+        if present is not None and _same_routes(present.get(EDGE_LABEL), routes, image):
+            # Only the pools may differ (a canary added or removed): a reload, not a new container.
+            if [p.service for p in self.pools()] != [p.service for p in pools]:
+                self.set_pools(pools)
+            return False
         self.engine.remove_container(self.container)
         networks = [network_of(p.service) for p in pools]
         self.engine.run_daemon(
@@ -230,6 +235,31 @@ class Edge:
             network=networks[0], more_networks=networks[1:], labels={**labels, EDGE_LABEL: wanted},
             files=[DaemonFile(CONFIG_PATH, render_config(self.name, routes, pools).encode())])
         return True
+
+    def pools(self) -> list[Pool]:
+        """The pools the running edge sends traffic to, and their weights."""
+        return parse_state(self.config())
+
+    def set_pools(self, pools: Sequence[Pool]) -> None:
+        """Send the edge's routes to ``pools`` instead, without a new container: join their networks, write the
+        configuration (a pool already there keeps its weight), reload (connections in flight finish on the old
+        worker), then leave the networks of the pools removed."""
+        label = json.loads((self.engine.container_labels(self.container) or {}).get(EDGE_LABEL) or "{}")
+        if not label.get("routes"):
+            raise DeployError(f"{self.container} is not an edge made by this grocker",
+                              f"deploy {self.name} again with --publish")
+        from setuptools_grocker.deploy.deployer import Publish
+
+        routes = [Publish.parse(r) for r in label["routes"]]
+        current = {p.service: p.weight for p in self.pools()}
+        pools = [Pool(p.service, current.get(p.service, p.weight)) for p in pools]
+        for p in pools:
+            self.engine.connect_network(self.container, network_of(p.service))
+        self.engine.put_file(self.container, DaemonFile(CONFIG_PATH, render_config(self.name, routes, pools).encode()))
+        self.reload()
+        for service in set(current) - {p.service for p in pools}:
+            if network_of(service) != network_of(pools[0].service):
+                self.engine.disconnect_network(self.container, network_of(service))
 
     def config(self) -> str:
         data = self.engine.read_file(self.container, CONFIG_PATH)
@@ -348,6 +378,15 @@ class Edge:
             except ValueError:
                 continue
         return [r for r in logged if since is None or r.at >= since]
+
+
+def _same_routes(label: str | None, routes: Sequence[Publish], image: str) -> bool:
+    try:
+        present = json.loads(label or "")
+    except ValueError:
+        return False
+    return (isinstance(present, dict) and present.get("image") == image
+            and present.get("routes") == sorted(str(r) for r in routes))
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:

@@ -390,6 +390,23 @@ class Containers(Connection):
             return None
         return labels_of(attrs)
 
+    def connect_network(self, name: str, network: str) -> None:
+        """Join the running container ``name`` to ``network`` (an attachable overlay); already joined is fine."""
+        attrs = self._call(f"inspect {name}", self.client.api.inspect_container, name)
+        if network in (attrs.get("NetworkSettings", {}).get("Networks") or {}):
+            return
+        self.progress.command(["docker", "network", "connect", network, name])
+        self._call(f"connect {name} to {network}", self.client.api.connect_container_to_network, name, network)
+
+    def disconnect_network(self, name: str, network: str) -> None:
+        """Leave ``network``; a container or network already gone is fine."""
+        self.progress.command(["docker", "network", "disconnect", network, name])
+        try:
+            self._call(f"disconnect {name} from {network}", self.client.api.disconnect_container_from_network,
+                       name, network)
+        except (docker.errors.NotFound, GrockerError):
+            pass
+
     def remove_container(self, name: str) -> None:
         try:
             self._call(f"remove {name}", self.client.api.remove_container, name, v=True, force=True)

@@ -118,8 +118,12 @@ class Swarm(Connection):
         except docker.errors.NotFound:
             return False
 
+    def _network_listed(self, name: str) -> bool:
+        # The engine's name filter matches parts of names: grocker-web would find grocker-web-canary.
+        return any(n.get("Name") == name for n in self._call("list networks", self.client.api.networks, names=[name]))
+
     def ensure_overlay_network(self, name: str, labels: Mapping[str, str]) -> None:
-        if self._call("list networks", self.client.api.networks, names=[name]):
+        if self._network_listed(name):
             return
         self.progress.command(["docker", "network", "create", "-d", "overlay", "--attachable", name])
         self._call(f"create network {name}", self.client.api.create_network, name, driver="overlay",
@@ -129,11 +133,17 @@ class Swarm(Connection):
         for _ in range(20):  # the tasks' endpoints go away a moment after the service
             try:
                 self._call(f"remove network {name}", self.client.api.remove_network, name)
-                return
+                break
             except docker.errors.NotFound:
-                return
+                break
             except docker.errors.APIError:
                 time.sleep(0.5)
+        # The node's copy of an attachable network goes a moment after the swarm's: a service created under the
+        # same name meanwhile would find the name taken and the network gone.
+        for _ in range(40):
+            if not self._network_listed(name):
+                return
+            time.sleep(0.25)
 
     def secret_id(self, name: str) -> str | None:
         for secret in self._call("list secrets", self.client.api.secrets, filters={"name": name}):

@@ -195,9 +195,14 @@ def test_counters_and_request_log_per_server(services: dict[str, Any], edge: Edg
 def test_weight_zero_at_run_time_drains_a_pool_without_a_reload(services: dict[str, Any], edge: Edge,
                                                                  client: docker.DockerClient) -> None:
     a, b = services["a"], services["b"]
-    # The canary part's shape: the stable and the canary service as two pools of one backend.
-    assert edge.ensure([Publish.parse(f"127.0.0.1:{services['port']}:8000")], [Pool(a), Pool(b)],
-                       base_image=BASE_IMAGE, labels={"io.grocker.deploy": a}, progress=Progress(quiet=True))
+    # The canary part's shape: the stable and the canary service as two pools of one backend. Adding a pool
+    # to a running edge is a reload of the same container (it joins B's network), not a new container.
+    started = client.containers.get(edge.container).attrs["State"]["StartedAt"]
+    before = edge.pid()
+    assert not edge.ensure([Publish.parse(f"127.0.0.1:{services['port']}:8000")], [Pool(a), Pool(b)],
+                           base_image=BASE_IMAGE, labels={"io.grocker.deploy": a}, progress=Progress(quiet=True))
+    assert client.containers.get(edge.container).attrs["State"]["StartedAt"] == started
+    assert edge.pid() != before and [p.service for p in edge.pools()] == [a, b]
     wait_for("B up in the edge", lambda: up(edge, b))
     wait_for("A up in the edge", lambda: up(edge, a))
     assert {get(services["url"] + "/")[1]["who"] for _ in range(20)} == {"a", "b"}

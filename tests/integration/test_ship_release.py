@@ -1,0 +1,291 @@
+"""`grocker ship` on a real Swarm (single node, 127.0.0.1) behind the real HAProxy edge.
+
+A tiny application (the standard library's HTTP server on the bootstrapped base) answers ``/`` with its version,
+and 500 to every FAIL_EVERY-th request when that variable is set; its image carries the functional tests
+(``/functional.py``: 20 requests to ``$GROCKER_TARGET_URL``, any 500 fails). v1 is deployed with
+``grocker deploy --publish``; v2 (good) and v3 (same code, another version) are shipped while a bounded load
+generator sends requests through the edge. Windows are short (4 s) and the steps few (25, 50, 100).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import docker
+import pytest
+
+from setuptools_grocker.deploy.edge import Edge
+from setuptools_grocker.engine import Engine
+from setuptools_grocker.progress import Progress
+from tests.helpers import BASE_IMAGE, GROCKER, free_port, grocker, remove_images
+
+APP = '''
+import itertools, json, os, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = "{version}"
+FAIL_EVERY = int(os.environ.get("FAIL_EVERY") or 0)
+COUNT = itertools.count(1)
+LOCK = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        with LOCK:
+            n = next(COUNT)
+        code = 500 if FAIL_EVERY and n % FAIL_EVERY == 0 else 200
+        body = json.dumps({{"version": VERSION}}).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+SERVER = ThreadingHTTPServer(("0.0.0.0", 8000), Handler)
+SERVER.daemon_threads = True
+SERVER.serve_forever()
+'''
+
+FUNCTIONAL = '''
+import os, sys, time, urllib.error, urllib.request
+
+url = os.environ["GROCKER_TARGET_URL"] + "/"
+deadline = time.time() + 60
+while True:
+    try:
+        urllib.request.urlopen(url, timeout=5).read()
+        break
+    except urllib.error.HTTPError:
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("the staging service never answered")
+        time.sleep(0.5)
+failures = 0
+for i in range(20):
+    try:
+        urllib.request.urlopen(url, timeout=5).read()
+    except urllib.error.HTTPError as exc:
+        failures += 1
+        print(f"FAILED test_home_page[{i}]: HTTP {exc.code}")
+print(f"{failures} of 20 functional requests failed")
+sys.exit(1 if failures else 0)
+'''
+
+COMMON = ["--health-interval", "1", "--start-period", "3", "--monitor", "1", "--edge-base", BASE_IMAGE]
+
+
+class Load(threading.Thread):
+    """A bounded load generator: a request every 20 ms on a new connection, until stopped or 600 s passed."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.answers: list[tuple[int, str | None]] = []
+        self.failures: list[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600
+        while not self._stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as resp:
+                    self.answers.append((resp.status, json.loads(resp.read())["version"]))
+            except urllib.error.HTTPError as exc:
+                self.answers.append((exc.code, None))
+            except OSError as exc:
+                self.failures.append(str(exc))
+            time.sleep(0.02)
+
+    def stop(self) -> Load:
+        self._stop_event.set()
+        self.join(30)
+        return self
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory, registry: str, client: docker.DockerClient,
+           run_id: str) -> Iterator[dict[str, str]]:
+    repo = f"{registry}/grocker-test/ship-app"
+    refs = {}
+    for version in ("1", "2", "3"):
+        root = tmp_path_factory.mktemp(f"ship-app-v{version}")
+        (root / "app.py").write_text(APP.format(version=version))
+        (root / "functional.py").write_text(FUNCTIONAL)
+        (root / "Dockerfile").write_text(
+            f"FROM {BASE_IMAGE}\nCOPY app.py functional.py /\nUSER 10001\n"
+            'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/bin/python3", "/app.py"]\n')
+        tag = f"{run_id}-v{version}"
+        client.images.build(path=str(root), tag=f"{repo}:{tag}", rm=True)
+        for line in client.images.push(repo, tag=tag, stream=True, decode=True):
+            assert "error" not in line, line
+        refs[version] = f"{repo}:{tag}"
+    yield refs
+    remove_images(client, *refs.values())
+
+
+@pytest.fixture(scope="module")
+def production(images: dict[str, str], run_id: str,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    name = f"ship-{run_id[:6]}"
+    port = free_port()
+    project = tmp_path_factory.mktemp("ship-project")
+    (project / "pyproject.toml").write_text(
+        '[tool.grocker]\nfunctional-tests = "python3 /functional.py"\n\n'
+        "[tool.grocker.canary]\nsteps = [25, 50, 100]\nwindow = 4\nmin-requests = 15\nmax-inconclusive = 2\n")
+    run = grocker("deploy", images["1"], "--name", name, "--publish", f"127.0.0.1:{port}:8000", *COMMON)
+    assert run.code == 0, run.err[-3000:]
+    yield {"name": name, "url": f"http://127.0.0.1:{port}/", "project": project, "state": project / "state"}
+    for service in (f"{name}-canary", f"{name}-staging", name):
+        subprocess.run([*GROCKER, "stop", service], capture_output=True)
+
+
+def ship(production: dict[str, Any], image: str, report: Path, *extra: str) -> Any:
+    return grocker("ship", image, "--name", production["name"], "--project", str(production["project"]),
+                   "--state-dir", str(production["state"]), "--drain", "2", *COMMON, *extra, report=report,
+                   timeout=600)
+
+
+def versions(url: str, n: int = 20) -> set[str]:
+    seen = set()
+    for _ in range(n):
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            seen.add(json.loads(resp.read())["version"])
+    return seen
+
+
+def services(client: docker.DockerClient, name: str) -> set[str]:
+    return {s.name for s in client.services.list(filters={"name": name}) if s.name.startswith(name)}
+
+
+def stable_image(client: docker.DockerClient, name: str) -> str:
+    return str(client.services.get(name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
+
+
+def test_failing_functional_tests_stop_the_release_at_staging(production: dict[str, Any], images: dict[str, str],
+                                                              client: docker.DockerClient, tmp_path: Path) -> None:
+    before = stable_image(client, production["name"])
+    run = ship(production, images["2"], tmp_path / "report.json", "--staging-env", "FAIL_EVERY=2")
+    assert run.code == 15, run.err[-3000:]
+    errors = [line for line in run.err.splitlines() if line.startswith("grocker: error:")]
+    assert len(errors) == 1 and "functional tests failed" in errors[0] and "production was not touched" in errors[0]
+    report = run.report
+    assert report is not None and report["status"] == "failed-staging"
+    tests = report["functional_tests"]
+    assert tests["exit_code"] == 1 and "FAILED test_home_page" in tests["tail"]
+    assert "functional requests failed" in tests["tail"]
+    assert tests["url"] == f"http://{production['name']}-staging:8000"
+    # Production untouched; no staging or canary service left.
+    assert stable_image(client, production["name"]) == before
+    assert services(client, production["name"]) == {production["name"]}
+    assert versions(production["url"]) == {"1"}
+
+
+def test_a_canary_answering_500_to_one_in_five_is_rolled_back(production: dict[str, Any], images: dict[str, str],
+                                                              client: docker.DockerClient, tmp_path: Path) -> None:
+    name = production["name"]
+    before = stable_image(client, name)
+    load = Load(production["url"])
+    load.start()
+    run = ship(production, images["3"], tmp_path / "report.json", "--env", "FAIL_EVERY=5")
+    load.stop()
+    assert run.code == 15, run.err[-3000:]
+    report = run.report
+    assert report is not None and report["status"] == "rolled-back", report
+    verdict = report["verdict"]
+    assert verdict["verdict"] == "fail" and verdict["reason"].startswith("canary errors"), verdict
+    assert verdict["canary"]["requests"] >= 15 and 0.1 <= verdict["canary"]["error_rate"] <= 0.3
+    assert verdict["stable"]["errors"] == 0 and verdict["errors_p"] < 0.01
+    assert report["steps"][0]["share"] == 25 and report["steps"][0]["verdict"] == "fail"
+    assert "rolled back at 25%" in report["error"]["message"]
+    # All traffic back on v1; the canary is gone from the edge and the Swarm; production's errors stayed
+    # within the canary's share of its error rate (25 % of 20 %), and no request failed outright.
+    assert stable_image(client, name) == before
+    assert services(client, name) == {name}
+    assert versions(production["url"]) == {"1"}
+    with Engine(Progress(quiet=True)) as engine:
+        assert [p.service for p in Edge(engine, name).pools()] == [name]
+    assert load.failures == []
+    errors = sum(1 for status, _ in load.answers if status >= 500)
+    assert len(load.answers) > 100 and errors / len(load.answers) < 0.25 * 0.2 * 1.5, (errors, len(load.answers))
+    state = json.loads((production["state"] / f"ship-{name}.json").read_text())
+    assert state["phase"] == "rolled-back"
+    # The verdict is in the service's history; a `grocker rollback` still goes over deploys only.
+    history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                        text=True).stdout)
+    assert history[-1]["action"] == "ship" and history[-1]["status"] == "rolled-back"
+    assert history[-1]["reason"] == verdict["reason"] and history[-1]["steps"] == [[25, "fail"]]
+
+
+def test_a_good_canary_is_promoted_without_a_failed_request(production: dict[str, Any], images: dict[str, str],
+                                                           client: docker.DockerClient, tmp_path: Path) -> None:
+    name = production["name"]
+    load = Load(production["url"])
+    load.start()
+    run = ship(production, images["2"], tmp_path / "report.json")
+    load.stop()
+    assert run.code == 0, run.err[-3000:]
+    report = run.report
+    assert report is not None and report["status"] == "promoted", report
+    assert [s["verdict"] for s in report["steps"]] == ["pass", "pass"]
+    assert report["functional_tests"]["exit_code"] == 0
+    # The stable service runs the new digest; the canary is gone; every request is served by v2.
+    assert stable_image(client, name) == report["pinned"] and "@sha256:" in report["pinned"]
+    assert services(client, name) == {name}
+    assert versions(production["url"], 30) == {"2"}
+    # The load generator saw no failed request during the whole release, promotion included.
+    assert load.failures == []
+    assert {status for status, _ in load.answers} == {200}
+    assert {v for _, v in load.answers} == {"1", "2"}
+    history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                        text=True).stdout)
+    assert history[-1]["action"] == "ship" and history[-1]["status"] == "promoted"
+    assert history[-2]["action"] == "deploy" and history[-2]["pinned"] == report["pinned"]
+
+
+def test_a_controller_killed_mid_canary_leaves_weight_zero_on_the_next_run(
+        production: dict[str, Any], images: dict[str, str], client: docker.DockerClient, tmp_path: Path) -> None:
+    name = production["name"]
+    state = production["state"] / f"ship-{name}.json"
+    proc = subprocess.Popen([*GROCKER, "ship", images["3"], "--name", name, "--project", str(production["project"]),
+                             "--state-dir", str(production["state"]), "--canary-window", "120", *COMMON],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if state.exists() and json.loads(state.read_text()).get("share") == 25:
+                break
+            assert proc.poll() is None, "ship ended before its first canary step"
+            time.sleep(0.5)
+        with Engine(Progress(quiet=True)) as engine:
+            edge = Edge(engine, name)
+            deadline = time.monotonic() + 30
+            while edge.weights().get(f"{name}-canary") != 33 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert edge.weights()[f"{name}-canary"] == 33
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert f"{name}-canary" in services(client, name)
+    # The next run finds the unfinished state: canary at weight 0 and removed, before anything else.
+    run = ship(production, images["3"], tmp_path / "report.json", "--staging-env", "FAIL_EVERY=2")
+    assert run.code == 15, run.err[-3000:]
+    report = run.report
+    assert report is not None and report["timeline"][0]["event"].startswith("unfinished release found")
+    assert services(client, name) == {name}
+    with Engine(Progress(quiet=True)) as engine:
+        assert Edge(engine, name).weights() == {name: 100}
+    assert versions(production["url"]) == {"2"}
