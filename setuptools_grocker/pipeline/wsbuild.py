@@ -1,7 +1,8 @@
 """Building a workspace: in dependency order, up to ``jobs`` members at once, incrementally.
 
 * a library: its wheel is built and its tests run, in one compiler container, against the
-  wheels of its internal dependencies built in this run;
+  wheels of its internal dependencies built in this run; for trusted libraries that container is the
+  one they share, each by ``docker exec`` (warm.py's ``SharedContainers``);
 * an application: its closure is compiled with the internal wheels given as files (never
   from an index), then its runtime image is built, smoke-tested and tagged;
 * a member whose key is unchanged and whose artifact is still there is ``cached``;
