@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.make_workspace import dependents, generate, mod  # noqa: E402
+from setuptools_grocker.pipeline.warm import scope_label  # noqa: E402
 
 SETTINGS = {"shared": "1", "per library": "0"}
 
@@ -69,6 +70,13 @@ def main() -> int:
                 results[name].setdefault("root change", []).append(change)
                 print(f"run {run} {name}: cold {cold['wall']:.1f}s ({cold['containers']} containers), "
                       f"root change {change['wall']:.1f}s ({change['containers']} containers)", file=sys.stderr)
+                # This copy's shared test container (by its own scope label) and application images go.
+                ids = subprocess.run(["docker", "ps", "-aq", "--filter",
+                                      f"label=io.grocker.warm-scope={scope_label(root)}"],
+                                     capture_output=True, text=True).stdout.split()
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True) if ids else None
+                subprocess.run(["docker", "rmi", "-f", *(f"{a}:2.0.0" for a in graph["applications"])],
+                               capture_output=True)
                 shutil.rmtree(root, ignore_errors=True)
     out = {"workspace": {"libraries": args.libs, "applications": args.apps, "root": top,
                          "root_dependents": len(dependents(graph, top))},
