@@ -1,13 +1,14 @@
 """The libraries' shared test container against a container per library, interleaved in one run.
 
-    python benchmarks/bench_level.py [--libs 40] [--apps 8] [--runs 1] [--json F]
+    python benchmarks/bench_level.py [--libs 40] [--apps 8] [--runs 1] [--json F] [--reports DIR]
 
 Workload: the generated workspace (``make_workspace.py``). For each run, both settings one after the other
 (``GROCKER_LEVEL_TESTS=1``, the default: every trusted library compiles and tests by ``docker exec`` in one
 shared container; ``=0``: a container per library, as before), so that a busy machine slows both alike:
 cold (``--jobs 2 --no-cache``, no member built), then a one-line change in the root library (the one most
 members depend on). Each: wall time, members built, containers started, the sum of the ``wheel + test``
-stage and of the libraries' ``test_seconds`` (their test environment and command). Medians of ``--runs``.
+stage and of the libraries' ``test_seconds`` (their test environment and command). Medians of ``--runs``; odd
+runs take the settings in the other order.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def main() -> int:
     parser.add_argument("--apps", type=int, default=8)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--reports", type=Path, help="keep each build's --report JSON in this directory")
     args = parser.parse_args()
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="grocker-level-") as tmp_name:
@@ -59,13 +61,16 @@ def main() -> int:
         graph = generate(tmp / "ws", libs=args.libs, apps=args.apps, levels=6, prefix="lvl-")
         top = max(graph["libraries"], key=lambda n: (len(dependents(graph, n)), n))
         for run in range(args.runs):
-            for name, level in SETTINGS.items():
+            # Alternate which setting goes first: a machine that gets busier or quieter favours neither.
+            for name, level in list(SETTINGS.items())[::1 if run % 2 == 0 else -1]:
                 root = tmp / f"ws-{run}-{level}"
                 shutil.copytree(tmp / "ws", root)
-                cold = build(root, tmp / "cold.json", level, "--no-cache")
+                reports = args.reports or tmp
+                reports.mkdir(parents=True, exist_ok=True)
+                cold = build(root, reports / f"cold-{run}-{level}.json", level, "--no-cache")
                 init = root / "libs" / top / "src" / mod(top) / "__init__.py"
                 init.write_text(init.read_text() + f"\n# change {time.time()}\n")
-                change = build(root, tmp / "change.json", level)
+                change = build(root, reports / f"change-{run}-{level}.json", level)
                 results.setdefault(name, {}).setdefault("cold", []).append(cold)
                 results[name].setdefault("root change", []).append(change)
                 print(f"run {run} {name}: cold {cold['wall']:.1f}s ({cold['containers']} containers), "

@@ -140,15 +140,24 @@ def test_the_next_run_reuses_it(workspace: tuple[Path, str], first: Run, client:
     (before,) = shared_containers(client, root)
     test = root / "libs" / "c-failing" / "tests" / "test_c_failing.py"
     test.write_text("def test_fails():\n    assert 1 + 1 == 2\n")
+    leaky = root / "libs" / "a-leaky" / "tests" / "test_a_leaky.py"
+    leaky.write_text(leaky.read_text() + "\n# again\n")
+    # Two at once: the leaky library and the fixed one run side by side in the container.
     again = grocker("workspace", "build", str(root), "--jobs", "2", report=root / "again.json")
     assert again.code == 0, again.err[-4000:]
     assert again.report is not None
     projects = {p["name"][len(prefix):]: p for p in again.report["projects"]}
     assert {n: p["status"] for n, p in projects.items()} == {
-        "a-leaky": "cached", "b-victim": "cached", "c-failing": "built", "d-user": "built"}
-    assert projects["c-failing"]["tests"] == projects["d-user"]["tests"] == "passed"
+        "a-leaky": "built", "b-victim": "cached", "c-failing": "built", "d-user": "built"}
+    assert projects["c-failing"]["tests"] == projects["d-user"]["tests"] == projects["a-leaky"]["tests"] == "passed"
+    a, c = projects["a-leaky"], projects["c-failing"]
+    assert a["started_at"] < c["ended_at"] and c["started_at"] < a["ended_at"]  # they overlapped
     assert again.report["containers_started"] == 0
     assert [c.id for c in shared_containers(client, root)] == [before.id]
+    # The daemon went with the leaky library's exec; /tmp was emptied after the last one.
+    assert MARKER not in str(before.top()["Processes"])
+    listing = before.exec_run(["ls", "-A", "/tmp"], user=before.attrs["Config"]["User"])
+    assert listing.output.decode().split() == [".grocker-level.lock"]
 
 
 def test_off_switch(workspace: tuple[Path, str], first: Run, client: docker.DockerClient) -> None:
