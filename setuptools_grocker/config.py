@@ -290,6 +290,7 @@ NON_CONFIG_ENV = {
     "GROCKER_CACHE_WRITE",
     "GROCKER_NO_BYTECODE",
     "GROCKER_WARM_IDLE",
+    "GROCKER_LEVEL_TESTS",
     "GROCKER_SOURCE_DATE_EPOCH",
     # workspace.index-url, read by the workspace build: the only place its credentials may be.
     "GROCKER_WORKSPACE_INDEX_URL",

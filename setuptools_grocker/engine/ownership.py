@@ -40,6 +40,10 @@ LEASE_LABEL = "io.grocker.lease"
 WARM_LABEL = "io.grocker.warm"
 #: The trust scope (a hash of its directory) of a warm compile container.
 WARM_SCOPE_LABEL = "io.grocker.warm-scope"
+#: A workspace's shared library test container (pipeline/warm.py's ``SharedContainers``): the start of its key,
+#: so that containers of one scope with different keys (libraries with another installer) do not replace
+#: each other while in use.
+LEVEL_LABEL = "io.grocker.level"
 #: Seconds between two renewals of a run's lease, and how long a lease outlives its last renewal.
 HEARTBEAT = 30.0
 LEASE_TTL = 600.0

@@ -39,7 +39,16 @@ from setuptools_grocker.pipeline.lock import FIX as LOCK_FIX
 from setuptools_grocker.pipeline.lock import Lock, host_inputs
 from setuptools_grocker.pipeline.pipconf import UV_SECRET_ENV, PipForward, uv_env
 from setuptools_grocker.pipeline.project import Source, metadata_fields, scm_version
-from setuptools_grocker.pipeline.warm import UNCLEAN, WarmSpec, warm_container, wrapped
+from setuptools_grocker.pipeline.warm import (
+    LEFTOVERS,
+    LEVEL_ENV,
+    UNCLEAN,
+    SharedContainers,
+    WarmSpec,
+    shared_wrapped,
+    warm_container,
+    wrapped,
+)
 from setuptools_grocker.progress import Progress, add_secret
 
 
@@ -224,7 +233,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                    upgrade: bool = False, build_env_root: Path | None = None, shared_build_env: str | None = None,
                    uv_root: Path | None = None, bytecode: Mapping[str, str] | None = None,
                    warm: WarmSpec | None = None, lock: Lock | None = None, lock_out: Path | None = None,
-                   lock_pins: Sequence[str] = ()) -> Wheelhouse:
+                   lock_pins: Sequence[str] = (), level: SharedContainers | None = None) -> Wheelhouse:
     """Build wheels into ``wheelhouse_root/key`` (atomically) and return it.
 
     ``no_cache`` (``--no-cache``) is a clean build: an existing wheelhouse is ignored, and the
@@ -257,6 +266,11 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
     ``warm``: run the compile in the project's warm compile container (pipeline/warm.py) when it can be one
     (project mode, no ``--no-cache``, no internal or test wheels); its mounts are then the same from build to
     build (the staging parent, the wheelhouse and the build environments mounted whole).
+
+    ``level``: a library's compile (``mode="library"`` or ``"test"``) runs by ``docker exec`` in the test container
+    its workspace's trusted libraries share (pipeline/warm.py's ``SharedContainers``), with its own staging, home,
+    tmp and scratch directories, when its source, wheels and build environment lie below that container's mounts
+    and no plugin adds environment values or commands; else in a container of its own.
     """
     final = wheelhouse_root / key
     existing = Wheelhouse.load(final)
@@ -264,10 +278,6 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         progress.detail(f"wheels for {key[:12]} already built: {final}")
         return existing
     what = what or config.project_dir.name
-    tmp_root = wheelhouse_root / ".tmp"
-    staging = tmp_root / f"{key[:16]}-{uuid.uuid4().hex[:8]}"
-    (staging / "out" / "wheels").mkdir(parents=True)
-    (staging / "job").mkdir()
     if no_cache:
         # A clean build: pip and uv caches that started empty with this run (one per trust scope, shared by
         # the compiles of this run only, removed at its end). A wheel the scope's cache kept from an earlier
@@ -295,17 +305,39 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                                   fresh=no_cache or upgrade, shared=True)
     else:
         build_env = None
+    spec = level.spec if level is not None else None
+    src_at = _below(source.root, spec.root, "/ws") if spec else None
+    wheels_at = [_below(w, spec.wheels, "/wheels") for w in [*internal_wheels, *([test_wheel] if test_wheel else [])]] \
+        if spec else []
+    use_level = (spec is not None and mode in ("library", "test") and not local_sources and not extra_env
+                 and not pre_commands and src_at is not None and None not in wheels_at
+                 and (build_env is None or build_env.path.parent == spec.build_envs))
+    tmp_root = spec.stage if use_level and spec else wheelhouse_root / ".tmp"
+    staging = tmp_root / f"{key[:16]}-{uuid.uuid4().hex[:8]}"
+    (staging / "out" / "wheels").mkdir(parents=True)
+    (staging / "job").mkdir()
     use_warm = (warm is not None and not no_cache and mode == "project" and not internal_wheels
                 and not test_wheel and (previous is None or previous.path.parent == wheelhouse_root))
-    if use_warm:
+    if use_warm or use_level:
         out_at, job_at = f"/stage/{staging.name}/out", f"/stage/{staging.name}/job"
         previous_at = f"/wheelhouse/{previous.path.name}/wheels" if previous else ""
         build_env_at = f"/build-envs/{build_env.path.name}" if build_env else ""
     else:
         out_at, job_at, previous_at, build_env_at = "/out", "/job", "/previous", "/build-env"
+    src, internal_at = "/src", [f"/internal/{i}/{w.name}" for i, w in enumerate(internal_wheels)]
+    test_wheel_at = f"/test-wheel/{test_wheel.name}" if test_wheel else None
+    level_env: dict[str, str] = {}
+    if use_level:
+        src = str(src_at)
+        internal_at = [str(w) for w in wheels_at[:len(internal_wheels)]]
+        test_wheel_at = str(wheels_at[-1]) if test_wheel else None
+        # Its own home and tmp: what its tests write there is removed with its staging directory.
+        for d in ("home", "tmp"):
+            (staging / d).mkdir()
+        level_env = {"HOME": f"/stage/{staging.name}/home", "TMPDIR": f"/stage/{staging.name}/tmp"}
     try:
         job = {
-            "src": "/src",
+            "src": src,
             "files": list(source.files),
             "local": [
                 {"name": s.root.name, "mount": f"/local/{i}", "files": list(s.files)}
@@ -314,9 +346,11 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
             "extras": list(config.extras),
             "out": out_at,
             "mode": mode,
-            "internal_wheels": [f"/internal/{i}/{w.name}" for i, w in enumerate(internal_wheels)],
+            "internal_wheels": internal_at,
             "test": dict(test) if test else None,
-            "wheel": f"/test-wheel/{test_wheel.name}" if test_wheel else None,
+            "wheel": test_wheel_at,
+            # In the shared test container every compile has its own scratch (in a container of its own: /tmp).
+            "scratch": f"/stage/{staging.name}/scratch" if use_level else None,
             "pre_commands": list(pre_commands),
             "build_commands": list(config.build_commands),
             "installer": config.installer,
@@ -331,7 +365,22 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                          "closure": [f"{previous_at}/{w.name}" for w in previous.wheels]} if previous else None,
         }
         (staging / "job" / "job.json").write_text(json.dumps(job))
-        if use_warm:
+        if use_level:
+            assert spec is not None
+            for made in (spec.build_envs, spec.wheels):
+                made.mkdir(parents=True, exist_ok=True)
+            # The same for every library of the scope: the workspace, every member's wheels, the stage.
+            mounts = [
+                Mount(spec.root, "/ws"),
+                Mount(spec.stage, "/stage", read_only=False),
+                Mount(spec.wheels, "/wheels"),
+                Mount(RESOURCES, "/grocker"),
+                Mount(pip_cache, "/pip-cache", read_only=False),
+                Mount(spec.build_envs, "/build-envs"),
+                *pip.mounts,
+                *([Mount(uv_scratch.parent, "/uv", read_only=False)] if uv_scratch else []),
+            ]
+        elif use_warm:
             if build_env:
                 build_env.path.parent.mkdir(parents=True, exist_ok=True)
             mounts = [
@@ -394,12 +443,25 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
                     if result is None or result.exit_code == UNCLEAN:  # nothing ran: a fresh container
                         engine.remove_container(container.id)
                         result = None
+        if use_level:
+            assert level is not None
+            container = level.get(engine, compiler=compiler, mounts=mounts, user=user, env=env, progress=progress)
+            env = {**env, **level_env}
+            if container is not None:
+                result = container.exec_streamed(shared_wrapped(command), env=env, user=user, secret_env=secret_env)
+                if result is not None and result.exit_code == UNCLEAN:  # nothing ran: a container of its own
+                    result = None
         if result is None:
             result = engine.run(compiler, command, mounts=mounts, env=env, user=user, secret_env=secret_env)
         if result.exit_code != 0:
             if "No space left on device" in result.output:
                 raise disk_full(staging) from None
             cause = pip_failure_cause(result.output) or f"exit code {result.exit_code}"
+            if result.exit_code == LEFTOVERS:
+                raise CompileError(f"processes the compile of {what} started survived SIGKILL in the shared test "
+                                   "container: its result is not trusted",
+                                   f"build again; set {LEVEL_ENV}=0 to compile each library in a container of "
+                                   "its own", details=result.tail(30))
             if result.exit_code == 24:
                 raise CompileError(f"a plugin's compile command failed for {what}: {test_failure_cause(result.output)}",
                                    progress.see("its output"), details=result.tail(30))
@@ -450,6 +512,7 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         # Atomic publication: the directory appears complete or not at all.
         if final.exists() and no_cache:
             shutil.rmtree(final, ignore_errors=True)
+        final.parent.mkdir(parents=True, exist_ok=True)  # staged elsewhere in the shared test container
         try:
             os.replace(staging / "out", final)
         except OSError:
@@ -463,6 +526,15 @@ def compile_wheels(engine: Engine, config: Config, *, compiler: str, source: Sou
         shutil.rmtree(staging, ignore_errors=True)
         if uv_scratch is not None:
             shutil.rmtree(uv_scratch, ignore_errors=True)
+
+
+def _below(path: Path, root: Path, mounted_at: str) -> str | None:
+    """Where ``path`` is in a container that mounts ``root`` at ``mounted_at``; None when it lies outside."""
+    try:
+        rel = path.resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return None
+    return mounted_at if rel == "." else f"{mounted_at}/{rel}"
 
 
 _CLEAN_CACHES: set[Path] = set()

@@ -26,13 +26,14 @@ import hashlib
 import json
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from setuptools_grocker.engine import Engine, Mount
 from setuptools_grocker.engine.containers import Container
-from setuptools_grocker.engine.ownership import WARM_SCOPE_LABEL
+from setuptools_grocker.engine.ownership import LEVEL_LABEL, WARM_SCOPE_LABEL
 from setuptools_grocker.errors import ConfigError
 from setuptools_grocker.image.recipes import BUILD_VENV, tool_identity
 from setuptools_grocker.progress import Progress
@@ -128,3 +129,93 @@ def warm_container(engine: Engine, *, state_dir: Path, scope: Path, compiler: st
 def wrapped(command: list[str]) -> list[str]:
     """``command`` run through warm_init.py (leftovers killed and /tmp emptied, before and after)."""
     return [f"{BUILD_VENV}/bin/python", "-I", "/grocker/warm_init.py", "--run", *command]
+
+
+# -- the test container the trusted libraries of a workspace share --------------------------------------------
+
+LEVEL_ENV = "GROCKER_LEVEL_TESTS"
+#: warm_init.py --exec's exit status when processes a library's compile started survived SIGKILL.
+LEFTOVERS = 71
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """Where the libraries of one trust scope (a workspace's trusted members) compile and test together: one
+    warm container, the mounts of every library at once, so each library is a ``docker exec`` in it.
+
+    ``root`` (the workspace, its members below it) is mounted read-only at ``/ws``; ``wheels`` (the published
+    wheels of every member: the internal and tested wheels) read-only at ``/wheels``; ``stage`` (each
+    compile's job, output, home, tmp and scratch, one directory per compile) writable at ``/stage``;
+    ``build_envs`` (the libraries' shared prepared build environments) read-only at ``/build-envs``."""
+
+    root: Path
+    wheels: Path
+    stage: Path
+    build_envs: Path
+    idle: float
+
+
+def level_spec(environ: Mapping[str, str], *, root: Path, state_dir: Path) -> LevelSpec | None:
+    """The shared test container of a workspace's trusted libraries; None when it is off (``GROCKER_LEVEL_TESTS=0``,
+    or no warm containers: ``GROCKER_WARM_IDLE=0``)."""
+    value = environ.get(LEVEL_ENV, "1").strip()
+    if value not in ("0", "1", ""):
+        raise ConfigError(f"{LEVEL_ENV}={value!r} is neither 0 nor 1",
+                          f"set {LEVEL_ENV}=0 to test every library in a container of its own, 1 (the default) "
+                          "to test a workspace's trusted libraries in one shared container")
+    idle = idle_seconds(environ)
+    if value == "0" or idle is None:
+        return None
+    return LevelSpec(root=root, wheels=state_dir / "wheels", stage=state_dir / "stage",
+                     build_envs=state_dir / "build-env" / "libraries", idle=idle)
+
+
+class SharedContainers:
+    """The shared test containers of one workspace run, one per key (compiler image, mounts, environment),
+    started once and reused by every library's exec, from the scheduler's threads. ``discard`` (``--no-cache``:
+    their caches are this run's) removes them when the run ends; otherwise they idle out like a warm compile
+    container, and the next run reuses them."""
+
+    def __init__(self, spec: LevelSpec, *, discard: bool = False) -> None:
+        self.spec = spec
+        self.discard = discard
+        self._lock = threading.Lock()
+        self._started: set[str] = set()
+
+    def get(self, engine: Engine, *, compiler: str, mounts: Sequence[Mount], user: str, env: Mapping[str, str],
+            progress: Progress) -> Container | None:
+        """The running shared container for these mounts and environment (reused, else started); None when the
+        engine refused one (the library then compiles in a container of its own)."""
+        compiler_id = engine.image_id(compiler)
+        if compiler_id is None:
+            return None
+        key = warm_key(compiler_id=compiler_id, mounts=mounts, user=user, env=env, scope=self.spec.root,
+                       idle=self.spec.idle)
+        with self._lock:  # one start per key: the other threads wait for it and reuse it
+            got = engine.warm(f"grocker-level-{key[:20]}", compiler,
+                              [f"{BUILD_VENV}/bin/python", "-I", "/grocker/warm_init.py", "--idle",
+                               str(int(self.spec.idle))], key=key, mounts=list(mounts), user=user,
+                              labels={WARM_SCOPE_LABEL: scope_label(self.spec.root), LEVEL_LABEL: key[:16]})
+            if got is None:
+                return None
+            container, reused = got
+            if not reused:
+                self._started.add(container.id)
+        progress.info(f"library compile: {'in the' if reused else 'started the'} shared test container "
+                      f"{container.id[:12]}")
+        return container
+
+    @property
+    def to_remove(self) -> bool:
+        return self.discard and bool(self._started)
+
+    def close(self, engine: Engine) -> None:
+        """The end of the run: with ``discard``, remove the containers it started."""
+        if self.discard:
+            for cid in sorted(self._started):
+                engine.remove_container(cid)
+
+
+def shared_wrapped(command: list[str]) -> list[str]:
+    """``command`` run in the shared test container through warm_init.py: what it starts is killed after it."""
+    return [f"{BUILD_VENV}/bin/python", "-I", "/grocker/warm_init.py", "--exec", *command]

@@ -1,7 +1,8 @@
 """Building a workspace: in dependency order, up to ``jobs`` members at once, incrementally.
 
 * a library: its wheel is built and its tests run, in one compiler container, against the
-  wheels of its internal dependencies built in this run;
+  wheels of its internal dependencies built in this run; for trusted libraries that container is the
+  one they share, each by ``docker exec`` (warm.py's ``SharedContainers``);
 * an application: its closure is compiled with the internal wheels given as files (never
   from an index), then its runtime image is built, smoke-tested and tagged;
 * a member whose key is unchanged and whose artifact is still there is ``cached``;
@@ -37,6 +38,7 @@ from setuptools_grocker.pipeline.lock import LOCK_FILE, Lock
 from setuptools_grocker.pipeline.pipconf import PipForward, forward
 from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.scheduler import Scheduler
+from setuptools_grocker.pipeline.warm import SharedContainers, level_spec
 from setuptools_grocker.pipeline.workspace import (
     Member,
     Workspace,
@@ -104,6 +106,9 @@ class WorkspaceBuild:
         #: The shared cache of root and compiler images (``build-cache``), one per run.
         self.shared_images = shared_cache(self._shared_config().build_cache, environ, write=options.cache_write,
                                           cache=cache_home(environ))
+        # The trusted libraries' shared test container (GROCKER_LEVEL_TESTS=0: none).
+        spec = level_spec(environ, root=ws.root, state_dir=ws.state_dir)
+        self.level = SharedContainers(spec, discard=options.no_cache) if spec else None
 
     # -- the shared environment ---------------------------------------------------------
     def _shared_config(self) -> Config:
@@ -202,7 +207,12 @@ class WorkspaceBuild:
                 assert self.shared is not None
                 images = ensure_base_images(engine, self.shared, self.progress, pip=self.pip,
                                             work=cache_home(self.environ), shared=self.shared_images)
-        self._schedule(todo, entries, results, images)
+        try:
+            self._schedule(todo, entries, results, images)
+        finally:
+            if self.level is not None and self.level.to_remove:
+                with Engine(self.progress) as engine:
+                    self.level.close(engine)
         report = Report([results[n] for n in todo], time.monotonic() - start)
         if self.options.push and not self.options.stages:
             release_after_build(self, results, report)

@@ -384,6 +384,9 @@ class MemberStages:
             # requirements (mounted read-only once made); an untrusted one prepares its own.
             shared_build_env=self._build_env_key(member) if mode == "library" else None,
             lock=lock,
+            # Trusted libraries compile and test by `docker exec` in one shared container (see warm.py); an
+            # untrusted one in a container of its own.
+            level=self.build.level if member.trusted and member.kind == "library" else None,
         )
 
     def lock_resolution(self, engine: Engine, member: Member, images: BaseImages, progress: Progress,

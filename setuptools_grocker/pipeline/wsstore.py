@@ -100,7 +100,8 @@ class WheelStore:
     def clean_stale_staging(self) -> None:
         """Remove staging directories of builds killed long ago (never read as results)."""
         now = time.time()
-        for tmp in (self.ws.state_dir / "wheels").glob("*/.tmp/*"):
+        stale = [*(self.ws.state_dir / "wheels").glob("*/.tmp/*"), *(self.ws.state_dir / "stage").glob("*")]
+        for tmp in stale:
             try:
                 if now - tmp.stat().st_mtime > STALE_STAGING_SECONDS:
                     shutil.rmtree(tmp, ignore_errors=True)

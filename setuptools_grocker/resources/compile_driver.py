@@ -88,7 +88,13 @@ def build_wheel(job, tree, out_dir):
 
 def env_dir(job, name):
     """Where an environment is made: with uv, in the run's scratch directory beside uv's cache (one mount)."""
-    return os.path.join(job.get("uv_scratch") or "/tmp", name)
+    return os.path.join(job.get("uv_scratch") or scratch_dir(job), name)
+
+
+def scratch_dir(job):
+    """This compile's scratch directory: its own in a container shared by several compiles (the host names
+    one below the compile's staging directory), else in /tmp."""
+    return job.get("scratch") or "/tmp/grocker-build"
 
 
 def make_env(job, path, requirements, *, find_links=None, exit_code=22, what="environment"):
@@ -584,7 +590,7 @@ def prepared_wheel(job, tree, project_out):
     # The PEP 517 hook called directly, as a frontend does without isolation: no pip start-up, no separate
     # metadata step. Run as a script of its own directory, so the source tree (the working directory) is
     # not put on sys.path.
-    hook = "/tmp/grocker-hook/build_wheel.py"
+    hook = os.path.join(scratch_dir(job), "hook", "build_wheel.py")
     os.makedirs(os.path.dirname(hook), exist_ok=True)
     with open(hook, "w") as fh:
         fh.write(BUILD_WHEEL)
@@ -649,7 +655,7 @@ def main():
     if job.get("mode") == "metadata":
         prepare_metadata(job)
         return
-    scratch = "/tmp/grocker-build"
+    scratch = scratch_dir(job)
     out = job["out"]
     local_out = os.path.join(scratch, "local-wheels")
     project_out = os.path.join(scratch, "project-wheel")

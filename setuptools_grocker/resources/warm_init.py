@@ -8,8 +8,20 @@ leftovers of earlier compiles go: every other process of the user is killed (``k
 PID 1 and this one; the container runs with ``no-new-privileges``, so no process of it is anyone else) and
 ``/tmp`` is emptied; then COMMAND runs; then its own leftovers go the same way. Exit status: COMMAND's;
 70 when the container cannot be made clean (the host then removes it and compiles in a fresh one).
+
+``warm_init.py --exec COMMAND...``: one library's compile (wheel, tests) in the test container a workspace's
+trusted libraries share (pipeline/warm.py's ``SharedContainers``), where other libraries' compiles may run
+at the same moment, so nothing global is killed while they do. The wrapper makes itself the child
+subreaper of what it starts (``PR_SET_CHILD_SUBREAPER``: a daemon that double-forks is re-parented to it,
+not to PID 1), runs COMMAND, then kills every process below it and waits for them: nothing the library's
+tests started outlives its exec. The host gives each exec its own HOME, TMPDIR and scratch directories.
+``/tmp`` itself is shared while execs overlap; it is emptied, and processes left by execs that died (the
+orphans of PID 1) are killed, whenever no exec runs: before a COMMAND that finds itself alone, and after
+the last one (a lock, :data:`LEVEL_LOCK`, shared by running execs, exclusive while cleaning).
 Standard library only.
 """
+import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -18,6 +30,9 @@ import sys
 import time
 
 UNCLEAN = 70
+LEFTOVERS = 71  # --exec: processes the command started survived SIGKILL (its result is not to be trusted)
+LEVEL_LOCK = "/tmp/.grocker-level.lock"
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def others():
@@ -58,6 +73,115 @@ def clean():
     return not others() and all(os.lstat(os.path.join("/tmp", e)).st_uid != os.getuid() for e in os.listdir("/tmp"))
 
 
+def processes():
+    """{pid: parent pid} of every live process (zombies excluded)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X"):
+            found[int(entry)] = int(fields[1])
+    return found
+
+
+def descendants(root):
+    """The live processes below ``root``."""
+    parents = processes()
+    below, changed = set(), True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if pid not in below and (ppid == root or ppid in below):
+                below.add(pid)
+                changed = True
+    return below
+
+
+def reap():
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def kill_below():
+    """Kill everything this exec started (re-parented to it as their subreaper) until none is left."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        below = descendants(os.getpid())
+        if not below:
+            return True
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+        reap()
+    return not descendants(os.getpid())
+
+
+def clean_shared():
+    """With no exec running: kill what execs that died left (re-parented to PID 1) and empty /tmp (the lock
+    file stays: execs about to run hold it open)."""
+    for pid, ppid in processes().items():
+        # ppid 0: the root of a `docker exec` (another wrapper, waiting for the lock); 1: a leftover.
+        if ppid == 1 and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    for entry in os.listdir("/tmp"):
+        path = os.path.join("/tmp", entry)
+        if path == LEVEL_LOCK:
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def shared_exec(command):
+    """One library's COMMAND in the shared test container; its exit status."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("[level] cannot become a child subreaper", flush=True)
+        return UNCLEAN
+    lock = open(LEVEL_LOCK, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        clean_shared()  # alone: the leftovers of earlier execs go
+    except OSError:
+        pass
+    fcntl.flock(lock, fcntl.LOCK_SH)  # waits while another exec cleans
+    try:
+        status = subprocess.run(command).returncode
+    finally:
+        killed = kill_below()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            clean_shared()  # the last one out
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        except OSError:
+            pass
+    if not killed:
+        print("[level] processes the command started could not be killed", flush=True)
+        return LEFTOVERS
+    return status
+
+
 def idle(seconds):
     def reap(*_):
         while True:
@@ -83,6 +207,8 @@ def idle(seconds):
 def main(argv):
     if argv[1] == "--idle":
         return idle(float(argv[2]))
+    if argv[1] == "--exec":
+        return shared_exec(argv[2:])
     if not clean():
         print("[warm] the warm container could not be cleaned", flush=True)
         return UNCLEAN
