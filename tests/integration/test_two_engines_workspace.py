@@ -11,6 +11,7 @@ and compiler images are this module's alone and removed at the end; nothing engi
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -24,9 +25,10 @@ from typing import Iterator
 import docker
 import pytest
 
+from setuptools_grocker.errors import RegistryError
 from setuptools_grocker.image.recipes import compiler_key, root_key
 from setuptools_grocker.pipeline.workspace import load_workspace, shared_config
-from setuptools_grocker.registry.client import digest_of
+from setuptools_grocker.registry.client import digest_of, get_blob, get_manifest
 from tests.helpers import Run, free_port, generate, grocker, remove_images, wait_http
 from tests.second_engine import SecondEngine
 
@@ -50,14 +52,22 @@ def _by_name(run: Run) -> dict[str, dict]:
     return {p["name"]: p for p in run.report["projects"]}
 
 
-def _images_of(client: docker.DockerClient, *labels: str) -> list[str]:
-    """The images of this run on one engine (by reference prefix), children before parents."""
-    out = []
-    for image in client.images.list():
-        for tag in image.tags:
-            if any(tag.startswith(p) for p in labels):
-                out.append(tag)
-    return out
+def _images_of(client: docker.DockerClient, *prefixes: str) -> list[str]:
+    """The references on one engine that start with one of ``prefixes`` (this module's images)."""
+    return [tag for image in client.api.images() for tag in image.get("RepoTags") or ()
+            if tag.startswith(prefixes)]
+
+
+def _layers_and_config(registry: str, repo: str, manifest_digest: str, config_digest: str) -> tuple[list, dict]:
+    """An application image as the registry holds it: its layer digests and its config."""
+    ref = f"{registry}/{repo}"
+    layers = []
+    try:
+        body, _ = get_manifest(f"{ref}@{manifest_digest}")
+        layers = [layer["digest"] for layer in json.loads(body)["layers"]]
+    except RegistryError:
+        pass  # a deleted manifest: its blobs are still there
+    return layers, json.loads(get_blob(ref, config_digest))
 
 
 @pytest.fixture(scope="module")
@@ -166,16 +176,23 @@ def test_engine_b_builds_the_applications_to_the_same_digests(farm: Farm, client
     apps = [f"{farm.registry}/{a}" for a in farm.graph["applications"]]
     remove_images(farm.client_b, *_images_of(farm.client_b, *apps))
     env = _machine_b(farm, client, tmp_path)
-    run = grocker("workspace", "build", str(tmp_path / "ws"), "--push", "--wheel-index", farm.index, env=env,
+    run = grocker("workspace", "build", str(tmp_path / "ws"), "--push", "--wheel-index", farm.index, "-v", env=env,
                   report=tmp_path / "b.json")
     assert run.code == 0, run.err[-4000:]
     by_name = _by_name(run)
     for lib in farm.graph["libraries"]:
         assert (by_name[lib]["status"], by_name[lib]["reason"]) == ("cached", "fetched from the wheel index")
+    # The base image's layers were never pulled by B: the push takes the registry's gzip blobs (recorded
+    # when the root came from the shared cache) instead of compressing them with this machine's zlib.
+    assert "the registry's blob reused" in run.out + run.err, run.err[-4000:]
     assert run.report is not None and run.report["base_images"] == {"root": "pulled", "compiler": "pulled"}
     assert "apt-get" not in run.out + run.err
     for app in farm.graph["applications"]:
         assert by_name[app]["status"] == "built"
+        # The same config (pytest shows what differs), then the same image and manifest.
+        _, config_a = _layers_and_config(farm.registry, app, by_name_a[app]["digest"], by_name_a[app]["image_id"])
+        _, config_b = _layers_and_config(farm.registry, app, by_name[app]["digest"], by_name[app]["image_id"])
+        assert config_b == config_a
         assert by_name[app]["image_id"] == by_name_a[app]["image_id"], app
         assert by_name[app]["digest"] == by_name_a[app]["digest"], app
 
