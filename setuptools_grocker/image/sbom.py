@@ -93,6 +93,17 @@ def _metadata(wheel: Path) -> Mapping[str, Any]:
     return data
 
 
+def wheel_name(filename: str) -> str:
+    """A wheel's file name without its build tag: the wheel index names a library's wheel with a build tag
+    carrying the key (wheelhouse.py), a machine that built it has it without; the bytes are the same, and
+    so must the SBOM (hence the image) be."""
+    parts = filename[:-len(".whl")].split("-") if filename.endswith(".whl") else []
+    if len(parts) == 6:
+        del parts[2]
+        return "-".join(parts) + ".whl"
+    return filename
+
+
 def python_dists(wheels: Iterable[Path], internal: Iterable[str]) -> list[PythonDist]:
     """The distributions the wheels ``wheels`` install, sorted by name; ``internal`` names the internal ones."""
     internal_names = {canonicalize_name(n) for n in internal}
@@ -102,7 +113,7 @@ def python_dists(wheels: Iterable[Path], internal: Iterable[str]) -> list[Python
         name = canonicalize_name(str(meta["Name"]))
         licence, expression = _licence(meta)
         found.append(PythonDist(name=name, version=str(meta["Version"]),
-                                sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(), wheel=wheel.name,
+                                sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(), wheel=wheel_name(wheel.name),
                                 internal=name in internal_names, licence=licence, expression=expression))
     return sorted(found, key=lambda d: (d.name, d.version))
 

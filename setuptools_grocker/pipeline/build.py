@@ -43,7 +43,7 @@ from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, p
 from setuptools_grocker.pipeline.compile import compile_wheels
 from setuptools_grocker.pipeline.lock import Lock, lock_line, read_lock, write_lock
 from setuptools_grocker.pipeline.naming import default_reference, extra_tags
-from setuptools_grocker.pipeline.pipconf import PipForward, forward
+from setuptools_grocker.pipeline.pipconf import PipForward, forward, pip_identity
 from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.project import Source, describe_project, git_revision, project_label, source_date_epoch
 from setuptools_grocker.pipeline.provenance import record_provenance
@@ -97,7 +97,7 @@ def _key_data(config: Config, *, rkey: str, source: Source, local_sources: list[
         "local": [s.digest for s in local_sources],
         "constraints": hashlib.sha256(constraints).hexdigest(),
         # Where packages come from decides what gets built; values are hashed, never stored.
-        "pip": hashlib.sha256(json.dumps(sorted(pip_env.items())).encode()).hexdigest(),
+        "pip": pip_identity(pip_env),
         "plugins": plugins,
         # How the runtime image is made beyond its inputs: images made before bytecode are rebuilt.
         "image": bytecode_identity(bytecode),

@@ -11,6 +11,8 @@ with a warning. None of this ever reaches an image layer.
 from __future__ import annotations
 
 import configparser
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,47 @@ def forward(environ: Mapping[str, str], constraints: Path | None = None) -> PipF
         existing = result.env.get("PIP_CONSTRAINT", "")
         result.env["PIP_CONSTRAINT"] = " ".join(p for p in (existing, str(constraints)) if p)
     return result
+
+
+def pip_identity(pip_env: Mapping[str, str]) -> str:
+    """What the forwarded pip options contribute to a cache key: the same on every machine with the same setup.
+
+    A value naming a local file or directory (a constraints file, a certificate, a find-links directory, a
+    ``file:`` index) stands for what is there, not where: a file by the sha256 of its bytes, a directory by the
+    names and sizes of the files under it (a wheel's name carries its version). Two machines keeping the same
+    constraints at different paths get the same key; a changed file changes it. Other values (URLs, flags)
+    are taken as they are. Only a hash is returned: credentials in a URL are never stored.
+    """
+    parts: list[tuple[str, list[str]]] = []
+    for name, raw in sorted(pip_env.items()):
+        option = name[len("PIP_"):].lower().replace("_", "-")
+        values = raw.split() if option in MULTI else [raw.strip()]
+        parts.append((name, [_value_identity(option, v) for v in values]))
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _value_identity(option: str, value: str) -> str:
+    path = _local_path(value) if (option in PATHS or option in URLS) else None
+    if path is None:
+        return value
+    digest = hashlib.sha256()
+    try:
+        if path.is_file():
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            return "file:" + digest.hexdigest()
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames.sort()
+                rel = Path(dirpath).relative_to(path).as_posix()
+                for filename in sorted(filenames):
+                    size = (Path(dirpath) / filename).stat().st_size
+                    digest.update(f"{rel}/{filename}\0{size}\n".encode())
+            return "dir:" + digest.hexdigest()
+    except OSError:
+        pass
+    return "missing:" + path.name
 
 
 def _local_path(value: str) -> Path | None:

@@ -35,7 +35,7 @@ from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import BaseImages, current_root_key, ensure_base_images
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home
 from setuptools_grocker.pipeline.lock import LOCK_FILE, Lock
-from setuptools_grocker.pipeline.pipconf import PipForward, forward
+from setuptools_grocker.pipeline.pipconf import PipForward, forward, pip_identity
 from setuptools_grocker.pipeline.plugins import plugin_manager
 from setuptools_grocker.pipeline.scheduler import Scheduler
 from setuptools_grocker.pipeline.warm import SharedContainers, level_spec
@@ -118,7 +118,7 @@ class WorkspaceBuild:
     def compute_keys(self, engine: Engine) -> None:
         self.shared = self._shared_config()
         base = engine.ensure_image(self.shared.base_image)
-        pip_hash = hashlib.sha256(json.dumps(sorted(self.pip.env.items())).encode()).hexdigest()
+        pip_hash = pip_identity(self.pip.env)  # contents, not paths: the same on every machine
         self.env_key = hashlib.sha256(json.dumps({
             "root": current_root_key(engine, self.shared, base["Id"]),
             "build": list(self.shared.build_packages),

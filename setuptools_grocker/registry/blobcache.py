@@ -14,6 +14,13 @@ cache root read and write the same files at once, and a machine can stop at any 
   uploaded: a layer must gunzip to its diff ID, a config must hash to its image ID. One that
   does not (cut short by a crash or a full disk, damaged on disk, written by an older tool)
   is dropped and made again from the engine; it is never uploaded.
+
+A layer the registry already holds is not compressed again: the shared build cache
+(sharedcache.py) records, for every layer of a root or compiler image it pulls, where the registry
+keeps its gzip blob (``<hex>.from``: ``REPOSITORY@DIGEST``, written by :func:`remember_remote`).
+When such a layer is missing here, its blob is fetched from there (and checked against the diff
+ID) instead of being gzipped by this machine's zlib, whose output may differ from the machine that
+pushed it first: the same layer keeps one digest across the farm.
 """
 from __future__ import annotations
 
@@ -48,6 +55,42 @@ def diff_id_of(blob: bytes) -> str | None:
     return "sha256:" + digest.hexdigest()
 
 
+def remember_remote(cache: Path, layers: Sequence[tuple[str, str]], repository: str) -> None:
+    """Record that ``repository`` holds the gzip blob ``digest`` of each ``(diff ID, digest)`` of ``layers``."""
+    blobs = cache / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for diff_id, digest in layers:
+        if not _is_sha256(digest) or not _is_sha256(diff_id):
+            continue
+        hint = blobs / f"{_hex(diff_id)}.from"
+        text = f"{repository}@{digest}\n"
+        if not (blobs / f"{_hex(diff_id)}.tar.gz").exists() and not (hint.exists() and hint.read_text() == text):
+            write_atomic(hint, text.encode())
+
+
+def _from_registry(path: Path, diff_id: str, info: Callable[[str], None]) -> bytes | None:
+    """The registry's blob of ``diff_id`` when a ``.from`` hint names one that unpacks to it, else None."""
+    from setuptools_grocker.errors import RegistryError
+    from setuptools_grocker.registry.client import get_blob
+
+    hint = path.with_name(path.name[:-len(".tar.gz")] + ".from")
+    try:
+        ref = hint.read_text().strip()
+    except OSError:
+        return None
+    repository, _, digest = ref.rpartition("@")
+    try:
+        blob = get_blob(ref, digest)
+    except (RegistryError, OSError) as exc:
+        info(f"layer {diff_id[:19]}: the registry's blob {ref} is not available ({exc}): compressed here")
+        return None
+    if diff_id_of(blob) != diff_id:
+        info(f"layer {diff_id[:19]}: the registry's blob {ref} does not unpack to it: compressed here")
+        return None
+    info(f"layer {diff_id[:19]}: the registry's blob reused ({repository}@{digest[:19]}), not compressed again")
+    return blob
+
+
 def image_blobs(cache: Path, image_id: str, diff_ids: Sequence[str], save: Save,
                 info: Callable[[str], None] = lambda _: None) -> tuple[bytes, list[tuple[str, bytes]]]:
     """The image config and the ``(digest, gzip blob)`` of every layer of ``image_id``, from the cache.
@@ -63,6 +106,11 @@ def image_blobs(cache: Path, image_id: str, diff_ids: Sequence[str], save: Save,
     paths = {d: blobs / f"{_hex(d)}.tar.gz" for d in diff_ids}
     config = _read_checked(config_path, lambda data: sha256(data) == image_id, info)
     layers = {d: _read_checked(path, _gunzips_to(d), info) for d, path in paths.items()}
+    for diff_id, path in paths.items():
+        if layers[diff_id] is None:
+            layers[diff_id] = blob = _from_registry(path, diff_id, info)
+            if blob is not None:
+                write_atomic(path, blob)
     if config is None or any(blob is None for blob in layers.values()):
         saved_config, tars = save()
         if config is None:
@@ -89,6 +137,11 @@ def image_blobs(cache: Path, image_id: str, diff_ids: Sequence[str], save: Save,
 
 def _gunzips_to(diff_id: str) -> Callable[[bytes], bool]:
     return lambda blob: diff_id_of(blob) == diff_id
+
+
+def _is_sha256(digest: str) -> bool:
+    algorithm, _, hexdigest = digest.partition(":")
+    return algorithm == "sha256" and len(hexdigest) == 64 and all(c in "0123456789abcdef" for c in hexdigest)
 
 
 def _hex(digest: str) -> str:

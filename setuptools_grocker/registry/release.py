@@ -84,8 +84,11 @@ class AppRelease:
 
 
 def release_id(apps: list[AppRelease]) -> str:
-    """A name for a release when the user gave none: the date and a hash of its digests."""
-    digest = hashlib.sha256(json.dumps(sorted((a.name, a.digest) for a in apps)).encode()).hexdigest()
+    """A name for a release when the user gave none: the date and a hash of its digests and of the documents
+    attached to them. Another machine that pushes the same image again attaches its own provenance (who built
+    it, when): a release naming that one is another release, not a clash with the first one's name."""
+    digest = hashlib.sha256(json.dumps(sorted((a.name, a.digest, sorted(a.documents.items())) for a in apps))
+                            .encode()).hexdigest()
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d") + "-" + digest[:12]
 
 

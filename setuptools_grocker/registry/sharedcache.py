@@ -35,7 +35,7 @@ from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import ConfigError, RegistryError
 from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.progress import Progress
-from setuptools_grocker.registry.blobcache import diff_id_of, image_blobs, sha256
+from setuptools_grocker.registry.blobcache import diff_id_of, image_blobs, remember_remote, sha256
 from setuptools_grocker.registry.client import digest_of, get_blob, get_manifest, push_image
 
 __all__ = ["KEY_LABEL", "SharedCache", "shared_cache"]
@@ -153,6 +153,9 @@ class SharedCache:
         for diff_id, blob in new:
             write_atomic(blobs / f"{diff_id.split(':', 1)[1]}.tar.gz", blob)
         write_atomic(blobs / f"{image_id.split(':', 1)[1]}.json", config)
+        # The layers below (the base's) were not pulled: a push fetches the registry's blob rather than
+        # compressing them with this machine's zlib (blobcache.py).
+        remember_remote(self.cache, [(d, digest) for (digest, _), d in zip(layers, diff_ids)], self.repository)
 
     # -- writing ----------------------------------------------------------------------------------
     def publish(self, engine: Engine, *, kind: str, key: str, tag: str, progress: Progress) -> None:

@@ -129,3 +129,34 @@ def test_an_engine_copy_without_the_layer_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(ImageBuildError, match="lacks its layer"):
         image_blobs(tmp_path, image.id, image.diff_ids, save_without_a_layer)
+
+
+def test_a_layer_the_registry_holds_is_fetched_not_compressed_again(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another machine's zlib may gzip a layer to other bytes: the registry's blob (named by the shared cache's
+    ``.from`` hint) is reused, so the layer keeps the digest it has in the registry."""
+    from setuptools_grocker.registry import client as registry
+    from setuptools_grocker.registry.blobcache import remember_remote
+    from tests.unit.registry_stub import StubRegistry
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    registry._reset()
+    image = Image([0, 1])
+    theirs = gzip.compress(TARS[0], compresslevel=1, mtime=0)  # not what this machine's gzip_layer makes
+    reg = StubRegistry()
+    try:
+        reg.store.blobs[sha256(theirs)] = theirs
+        bogus = gzip.compress(TARS[2], mtime=0)  # a hint whose blob unpacks to another layer is not used
+        reg.store.blobs[sha256(bogus)] = bogus
+        remember_remote(tmp_path / "cache", [(image.diff_ids[0], sha256(theirs)),
+                                             (image.diff_ids[1], sha256(bogus))], f"{reg.host}/cache")
+        lines: list[str] = []
+        config, layers = image.blobs(tmp_path / "cache", lines.append)
+    finally:
+        reg.close()
+    image.check(config, layers)
+    assert layers[0] == (sha256(theirs), theirs)
+    assert layers[1][0] != sha256(bogus)  # compressed here instead
+    assert any("the registry's blob reused" in line for line in lines), lines
+    assert any("does not unpack to it: compressed here" in line for line in lines), lines
+    assert image.saves == 1  # only for the layer the registry could not give

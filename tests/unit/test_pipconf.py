@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from setuptools_grocker.pipeline.pipconf import forward, read_pip_options
+from setuptools_grocker.pipeline.pipconf import forward, pip_identity, read_pip_options
 
 
 def test_files_then_env_in_pip_order(tmp_path: Path) -> None:
@@ -49,3 +49,26 @@ def test_project_constraints_are_added(tmp_path: Path) -> None:
     fwd = forward({"PIP_CONFIG_FILE": "/dev/null"}, constraints)
     assert fwd.env["PIP_CONSTRAINT"] == str(constraints)
     assert [m.source for m in fwd.mounts] == [constraints]
+
+
+def test_the_key_takes_the_contents_of_local_options_not_their_paths(tmp_path: Path) -> None:
+    """Two machines keeping the same constraints, certificate and find-links directory at different paths
+    have the same pip identity (a cache key part); a changed file or a new wheel changes it."""
+    def machine(root: Path, pins: str = "attrs==23.1.0\n", wheels: tuple[str, ...] = ("a-1.0-py3-none-any.whl",)
+                ) -> dict[str, str]:
+        (root / "links").mkdir(parents=True)
+        for name in wheels:
+            (root / "links" / name).write_bytes(b"PK" + name.encode())
+        (root / "constraints.txt").write_text(pins)
+        (root / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+        return {"PIP_CONSTRAINT": str(root / "constraints.txt"), "PIP_CERT": str(root / "ca.pem"),
+                "PIP_FIND_LINKS": str(root / "links"), "PIP_EXTRA_INDEX_URL": "https://index.example/simple",
+                "PIP_DEFAULT_TIMEOUT": "60"}
+
+    a = pip_identity(machine(tmp_path / "home" / "alice" / "ci"))
+    assert pip_identity(machine(tmp_path / "srv" / "worker-2")) == a
+    assert pip_identity(machine(tmp_path / "pins", pins="attrs==23.2.0\n")) != a
+    assert pip_identity(machine(tmp_path / "more", wheels=("a-1.0-py3-none-any.whl", "b-2.0-py3-none-any.whl"))) != a
+    other_index = {**machine(tmp_path / "index"), "PIP_EXTRA_INDEX_URL": "https://other.example/simple"}
+    assert pip_identity(other_index) != a
+    assert "alice" not in pip_identity(machine(tmp_path / "again" / "alice"))  # a hash, nothing of the path

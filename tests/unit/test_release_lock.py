@@ -102,3 +102,18 @@ def test_lagging_tags_make_one_line_naming_them() -> None:
                                 "convenience tag(s) lag: 127.0.0.1:5000/web:2.0.0, 127.0.0.1:5000/web:r1; "
                                 "run the release again to move them (it is idempotent)")
     assert lagging_error({**document, "lagging": []}) is None
+
+
+def test_a_release_name_follows_the_digests_and_the_attached_documents() -> None:
+    """Two machines pushing the same image attach their own provenance: the releases naming one or the other
+    get different automatic names (a release document never changes), the same documents the same name."""
+    from setuptools_grocker.registry.release import AppRelease, release_id
+
+    def app(att: str) -> AppRelease:
+        return AppRelease("shop", "1.0", "reg:5000/shop:kabc", "sha256:" + "1" * 64,
+                          documents={"sbom": "reg:5000/shop@sha256:" + "2" * 64, "provenance": att})
+
+    a, b = "reg:5000/shop@sha256:" + "3" * 64, "reg:5000/shop@sha256:" + "4" * 64
+    assert release_id([app(a)]) == release_id([app(a)])
+    assert release_id([app(a)]) != release_id([app(b)])
+    assert release_id([app(a)]).split("-")[0].isdigit()  # the date first

@@ -75,6 +75,18 @@ def test_python_distributions_from_wheels(tmp_path: Path) -> None:
     assert found["requests"].sha256 == hashlib.sha256(whl.read_bytes()).hexdigest()
 
 
+def test_a_wheel_from_the_index_is_the_same_component_as_the_one_built_here(tmp_path: Path) -> None:
+    """The wheel index names a library's wheel with a build tag (its key); the machine that built it has the
+    same bytes without one: the SBOM, inside the image, must not tell them apart (the same image digest)."""
+    built = wheel(tmp_path, "shop_lib", "1.0")
+    fetched = tmp_path / "index" / "shop_lib-1.0-1367fd392b9c3-py3-none-any.whl"
+    fetched.parent.mkdir()
+    fetched.write_bytes(built.read_bytes())
+    here, there = python_dists([built], internal=["shop-lib"]), python_dists([fetched], internal=["shop-lib"])
+    assert here == there
+    assert here[0].wheel == "shop_lib-1.0-py3-none-any.whl"
+
+
 def sbom(tmp_path: Path, epoch: int = 1_700_000_000) -> bytes:
     return make_sbom(name="shop-app", version="1.0", dists=dists(tmp_path), debs=parse_dpkg_status(STATUS),
                      base_image="debian:bookworm-slim", base_id="sha256:" + "b" * 64, root_id="sha256:" + "r" * 64,
