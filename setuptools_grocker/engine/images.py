@@ -178,3 +178,30 @@ class Images(Connection):
         except docker.errors.APIError as exc:
             return short(exc)
         return None
+
+
+def load_archive(config: bytes, below: list[str], layers: list[tuple[str, bytes]]) -> bytes:
+    """A ``docker load`` archive: the image config and the tars of its new ``layers`` (diff ID, tar or gzip
+    bytes); the layers ``below`` them (diff IDs) are named by the manifest and left out: the engine has them.
+
+    The engine loads a layer only when it lacks the chain of layers ending with it (the chain ID of the
+    diff IDs up to it), so a layer it already has may be named without its tar."""
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    names = [f"{d.split(':', 1)[1]}/layer.tar" for d in [*below, *(d for d, _ in layers)]]
+    manifest = [{"Config": config_name, "RepoTags": None, "Layers": names}]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+
+        add(config_name, config)
+        seen = set()
+        for diff_id, blob in layers:
+            name = f"{diff_id.split(':', 1)[1]}/layer.tar"
+            if name not in seen:
+                seen.add(name)
+                add(name, blob)
+        add("manifest.json", json.dumps(manifest).encode())
+    return out.getvalue()

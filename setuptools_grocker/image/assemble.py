@@ -46,6 +46,7 @@ from installer.sources import WheelFile
 from installer.utils import Scheme, construct_record_file, fix_shebang
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
+from setuptools_grocker.engine.images import load_archive as engine_load_archive
 from setuptools_grocker.errors import ImageBuildError
 
 if TYPE_CHECKING:
@@ -316,30 +317,9 @@ def image_config(root: Mapping[str, Any], layers: list[Layer], *, settings: Mapp
 
 def load_archive(config: bytes, root_diff_ids: list[str], layers: list[Layer], present: int = 0) -> bytes:
     """A ``docker load`` archive holding the config and the new layers: the root's are in the engine, and so
-    are the first ``present`` of ``layers`` (an image of the engine starts with the same layers).
-
-    The engine loads a layer only when it lacks the chain of layers ending with it (the chain ID of the
-    diff IDs up to it): the others are named by the manifest and left out of the archive."""
-    config_name = hashlib.sha256(config).hexdigest() + ".json"
-    names = [f"{d.split(':', 1)[1]}/layer.tar" for d in root_diff_ids] + \
-            [f"{layer.diff_id.split(':', 1)[1]}/layer.tar" for layer in layers]
-    manifest = [{"Config": config_name, "RepoTags": None, "Layers": names}]
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        def add(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-
-        add(config_name, config)
-        seen = set()
-        for layer in layers[present:]:
-            name = f"{layer.diff_id.split(':', 1)[1]}/layer.tar"
-            if name not in seen:
-                seen.add(name)
-                add(name, layer.tar)
-        add("manifest.json", json.dumps(manifest).encode())
-    return out.getvalue()
+    are the first ``present`` of ``layers`` (an image of the engine starts with the same layers)."""
+    below = [*root_diff_ids, *(layer.diff_id for layer in layers[:present])]
+    return engine_load_archive(config, below, [(layer.diff_id, layer.tar) for layer in layers[present:]])
 
 
 def group_layers(groups: list[tuple[str, list[Entry]]], room: int) -> list[tuple[str, list[Entry]]]:

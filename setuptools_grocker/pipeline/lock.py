@@ -162,15 +162,20 @@ def parse_lock(path: Path, data: bytes) -> Lock:
                 tuple(sorted(canonicalize_name(n) for n in from_source)))
 
 
-def read_lock(path: Path) -> Lock | None:
-    """The lock at ``path``, checked; None when there is none. LockError when it is unreadable or invalid."""
+def lock_bytes(path: Path) -> bytes | None:
+    """The bytes of the lock at ``path``; None when there is none. LockError when it cannot be read."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise LockError(f"cannot read the lock {path}: {exc.strerror}", "check the file's permissions") from exc
-    return parse_lock(path, data)
+
+
+def read_lock(path: Path) -> Lock | None:
+    """The lock at ``path``, checked; None when there is none. LockError when it is unreadable or invalid."""
+    data = lock_bytes(path)
+    return None if data is None else parse_lock(path, data)
 
 
 def split_blocks(text: str) -> tuple[str, list[str]]:

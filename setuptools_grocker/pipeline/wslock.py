@@ -39,6 +39,7 @@ from setuptools_grocker.pipeline.lock import (
     LockedPackage,
     block_name,
     load_document,
+    lock_bytes,
     parse_packages,
     split_blocks,
     strip_credentials,
@@ -229,13 +230,8 @@ def parse_workspace_lock(path: Path, data: bytes, root: Path) -> WorkspaceLock:
 def read_workspace_lock(root: Path) -> WorkspaceLock | None:
     """The lock at the workspace root (``ROOT/pylock.toml``), checked; None when there is none."""
     path = root / LOCK_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise LockError(f"cannot read the lock {path}: {exc.strerror}", "check the file's permissions") from exc
-    return parse_workspace_lock(path, data, root)
+    data = lock_bytes(path)
+    return None if data is None else parse_workspace_lock(path, data, root)
 
 
 def write_workspace_lock(root: Path, resolutions: Mapping[str, Resolution]) -> WorkspaceLock:

@@ -23,15 +23,13 @@ built; a push that fails is one warning. Pushed and pulled blobs go through the 
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import tarfile
 import urllib.error
 from pathlib import Path
 from typing import Any, Mapping
 
 from setuptools_grocker.engine import Engine
+from setuptools_grocker.engine.images import load_archive
 from setuptools_grocker.errors import ConfigError, RegistryError
 from setuptools_grocker.fs import write_atomic
 from setuptools_grocker.progress import Progress
@@ -144,7 +142,7 @@ class SharedCache:
                     raise _Refused(f"its layer {digest[:19]} does not unpack to {diff_id[:19]}")
                 new.append((diff_id, blob))
             progress.info(f"pulled {ref}: {sum(len(b) for _, b in new)} bytes, {len(new)} layers")
-            engine.load(_load_archive(config, below, new), f"{kind} image")
+            engine.load(load_archive(config, below, new), f"{kind} image")
         if engine.image_id(image_id) != image_id:
             raise _Refused(f"the engine did not load it as {image_id[:19]}")
         engine.tag(image_id, tag)
@@ -178,26 +176,3 @@ class SharedCache:
 
 class _Refused(Exception):
     """What the registry served is not the entry the key names (the message says why)."""
-
-
-def _load_archive(config: bytes, below: list[str], layers: list[tuple[str, bytes]]) -> bytes:
-    """A ``docker load`` archive: the config, the new (gzip) layers; the layers below are the engine's."""
-    config_name = hashlib.sha256(config).hexdigest() + ".json"
-    names = [f"{d.split(':', 1)[1]}/layer.tar" for d in [*below, *(d for d, _ in layers)]]
-    manifest = [{"Config": config_name, "RepoTags": None, "Layers": names}]
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        def add(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-
-        add(config_name, config)
-        seen = set()
-        for diff_id, blob in layers:
-            name = f"{diff_id.split(':', 1)[1]}/layer.tar"
-            if name not in seen:
-                seen.add(name)
-                add(name, blob)
-        add("manifest.json", json.dumps(manifest).encode())
-    return out.getvalue()

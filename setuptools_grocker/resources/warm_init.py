@@ -183,16 +183,7 @@ def shared_exec(command):
 
 
 def idle(seconds):
-    def reap(*_):
-        while True:
-            try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-
-    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGCHLD, lambda *_: reap())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     last = time.monotonic()
     while True:
