@@ -99,6 +99,14 @@ def median(values: Sequence[float]) -> float | None:
     return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100): a value that was observed, never interpolated."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return float(ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)])
+
+
 @dataclass(frozen=True)
 class Side:
     """One service's requests in a window: how many, how many answered 5xx (or not at all), their times."""
@@ -113,7 +121,8 @@ class Side:
 
     def figures(self) -> dict[str, Any]:
         return {"requests": self.requests, "errors": self.errors, "error_rate": round(self.error_rate, 4),
-                "median_ms": median(self.times_ms)}
+                "median_ms": median(self.times_ms), "p95_ms": percentile(self.times_ms, 95),
+                "p99_ms": percentile(self.times_ms, 99)}
 
 
 @dataclass(frozen=True)
@@ -151,5 +160,5 @@ def judge(canary: Side, stable: Side, *, min_requests: int, alpha: float, latenc
     return Verdict("pass", "no significant difference in errors or latency", c, s, ep, lp, method)
 
 
-__all__ = ["EXACT_LIMIT", "Side", "Verdict", "judge", "mann_whitney_greater", "median", "normal_sf",
+__all__ = ["EXACT_LIMIT", "Side", "Verdict", "judge", "mann_whitney_greater", "median", "normal_sf", "percentile",
            "two_proportion_p"]

@@ -22,6 +22,11 @@
    (the canary service becoming "the" service) would change the service's name at each release, and with it
    its history, its secrets and what ``grocker deploy NAME`` means.
 
+4. **Incident.** Every automatic rollback goes through :meth:`Shipper.record_rollback`: the incident report
+   (:mod:`setuptools_grocker.deploy.incident`, with the failing tasks' last log lines read before their service
+   was removed), the history record, then the ``grocker_incident`` hook. The judge's figures come from the
+   ``grocker_release_metrics`` hook when a plugin answers for both sides, else from the edge's request log.
+
 **State.** Every change of weight is written first to ``STATE_DIR/ship-NAME.json`` (atomically: a temporary
 file renamed). A run that finds a state that is not final (the previous controller died) does not guess where
 it stopped: it puts the stable back at full weight, the canary at 0, removes the canary, then starts over.
@@ -33,16 +38,20 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from setuptools_grocker.config import Canary
 from setuptools_grocker.deploy.analysis import Side, Verdict, judge
 from setuptools_grocker.deploy.deployer import Deployer, DeployOptions, Publish, check_name, history
 from setuptools_grocker.deploy.edge import DEFAULT_WEIGHT, MAX_WEIGHT, Edge, LoggedRequest, Pool, network_of
+from setuptools_grocker.deploy.incident import collect, incident_paths, task_logs, windows_of, write
 from setuptools_grocker.engine import Engine
-from setuptools_grocker.errors import DeployError
+from setuptools_grocker.errors import DeployError, GrockerError
 from setuptools_grocker.progress import Progress
 from setuptools_grocker.report import write_json_atomic
+
+if TYPE_CHECKING:
+    from setuptools_grocker.plugin.manager import PluginManager
 
 TARGET_URL_VAR = "GROCKER_TARGET_URL"
 #: Lines of the functional tests' output kept in the report.
@@ -65,6 +74,8 @@ class ShipOptions:
     #: Seconds a drained pool (weight 0) keeps its tasks before they are stopped.
     drain: float = 5.0
     state_dir: Path = Path(".grocker")
+    #: Where this machine's build records are (the provenance of a local image, for the incident report).
+    cache_home: Path | None = None
 
 
 def state_file(state_dir: Path, name: str) -> Path:
@@ -103,14 +114,33 @@ def sides(requests: list[LoggedRequest], canary: str, stable: str, start: float,
     return side(canary), side(stable)
 
 
+def measured(plugins: PluginManager | None, canary: str, stable: str, start: float, end: float,
+             from_edge: Callable[[float, float], tuple[Side, Side]]) -> tuple[Side, Side, str]:
+    """The canary's and the stable's figures over [start, end), and where they come from: the
+    ``grocker_release_metrics`` plugin that answered for both sides, else the edge (``from_edge(start, end)``)."""
+    if plugins is not None:
+        first = plugins.grocker_release_metrics(canary, start, end)
+        second = plugins.grocker_release_metrics(stable, start, end) if first is not None else None
+        if first is not None and second is not None:
+            def side(figures: Mapping[str, Any]) -> Side:
+                times = tuple(round(t) for t in figures.get("times_ms", ()))
+                return Side(figures["requests"], figures["errors"], times)
+            names = ", ".join(dict.fromkeys((first[0], second[0])))
+            return side(first[1]), side(second[1]), f"plugin {names}"
+    c, s = from_edge(start, end)
+    return c, s, "edge"
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 class Shipper:
-    def __init__(self, engine: Engine, progress: Progress) -> None:
+    def __init__(self, engine: Engine, progress: Progress, plugins: PluginManager | None = None) -> None:
         self.engine = engine
         self.progress = progress
+        #: The ``grocker_incident`` and ``grocker_release_metrics`` hooks' plugins (None: no plugin).
+        self.plugins = plugins
         self.deployer = Deployer(engine, progress)
         self.report: dict[str, Any] = {}
 
@@ -253,9 +283,13 @@ class Shipper:
             verdict = self._judge_step(edge, name, canary, settings, step)
             step["verdict"] = verdict.verdict
             if verdict.verdict != "pass":
+                logs = task_logs(self.engine, canary)  # before the canary's service (and its logs) goes
                 self._rollback(edge, name, canary, options, save)
-                self._record(name, pinned, "rolled-back", verdict.reason)
-                self.report.update(status="rolled-back", verdict=verdict.to_json(), error={
+                self.report["verdict"] = verdict.to_json()
+                self.record_rollback(name, pinned, verdict.reason, went_back_to=self.report.get("stable"),
+                                     trigger=f"canary at {share}%", logs=logs, state_dir=options.state_dir,
+                                     cache_home=options.cache_home, verdict=self.report["verdict"])
+                self.report.update(status="rolled-back", error={
                     "message": f"the canary of {pinned} was rolled back at {share}%: {verdict.reason}",
                     "hint": "production runs the stable release; see steps in the report"})
                 return self.report
@@ -264,11 +298,44 @@ class Shipper:
         self.report["status"] = "promoted"
         return self.report
 
-    def _record(self, name: str, pinned: str, status: str, reason: str) -> None:
+    def _record(self, name: str, pinned: str, status: str, reason: str, **extra: Any) -> None:
         """The release's outcome and verdicts in NAME's history (`grocker history NAME`)."""
         self.deployer.add_record(name, {
             "action": "ship", "pinned": pinned, "status": status, "reason": reason,
-            "steps": [[step["share"], step.get("verdict")] for step in self.report["steps"]]})
+            "steps": [[step["share"], step.get("verdict")] for step in self.report["steps"]], **extra})
+
+    def record_rollback(self, name: str, pinned: str, reason: str, *, went_back_to: str | None, trigger: str,
+                        logs: Mapping[str, Any], state_dir: Path, cache_home: Path | None = None,
+                        verdict: Mapping[str, Any] | None = None,
+                        windows: list[Mapping[str, Any]] | None = None) -> dict[str, str] | None:
+        """The one place an automatic rollback of ``pinned`` (back to ``went_back_to``) is recorded, once the
+        traffic is back: the incident report (JSON and Markdown in ``state_dir/incidents``), NAME's history
+        record (``rolled-back``, with the incident's path), then every ``grocker_incident`` plugin.
+
+        ``logs`` is :func:`~setuptools_grocker.deploy.incident.task_logs` of the failing service, read before
+        it was removed or rolled back; ``windows`` defaults to every window of the report's steps. Returns the
+        paths (also the report's ``incident``), or None when the report could not be written (a warning; the
+        rollback stands). A plugin that fails is a warning too."""
+        paths = incident_paths(state_dir, name)
+        try:
+            incident = collect(self.engine, service=name, trigger=trigger, reason=reason, release=pinned,
+                               went_back_to=went_back_to, logs=logs, timeline=self.report.get("timeline", []),
+                               windows=windows if windows is not None else windows_of(self.report.get("steps", [])),
+                               cache_home=cache_home, verdict=verdict)
+            write(incident, paths)
+        except (GrockerError, OSError) as exc:
+            self.progress.warn(f"the incident report of {pinned} could not be written ({exc}); the rollback stands")
+            self._record(name, pinned, "rolled-back", reason)
+            return None
+        shown = {k: str(v) for k, v in paths.items()}
+        self._record(name, pinned, "rolled-back", reason, incident=shown["json"])
+        self.report["incident"] = shown
+        self._event("incident report written", path=shown["markdown"])
+        if self.plugins is not None:
+            for plugin, error in self.plugins.grocker_incident(incident, paths):
+                self.progress.warn(f"plugin '{plugin}' failed in grocker_incident: {error}; the report is kept "
+                                   f"at {shown['json']}")
+        return shown
 
     def _judge_step(self, edge: Edge, name: str, canary: str, settings: Canary, step: dict[str, Any]) -> Verdict:
         inconclusive = 0
@@ -276,10 +343,11 @@ class Shipper:
             start = time.time()
             time.sleep(settings.window)
             end = time.time()
-            c, s = sides(edge.requests(since=int(start)), canary, name, start, end)
+            c, s, source = measured(self.plugins, canary, name, start, end,
+                                    lambda a, b: sides(edge.requests(since=int(a)), canary, name, a, b))
             verdict = judge(c, s, min_requests=settings.min_requests, alpha=settings.alpha,
                             latency_margin_ms=settings.latency_margin_ms)
-            step["windows"].append(verdict.to_json())
+            step["windows"].append({**verdict.to_json(), "source": source})
             self._event(f"window: {verdict.verdict}", reason=verdict.reason)
             if verdict.verdict != "inconclusive":
                 return verdict
@@ -339,4 +407,4 @@ class Shipper:
                           "the traffic stays on the canary", f"see `docker logs {edge.container}`")
 
 
-__all__ = ["ShipOptions", "Shipper", "read_state", "sides", "state_file", "weights_for", "write_state"]
+__all__ = ["ShipOptions", "Shipper", "measured", "read_state", "sides", "state_file", "weights_for", "write_state"]

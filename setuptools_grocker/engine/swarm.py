@@ -65,6 +65,22 @@ class Swarm(Connection):
     def service_tasks(self, name: str) -> list[dict[str, Any]]:
         return self._call(f"list the tasks of {name}", self.client.api.tasks, filters={"service": name})
 
+    def service_logs(self, name: str, *, tail: int = 20) -> list[tuple[str, str]]:
+        """The last ``tail`` lines (stdout and stderr) of each task of the service ``name``, as ``(task ID,
+        line)`` in the engine's order; [] when the service is gone. Read through the service's log API, so
+        tasks on other nodes are included (``docker service logs --details --tail N``)."""
+        self.progress.command(["docker", "service", "logs", "--details", "--tail", str(tail), name])
+        lines: list[tuple[str, str]] = []
+        try:
+            chunks = self._call(f"read the logs of {name}", self.client.api.service_logs, name, details=True,
+                                stdout=True, stderr=True, tail=tail, is_tty=False)
+            for chunk in chunks:
+                for raw in chunk.decode("utf-8", "replace").splitlines():
+                    lines.append(_task_line(raw))
+        except docker.errors.NotFound:
+            return []
+        return lines
+
     def put_service(self, spec: ServiceSpec, *, current: Mapping[str, Any] | None = None) -> None:
         """Create the service of ``spec``, or roll the tasks of ``current`` (its inspect data) to it."""
         hc = spec.health
@@ -172,3 +188,12 @@ class Swarm(Connection):
 
 def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
+
+
+def _task_line(raw: str) -> tuple[str, str]:
+    """``(task ID, text)`` of a ``--details`` log line: ``com.docker.swarm.node.id=N,...task.id=T text``."""
+    details, sep, text = raw.partition(" ")
+    if not sep or "=" not in details:
+        return "", raw
+    fields = dict(item.partition("=")[::2] for item in details.split(","))
+    return fields.get("com.docker.swarm.task.id", ""), text

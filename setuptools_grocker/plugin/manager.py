@@ -77,6 +77,16 @@ class _Call:
     config: Config | None = None  # grocker_configure: the configuration as changed so far
     #: grocker_verify_signature: (plugin, verdict) of each implementation that answered
     verdicts: list[tuple[str, bool]] = dataclasses.field(default_factory=list)
+    #: TOLERANT hooks: (plugin, one-line error) of each implementation that raised; the others still ran
+    failures: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    #: FIRST_RESULT hooks: the plugin whose answer was used
+    answered: str | None = None
+
+
+#: Hooks whose implementations' exceptions are collected, not raised: they run while a rollback is under way.
+TOLERANT = ("grocker_incident",)
+#: Hooks declared ``firstresult``: pluggy returns the first answer that is not None, not a list.
+FIRST_RESULT = ("grocker_release_metrics",)
 
 
 _CALL: ContextVar[_Call | None] = ContextVar("grocker_plugin_call", default=None)
@@ -199,6 +209,18 @@ class PluginManager:
                    environ=self.environ)
         return state.verdicts
 
+    def grocker_incident(self, report: Mapping[str, Any], paths: Mapping[str, Path]) -> list[tuple[str, str]]:
+        """Every implementation, each called even if another raised: ``(plugin, error)`` of those that failed."""
+        state = _Call("grocker_incident")
+        self._call("grocker_incident", state=state, report=report, paths=paths)
+        return state.failures
+
+    def grocker_release_metrics(self, service: str, start: float, end: float) -> tuple[str, Mapping[str, Any]] | None:
+        """The first plugin's figures of ``service`` over [start, end): ``(plugin, figures)``, or None."""
+        state = _Call("grocker_release_metrics")
+        results = self._call("grocker_release_metrics", state=state, service=service, start=start, end=end)
+        return (state.answered or self._wrappers("grocker_release_metrics"), results[0]) if results else None
+
     # -- calling --------------------------------------------------------------------------
 
     def _call(self, hook: str, state: _Call | None = None, **kwargs: Any) -> list[Any]:
@@ -216,6 +238,8 @@ class PluginManager:
                               f"fix the plugin, or disable it with GROCKER_DISABLE_PLUGINS={name}") from exc
         finally:
             _CALL.reset(token)
+        if hook in FIRST_RESULT:
+            results = [] if results is None else [results]
         # Each implementation's value was checked when it returned; what fails now, a wrapper made.
         if not isinstance(results, list):
             raise bad_return(self._wrappers(hook), hook, "the list of results", results)
@@ -266,9 +290,12 @@ def _attributed(hook: str, hookimpl: pluggy.HookImpl) -> Callable[..., Any]:
             args = (*args[:config_at], state.config, *args[config_at + 1:])
         try:
             value: Any = function(*args, **kwargs)
-        except GrockerError:
-            raise
         except Exception as exc:
+            if state is not None and hook in TOLERANT:
+                state.failures.append((plugin, f"{type(exc).__name__}: {exc}"))
+                return None
+            if isinstance(exc, GrockerError):
+                raise
             raise PluginError(f"plugin '{plugin}' failed in {hook}: {type(exc).__name__}: {exc}",
                               f"fix the plugin, or disable it with GROCKER_DISABLE_PLUGINS={plugin}") from exc
         if value is None or state is None:
@@ -282,6 +309,8 @@ def _attributed(hook: str, hookimpl: pluggy.HookImpl) -> Callable[..., Any]:
             value = dataclasses.replace(value, signer=plugin)
         elif hook == "grocker_verify_signature":
             state.verdicts.append((plugin, value))
+        elif hook in FIRST_RESULT:
+            state.answered = plugin
         elif state.config is not None:
             state.config = _replace(state.config, value, plugin)
         return value
@@ -365,6 +394,20 @@ def _check_sign(value: Any) -> str | None:
     return None
 
 
+def _check_release_metrics(value: Any) -> str | None:
+    expected = 'a mapping {"requests": N, "errors": E, "times_ms": [...]} with 0 <= E <= N'
+    if not isinstance(value, Mapping):
+        return expected
+    requests, errors, times = value.get("requests"), value.get("errors"), value.get("times_ms", ())
+    if not isinstance(requests, int) or not isinstance(errors, int) or isinstance(requests, bool) \
+            or isinstance(errors, bool) or not 0 <= errors <= requests:
+        return expected
+    if not isinstance(times, (list, tuple)) or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                                                       and t >= 0 for t in times):
+        return "times_ms as a list of milliseconds (numbers >= 0)"
+    return None
+
+
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "grocker_configure": _check_configure,
     "grocker_stages": _check_stages,
@@ -374,6 +417,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "grocker_after_publish": lambda value: None,  # its return value means nothing
     "grocker_sign": _check_sign,
     "grocker_verify_signature": lambda value: None if isinstance(value, bool) else "True, False or None",
+    "grocker_incident": lambda value: None,  # its return value means nothing
+    "grocker_release_metrics": _check_release_metrics,
 }
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from setuptools_grocker.config import Config
     from setuptools_grocker.plugin.signing import Signature, SigningRequest
     from setuptools_grocker.plugin.stages import ImageContribution, Stage
@@ -102,5 +104,30 @@ def grocker_verify_signature(payload: bytes, signature: Signature, environ: Mapp
     """
 
 
+@spec
+def grocker_incident(report: Mapping[str, Any], paths: Mapping[str, Path]) -> None:
+    """Called with every incident report: an automatic rollback of a release (``grocker ship``'s canary, a
+    drift watch) wrote ``report`` (the JSON document, see docs/release.md) to ``paths`` (``{"json": Path,
+    "markdown": Path}``, both written before the call). Send it on: chat, ticket, e-mail.
+
+    Every implementation is called even when one raises: a failing plugin never stops a rollback; it gets
+    a one-line warning (``plugin 'NAME' failed in grocker_incident: ...``) and the report stays on disk.
+    The return value is ignored.
+    """
+
+
+@spec(firstresult=True)
+def grocker_release_metrics(service: str, start: float, end: float) -> Mapping[str, Any] | None:
+    """The requests of the Swarm service ``service`` between the Unix times ``start`` and ``end``, from the
+    team's own monitoring, for the canary judge (instead of the edge's request log).
+
+    Return ``{"requests": N, "errors": E, "times_ms": [...]}`` (errors: 5xx or no answer; ``times_ms``: the
+    requests' total times in milliseconds, a sample is fine, empty or absent when unknown: latency is then
+    not judged), or None to leave it to another plugin or the edge. The first answer wins (``firstresult``);
+    both sides of a window (canary and stable) must be answered, or the edge's figures are used for both.
+    """
+
+
 HOOKS = ("grocker_configure", "grocker_stages", "grocker_compile_environment", "grocker_runtime_image",
-         "grocker_smoke_tests", "grocker_after_publish", "grocker_sign", "grocker_verify_signature")
+         "grocker_smoke_tests", "grocker_after_publish", "grocker_sign", "grocker_verify_signature",
+         "grocker_incident", "grocker_release_metrics")
