@@ -297,7 +297,8 @@ def make_parser() -> argparse.ArgumentParser:
     rb.add_argument("name", help="service name")
     add_rollout_options(rb)
     rb.set_defaults(func=cmd_rollback)
-    hist = sub.add_parser("history", help="what a deployed service ran, and when")
+    hist = sub.add_parser("history", help="what a deployed service ran, and when: deploys, rollbacks, each "
+                                             "shipped release's verdicts and incident report")
     hist.add_argument("name", help="service name")
     hist.add_argument("--json", action="store_true", help="print the history as JSON")
     hist.set_defaults(func=cmd_history)
@@ -642,7 +643,8 @@ def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
     from setuptools_grocker.deploy.deployer import Publish
     from setuptools_grocker.deploy.ship import ShipOptions, Shipper
     from setuptools_grocker.engine import Engine
-    from setuptools_grocker.errors import ConfigError, DeployError
+    from setuptools_grocker.errors import ConfigError, DeployError, GrockerError
+    from setuptools_grocker.pipeline.caches import cache_home
     from setuptools_grocker.report import write_json_atomic
 
     project = Path(args.project).resolve()
@@ -678,12 +680,12 @@ def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
                           functional_tests_image=args.functional_tests_image or config.functional_tests_image,
                           port=args.port, staging_env=_env_pairs(args.staging_env, "--staging-env"),
                           keep_staging=args.keep_staging, canary=canary, drain=args.drain,
-                          state_dir=args.state_dir or config.state_dir)
-    shipper = Shipper(Engine(progress), progress)
+                          state_dir=args.state_dir or config.state_dir, cache_home=cache_home(os.environ))
+    shipper = Shipper(Engine(progress), progress, _plugins_of(project, progress))
     try:
         with shipper.engine:
             report = shipper.ship(options)
-    except DeployError as exc:
+    except GrockerError as exc:  # a plugin's error too (grocker_release_metrics): the report says it
         shipper.report.update(status="error", error={"message": exc.message, "hint": exc.hint})
         raise
     finally:
@@ -719,11 +721,16 @@ def cmd_history(args: argparse.Namespace, progress: Progress) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    print(f"{'WHEN':25} {'ACTION':9} {'VERSION':12} {'STATUS':12} IMAGE")
+    print(f"{'WHEN':25} {'ACTION':9} {'VERSION':12} {'STATUS':12} {'VERDICTS':20} IMAGE")
     for r in records:
         status = "rolled back" if r.get("undone") else r.get("status", "")
+        verdicts = " ".join(f"{share}%:{verdict or '-'}" for share, verdict in r.get("steps") or []) or "-"
         print(f"{r.get('at', ''):25} {r.get('action', ''):9} {str(r.get('version') or ''):12} {status:12} "
-              f"{r.get('pinned', '')}")
+              f"{verdicts:20} {r.get('pinned', '')}")
+        if r.get("reason") and r.get("status") != "promoted":
+            print(f"{'':25} reason: {r['reason']}")
+        if r.get("incident"):
+            print(f"{'':25} incident: {r['incident']}")
     return 0
 
 

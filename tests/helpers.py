@@ -58,6 +58,22 @@ def grocker(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return Run(proc.returncode, proc.stdout, proc.stderr, data)
 
 
+def install_plugin(tmp_path_factory: pytest.TempPathFactory, package: str) -> str:
+    """pip-installs a plugin package of tests/packages into its own directory (for PYTHONPATH); returns that
+    directory."""
+    target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / package  # pip builds in-tree: keep the repository clean
+    shutil.copytree(REPO / "tests" / "packages" / package, source)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    str(source)], check=True, capture_output=True)
+    return str(target)
+
+
+def pythonpath(*targets: str) -> dict[str, str]:
+    """The environment that puts ``targets`` (installed plugins) first on the subprocess's path."""
+    return {"PYTHONPATH": os.pathsep.join([*targets, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
 def setup_py(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "setup.py", "docker_image", *args], cwd=project, capture_output=True,
                           text=True, timeout=timeout)

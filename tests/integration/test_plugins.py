@@ -12,28 +12,14 @@ import docker
 import pytest
 
 from setuptools_grocker.errors import PluginError
-from tests.helpers import grocker, remove_images
+from tests.helpers import grocker, install_plugin, pythonpath, remove_images
 
 PACKAGES = Path(__file__).resolve().parent.parent / "packages"
 
 
-def install(tmp_path_factory: pytest.TempPathFactory, package: str) -> str:
-    """pip-installs a plugin package into its own directory (for PYTHONPATH); returns that directory."""
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / package  # pip builds in-tree: keep the repository clean
-    shutil.copytree(PACKAGES / package, source)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                    str(source)], check=True, capture_output=True)
-    return str(target)
-
-
-def pythonpath(*targets: str) -> dict[str, str]:
-    return {"PYTHONPATH": os.pathsep.join([*targets, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-
-
 @pytest.fixture(scope="module")
 def testkit_site(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return install(tmp_path_factory, "grocker-plugin-testkit")
+    return install_plugin(tmp_path_factory, "grocker-plugin-testkit")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +31,7 @@ def testkit(testkit_site: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def testkit_and_ordering(tmp_path_factory: pytest.TempPathFactory, testkit_site: str) -> dict[str, str]:
     """The testkit and a second plugin that uses tryfirst and wraps grocker_runtime_image."""
-    return pythonpath(install(tmp_path_factory, "grocker-plugin-ordering"), testkit_site)
+    return pythonpath(install_plugin(tmp_path_factory, "grocker-plugin-ordering"), testkit_site)
 
 
 def events(log: Path) -> list[dict[str, object]]:
@@ -65,7 +51,8 @@ def test_plugins_lists_the_entry_point(testkit: dict[str, str]) -> None:
     assert plugins["testkit"]["origin"] == "entry point of grocker-plugin-testkit 0.1.0"
     assert set(plugins["testkit"]["hooks"]) == {
         "grocker_configure", "grocker_stages", "grocker_compile_environment", "grocker_runtime_image",
-        "grocker_smoke_tests", "grocker_after_publish", "grocker_sign", "grocker_verify_signature"}
+        "grocker_smoke_tests", "grocker_after_publish", "grocker_sign", "grocker_verify_signature",
+        "grocker_incident", "grocker_release_metrics"}
     assert plugins["setuptools_grocker.pipeline.build"] == {
         "name": "setuptools_grocker.pipeline.build", "origin": "builtin", "hooks": ["grocker_stages"]}
     assert plugins["setuptools_grocker.pipeline.smoke"]["origin"] == "builtin"

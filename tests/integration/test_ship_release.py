@@ -1,7 +1,9 @@
 """`grocker ship` on a real Swarm (single node, 127.0.0.1) behind the real HAProxy edge.
 
 A tiny application (the standard library's HTTP server on the bootstrapped base) answers ``/`` with its version,
-and 500 to every FAIL_EVERY-th request when that variable is set; its image carries the functional tests
+and 500 to every FAIL_EVERY-th request when that variable is set (logging each one on stderr); its image carries
+the labels a grocker build sets for ``grocker diff`` (``io.grocker.distributions``: the app's own distribution
+at its version; ``org.opencontainers.image.version``) and the functional tests
 (``/functional.py``: 20 requests to ``$GROCKER_TARGET_URL``, any 500 fails). v1 is deployed with
 ``grocker deploy --publish``; v2 (good) and v3 (same code, another version) are shipped while a bounded load
 generator sends requests through the edge. Windows are short (4 s) and the steps few (25, 50, 100).
@@ -25,10 +27,10 @@ import pytest
 from setuptools_grocker.deploy.edge import Edge
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.progress import Progress
-from tests.helpers import BASE_IMAGE, GROCKER, free_port, grocker, remove_images
+from tests.helpers import BASE_IMAGE, GROCKER, free_port, grocker, install_plugin, pythonpath, remove_images
 
 APP = '''
-import itertools, json, os, threading
+import itertools, json, os, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = "{version}"
@@ -42,6 +44,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             n = next(COUNT)
         code = 500 if FAIL_EVERY and n % FAIL_EVERY == 0 else 200
+        if code == 500:
+            print(f"ERROR request {{n}}: simulated failure", file=sys.stderr, flush=True)
         body = json.dumps({{"version": VERSION}}).encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -127,7 +131,9 @@ def images(tmp_path_factory: pytest.TempPathFactory, registry: str, client: dock
             f"FROM {BASE_IMAGE}\nCOPY app.py functional.py /\nUSER 10001\n"
             'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/bin/python3", "/app.py"]\n')
         tag = f"{run_id}-v{version}"
-        client.images.build(path=str(root), tag=f"{repo}:{tag}", rm=True)
+        client.images.build(path=str(root), tag=f"{repo}:{tag}", rm=True, labels={
+            "io.grocker.distributions": json.dumps([f"ship-app=={version}", "certifi==2024.2.2"]),
+            "org.opencontainers.image.version": version})
         for line in client.images.push(repo, tag=tag, stream=True, decode=True):
             assert "error" not in line, line
         refs[version] = f"{repo}:{tag}"
@@ -151,10 +157,21 @@ def production(images: dict[str, str], run_id: str,
         subprocess.run([*GROCKER, "stop", service], capture_output=True)
 
 
-def ship(production: dict[str, Any], image: str, report: Path, *extra: str) -> Any:
+@pytest.fixture(scope="module")
+def testkit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The testkit plugin (tests/packages), installed as the plugin tests install it: its grocker_incident
+    records what it was sent."""
+    return pythonpath(install_plugin(tmp_path_factory, "grocker-plugin-testkit"))
+
+
+def ship(production: dict[str, Any], image: str, report: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
     return grocker("ship", image, "--name", production["name"], "--project", str(production["project"]),
                    "--state-dir", str(production["state"]), "--drain", "2", *COMMON, *extra, report=report,
-                   timeout=600)
+                   timeout=600, env=env)
+
+
+def events(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def versions(url: str, n: int = 20) -> set[str]:
@@ -193,12 +210,16 @@ def test_failing_functional_tests_stop_the_release_at_staging(production: dict[s
 
 
 def test_a_canary_answering_500_to_one_in_five_is_rolled_back(production: dict[str, Any], images: dict[str, str],
-                                                              client: docker.DockerClient, tmp_path: Path) -> None:
+                                                              client: docker.DockerClient, testkit: dict[str, str],
+                                                              tmp_path: Path) -> None:
     name = production["name"]
     before = stable_image(client, name)
     load = Load(production["url"])
     load.start()
-    run = ship(production, images["3"], tmp_path / "report.json", "--env", "FAIL_EVERY=5")
+    # The testkit plugin receives the incident, then fails: the rollback and the report must not mind.
+    log = tmp_path / "testkit.jsonl"
+    run = ship(production, images["3"], tmp_path / "report.json", "--env", "FAIL_EVERY=5",
+               env={**testkit, "TESTKIT_LOG": str(log), "TESTKIT_FAIL_INCIDENT": "1"})
     load.stop()
     assert run.code == 15, run.err[-3000:]
     report = run.report
@@ -226,6 +247,36 @@ def test_a_canary_answering_500_to_one_in_five_is_rolled_back(production: dict[s
                                         text=True).stdout)
     assert history[-1]["action"] == "ship" and history[-1]["status"] == "rolled-back"
     assert history[-1]["reason"] == verdict["reason"] and history[-1]["steps"] == [[25, "fail"]]
+    assert history[-1]["incident"] == report["incident"]["json"]
+    table = subprocess.run([*GROCKER, "history", name], capture_output=True, text=True).stdout
+    assert "25%:fail" in table and f"incident: {report['incident']['json']}" in table
+    # The incident report: JSON and Markdown in the state directory, naming the release and the one it went
+    # back to, what changed between them, the canary's error rate, and the canary's last log lines.
+    paths = {k: Path(v) for k, v in report["incident"].items()}
+    assert paths["json"].parent == production["state"].resolve() / "incidents"
+    assert paths["json"].name.startswith(f"{name}-") and paths["markdown"].with_suffix(".json") == paths["json"]
+    incident = json.loads(paths["json"].read_text())
+    assert incident["release"]["pinned"] == report["pinned"] and incident["release"]["version"] == "3"
+    assert incident["went_back_to"]["pinned"] == before and incident["went_back_to"]["version"] == "1"
+    assert incident["changes"]["changed"] == {"ship-app": {"from": "1", "to": "3"}}
+    assert incident["changes"]["unchanged"] == 1 and incident["changes"]["source"] == "labels"
+    assert "no provenance" in incident["release"]["provenance"]["error"]  # a plain docker build records none
+    assert incident["windows"][-1]["canary"] == verdict["canary"] and incident["windows"][-1]["source"] == "edge"
+    assert incident["windows"][-1]["canary"]["p99_ms"] is not None
+    logged = [line for task in incident["logs"]["tasks"] for line in task["lines"]]
+    assert incident["logs"]["service"] == f"{name}-canary"
+    assert any("simulated failure" in line for line in logged), logged
+    assert any(e["event"] == "canary removed" for e in incident["timeline"])
+    text = paths["markdown"].read_text()
+    assert f"# Incident: {name} rolled back" in text and report["pinned"] in text and before in text
+    assert "~ ship-app 1 -> 3" in text and f"{verdict['canary']['error_rate']:.1%}" in text
+    assert "simulated failure" in text
+    # The plugin got it through grocker_incident; its failure was one warning line.
+    sent = [e for e in events(log) if e["event"] == "incident"]
+    assert len(sent) == 1 and sent[0]["release"] == report["pinned"] and sent[0]["went_back_to"] == before
+    assert sent[0]["paths"] == report["incident"] and sent[0]["markdown_exists"] is True
+    warnings = [line for line in run.err.splitlines() if "failed in grocker_incident" in line]
+    assert len(warnings) == 1 and "plugin 'testkit'" in warnings[0] and str(paths["json"]) in warnings[0]
 
 
 def test_a_good_canary_is_promoted_without_a_failed_request(production: dict[str, Any], images: dict[str, str],

@@ -78,3 +78,25 @@ def grocker_sign(config, request, environ):
 def grocker_verify_signature(payload, signature, environ):
     record("verify", key_id=signature.key_id)
     return None
+
+
+@impl
+def grocker_incident(report, paths):
+    # Records the incident it was sent (as a chat or ticket plugin would send it on); with
+    # TESTKIT_FAIL_INCIDENT=1 it then fails, which must not stop the rollback.
+    record("incident", service=report["service"], release=report["release"]["pinned"],
+           went_back_to=(report["went_back_to"] or {}).get("pinned"), reason=report["reason"],
+           paths={k: str(v) for k, v in paths.items()}, markdown_exists=Path(paths["markdown"]).is_file())
+    if os.environ.get("TESTKIT_FAIL_INCIDENT") == "1":
+        raise RuntimeError("the testkit was asked to fail")
+
+
+@impl
+def grocker_release_metrics(service, start, end):
+    # With TESTKIT_METRICS (a JSON file: service -> {"requests", "errors", "times_ms"}), the team's monitoring.
+    path = os.environ.get("TESTKIT_METRICS")
+    if not path:
+        return None
+    figures = json.loads(Path(path).read_text()).get(service)
+    record("metrics", service=service, answered=figures is not None)
+    return figures
