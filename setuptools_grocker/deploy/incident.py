@@ -172,8 +172,20 @@ def _cell(value: Any, suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
-def _rate(value: Any) -> str:
-    return f"{value:.1%}" if isinstance(value, (int, float)) else "-"
+def _rate(figures: Mapping[str, Any]) -> str:
+    """From the counts when there are (the figures' ``error_rate`` is rounded to 4 digits)."""
+    requests, errors = figures.get("requests"), figures.get("errors")
+    if isinstance(requests, int) and isinstance(errors, int) and requests > 0:
+        return f"{errors / requests:.1%}"
+    rate = figures.get("error_rate")
+    return f"{rate:.1%}" if isinstance(rate, (int, float)) else "-"
+
+
+def _p(value: Any) -> str:
+    """A p-value as the judge rounded it (6 digits): 0 means below 1e-6."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    return "< 1e-06" if value == 0 else f"{value:.2g}"
 
 
 def _short(pinned: str | None) -> str:
@@ -226,12 +238,12 @@ def markdown(report: Mapping[str, Any]) -> str:
                 figures = w.get(label) or {}
                 lines.append(f"| {_cell(w.get('share'), '%')} | {w.get('verdict') or '-'} | {label} | "
                              f"{_cell(figures.get('requests'))} | {_cell(figures.get('errors'))} | "
-                             f"{_rate(figures.get('error_rate'))} | {_cell(figures.get('median_ms'))} | "
+                             f"{_rate(figures)} | {_cell(figures.get('median_ms'))} | "
                              f"{_cell(figures.get('p95_ms'))} | {_cell(figures.get('p99_ms'))} |")
         verdict = report.get("verdict") or {}
         if verdict.get("errors_p") is not None or verdict.get("latency_p") is not None:
-            lines += ["", f"Failing window: errors p = {_cell(verdict.get('errors_p'))}, latency p = "
-                      f"{_cell(verdict.get('latency_p'))} ({verdict.get('latency_method') or '-'})."]
+            lines += ["", f"Deciding window: errors p = {_p(verdict.get('errors_p'))}, latency p = "
+                      f"{_p(verdict.get('latency_p'))} ({verdict.get('latency_method') or '-'} rank test)."]
     else:
         lines.append("No window was judged.")
     logs = report.get("logs") or {}

@@ -269,7 +269,8 @@ def test_a_canary_answering_500_to_one_in_five_is_rolled_back(production: dict[s
     assert any(e["event"] == "canary removed" for e in incident["timeline"])
     text = paths["markdown"].read_text()
     assert f"# Incident: {name} rolled back" in text and report["pinned"] in text and before in text
-    assert "~ ship-app 1 -> 3" in text and f"{verdict['canary']['error_rate']:.1%}" in text
+    rate = verdict["canary"]["errors"] / verdict["canary"]["requests"]
+    assert "~ ship-app 1 -> 3" in text and f"| {verdict['canary']['errors']} | {rate:.1%} |" in text
     assert "simulated failure" in text
     # The plugin got it through grocker_incident; its failure was one warning line.
     sent = [e for e in events(log) if e["event"] == "incident"]
