@@ -283,8 +283,7 @@ class Shipper:
             verdict = self._judge_step(edge, name, canary, settings, step)
             step["verdict"] = verdict.verdict
             if verdict.verdict != "pass":
-                logs = task_logs(self.engine, canary)  # before the canary's service (and its logs) goes
-                self._rollback(edge, name, canary, options, save)
+                logs = self._rollback(edge, name, canary, options, save)
                 self.report["verdict"] = verdict.to_json()
                 self.record_rollback(name, pinned, verdict.reason, went_back_to=self.report.get("stable"),
                                      trigger=f"canary at {share}%", logs=logs, state_dir=options.state_dir,
@@ -356,7 +355,9 @@ class Shipper:
                 return Verdict("inconclusive", f"{inconclusive} inconclusive windows in a row: {verdict.reason}",
                                verdict.canary, verdict.stable)
 
-    def _rollback(self, edge: Edge, name: str, canary: str, options: ShipOptions, save: Any) -> None:
+    def _rollback(self, edge: Edge, name: str, canary: str, options: ShipOptions, save: Any) -> dict[str, Any]:
+        """Canary to weight 0, a drain, the canary out of the edge and removed; returns its tasks' last log
+        lines, read after the drain and before the removal (its logs go with its service)."""
         started = time.monotonic()
         save(phase="rolling-back", weights={name: DEFAULT_WEIGHT, canary: 0})
         pools = {p.service for p in edge.pools()}
@@ -365,12 +366,14 @@ class Shipper:
         edge.set_weight(name, DEFAULT_WEIGHT)
         self._event("canary weight 0: all traffic on the stable release")
         time.sleep(options.drain)
+        logs = task_logs(self.engine, canary)
         if canary in pools:
             edge.set_pools([Pool(name)])
         if self.engine.service(canary) is not None:
             self.deployer.stop(canary)
         save(phase="rolled-back")
         self._event("canary removed", seconds=round(time.monotonic() - started, 1))
+        return logs
 
     def _promote(self, edge: Edge, name: str, canary: str, pinned: str, options: ShipOptions, save: Any) -> None:
         started = time.monotonic()
