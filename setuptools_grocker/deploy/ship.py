@@ -297,37 +297,40 @@ class Shipper:
         self.report["status"] = "promoted"
         return self.report
 
-    def _record(self, name: str, pinned: str, status: str, reason: str, **extra: Any) -> None:
+    def _record(self, name: str, pinned: str, status: str, reason: str, action: str = "ship", **extra: Any) -> None:
         """The release's outcome and verdicts in NAME's history (`grocker history NAME`)."""
         self.deployer.add_record(name, {
-            "action": "ship", "pinned": pinned, "status": status, "reason": reason,
-            "steps": [[step["share"], step.get("verdict")] for step in self.report["steps"]], **extra})
+            "action": action, "pinned": pinned, "status": status, "reason": reason,
+            "steps": [[step["share"], step.get("verdict")] for step in self.report.get("steps", [])], **extra})
 
     def record_rollback(self, name: str, pinned: str, reason: str, *, went_back_to: str | None, trigger: str,
                         logs: Mapping[str, Any], state_dir: Path, cache_home: Path | None = None,
-                        verdict: Mapping[str, Any] | None = None,
-                        windows: list[Mapping[str, Any]] | None = None) -> dict[str, str] | None:
+                        verdict: Mapping[str, Any] | None = None, windows: list[Mapping[str, Any]] | None = None,
+                        action: str = "ship") -> dict[str, str] | None:
         """The one place an automatic rollback of ``pinned`` (back to ``went_back_to``) is recorded, once the
         traffic is back: the incident report (JSON and Markdown in ``state_dir/incidents``), NAME's history
         record (``rolled-back``, with the incident's path), then every ``grocker_incident`` plugin.
 
         ``logs`` is :func:`~setuptools_grocker.deploy.incident.task_logs` of the failing service, read before
-        it was removed or rolled back; ``windows`` defaults to every window of the report's steps. Returns the
-        paths (also the report's ``incident``), or None when the report could not be written (a warning; the
-        rollback stands). A plugin that fails is a warning too."""
+        it was removed or rolled back; ``windows`` defaults to every window of the report's steps; ``action``
+        names the history record's kind (``ship``; a drift watch may say ``watch``). Returns the paths (also the
+        report's ``incident``), or None when the report could not be written (a warning; the rollback stands).
+        A plugin that fails is a warning too."""
+        self.report.setdefault("timeline", [])
+        self.report.setdefault("steps", [])
         paths = incident_paths(state_dir, name)
         try:
             incident = collect(self.engine, service=name, trigger=trigger, reason=reason, release=pinned,
                                went_back_to=went_back_to, logs=logs, timeline=self.report.get("timeline", []),
-                               windows=windows if windows is not None else windows_of(self.report.get("steps", [])),
+                               windows=windows if windows is not None else windows_of(self.report["steps"]),
                                cache_home=cache_home, verdict=verdict)
             write(incident, paths)
         except (GrockerError, OSError) as exc:
             self.progress.warn(f"the incident report of {pinned} could not be written ({exc}); the rollback stands")
-            self._record(name, pinned, "rolled-back", reason)
+            self._record(name, pinned, "rolled-back", reason, action)
             return None
         shown = {k: str(v) for k, v in paths.items()}
-        self._record(name, pinned, "rolled-back", reason, incident=shown["json"])
+        self._record(name, pinned, "rolled-back", reason, action, incident=shown["json"])
         self.report["incident"] = shown
         self._event("incident report written", path=shown["markdown"])
         if self.plugins is not None:
