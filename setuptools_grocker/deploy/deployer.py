@@ -134,6 +134,22 @@ def read_env_file(path: Path) -> bytes:
     return data
 
 
+def env_file_values(data: bytes) -> dict[str, str]:
+    """The variables of an env file (checked by :func:`read_env_file`), read as the image's entrypoint reads
+    ``/config/*.env``: ``export`` allowed, one pair of surrounding quotes removed."""
+    values = {}
+    for raw in data.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
 def env_secret_name(service: str, key: str, data: bytes) -> str:
     """The secret of an env file: the same content in the same service gives the same name."""
     return f"{service}-env-{hmac.new(key.encode(), data, hashlib.sha256).hexdigest()[:12]}"
@@ -228,6 +244,10 @@ class Deployer:
                            f"({target['pinned']})")
         result = self._apply(opts, record, secrets, undo=current, secret_key=self._secret_key(name))
         return result
+
+    def pin(self, image: str) -> str:
+        """What ``deploy`` would run for ``image``: ``repo@sha256:...``, or the image ID of a local image."""
+        return _pinned(self._image(image), image)
 
     def stop(self, name: str) -> None:
         """Remove the service, its edge, its network and its env file secrets."""

@@ -22,6 +22,13 @@
    (the canary service becoming "the" service) would change the service's name at each release, and with it
    its history, its secrets and what ``grocker deploy NAME`` means.
 
+**More than one image's worth.** A ``pre-deploy`` job (migrations) runs once from the release's digest after
+staging and before anything of production moves (:mod:`~setuptools_grocker.deploy.predeploy`); it failing
+stops the release (``failed-pre-deploy``). The companion services (``NAME-worker``...) move to the digest
+after the last canary step, before the promotion, and are watched by their tasks
+(:mod:`~setuptools_grocker.deploy.companions`); one failing sends them back and the canary away, so the stable
+web service is never updated for a release that does not hold.
+
 **State.** Every change of weight is written first to ``STATE_DIR/ship-NAME.json`` (atomically: a temporary
 file renamed). A run that finds a state that is not final (the previous controller died) does not guess where
 it stopped: it puts the stable back at full weight, the canary at 0, removes the canary, then starts over.
@@ -37,8 +44,10 @@ from typing import Any
 
 from setuptools_grocker.config import Canary
 from setuptools_grocker.deploy.analysis import Side, Verdict, judge
+from setuptools_grocker.deploy.companions import Companion, CompanionRelease
 from setuptools_grocker.deploy.deployer import Deployer, DeployOptions, Publish, check_name, history
 from setuptools_grocker.deploy.edge import DEFAULT_WEIGHT, MAX_WEIGHT, Edge, LoggedRequest, Pool, network_of
+from setuptools_grocker.deploy.predeploy import run_pre_deploy
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import DeployError
 from setuptools_grocker.progress import Progress
@@ -65,6 +74,13 @@ class ShipOptions:
     #: Seconds a drained pool (weight 0) keeps its tasks before they are stopped.
     drain: float = 5.0
     state_dir: Path = Path(".grocker")
+    #: Run once from the new image before production is touched (see predeploy.py).
+    pre_deploy: str | None = None
+    pre_deploy_timeout: float = 1800.0
+    #: The application's other services (NAME-SUFFIX), released with NAME (see companions.py).
+    services: tuple[Companion, ...] = ()
+    #: Seconds their tasks are watched after their update.
+    services_watch: float = 60.0
 
 
 def state_file(state_dir: Path, name: str) -> Path:
@@ -123,7 +139,7 @@ class Shipper:
         A release stopped at staging or rolled back is a report with ``error``, not an exception."""
         name = options.deploy.name
         check_name(name)
-        for service in (f"{name}-staging", f"{name}-canary"):
+        for service in (f"{name}-staging", f"{name}-canary", *(c.service(name) for c in options.services)):
             check_name(service)
         self.report = {"name": name, "image": options.deploy.image, "status": "running", "timeline": [],
                        "steps": []}
@@ -143,10 +159,19 @@ class Shipper:
                 return self.report
         else:
             self._event("no functional-tests configured: staging skipped")
+        if options.pre_deploy and not self._pre_deploy(options, first=stable is None):
+            return self.report
         if stable is None:
             record = self.deployer.deploy(options.deploy)
             self._event("first release deployed", pinned=record["pinned"])
             self.report.update(status="deployed", pinned=record["pinned"])
+            self._record_pre_deploy(name)
+            failure = self._release_services(options, record["pinned"])
+            if failure is not None:
+                self.report.update(status="failed-services", error={
+                    "message": f"the services of {record['pinned']} failed: {failure}; nothing to go back to "
+                               "(first release)",
+                    "hint": "see services in the report (each failed task's log lines), fix the release and ship it"})
             return self.report
         if not options.deploy.publish:
             raise DeployError(f"{name} has no edge (it was deployed without --publish): a canary needs one",
@@ -182,6 +207,49 @@ class Shipper:
             return False
         self._event("functional tests passed")
         return True
+
+    # -- pre-deploy job and companion services ------------------------------------------
+    def _pre_deploy(self, options: ShipOptions, *, first: bool) -> bool:
+        """Run the pre-deploy job once from the release's digest; False (the report says why) when it failed."""
+        name = options.deploy.name
+        command = options.pre_deploy or ""
+        pinned = self.deployer.pin(options.deploy.image)
+        self.report["pinned"] = pinned
+        with self.progress.stage(f"pre-deploy job: {command}"):
+            result = run_pre_deploy(self.engine, options.deploy, pinned, command, options.pre_deploy_timeout)
+        self.report["pre_deploy"] = result.to_json()
+        if result.exit_code == 0:
+            self._event("pre-deploy job passed", seconds=result.seconds)
+            if not first:
+                self._record_pre_deploy(name)
+            return True
+        self._event("pre-deploy job failed", exit_code=result.exit_code)
+        if first:  # the network it ran on is the only trace of a release that never started
+            self.engine.remove_network(network_of(name))
+        else:
+            self._record_pre_deploy(name)
+        self.report.update(status="failed-pre-deploy", error={
+            "message": f"the pre-deploy job failed (exit code {result.exit_code}): nothing was deployed",
+            "hint": "see pre_deploy.tail in the report; production runs its previous release (the job may have "
+                    "done part of its work: check before shipping again)"})
+        return False
+
+    def _record_pre_deploy(self, name: str) -> None:
+        job = self.report.get("pre_deploy")
+        if job:
+            self.deployer.add_record(name, {
+                "action": "pre-deploy", "pinned": job["image"], "command": job["command"],
+                "status": "passed" if job["exit_code"] == 0 else "failed", "exit_code": job["exit_code"],
+                "seconds": job["seconds"]})
+
+    def _release_services(self, options: ShipOptions, pinned: str) -> str | None:
+        """Move the companion services to ``pinned`` and watch them; the reason when they failed (they are then
+        back on their previous release)."""
+        if not options.services:
+            return None
+        companions = CompanionRelease(self.engine, self.deployer, self._event)
+        self.report["services"] = companions.report
+        return companions.release(options.deploy, options.services, pinned, options.services_watch)
 
     # -- canary --------------------------------------------------------------------------
     def _recover(self, name: str, path: Path) -> None:
@@ -224,6 +292,12 @@ class Shipper:
             self.deployer.stop(canary)
             save(phase="unchanged")
             self.report["status"] = "unchanged"
+            failure = self._release_services(options, pinned)  # a service added, or one a failed run left behind
+            if failure is not None:
+                self.report.update(status="failed-services", error={
+                    "message": f"{name} already runs {pinned} but its services failed on it: {failure}; "
+                               "they are back on their previous release",
+                    "hint": "see services in the report (each failed task's log lines)"})
             return self.report
         self._event("canary deployed", service=canary, pinned=pinned)
         try:
@@ -258,6 +332,18 @@ class Shipper:
                 self.report.update(status="rolled-back", verdict=verdict.to_json(), error={
                     "message": f"the canary of {pinned} was rolled back at {share}%: {verdict.reason}",
                     "hint": "production runs the stable release; see steps in the report"})
+                return self.report
+        if options.services:
+            # Before the stable service moves: a worker that fails then only costs the canary's removal.
+            save(phase="services")
+            failure = self._release_services(options, pinned)
+            if failure is not None:
+                self._rollback(edge, name, canary, options, save)
+                self._record(name, pinned, "rolled-back", failure)
+                self.report.update(status="rolled-back", error={
+                    "message": f"the release of {pinned} was rolled back: {failure}",
+                    "hint": "every service runs its previous release; see services in the report (each failed "
+                            "task's log lines)"})
                 return self.report
         self._promote(edge, name, canary, pinned, options, save)
         self._record(name, pinned, "promoted", "every step passed")
