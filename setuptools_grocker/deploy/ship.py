@@ -215,8 +215,8 @@ class Shipper:
         command = options.pre_deploy or ""
         pinned = self.deployer.pin(options.deploy.image)
         self.report["pinned"] = pinned
-        with self.progress.stage(f"pre-deploy job: {command}"):
-            result = run_pre_deploy(self.engine, options.deploy, pinned, command, options.pre_deploy_timeout)
+        self._event("pre-deploy job", command=command)
+        result = run_pre_deploy(self.engine, options.deploy, pinned, command, options.pre_deploy_timeout)
         self.report["pre_deploy"] = result.to_json()
         if result.exit_code == 0:
             self._event("pre-deploy job passed", seconds=result.seconds)
