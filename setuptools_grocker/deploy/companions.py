@@ -12,7 +12,7 @@ the image's entrypoint runs its configured commands). A release moves them all t
    A task of the release that ends in that window (failed, rejected, or exited: a worker that returns is
    restarted by Swarm, so a restart is a failure too) fails the release, with each such task's state, exit code,
    error and last log lines;
-3. on failure every companion goes back to what it ran before (the deployer's rollback, by digest and with
+3. on failure every companion goes back to what it ran before (the deployer's restore, by digest and with
    that release's configuration; a companion that did not exist before is removed), and the caller rolls the
    web side back (the canary removed).
 
@@ -171,20 +171,23 @@ class CompanionRelease:
         """Every companion back to what it ran before the release (removed when it did not exist)."""
         for companion in companions:
             entry = self.report.get(companion.suffix)
-            if entry is None:
-                continue
-            service = entry["service"]
-            current = image_of(self.engine.service(service))
-            if current is None or current == entry["previous"]:
+            if entry is not None:
+                self.restore(entry["service"], entry["previous"], replace(production, name=entry["service"]))
                 entry["rolled_back_to"] = entry["previous"]
-                continue
-            if entry["previous"] is None:
-                self.deployer.stop(service)
-                self.event("service removed (new in this release)", service=service)
-            else:
-                self.deployer.rollback(service, replace(production, name=service))
-                self.event("service rolled back", service=service, to=entry["previous"])
-            entry["rolled_back_to"] = entry["previous"]
+
+    def restore(self, service: str, previous: str | None, options: DeployOptions | None = None) -> None:
+        """Put ``service`` back on ``previous``, the image it ran before the release (the deployer's restore: that
+        release's digest and configuration, recorded as a rollback); a service that did not exist before (None) is
+        removed."""
+        current = image_of(self.engine.service(service))
+        if current is None or current == previous:
+            return
+        if previous is None:
+            self.deployer.stop(service)
+            self.event("service removed (new in this release)", service=service)
+        else:
+            self.deployer.restore(service, previous, options)
+            self.event("service rolled back", service=service, to=previous)
 
 
 __all__ = ["ENDED", "Companion", "CompanionRelease", "image_of"]

@@ -44,7 +44,7 @@ from typing import Any
 
 from setuptools_grocker.config import Canary
 from setuptools_grocker.deploy.analysis import Side, Verdict, judge
-from setuptools_grocker.deploy.companions import Companion, CompanionRelease
+from setuptools_grocker.deploy.companions import Companion, CompanionRelease, image_of
 from setuptools_grocker.deploy.deployer import Deployer, DeployOptions, Publish, check_name, history
 from setuptools_grocker.deploy.edge import DEFAULT_WEIGHT, MAX_WEIGHT, Edge, LoggedRequest, Pool, network_of
 from setuptools_grocker.deploy.predeploy import run_pre_deploy
@@ -242,11 +242,15 @@ class Shipper:
                 "status": "passed" if job["exit_code"] == 0 else "failed", "exit_code": job["exit_code"],
                 "seconds": job["seconds"]})
 
-    def _release_services(self, options: ShipOptions, pinned: str) -> str | None:
+    def _release_services(self, options: ShipOptions, pinned: str, save: Any = None) -> str | None:
         """Move the companion services to ``pinned`` and watch them; the reason when they failed (they are then
-        back on their previous release)."""
+        back on their previous release). With ``save``, what they ran before is in the state first: a run that
+        finds the phase ``services`` unfinished puts them back (:meth:`_recover_services`)."""
         if not options.services:
             return None
+        if save is not None:
+            save(phase="services", services={c.service(options.deploy.name): image_of(self.engine.service(
+                c.service(options.deploy.name))) for c in options.services})
         companions = CompanionRelease(self.engine, self.deployer, self._event)
         self.report["services"] = companions.report
         return companions.release(options.deploy, options.services, pinned, options.services_watch)
@@ -269,7 +273,17 @@ class Shipper:
                 edge.set_pools([Pool(name)])
         if self.engine.service(canary) is not None:
             self.deployer.stop(canary)
+        self._recover_services(state)
         write_state(path, {**state, "phase": "rolled-back", "recovered_at": _now()})
+
+    def _recover_services(self, state: dict[str, Any]) -> None:
+        """A run that died while its companion services were moving or watched: they go back to what they ran
+        before (the web side is the canary, removed by :meth:`_recover`)."""
+        if state.get("phase") != "services":
+            return
+        companions = CompanionRelease(self.engine, self.deployer, self._event)
+        for service, previous in (state.get("services") or {}).items():
+            companions.restore(service, previous)
 
     def _canary(self, options: ShipOptions, path: Path) -> dict[str, Any]:
         name = options.deploy.name
@@ -335,8 +349,7 @@ class Shipper:
                 return self.report
         if options.services:
             # Before the stable service moves: a worker that fails then only costs the canary's removal.
-            save(phase="services")
-            failure = self._release_services(options, pinned)
+            failure = self._release_services(options, pinned, save)
             if failure is not None:
                 self._rollback(edge, name, canary, options, save)
                 self._record(name, pinned, "rolled-back", failure)

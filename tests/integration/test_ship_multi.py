@@ -11,7 +11,9 @@ canary step at 50 %, 3 s windows, a 6 s watch of the worker.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -203,3 +205,41 @@ def test_a_crashing_worker_rolls_the_whole_release_back(production: dict[str, An
     last = history(name)[-1]
     assert last["action"] == "ship" and last["status"] == "rolled-back" and "worker" in last["reason"]
     assert history(f"{name}-worker")[-1]["action"] == "rollback"
+
+
+def test_a_controller_killed_while_the_worker_is_watched_is_undone_by_the_next_run(
+        production: dict[str, Any], images: dict[str, str], client: docker.DockerClient, tmp_path: Path) -> None:
+    name = production["name"]
+    web, worker = stable_image(client, name), stable_image(client, f"{name}-worker")
+    state = production["state"] / f"ship-{name}.json"
+    argv = ["ship", images["3"], "--name", name, "--project", str(production["project"]),
+            "--state-dir", str(production["state"]), "--env-file", str(production["env_file"]),
+            "--env", f"WEB={name}", *COMMON, *WATCH, "--services-watch", "120"]
+    load = Load(production["url"])
+    load.start()
+    proc = subprocess.Popen([*GROCKER, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if (state.exists() and json.loads(state.read_text()).get("phase") == "services"
+                    and stable_image(client, f"{name}-worker") != worker):
+                break
+            assert proc.poll() is None, "ship ended before its services were released"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        load.stop()
+    assert stable_image(client, f"{name}-worker") != worker and f"{name}-canary" in services(client, name)
+    # The next run (its pre-deploy job fails) first puts the worker back and removes the canary.
+    run = ship(production, images["3"], tmp_path / "report.json", "--env", "MIGRATE_FAIL=1")
+    assert run.code == 15, run.err[-3000:]
+    report = run.report
+    assert report is not None and report["status"] == "failed-pre-deploy"
+    events = [e["event"] for e in report["timeline"]]
+    assert events[0].startswith("unfinished release found") and "service rolled back" in events
+    assert stable_image(client, name) == web and stable_image(client, f"{name}-worker") == worker
+    assert services(client, name) == {name, f"{name}-worker"}
+    assert versions(production["url"]) == {"2"} and load.failures == []
