@@ -282,6 +282,12 @@ def make_parser() -> argparse.ArgumentParser:
     ship.add_argument("--functional-tests", metavar="COMMAND", help="overrides the functional-tests key")
     ship.add_argument("--functional-tests-image", metavar="IMAGE", help="overrides the functional-tests-image key")
     ship.add_argument("--keep-staging", action="store_true", help="leave the staging service running")
+    ship.add_argument("--pre-deploy", metavar="COMMAND",
+                      help="overrides the pre-deploy key: run once from the new image before production moves")
+    ship.add_argument("--service", action="append", default=[], metavar="SUFFIX=COMMAND[:REPLICAS]",
+                      help="a companion service NAME-SUFFIX running COMMAND of the image, released with NAME; "
+                           "repeatable; replaces the services key")
+    ship.add_argument("--services-watch", type=float, metavar="SECONDS", help="overrides services-watch")
     ship.add_argument("--canary-steps", metavar="PERCENTS", help="overrides canary.steps (e.g. 5,25,50,100)")
     ship.add_argument("--canary-window", type=float, metavar="SECONDS", help="overrides canary.window")
     ship.add_argument("--min-requests", type=int, metavar="N", help="overrides canary.min-requests")
@@ -640,6 +646,7 @@ def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
     from setuptools_grocker.config import Config, load_config
+    from setuptools_grocker.deploy.companions import Companion
     from setuptools_grocker.deploy.deployer import Publish
     from setuptools_grocker.deploy.ship import ShipOptions, Shipper
     from setuptools_grocker.engine import Engine
@@ -680,7 +687,13 @@ def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
                           functional_tests_image=args.functional_tests_image or config.functional_tests_image,
                           port=args.port, staging_env=_env_pairs(args.staging_env, "--staging-env"),
                           keep_staging=args.keep_staging, canary=canary, drain=args.drain,
-                          state_dir=args.state_dir or config.state_dir, cache_home=cache_home(os.environ))
+                          state_dir=args.state_dir or config.state_dir, cache_home=cache_home(os.environ),
+                          pre_deploy=args.pre_deploy or config.pre_deploy,
+                          services=tuple(Companion.parse(s) for s in args.service) if args.service
+                          else Companion.from_config(config.services),
+                          services_watch=config.services_watch if args.services_watch is None else args.services_watch)
+    if options.services_watch <= 0:
+        raise DeployError(f"--services-watch {options.services_watch} is not positive", "give a number above 0")
     shipper = Shipper(Engine(progress), progress, _plugins_of(project, progress))
     try:
         with shipper.engine:

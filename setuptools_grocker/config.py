@@ -105,6 +105,10 @@ class Config:
     functional_tests: str | None = None
     functional_tests_image: str | None = None
     canary: Canary = Canary()
+    pre_deploy: str | None = None
+    #: ``grocker ship``'s companion services: suffix -> {"command", "replicas", "env"} (keys.py checks them).
+    services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    services_watch: float = 60.0
     #: Where the file layer came from, for messages.
     source: str = "defaults"
 

@@ -185,6 +185,32 @@ INTS = Kind("ints", "list of int", "[8000]", "8000,8001", _check_ints, lambda ra
 DICT = Kind("dict", "table", '{ NAME = "value" }', "NAME=value,OTHER=x", _check_dict, _parse_dict, dict)
 
 
+def _check_services(value: Any) -> Any:
+    # `worker = "worker"` is short for `worker = { command = "worker" }`; the sub-keys are checked by _services.
+    if not isinstance(value, dict):
+        raise WrongType("a table of services")
+    services = {}
+    for name, spec in value.items():
+        spec = {"command": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, dict):
+            raise WrongType("a table of services, each a command name or a table")
+        services[str(name)] = {**spec, **({"env": _check_dict(spec["env"])} if "env" in spec else {})}
+    return services
+
+
+def _parse_services(raw: str) -> Any:
+    try:
+        return _check_services(json.loads(raw))
+    except WrongType as exc:
+        raise ValueError(exc.expected) from None
+
+
+#: The companion services of `grocker ship` (``[tool.grocker.services]``): name -> command, replicas, env.
+SERVICES = Kind("services", "table of services", '{ worker = { command = "worker", replicas = 1 } }',
+                '{"worker": {"command": "worker"}}', _check_services, _parse_services,
+                lambda value: {name: dict(spec) for name, spec in value.items()})
+
+
 # -- validation of single values (cross-key checks stay in config.py) ----------------------------
 
 def check_http_path(path: str, where: str = "smoke-test.path") -> None:
@@ -237,6 +263,37 @@ def _canary_steps(steps: tuple[int, ...], source: str) -> None:
     if not steps or list(steps) != sorted(set(steps)) or steps[0] <= 0 or steps[-1] != 100:
         raise ConfigError(f"canary.steps {list(steps)} in {source} is not a rising list of percents ending at 100",
                           "write e.g. canary.steps = [5, 25, 50, 100]")
+
+
+_SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
+_SERVICE_FIELDS = ("command", "replicas", "env")
+#: Suffixes `grocker ship` already gives a meaning to (NAME-staging, NAME-canary, NAME-edge).
+_TAKEN_SUFFIXES = ("staging", "canary", "edge")
+
+
+def _services(services: Mapping[str, Mapping[str, Any]], source: str) -> None:
+    import difflib
+
+    for name, spec in services.items():
+        where = f"services.{name} in {source}"
+        if not _SERVICE_NAME.match(name) or name in _TAKEN_SUFFIXES:
+            raise ConfigError(f"service name {name!r} in {source} is not valid (it becomes NAME-{name})",
+                              "use lowercase letters, digits and '-' (at most 30), not staging, canary or edge")
+        for sub in spec:
+            if sub not in _SERVICE_FIELDS:
+                close = difflib.get_close_matches(sub, _SERVICE_FIELDS, n=1)
+                raise ConfigError(f"unknown key '{sub}' in {where}",
+                                  f"did you mean '{close[0]}'?" if close else "valid keys: command, replicas, env")
+        command = spec.get("command")
+        if not isinstance(command, str) or not _COMMAND_NAME.match(command):
+            raise ConfigError(f"{where}: command {command!r} is not the name of one of the image's commands",
+                              f'write e.g. {name} = {{ command = "{name}" }} (a command of [tool.grocker.commands])')
+        replicas = spec.get("replicas", 1)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ConfigError(f"{where}: replicas {replicas!r} is not a positive integer", "write e.g. replicas = 1")
+        for var in spec.get("env", {}):
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", var):
+                raise ConfigError(f"{where}: env {var!r} is not a variable name", "write env = { NAME = \"value\" }")
 
 
 def _positive(value: float, source: str) -> None:
@@ -465,6 +522,15 @@ TABLE: tuple[Key, ...] = (
         "functional_tests"),
     Key("functional-tests-image", STR, None, "`grocker ship`: the image the functional tests run in",
         "functional_tests_image", default_doc="the image shipped"),
+    Key("pre-deploy", STR, None, "`grocker ship`: a job run once from the new image before production is touched "
+        "(database migrations: `flask db upgrade`), by `sh -c` in a container of the image on the service's network, "
+        "with production's `--env` and env files; a non-zero exit stops the release", "pre_deploy"),
+    Key("services", SERVICES, {}, "`grocker ship`: the application's other services, released with the web service "
+        "from the same image: NAME-SUFFIX runs the image command `command` (`replicas`, `env` optional)",
+        "services", validate=_services, default_doc="none"),
+    Key("services-watch", FLOAT, 60.0, "`grocker ship`: seconds the tasks of the other services are watched after "
+        "their update; a task of the release that fails or exits rolls the whole release back", "services_watch",
+        validate=_positive),
     Key("canary.steps", INTS, (5, 25, 50, 100), "`grocker ship`: the canary's share of the traffic (percent) at "
         "each step; the last step must be 100 (promotion)", "canary.steps", validate=_canary_steps,
         default_doc="`[5, 25, 50, 100]`"),

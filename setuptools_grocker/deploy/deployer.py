@@ -134,6 +134,22 @@ def read_env_file(path: Path) -> bytes:
     return data
 
 
+def env_file_values(data: bytes) -> dict[str, str]:
+    """The variables of an env file (checked by :func:`read_env_file`), read as the image's entrypoint reads
+    ``/config/*.env``: ``export`` allowed, one pair of surrounding quotes removed."""
+    values = {}
+    for raw in data.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
 def env_secret_name(service: str, key: str, data: bytes) -> str:
     """The secret of an env file: the same content in the same service gives the same name."""
     return f"{service}-env-{hmac.new(key.encode(), data, hashlib.sha256).hexdigest()[:12]}"
@@ -207,7 +223,30 @@ class Deployer:
         if len(stack) < 2:
             raise DeployError(f"{name} has no earlier release to go back to",
                               f"see `grocker history {name}`")
-        current, target = stack[-1], stack[-2]
+        return self._redeploy(name, stack[-2], stack[-1], options)
+
+    def restore(self, name: str, pinned: str, options: DeployOptions | None = None) -> dict[str, Any]:
+        """Go back to the release of ``pinned`` (the newest one recorded), by digest and with its configuration,
+        whatever the history says runs now: a ``grocker ship`` that died during an update left the service on an
+        image its history may not name yet (the record is written once the update is over)."""
+        check_name(name)
+        _require_swarm(self.engine)
+        records = history(self.engine, name)
+        target = next((r for r in reversed(records) if r.get("action") in ("deploy", "rollback")
+                       and r.get("status") == "deployed" and r.get("pinned") == pinned), None)
+        if target is None:
+            raise DeployError(f"{name} has no recorded release of {pinned} to go back to",
+                              f"see `grocker history {name}`")
+        running = _image_of(self.engine.service(name))
+        current = next((r for r in reversed(records) if r.get("action") == "deploy" and r.get("status") == "deployed"
+                        and not r.get("undone") and r.get("pinned") == running), None)
+        return self._redeploy(name, target, current, options, running=running)
+
+    def _redeploy(self, name: str, target: dict[str, Any], current: dict[str, Any] | None,
+                  options: DeployOptions | None, *, running: str | None = None) -> dict[str, Any]:
+        """Deploy the release of the history record ``target`` again (its digest, secrets, variables, command,
+        replicas, routes), recorded as a rollback that undoes ``current``."""
+        current = current or {}
         secrets = []
         for secret, target_path in target.get("secrets", []):
             found = self.engine.secret_id(secret)
@@ -223,11 +262,15 @@ class Deployer:
                              health_interval=base.health_interval, health_retries=base.health_retries,
                              start_period=base.start_period, monitor=base.monitor, edge_base=base.edge_base)
         record = {**{k: v for k, v in target.items() if k not in ("at", "status", "undone", "error")},
-                  "action": "rollback", "from": current.get("pinned")}
+                  "action": "rollback", "from": current.get("pinned") or running}
         self.progress.info(f"rolling {name} back from {current.get('version')} to {target.get('version')} "
                            f"({target['pinned']})")
-        result = self._apply(opts, record, secrets, undo=current, secret_key=self._secret_key(name))
+        result = self._apply(opts, record, secrets, undo=current or None, secret_key=self._secret_key(name))
         return result
+
+    def pin(self, image: str) -> str:
+        """What ``deploy`` would run for ``image``: ``repo@sha256:...``, or the image ID of a local image."""
+        return _pinned(self._image(image), image)
 
     def stop(self, name: str) -> None:
         """Remove the service, its edge, its network and its env file secrets."""
@@ -412,6 +455,10 @@ class Deployer:
         self.engine.remove_service(name)
         self.engine.remove_network(_network(name))
         self.engine.remove_secrets(f"{DEPLOY_LABEL}={name}", keep=())
+
+
+def _image_of(service: Mapping[str, Any] | None) -> str | None:
+    return (service or {}).get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image")
 
 
 def _network(name: str) -> str:

@@ -27,6 +27,13 @@
    was removed), the history record, then the ``grocker_incident`` hook. The judge's figures come from the
    ``grocker_release_metrics`` hook when a plugin answers for both sides, else from the edge's request log.
 
+**More than one image's worth.** A ``pre-deploy`` job (migrations) runs once from the release's digest after
+staging and before anything of production moves (:mod:`~setuptools_grocker.deploy.predeploy`); it failing
+stops the release (``failed-pre-deploy``). The companion services (``NAME-worker``...) move to the digest
+after the last canary step, before the promotion, and are watched by their tasks
+(:mod:`~setuptools_grocker.deploy.companions`); one failing sends them back and the canary away, so the stable
+web service is never updated for a release that does not hold.
+
 **State.** Every change of weight is written first to ``STATE_DIR/ship-NAME.json`` (atomically: a temporary
 file renamed). A run that finds a state that is not final (the previous controller died) does not guess where
 it stopped: it puts the stable back at full weight, the canary at 0, removes the canary, then starts over.
@@ -42,9 +49,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from setuptools_grocker.config import Canary
 from setuptools_grocker.deploy.analysis import Side, Verdict, judge
+from setuptools_grocker.deploy.companions import Companion, CompanionRelease, image_of
 from setuptools_grocker.deploy.deployer import Deployer, DeployOptions, Publish, check_name, history
 from setuptools_grocker.deploy.edge import DEFAULT_WEIGHT, MAX_WEIGHT, Edge, LoggedRequest, Pool, network_of
 from setuptools_grocker.deploy.incident import collect, incident_paths, task_logs, windows_of, write
+from setuptools_grocker.deploy.predeploy import run_pre_deploy
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import DeployError, GrockerError
 from setuptools_grocker.progress import Progress
@@ -76,6 +85,13 @@ class ShipOptions:
     state_dir: Path = Path(".grocker")
     #: Where this machine's build records are (the provenance of a local image, for the incident report).
     cache_home: Path | None = None
+    #: Run once from the new image before production is touched (see predeploy.py).
+    pre_deploy: str | None = None
+    pre_deploy_timeout: float = 1800.0
+    #: The application's other services (NAME-SUFFIX), released with NAME (see companions.py).
+    services: tuple[Companion, ...] = ()
+    #: Seconds their tasks are watched after their update.
+    services_watch: float = 60.0
 
 
 def state_file(state_dir: Path, name: str) -> Path:
@@ -153,7 +169,7 @@ class Shipper:
         A release stopped at staging or rolled back is a report with ``error``, not an exception."""
         name = options.deploy.name
         check_name(name)
-        for service in (f"{name}-staging", f"{name}-canary"):
+        for service in (f"{name}-staging", f"{name}-canary", *(c.service(name) for c in options.services)):
             check_name(service)
         self.report = {"name": name, "image": options.deploy.image, "status": "running", "timeline": [],
                        "steps": []}
@@ -173,10 +189,19 @@ class Shipper:
                 return self.report
         else:
             self._event("no functional-tests configured: staging skipped")
+        if options.pre_deploy and not self._pre_deploy(options, first=stable is None):
+            return self.report
         if stable is None:
             record = self.deployer.deploy(options.deploy)
             self._event("first release deployed", pinned=record["pinned"])
             self.report.update(status="deployed", pinned=record["pinned"])
+            self._record_pre_deploy(name)
+            failure = self._release_services(options, record["pinned"])
+            if failure is not None:
+                self.report.update(status="failed-services", error={
+                    "message": f"the services of {record['pinned']} failed: {failure}; nothing to go back to "
+                               "(first release)",
+                    "hint": "see services in the report (each failed task's log lines), fix the release and ship it"})
             return self.report
         if not options.deploy.publish:
             raise DeployError(f"{name} has no edge (it was deployed without --publish): a canary needs one",
@@ -213,6 +238,53 @@ class Shipper:
         self._event("functional tests passed")
         return True
 
+    # -- pre-deploy job and companion services ------------------------------------------
+    def _pre_deploy(self, options: ShipOptions, *, first: bool) -> bool:
+        """Run the pre-deploy job once from the release's digest; False (the report says why) when it failed."""
+        name = options.deploy.name
+        command = options.pre_deploy or ""
+        pinned = self.deployer.pin(options.deploy.image)
+        self.report["pinned"] = pinned
+        self._event("pre-deploy job", command=command)
+        result = run_pre_deploy(self.engine, options.deploy, pinned, command, options.pre_deploy_timeout)
+        self.report["pre_deploy"] = result.to_json()
+        if result.exit_code == 0:
+            self._event("pre-deploy job passed", seconds=result.seconds)
+            if not first:
+                self._record_pre_deploy(name)
+            return True
+        self._event("pre-deploy job failed", exit_code=result.exit_code)
+        if first:  # the network it ran on is the only trace of a release that never started
+            self.engine.remove_network(network_of(name))
+        else:
+            self._record_pre_deploy(name)
+        self.report.update(status="failed-pre-deploy", error={
+            "message": f"the pre-deploy job failed (exit code {result.exit_code}): nothing was deployed",
+            "hint": "see pre_deploy.tail in the report; production runs its previous release (the job may have "
+                    "done part of its work: check before shipping again)"})
+        return False
+
+    def _record_pre_deploy(self, name: str) -> None:
+        job = self.report.get("pre_deploy")
+        if job:
+            self.deployer.add_record(name, {
+                "action": "pre-deploy", "pinned": job["image"], "command": job["command"],
+                "status": "passed" if job["exit_code"] == 0 else "failed", "exit_code": job["exit_code"],
+                "seconds": job["seconds"]})
+
+    def _release_services(self, options: ShipOptions, pinned: str, save: Any = None) -> str | None:
+        """Move the companion services to ``pinned`` and watch them; the reason when they failed (they are then
+        back on their previous release). With ``save``, what they ran before is in the state first: a run that
+        finds the phase ``services`` unfinished puts them back (:meth:`_recover_services`)."""
+        if not options.services:
+            return None
+        if save is not None:
+            save(phase="services", services={c.service(options.deploy.name): image_of(self.engine.service(
+                c.service(options.deploy.name))) for c in options.services})
+        companions = CompanionRelease(self.engine, self.deployer, self._event)
+        self.report["services"] = companions.report
+        return companions.release(options.deploy, options.services, pinned, options.services_watch)
+
     # -- canary --------------------------------------------------------------------------
     def _recover(self, name: str, path: Path) -> None:
         """A previous run that did not finish: stable at full weight, canary at 0 and removed."""
@@ -231,7 +303,17 @@ class Shipper:
                 edge.set_pools([Pool(name)])
         if self.engine.service(canary) is not None:
             self.deployer.stop(canary)
+        self._recover_services(state)
         write_state(path, {**state, "phase": "rolled-back", "recovered_at": _now()})
+
+    def _recover_services(self, state: dict[str, Any]) -> None:
+        """A run that died while its companion services were moving or watched: they go back to what they ran
+        before (the web side is the canary, removed by :meth:`_recover`)."""
+        if state.get("phase") != "services":
+            return
+        companions = CompanionRelease(self.engine, self.deployer, self._event)
+        for service, previous in (state.get("services") or {}).items():
+            companions.restore(service, previous)
 
     def _canary(self, options: ShipOptions, path: Path) -> dict[str, Any]:
         name = options.deploy.name
@@ -254,6 +336,12 @@ class Shipper:
             self.deployer.stop(canary)
             save(phase="unchanged")
             self.report["status"] = "unchanged"
+            failure = self._release_services(options, pinned)  # a service added, or one a failed run left behind
+            if failure is not None:
+                self.report.update(status="failed-services", error={
+                    "message": f"{name} already runs {pinned} but its services failed on it: {failure}; "
+                               "they are back on their previous release",
+                    "hint": "see services in the report (each failed task's log lines)"})
             return self.report
         self._event("canary deployed", service=canary, pinned=pinned)
         try:
@@ -291,6 +379,22 @@ class Shipper:
                 self.report.update(status="rolled-back", error={
                     "message": f"the canary of {pinned} was rolled back at {share}%: {verdict.reason}",
                     "hint": "production runs the stable release; see steps in the report"})
+                return self.report
+        if options.services:
+            # Before the stable service moves: a worker that fails then only costs the canary's removal.
+            failure = self._release_services(options, pinned, save)
+            if failure is not None:
+                self._rollback(edge, name, canary, options, save)
+                failed = [{"service": f"{name}-{suffix}", "tasks": [
+                    {"task": f["task"], "lines": f["log_tail"].splitlines()} for f in entry.get("failures", [])]}
+                    for suffix, entry in self.report.get("services", {}).items() if entry.get("failures")]
+                self.record_rollback(name, pinned, failure, went_back_to=self.report.get("stable"),
+                                     trigger="companion services watched", logs=failed[0] if failed else {},
+                                     state_dir=options.state_dir, cache_home=options.cache_home)
+                self.report.update(status="rolled-back", error={
+                    "message": f"the release of {pinned} was rolled back: {failure}",
+                    "hint": "every service runs its previous release; see services in the report (each failed "
+                            "task's log lines)"})
                 return self.report
         self._promote(edge, name, canary, pinned, options, save)
         self._record(name, pinned, "promoted", "every step passed")
