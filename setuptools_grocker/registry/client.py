@@ -415,9 +415,9 @@ def referrers(repository: str, digest: str, timeout: float = 10) -> list[dict[st
     ``digest`` of ``registry/repo``, every page; None when the registry has no such API.
 
     A registry that has it answers an OCI image index, also when nothing refers to the digest (the
-    distribution spec forbids a 404 there); anything else (Distribution 2.8's 404, a 400/405/501, a page that is
-    not an index) means "no referrers API", remembered for the host for the rest of the process: callers then
-    use the cosign-style tags (registry/attach.py).
+    distribution spec forbids a 404 there). Anything else (Distribution 2.8's 404, a 405, a proxy's 403 or 502,
+    a page that is not an index) means "no referrers API", remembered for the host for the rest of the process:
+    callers then use the cosign-style tags (registry/attach.py).
     """
     r, host = _registry_ref(repository)
     if host in _NO_REFERRERS:
@@ -425,8 +425,10 @@ def referrers(repository: str, digest: str, timeout: float = 10) -> list[dict[st
     url: str | None = _url(host, r, "referrers", digest)
     found: list[dict[str, Any]] = []
     while url:
+        # Any refusal (404 from Distribution 2.8, 405, a proxy's 403 or 502) falls back to the tags rather than
+        # failing a read the tags can answer.
         answer = _request("GET", url, host, headers={"Accept": OCI_INDEX}, timeout=timeout,
-                          allow=(400, 404, 405, 406, 501))
+                          allow=tuple(range(400, 600)))
         media_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
         try:
             index = json.loads(answer.body) if answer.status == 200 and media_type == OCI_INDEX else None

@@ -179,6 +179,8 @@ class StubRegistry(_Server):
         #: descriptors listed (``page_size`` per page, with a ``Link`` to the next).
         self.referrers: dict[str, list[dict[str, Any]]] | None = None
         self.page_size = 100
+        #: When set, every referrers request gets this status and an HTML page (a proxy in front, say).
+        self.referrers_refusal: int | None = None
 
     def _authorized(self, req: BaseHTTPRequestHandler) -> bool:
         got = req.headers.get("Authorization", "")
@@ -206,6 +208,8 @@ class StubRegistry(_Server):
             self._blob(req, parts[-1])
         elif len(parts) >= 5 and parts[-2] == "manifests":
             self._manifest(req, "/".join(parts[2:-2]), parts[-1], body)
+        elif len(parts) >= 5 and parts[-2] == "referrers" and self.referrers_refusal is not None:
+            self.answer(req, self.referrers_refusal, b"<html>no</html>", Content_Type="text/html")
         elif len(parts) >= 5 and parts[-2] == "referrers" and self.referrers is not None:
             start = int(query.get("last") or 0)
             listed = self.referrers.get(parts[-1], [])

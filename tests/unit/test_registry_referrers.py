@@ -87,3 +87,12 @@ def test_several_untagged_documents_of_one_kind_are_an_error_not_a_guess(reg: St
     reg.referrers = {digest: [untagged(reg, digest, "sbom", b'{"a": 1}'), untagged(reg, digest, "sbom", b'{"b": 1}')]}
     with pytest.raises(RegistryError, match="2 sbom documents refer to .* and none is under the tag sha256-"):
         read_artifact(f"{reg.host}/shop:1.0", "sbom")
+
+
+@pytest.mark.parametrize("status", [200, 405, 502])
+def test_an_answer_that_is_not_an_index_falls_back_to_the_tag(reg: StubRegistry, status: int) -> None:
+    digest = reg.put("shop", "1.0", IMAGE)
+    attach(f"{reg.host}/shop:1.0", digest, "sbom", b'{"sbom": 1}')
+    reg.referrers_refusal = status
+    assert read_artifact(f"{reg.host}/shop:1.0", "sbom") == b'{"sbom": 1}'
+    assert registry.referrers(f"{reg.host}/shop", digest) is None and referrer_requests(reg) == 1
