@@ -236,8 +236,11 @@ class GrockerRefreshReport(buildstep.BuildStep):
 
     @defer.inlineCallbacks
     def run(self):
-        refresh = self.getProperty("grocker_root_refresh") or {}
+        refresh = self.getProperty("grocker_root_refresh")
         done = list(self.getProperty("grocker_rebased") or [])
+        if not refresh:  # refresh-root failed (its step says why): nothing to report as current
+            self.descriptionDone = ["no refresh report (see refresh-root)"]
+            return SKIPPED
         packages: list[dict[str, Any]] = list(refresh.get("packages_changed") or [])
         rebased_images = [d for d in done if d.get("rebased")]
         report = {"refreshed": bool(refresh.get("refreshed")), "packages_changed": packages,

@@ -98,6 +98,23 @@ class TestRefreshReport(TestBuildStepMixin, TestReactorMixin, unittest.TestCase)
         yield self.run_step()
 
 
+class TestRefreshReportAfterAFailure(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.setup_test_reactor()
+        yield self.setup_test_build_step()
+
+    @defer.inlineCallbacks
+    def test_a_failed_refresh_is_not_reported_as_a_current_root(self):  # type: ignore[no-untyped-def]
+        from buildbot.process.results import SKIPPED
+
+        from buildbot_grocker import GrockerRefreshReport
+
+        self.setup_step(GrockerRefreshReport())
+        self.expect_outcome(result=SKIPPED, state_string="no refresh report (see refresh-root) (skipped)")
+        yield self.run_step()
+
+
 class Step:
     """What ``doStepIf`` is given: something with the build's properties."""
 
