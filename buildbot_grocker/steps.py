@@ -55,6 +55,8 @@ class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
         self.wheel_index = wheel_index
         self.extra_args = list(extra_args)
         self.report: dict[str, Any] | None = None
+        #: grocker's one-line error (stderr), when it printed one.
+        self.error: str | None = None
 
     def grocker_command(self) -> list[str]:
         exe = self.grocker if isinstance(self.grocker, list) else [self.grocker]
@@ -70,9 +72,11 @@ class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
     @defer.inlineCallbacks
     def run(self):
         cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True,
-                                                env=self.command_env())
+                                                collectStderr=True, env=self.command_env())
         yield self.runCommand(cmd)
         self.report = self._parse(cmd.stdout)
+        errors = [ln for ln in (cmd.stderr or "").splitlines() if ln.startswith("grocker: error:")]
+        self.error = redact(errors[-1][len("grocker: error:"):].strip()) if errors else None
         if self.report is None:
             yield self.addCompleteLog("error", "grocker printed no JSON report; see stdio")
             return FAILURE
@@ -182,8 +186,9 @@ class GrockerRebase(GrockerStep):
     """``grocker rebase IMAGE --report -``: put ``image`` on its refreshed root (smoke-tested before it is tagged).
 
     Appends ``{"image", "rebased", "new_image_id", "tag", "packages_changed"}`` to the ``grocker_rebased``
-    property, so that the nightly's last step can say which images were rebased and which Debian packages
-    changed; ``root`` is the working directory's project (the smoke test's configuration).
+    property (with ``error``, grocker's one-line reason, when the rebase was refused or failed), so that the
+    nightly's last step can say which images were rebased and which Debian packages changed; ``root`` is the
+    working directory's project (the smoke test's configuration).
     """
 
     name = "rebase"
@@ -201,6 +206,17 @@ class GrockerRebase(GrockerStep):
         exe = self.grocker if isinstance(self.grocker, list) else [self.grocker]
         cmd = [*exe, *self.command_words, self.image, "--project", self.root, "--report", "-", *self.extra_args]
         return cmd + (["--tag", self.tag] if self.tag else [])
+
+    @defer.inlineCallbacks
+    def run(self):
+        result = yield super().run()
+        if self.report is None:  # refused (another Python on the new root...) or failed: in the report too
+            done = list(self.getProperty("grocker_rebased") or [])
+            done.append({"image": self.image, "rebased": False, "new_image_id": None, "tag": None,
+                         "packages_changed": [], "error": self.error or "grocker rebase failed; see its log"})
+            self.setProperty("grocker_rebased", done, self.name)
+            self.descriptionDone = [f"{self.image} not rebased", *([self.error] if self.error else [])]
+        return result
 
     def apply_report(self, report: dict[str, Any]) -> None:
         done = list(self.getProperty("grocker_rebased") or [])
@@ -314,10 +330,11 @@ class GrockerShip(GrockerStep):
                                  "status": "not shipped", "error": None}
                 continue
             cmd = yield self.makeRemoteShellCommand(command=self.ship_command(app, image), collectStdout=True,
-                                                    env=self.command_env())
+                                                    collectStderr=True, env=self.command_env())
             yield self.runCommand(cmd)
             report = self._parse(cmd.stdout) or {}
-            error = report.get("error")
+            lines = [ln for ln in (cmd.stderr or "").splitlines() if ln.startswith("grocker: error:")]
+            error = report.get("error") or (lines[-1][len("grocker: error:"):].strip() if lines else None)
             verdicts[app] = {"service": (self.services or {}).get(app, app), "image": image,
                              "status": report.get("status") or ("error" if cmd.rc else "unknown"),
                              "error": redact(str(error.get("message") if isinstance(error, dict) else error))

@@ -60,7 +60,11 @@ class TestRefreshSteps(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
                                          log_environ=False)
                              .stderr("grocker: error: cannot rebase shop:1 onto pypy: Python version 3.11 -> 3.9\n")
                              .exit(19))
-        self.expect_outcome(result=FAILURE)
+        self.expect_outcome(result=FAILURE, state_string="shop:1 not rebased cannot rebase shop:1 onto pypy: "
+                                                         "Python version 3.11 -> 3.9 (failure)")
+        self.expect_property("grocker_rebased", [{
+            "image": "shop:1", "rebased": False, "new_image_id": None, "tag": None, "packages_changed": [],
+            "error": "cannot rebase shop:1 onto pypy: Python version 3.11 -> 3.9"}], "rebase")
         yield self.run_step()
 
 

@@ -79,6 +79,8 @@ class TestShipStep(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
             ExpectShell(workdir="wkdir", command=["grocker", "ship", pinned("web"), "--name", "web", "--json"],
                         log_environ=False).stderr("grocker: error: no Swarm\n").exit(20))
         self.expect_outcome(result=FAILURE, state_string="web error (failure)")
+        self.expect_property("grocker_ship", {"web": {"service": "web", "image": pinned("web"), "status": "error",
+                                                      "error": "no Swarm"}}, "ship")
         yield self.run_step()
 
     @defer.inlineCallbacks
