@@ -13,8 +13,10 @@ from buildbot_grocker.steps import (
     GrockerPluginStage,
     GrockerPush,
     GrockerRebase,
+    GrockerRefreshReport,
     GrockerRefreshRoot,
     GrockerRelease,
+    GrockerShip,
     GrockerSmokeTest,
     GrockerStep,
     GrockerTest,
@@ -24,6 +26,6 @@ from buildbot_grocker.steps import (
 
 __all__ = [
     "GrockerGraph", "GrockerImage", "GrockerMemberStep", "GrockerPlan", "GrockerPluginStage", "GrockerPush",
-    "GrockerRebase", "GrockerRefreshRoot", "GrockerRelease", "GrockerSmokeTest", "GrockerStep", "GrockerTest",
-    "GrockerWheel", "configure", "member_steps",
+    "GrockerRebase", "GrockerRefreshReport", "GrockerRefreshRoot", "GrockerRelease", "GrockerShip",
+    "GrockerSmokeTest", "GrockerStep", "GrockerTest", "GrockerWheel", "configure", "member_steps",
 ]

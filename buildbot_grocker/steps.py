@@ -55,6 +55,8 @@ class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
         self.wheel_index = wheel_index
         self.extra_args = list(extra_args)
         self.report: dict[str, Any] | None = None
+        #: grocker's one-line error (stderr), when it printed one.
+        self.error: str | None = None
 
     def grocker_command(self) -> list[str]:
         exe = self.grocker if isinstance(self.grocker, list) else [self.grocker]
@@ -70,9 +72,11 @@ class GrockerStep(buildstep.ShellMixin, buildstep.BuildStep):
     @defer.inlineCallbacks
     def run(self):
         cmd = yield self.makeRemoteShellCommand(command=self.grocker_command(), collectStdout=True,
-                                                env=self.command_env())
+                                                collectStderr=True, env=self.command_env())
         yield self.runCommand(cmd)
         self.report = self._parse(cmd.stdout)
+        errors = [ln for ln in (cmd.stderr or "").splitlines() if ln.startswith("grocker: error:")]
+        self.error = redact(errors[-1][len("grocker: error:"):].strip()) if errors else None
         if self.report is None:
             yield self.addCompleteLog("error", "grocker printed no JSON report; see stdio")
             return FAILURE
@@ -182,8 +186,9 @@ class GrockerRebase(GrockerStep):
     """``grocker rebase IMAGE --report -``: put ``image`` on its refreshed root (smoke-tested before it is tagged).
 
     Appends ``{"image", "rebased", "new_image_id", "tag", "packages_changed"}`` to the ``grocker_rebased``
-    property, so that the nightly's last step can say which images were rebased and which Debian packages
-    changed; ``root`` is the working directory's project (the smoke test's configuration).
+    property (with ``error``, grocker's one-line reason, when the rebase was refused or failed), so that the
+    nightly's last step can say which images were rebased and which Debian packages changed; ``root`` is the
+    working directory's project (the smoke test's configuration).
     """
 
     name = "rebase"
@@ -202,6 +207,17 @@ class GrockerRebase(GrockerStep):
         cmd = [*exe, *self.command_words, self.image, "--project", self.root, "--report", "-", *self.extra_args]
         return cmd + (["--tag", self.tag] if self.tag else [])
 
+    @defer.inlineCallbacks
+    def run(self):
+        result = yield super().run()
+        if self.report is None:  # refused (another Python on the new root...) or failed: in the report too
+            done = list(self.getProperty("grocker_rebased") or [])
+            done.append({"image": self.image, "rebased": False, "new_image_id": None, "tag": None,
+                         "packages_changed": [], "error": self.error or "grocker rebase failed; see its log"})
+            self.setProperty("grocker_rebased", done, self.name)
+            self.descriptionDone = [f"{self.image} not rebased", *([self.error] if self.error else [])]
+        return result
+
     def apply_report(self, report: dict[str, Any]) -> None:
         done = list(self.getProperty("grocker_rebased") or [])
         done.append({k: report.get(k) for k in ("image", "rebased", "new_image_id", "tag", "packages_changed")})
@@ -209,6 +225,126 @@ class GrockerRebase(GrockerStep):
         changed = report.get("packages_changed") or []
         self.descriptionDone = ([f"rebased {self.image}", f"{len(changed)} Debian packages changed"]
                                 if report.get("rebased") else [f"{self.image} not rebased"])
+
+
+def refreshed_root_current(step: buildstep.BuildStep) -> bool:
+    """``doStepIf`` of the rebase steps: a refreshed root is what builds use now (this refresh made it, or an
+    earlier one), per the ``grocker_root_refresh`` report. Without one there is nothing to rebase onto (and
+    ``grocker rebase`` would refuse: "never refreshed")."""
+    report = step.getProperty("grocker_root_refresh") or {}
+    roots: list[Any] = report["roots"] if isinstance(report.get("roots"), list) else [report]
+    return bool(report.get("refreshed")) or any(
+        isinstance(r, dict) and (r.get("root") or {}).get("tag") not in (None, f"grocker/root:{r.get('recipe_key')}")
+        for r in roots)
+
+
+class GrockerRefreshReport(buildstep.BuildStep):
+    """The security refresh's summary: what the refresh changed (``grocker_root_refresh``) and which images the
+    rebase steps moved (``grocker_rebased``), as the ``refresh.json`` log and the ``grocker_refresh_report``
+    property (``{"refreshed", "packages_changed", "rebased": [...], "not_rebased": [...]}``). Runs always, also
+    after a failed rebase, so the night's report is complete."""
+
+    name = "refresh-report"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("alwaysRun", True)
+        super().__init__(**kwargs)
+
+    @defer.inlineCallbacks
+    def run(self):
+        refresh = self.getProperty("grocker_root_refresh")
+        done = list(self.getProperty("grocker_rebased") or [])
+        if not refresh:  # refresh-root failed (its step says why): nothing to report as current
+            self.descriptionDone = ["no refresh report (see refresh-root)"]
+            return SKIPPED
+        packages: list[dict[str, Any]] = list(refresh.get("packages_changed") or [])
+        rebased_images = [d for d in done if d.get("rebased")]
+        report = {"refreshed": bool(refresh.get("refreshed")), "packages_changed": packages,
+                  "rebased": rebased_images, "not_rebased": [d for d in done if not d.get("rebased")]}
+        self.setProperty("grocker_refresh_report", report, self.name)
+        yield self.addCompleteLog("refresh.json", json.dumps(report, indent=2))
+        changed = ", ".join(f"{c.get('name')} {c.get('old') or '-'} -> {c.get('new') or '-'}" for c in packages)
+        rebased = ", ".join(str(d.get("image")) for d in rebased_images)
+        self.descriptionDone = [
+            f"root refreshed ({changed})" if report["refreshed"] else "root current",
+            f"rebased {rebased}" if rebased else "no image rebased"]
+        return SUCCESS
+
+
+class GrockerShip(GrockerStep):
+    """``grocker ship IMAGE@DIGEST --name SERVICE --json`` for each application of the nightly's workspace release
+    (the ``grocker_release`` property that ``GrockerRelease`` sets), one after the other.
+
+    ``applications``: the names of the release's applications to ship, in that order (default: all of them,
+    sorted); ``services``: application -> production service name (default: the application's name);
+    ``app_args``: application -> more ``grocker ship`` arguments (``--publish``, ``--project``...), after the
+    common ``extra_args``. The first application that is not promoted (or deployed) stops the step: the later ones
+    are not shipped. Sets ``grocker_ship`` (``{app: {"service", "image", "status", "error"}}``, also the
+    ``ship.json`` log); its summary gives each verdict.
+    """
+
+    name = "ship"
+    renderables = [*GrockerStep.renderables, "applications", "services", "app_args"]
+    command_words = ("ship",)
+    #: The ship statuses that let the next application go.
+    GOOD = ("promoted", "deployed", "unchanged")
+
+    def __init__(self, applications: Any = None, services: Any = None, app_args: Any = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.applications = applications
+        self.services = services
+        self.app_args = app_args
+
+    def targets(self) -> list[tuple[str, str]]:
+        """``[(application, image pinned by digest)]`` from the release document."""
+        from setuptools_grocker.ref import ImageRef
+
+        release = self.getProperty("grocker_release") or {}
+        apps = release.get("applications") or {}
+        names = list(self.applications) if self.applications else sorted(apps)
+        missing = [n for n in names if n not in apps]
+        if missing:
+            raise ValueError(f"not in the release: {', '.join(missing)}")
+        return [(n, f"{ImageRef.parse(str(apps[n]['image'])).repository}@{apps[n]['digest']}") for n in names]
+
+    def ship_command(self, app: str, image: str) -> list[str]:
+        exe = self.grocker if isinstance(self.grocker, list) else [self.grocker]
+        service = (self.services or {}).get(app, app)
+        return [*exe, *self.command_words, image, "--name", service, "--json", *self.extra_args,
+                *(self.app_args or {}).get(app, [])]
+
+    @defer.inlineCallbacks
+    def run(self):
+        try:
+            targets = self.targets()
+        except ValueError as exc:
+            yield self.addCompleteLog("error", f"{exc}; ship runs after GrockerRelease (grocker_release)")
+            self.descriptionDone = [str(exc)]
+            return FAILURE
+        verdicts: dict[str, dict[str, Any]] = {}
+        result = SUCCESS
+        for app, image in targets:
+            if result != SUCCESS:
+                verdicts[app] = {"service": (self.services or {}).get(app, app), "image": image,
+                                 "status": "not shipped", "error": None}
+                continue
+            cmd = yield self.makeRemoteShellCommand(command=self.ship_command(app, image), collectStdout=True,
+                                                    collectStderr=True, env=self.command_env())
+            yield self.runCommand(cmd)
+            report = self._parse(cmd.stdout) or {}
+            lines = [ln for ln in (cmd.stderr or "").splitlines() if ln.startswith("grocker: error:")]
+            error = report.get("error") or (lines[-1][len("grocker: error:"):].strip() if lines else None)
+            verdicts[app] = {"service": (self.services or {}).get(app, app), "image": image,
+                             "status": report.get("status") or ("error" if cmd.rc else "unknown"),
+                             "error": redact(str(error.get("message") if isinstance(error, dict) else error))
+                             if error else None}
+            if cmd.rc != 0 or verdicts[app]["status"] not in self.GOOD:
+                result = FAILURE
+        self.setProperty("grocker_ship", verdicts, self.name)
+        yield self.addCompleteLog("ship.json", redact(json.dumps(verdicts, indent=2)))
+        self.descriptionDone = [f"{app} {v['status']}" for app, v in verdicts.items()] or ["nothing to ship"]
+        return result
 
 
 class GrockerMemberStep(GrockerStep):
@@ -334,6 +470,7 @@ def member_steps(kind_property: str = "grocker_kind", plugin_stages: Any = (),
 
 
 __all__ = [
-    "GrockerImage", "GrockerMemberStep", "GrockerPlan", "GrockerPush", "GrockerSmokeTest", "GrockerStep",
-    "GrockerPluginStage", "GrockerTest", "GrockerWheel", "member_steps",
+    "GrockerImage", "GrockerMemberStep", "GrockerPlan", "GrockerPush", "GrockerRebase", "GrockerRefreshReport",
+    "GrockerRefreshRoot", "GrockerRelease", "GrockerShip", "GrockerSmokeTest", "GrockerStep", "GrockerPluginStage",
+    "GrockerTest", "GrockerWheel", "member_steps", "refreshed_root_current",
 ]

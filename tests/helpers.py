@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import ipaddress
 import json
 import os
 import shutil
@@ -155,7 +156,9 @@ def empty_index(client: docker.DockerClient, directory: Path) -> Iterator[str]:
     """An HTTP package index that answers 404 to everything, reachable from the compile container: ``host:port``
     on the Docker bridge's gateway (this machine's side of the bridge, not a public address). uv, unlike pip,
     fails a build whose index does not answer at all, so a test index with a credential must answer."""
-    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    ipam = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    # Some engines leave the default bridge's Gateway out of IPAM: it is then the subnet's first address.
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
     directory.mkdir(parents=True, exist_ok=True)
     server = http.server.ThreadingHTTPServer((gateway, 0), functools.partial(
         http.server.SimpleHTTPRequestHandler, directory=str(directory)))

@@ -15,6 +15,12 @@ from the image's manifest digest, in the image's repository:
 
 The manifest also names the image in its ``subject`` field: a registry that implements the OCI 1.1
 referrers API indexes it there too (Distribution 2.8 ignores the field; the tag is what finds it).
+
+Reading (:func:`read_artifact_manifest`) asks the referrers API first where the registry has it
+(registry/client.py ``referrers``; a registry without it is asked once per process) and takes the
+document of the kind's ``artifactType`` it lists: the tagged one when the tag names one of them (the last
+push), else the only one (a document an OCI 1.1 tool attached without a tag); several and none tagged is an
+error rather than a guess. Without the API, or when it lists none of that type, the tag decides.
 """
 from __future__ import annotations
 
@@ -26,10 +32,10 @@ from typing import Any, Sequence
 from setuptools_grocker.errors import RegistryError
 from setuptools_grocker.plugin.signing import Signature
 from setuptools_grocker.ref import ImageRef
-from setuptools_grocker.registry.client import digest_of, get_blob, get_manifest, put_manifest, upload_blob
+from setuptools_grocker.registry.client import digest_of, get_blob, get_manifest, put_manifest, referrers, upload_blob
 
-__all__ = ["KINDS", "OCI_MANIFEST", "SIGNATURE", "artifact_ref", "artifact_tag", "attach", "attach_signatures",
-           "read_artifact", "read_artifact_manifest", "read_signatures"]
+__all__ = ["KINDS", "OCI_MANIFEST", "SIGNATURE", "artifact_ref", "artifact_tag", "artifact_type", "attach",
+           "attach_signatures", "find_artifact", "read_artifact", "read_artifact_manifest", "read_signatures"]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
@@ -93,10 +99,38 @@ def attach_signatures(image_ref: str, digest: str, payload: bytes, signatures: S
     return _put_artifact(image_ref, digest, "sig", SIGNATURE, layers)
 
 
+def artifact_type(kind: str) -> str:
+    """The ``artifactType`` of the ``kind`` document (``sbom``, ``att``, ``sig``)."""
+    return SIGNATURE if kind == "sig" else KINDS[kind][0]
+
+
+def find_artifact(image_ref: str, digest: str, kind: str) -> str | None:
+    """The reference (by digest) of the ``kind`` document of the image pushed as ``digest``; None when it has none.
+
+    The referrers API where the registry has it, else (or when it lists none of that type) the tag; see the
+    module's docstring."""
+    repository = ImageRef.parse(image_ref).repository
+    tagged = digest_of(artifact_ref(image_ref, digest, kind))
+    listed = referrers(repository, digest)
+    candidates = [str(d["digest"]) for d in listed or () if d.get("artifactType") == artifact_type(kind)]
+    if tagged is not None and (tagged in candidates or not candidates):
+        chosen: str | None = tagged
+    elif len(candidates) == 1:
+        chosen = candidates[0]
+    elif candidates:
+        raise RegistryError(f"{len(candidates)} {kind} documents refer to {repository}@{digest} and none is under "
+                            f"the tag {artifact_tag(digest, kind)}",
+                            "push the image again with grocker (it tags the one that counts)")
+    else:
+        chosen = None
+    return f"{repository}@{chosen}" if chosen else None
+
+
 def read_artifact_manifest(image_ref: str, digest: str, kind: str) -> dict[str, Any] | None:
-    """The manifest under the ``kind`` tag of the image pushed as ``digest``; None when there is none."""
-    ref = artifact_ref(image_ref, digest, kind)
-    if digest_of(ref) is None:
+    """The manifest of the ``kind`` document of the image pushed as ``digest`` (:func:`find_artifact`); None when
+    there is none."""
+    ref = find_artifact(image_ref, digest, kind)
+    if ref is None:
         return None
     body, _ = get_manifest(ref)
     try:

@@ -129,6 +129,8 @@ _LOGINS: dict[str, dict[str, str] | None] = {}
 #: hosts that asked for HTTP Basic: later requests to them send it without waiting for a 401.
 _BASIC: set[str] = set()
 _TOKENS: dict[tuple[str, str], str] = {}
+#: hosts whose answer showed they have no referrers API (read once per process).
+_NO_REFERRERS: set[str] = set()
 
 
 def _reset() -> None:
@@ -137,6 +139,7 @@ def _reset() -> None:
         _LOGINS.clear()
         _BASIC.clear()
         _TOKENS.clear()
+        _NO_REFERRERS.clear()
 
 
 def _login(host: str) -> dict[str, str] | None:
@@ -402,6 +405,45 @@ def list_tags(repository: str) -> list[str]:
         match = re.match(r'\s*<([^>]+)>\s*;\s*rel="next"', link)
         url = urllib.parse.urljoin(answer.url, match.group(1)) if match else None
     return sorted(set(tags))
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def referrers(repository: str, digest: str, timeout: float = 10) -> list[dict[str, Any]] | None:
+    """The descriptors the OCI 1.1 referrers API (``GET /v2/<name>/referrers/<digest>``) lists for the manifest
+    ``digest`` of ``registry/repo``, every page; None when the registry has no such API.
+
+    A registry that has it answers an OCI image index, also when nothing refers to the digest (the
+    distribution spec forbids a 404 there). Anything else (Distribution 2.8's 404, a 405, a proxy's 403 or 502,
+    a page that is not an index) means "no referrers API", remembered for the host for the rest of the process:
+    callers then use the cosign-style tags (registry/attach.py).
+    """
+    r, host = _registry_ref(repository)
+    if host in _NO_REFERRERS:
+        return None
+    url: str | None = _url(host, r, "referrers", digest)
+    found: list[dict[str, Any]] = []
+    while url:
+        # Any refusal (404 from Distribution 2.8, 405, a proxy's 403 or 502) falls back to the tags rather than
+        # failing a read the tags can answer.
+        answer = _request("GET", url, host, headers={"Accept": OCI_INDEX}, timeout=timeout,
+                          allow=tuple(range(400, 600)))
+        media_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            index = json.loads(answer.body) if answer.status == 200 and media_type == OCI_INDEX else None
+        except ValueError:
+            index = None
+        manifests = index.get("manifests") if isinstance(index, dict) else None
+        if not isinstance(manifests, list):
+            with _LOCK:
+                _NO_REFERRERS.add(host)
+            return None
+        found += [m for m in manifests if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+        link = answer.headers.get("Link", "")
+        match = re.match(r'\s*<([^>]+)>\s*;\s*rel="next"', link)
+        url = urllib.parse.urljoin(answer.url, match.group(1)) if match else None
+    return found
 
 
 def get_manifest(ref: str) -> tuple[bytes, str]:

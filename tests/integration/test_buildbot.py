@@ -52,9 +52,9 @@ class Api:
     def builder_id(self, name: str) -> int:
         return int(self.get(f"builders?name={name}")["builders"][0]["builderid"])
 
-    def force(self, builder: str) -> dict[str, Any]:
-        """Force the nightly build; wait for it; return the build with its properties."""
-        answer = self.post("forceschedulers/grocker-force", {
+    def force(self, builder: str, scheduler: str = "grocker-force") -> dict[str, Any]:
+        """Force a build of ``builder`` through ``scheduler``; wait for it; return the build with its properties."""
+        answer = self.post(f"forceschedulers/{scheduler}", {
             "jsonrpc": "2.0", "method": "force", "id": 1,
             "params": {"builderid": str(self.builder_id(builder))}})
         assert "result" in answer, answer

@@ -6,9 +6,11 @@ engine-wide gc is a dry run.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
+import subprocess
 import tarfile
 import time
 import uuid
@@ -19,7 +21,7 @@ from typing import Any, Iterator
 import docker
 import pytest
 
-from setuptools_grocker.errors import SmokeTestError
+from setuptools_grocker.errors import RegistryError, SmokeTestError
 from setuptools_grocker.image import records
 from tests.helpers import Run, grocker, python_project, remove_images
 
@@ -189,3 +191,57 @@ def test_an_image_that_failed_its_smoke_test_is_recorded_and_removed(client: doc
         assert not _exists(client, record.image_id)
     finally:
         remove_images(client, record.image_id)
+
+
+def test_gc_keeps_the_registry_documents_of_kept_images(client: docker.DockerClient, scenario: Scenario,
+                                                        tmp_path: Path) -> None:
+    """``grocker gc`` works on the engine and the cache home only: the ``sha256-<hex>.sbom``/``.att`` tags of
+    a kept image stay, also through the registry's own garbage collection (``--delete-untagged``), which
+    removes only untagged manifests (shown by one put there by digest alone)."""
+    from setuptools_grocker.registry.attach import artifact_tag, read_artifact
+    from setuptools_grocker.registry.client import get_manifest, list_tags, put_manifest, upload_blob
+    from tests.helpers import free_port, start_registry
+
+    port = free_port()
+    (tmp_path / "reg").mkdir()
+    proc = start_registry(tmp_path / "reg", port)
+    try:
+        repo = f"127.0.0.1:{port}/grocker-test/gc-docs-{scenario.uid}"
+        pushed = grocker("build", str(scenario.project), "--tag", f"{repo}:1", "--push", env=scenario.env,
+                         report=tmp_path / "push.json")
+        assert pushed.code == 0 and pushed.project["status"] == "cached", pushed.err[-2000:]
+        digest = pushed.project["digest"]
+        documents = {kind: read_artifact(f"{repo}:1", kind) for kind in ("sbom", "att")}
+        assert all(documents.values())
+        tags = list_tags(repo)
+        assert {artifact_tag(digest, "sbom"), artifact_tag(digest, "att"), "1"} <= set(tags)
+        # An untagged manifest: what the registry's gc is expected to remove.
+        config = upload_blob(repo, b"{}")
+        loose = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config,
+                                       "size": 2}, "layers": [],
+                            "annotations": {"test": scenario.uid}}).encode()
+        loose_digest = "sha256:" + hashlib.sha256(loose).hexdigest()
+        put_manifest(f"{repo}@{loose_digest}", loose, "application/vnd.oci.image.manifest.v1+json")
+        # grocker gc with the pushed image kept (it holds the tag): it removes the superseded image, never
+        # a registry tag.
+        done = _gc(scenario, "--project", str(scenario.project))
+        assert done["failed"] == [] and all(r["kind"] == "runtime image" for r in done["removed"])
+        assert _exists(client, scenario.current.project["image_id"])
+        assert list_tags(repo) == tags
+        # Distribution's garbage collection, registry stopped (as its documentation asks).
+        proc.terminate()
+        proc.wait(timeout=20)
+        collected = subprocess.run([str(shutil.which("docker-registry")), "garbage-collect", "--delete-untagged",
+                                    str(tmp_path / "reg" / "config.yml")], capture_output=True, text=True)
+        assert collected.returncode == 0, collected.stderr[-2000:]
+        proc = start_registry(tmp_path / "reg", port)
+        assert list_tags(repo) == tags
+        assert {kind: read_artifact(f"{repo}:1", kind) for kind in ("sbom", "att")} == documents
+        get_manifest(f"{repo}:1")
+        with pytest.raises(RegistryError):
+            get_manifest(f"{repo}@{loose_digest}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        remove_images(client, f"{repo}:1")

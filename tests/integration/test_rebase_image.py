@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -212,3 +214,62 @@ def test_rebase_onto_another_python_is_refused(world: World, client: docker.Dock
     assert "rebuild the image on that root" in lines[0]
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get(refused)
+
+
+def test_the_nightly_refresh_on_a_real_buildbot_rebases_and_reports(world: World, client: docker.DockerClient,
+                                                                   registry: str, run_id: str,
+                                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``configure(refresh=True, rebase=[...])`` in a real master: its refresh builder, forced through the REST API,
+    runs refresh-root (the root refreshed by the fixture is current: nothing newer), rebases the image (first
+    built on the stale root) onto it, pushes it, and reports the image and the Debian package that changed."""
+    from setuptools_grocker.registry.attach import read_artifact
+    from tests.helpers import free_port
+    from tests.integration.test_buildbot import BIN, SUCCESS, Api, run
+
+    top = tmp_path_factory.mktemp("bb-refresh")
+    ref = f"{registry}/rebase-{run_id}-nightly:1"
+    assert world.build is not None
+    original = world.build.project["image_id"]
+    client.images.get(original).tag(ref.rsplit(":", 1)[0], "1")  # the deployed image, on the stale root
+    pb, www = free_port(), free_port()
+    master = top / "master"
+    run(str(BIN / "buildbot"), "create-master", "-q", str(master))
+    (master / "master.cfg").write_text(f"""\
+import sys
+from buildbot.plugins import worker
+from buildbot_grocker import configure
+
+c = BuildmasterConfig = {{"buildbotNetUsageData": None, "db": {{"db_url": "sqlite:///state.sqlite"}},
+                         "protocols": {{"pb": {{"port": "tcp:{pb}:interface=127.0.0.1"}}}},
+                         "www": {{"port": "tcp:{www}:interface=127.0.0.1", "plugins": {{}}}},
+                         "buildbotURL": "http://127.0.0.1:{www}/", "workers": [worker.Worker("unused", "pw")]}}
+configure(c, workers=["unused"], path={str(world.project)!r}, refresh=True, rebase=[{ref!r}],
+          grocker=[sys.executable, "-m", "setuptools_grocker"], env={world.env!r})
+""")
+    run(str(BIN / "buildbot"), "start", str(master))
+    try:
+        api = Api(f"http://127.0.0.1:{www}")
+        build = api.force("grocker-refresh", scheduler="grocker-refresh-force")
+        steps = {s["name"]: s for s in api.get(f"builds/{build['buildid']}/steps")["steps"]}
+        assert build["results"] == SUCCESS, (build["state_string"], {n: s["state_string"] for n, s in steps.items()})
+        assert steps["refresh-root"]["state_string"] == "root current"
+        rebase = steps[f"rebase {ref.rsplit('/', 1)[-1]}"]
+        assert rebase["results"] == SUCCESS and rebase["state_string"].startswith(f"rebased {ref}")
+        change = {"name": "hostname", "old": STALE, "new": CURRENT}
+        [done] = build["properties"]["grocker_rebased"][0]
+        assert done["image"] == ref and done["rebased"] and done["tag"] == ref
+        assert done["packages_changed"] == [change]
+        assert client.images.get(ref).id == done["new_image_id"] != original
+        assert run_in(client, ref, "-W", "-f", "${Version}\n", "hostname", entrypoint="dpkg-query") == CURRENT
+        # Pushed by the step, with its SBOM next to it in the registry.
+        sbom = read_artifact(ref, "sbom")
+        assert sbom is not None and b'"hostname"' in sbom and CURRENT.encode() in sbom
+        report = build["properties"]["grocker_refresh_report"][0]
+        assert report["refreshed"] is False and [r["image"] for r in report["rebased"]] == [ref]
+        assert report["not_rebased"] == []
+        assert steps["refresh-report"]["state_string"] == f"root current rebased {ref}"
+        logs = {lg["name"]: lg for lg in api.get(f"steps/{steps['refresh-report']['stepid']}/logs")["logs"]}
+        with urllib.request.urlopen(f"{api.url}/logs/{logs['refresh.json']['logid']}/raw", timeout=30) as resp:
+            assert json.loads(resp.read()) == report
+    finally:
+        subprocess.run([str(BIN / "buildbot"), "stop", str(master)], capture_output=True)

@@ -175,6 +175,12 @@ class StubRegistry(_Server):
         self.lies: set[str] = set()
         #: Where blob GETs are redirected instead of storage, when set (e.g. a file: URL).
         self.blob_location: str | None = None
+        #: The OCI 1.1 referrers API: None answers 404 as Distribution 2.8 does; else subject digest -> the
+        #: descriptors listed (``page_size`` per page, with a ``Link`` to the next).
+        self.referrers: dict[str, list[dict[str, Any]]] | None = None
+        self.page_size = 100
+        #: When set, every referrers request gets this status and an HTML page (a proxy in front, say).
+        self.referrers_refusal: int | None = None
 
     def _authorized(self, req: BaseHTTPRequestHandler) -> bool:
         got = req.headers.get("Authorization", "")
@@ -202,6 +208,17 @@ class StubRegistry(_Server):
             self._blob(req, parts[-1])
         elif len(parts) >= 5 and parts[-2] == "manifests":
             self._manifest(req, "/".join(parts[2:-2]), parts[-1], body)
+        elif len(parts) >= 5 and parts[-2] == "referrers" and self.referrers_refusal is not None:
+            self.answer(req, self.referrers_refusal, b"<html>no</html>", Content_Type="text/html")
+        elif len(parts) >= 5 and parts[-2] == "referrers" and self.referrers is not None:
+            start = int(query.get("last") or 0)
+            listed = self.referrers.get(parts[-1], [])
+            page = listed[start:start + self.page_size]
+            more = start + self.page_size < len(listed)
+            links = {"Link": f'<{url.path}?last={start + self.page_size}>; rel="next"'} if more else {}
+            self.answer(req, 200, json.dumps({"schemaVersion": 2, "mediaType": registry.OCI_INDEX,
+                                              "manifests": page}).encode(),
+                        Content_Type=registry.OCI_INDEX, **links)
         else:
             self.answer(req, 404)
 

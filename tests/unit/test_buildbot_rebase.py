@@ -60,5 +60,115 @@ class TestRefreshSteps(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
                                          log_environ=False)
                              .stderr("grocker: error: cannot rebase shop:1 onto pypy: Python version 3.11 -> 3.9\n")
                              .exit(19))
-        self.expect_outcome(result=FAILURE)
+        self.expect_outcome(result=FAILURE, state_string="shop:1 not rebased cannot rebase shop:1 onto pypy: "
+                                                         "Python version 3.11 -> 3.9 (failure)")
+        self.expect_property("grocker_rebased", [{
+            "image": "shop:1", "rebased": False, "new_image_id": None, "tag": None, "packages_changed": [],
+            "error": "cannot rebase shop:1 onto pypy: Python version 3.11 -> 3.9"}], "rebase")
         yield self.run_step()
+
+
+class TestRefreshReport(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.setup_test_reactor()
+        yield self.setup_test_build_step()
+
+    @defer.inlineCallbacks
+    def test_the_report_names_the_images_rebased_and_the_packages_changed(self):  # type: ignore[no-untyped-def]
+        from buildbot_grocker import GrockerRefreshReport
+
+        self.setup_step(GrockerRefreshReport())
+        shop = {"image": "reg:5000/shop:1.4.0", "rebased": True, "new_image_id": "sha256:new",
+                "tag": "reg:5000/shop:1.4.0", "packages_changed": [CHANGE]}
+        till = {"image": "reg:5000/till:2.0", "rebased": False, "new_image_id": None, "tag": None,
+                "packages_changed": []}
+        self.build.setProperty("grocker_root_refresh", {"refreshed": True, "packages_changed": [CHANGE]}, "refresh")
+        self.build.setProperty("grocker_rebased", [shop, till], "rebase")
+        report = {"refreshed": True, "packages_changed": [CHANGE], "rebased": [shop], "not_rebased": [till]}
+        self.expect_outcome(result=SUCCESS, state_string="root refreshed (libssl3 3.0.11-1~deb12u2 -> "
+                                                         "3.0.13-1~deb12u1) rebased reg:5000/shop:1.4.0")
+        self.expect_property("grocker_refresh_report", report, "refresh-report")
+        self.expect_log_file("refresh.json", json.dumps(report, indent=2))
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_a_current_root_reports_nothing_rebased(self):  # type: ignore[no-untyped-def]
+        from buildbot_grocker import GrockerRefreshReport
+
+        self.setup_step(GrockerRefreshReport())
+        self.build.setProperty("grocker_root_refresh", {"refreshed": False, "packages_changed": []}, "refresh")
+        self.expect_outcome(result=SUCCESS, state_string="root current no image rebased")
+        yield self.run_step()
+
+
+class TestRefreshReportAfterAFailure(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.setup_test_reactor()
+        yield self.setup_test_build_step()
+
+    @defer.inlineCallbacks
+    def test_a_failed_refresh_is_not_reported_as_a_current_root(self):  # type: ignore[no-untyped-def]
+        from buildbot.process.results import SKIPPED
+
+        from buildbot_grocker import GrockerRefreshReport
+
+        self.setup_step(GrockerRefreshReport())
+        self.expect_outcome(result=SKIPPED, state_string="no refresh report (see refresh-root) (skipped)")
+        yield self.run_step()
+
+
+class Step:
+    """What ``doStepIf`` is given: something with the build's properties."""
+
+    def __init__(self, **properties: object) -> None:
+        self.properties = properties
+
+    def getProperty(self, name: str) -> object:  # noqa: N802 (Buildbot's name)
+        return self.properties.get(name)
+
+
+def test_rebase_runs_once_a_refreshed_root_is_current() -> None:
+    from buildbot_grocker import steps
+
+    def report(tag: str, refreshed: bool = False) -> dict[str, object]:
+        return {"recipe_key": "abc", "root": {"tag": tag, "id": "sha256:1"}, "refreshed": refreshed}
+
+    wanted = steps.refreshed_root_current
+    assert not wanted(Step())  # no refresh ran
+    assert not wanted(Step(grocker_root_refresh=report("grocker/root:abc")))  # never refreshed: the recipe's root
+    assert wanted(Step(grocker_root_refresh=report("grocker/root:def", refreshed=True)))  # refreshed tonight
+    assert wanted(Step(grocker_root_refresh=report("grocker/root:def")))  # an earlier refresh's root is current
+    workspace = {"refreshed": False, "roots": [report("grocker/root:abc"), report("grocker/root:def")]}
+    assert wanted(Step(grocker_root_refresh=workspace))
+    assert not wanted(Step(grocker_root_refresh={"refreshed": False, "roots": [report("grocker/root:abc")]}))
+
+
+def test_configure_adds_the_refresh_builder_before_the_nightly() -> None:
+    import pytest
+    from buildbot.schedulers.forcesched import ForceScheduler
+    from buildbot.schedulers.timed import Nightly
+
+    from buildbot_grocker import GrockerRefreshReport, configure
+
+    c: dict[str, object] = {}
+    assert "refresh" not in configure(c, workers=["w1"], path="ws")  # off by default
+    c = {}
+    names = configure(c, workers=["w1"], path="ws", hour=2, refresh=True,
+                      rebase=["127.0.0.1:5000/shop:1.4", "till:2"], grocker=["gk"])
+    assert (names["refresh"], names["refresh_force"]) == ("grocker-refresh", "grocker-refresh-force")
+    builder = next(b for b in c["builders"] if b.name == "grocker-refresh")  # type: ignore[attr-defined]
+    assert builder.workernames == ["grocker-orchestrator"]
+    classes = [s.step_class for s in builder.factory.steps]
+    assert classes == [GrockerRefreshRoot, GrockerRebase, GrockerRebase, GrockerRefreshReport]
+    shop, till = builder.factory.steps[1:3]
+    # A reference naming a registry is pushed (signed) after its smoke test; a local one is only tagged.
+    assert shop.kwargs["extra_args"] == ["--push"] and till.kwargs["extra_args"] == []
+    assert shop.kwargs["doStepIf"] is till.kwargs["doStepIf"]
+    nightly = next(s for s in c["schedulers"] if s.name == "grocker-refresh")  # type: ignore[attr-defined]
+    assert isinstance(nightly, Nightly) and nightly._config_kwargs["hour"] == 1
+    assert nightly.builderNames == ["grocker-refresh"]
+    assert any(isinstance(s, ForceScheduler) and s.name == "grocker-refresh-force" for s in c["schedulers"])
+    with pytest.raises(ValueError, match="needs refresh=True"):
+        configure({}, workers=["w1"], path="ws", rebase=["shop:1"])
