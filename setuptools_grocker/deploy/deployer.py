@@ -201,13 +201,25 @@ class Deployer:
         """Go back one release: redeploy, by digest, what ran before the current release."""
         check_name(name)
         _require_swarm(self.engine)
-        records = history(self.engine, name)
-        stack = [r for r in records if r.get("action") == "deploy" and r.get("status") == "deployed"
-                 and not r.get("undone")]
+        current, target = self.rollback_target(name)
+        self.progress.info(f"rolling {name} back from {current.get('version')} to {target.get('version')} "
+                           f"({target['pinned']})")
+        return self.deploy_release(target, name, options, undo=current)
+
+    def rollback_target(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The current release's deploy record and the one ``rollback`` would go back to."""
+        stack = [r for r in history(self.engine, name) if r.get("action") == "deploy"
+                 and r.get("status") == "deployed" and not r.get("undone")]
         if len(stack) < 2:
             raise DeployError(f"{name} has no earlier release to go back to",
                               f"see `grocker history {name}`")
-        current, target = stack[-1], stack[-2]
+        return stack[-1], stack[-2]
+
+    def deploy_release(self, target: dict[str, Any], name: str, options: DeployOptions | None = None,
+                       *, undo: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run the release of the deploy record ``target`` (by digest, with its env, env file secrets, command
+        and replicas) as the service ``name``: NAME itself (a rollback, marking ``undo`` as rolled back), or
+        another service (the drift watch runs the previous release as NAME's canary pool first)."""
         secrets = []
         for secret, target_path in target.get("secrets", []):
             found = self.engine.secret_id(secret)
@@ -217,17 +229,15 @@ class Deployer:
             secrets.append((found, secret, target_path))
         base = options or DeployOptions(name=name, image=target["pinned"])
         opts = DeployOptions(name=name, image=target["pinned"],
-                             publish=tuple(Publish.parse(p) for p in target["publish"]),
+                             publish=tuple(Publish.parse(p) for p in target["publish"]) if undo is not None else (),
                              env=dict(target.get("env", {})), replicas=int(target.get("replicas", 1)),
                              command=target.get("command"), timeout=base.timeout,
                              health_interval=base.health_interval, health_retries=base.health_retries,
                              start_period=base.start_period, monitor=base.monitor, edge_base=base.edge_base)
         record = {**{k: v for k, v in target.items() if k not in ("at", "status", "undone", "error")},
-                  "action": "rollback", "from": current.get("pinned")}
-        self.progress.info(f"rolling {name} back from {current.get('version')} to {target.get('version')} "
-                           f"({target['pinned']})")
-        result = self._apply(opts, record, secrets, undo=current, secret_key=self._secret_key(name))
-        return result
+                  "action": "rollback" if undo is not None else "deploy",
+                  **({"from": undo.get("pinned")} if undo is not None else {})}
+        return self._apply(opts, record, secrets, undo=undo, secret_key=self._secret_key(name))
 
     def stop(self, name: str) -> None:
         """Remove the service, its edge, its network and its env file secrets."""
