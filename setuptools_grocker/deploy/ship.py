@@ -360,10 +360,20 @@ class Shipper:
 
     # -- the drift watch: bake window, `grocker watch` ----------------------------------------
     def _take_baseline(self, name: str, settings: Watch) -> Side:
-        """Production's baseline: the stable release's requests of the last ``watch.baseline`` seconds."""
-        baseline = baseline_from_log(Edge(self.engine, name), name, settings.baseline)
+        """Production's baseline: the requests of the last ``watch.baseline`` seconds answered by NAME's current
+        release (none from before its deploy record: a release rolled back or replaced is not a baseline)."""
+        deployed = [r for r in history(self.engine, name) if r.get("status") == "deployed" and r.get("at")]
+        now = time.time()
+        seconds = settings.baseline
+        if deployed:
+            try:
+                since = datetime.datetime.fromisoformat(deployed[-1]["at"]).timestamp()
+                seconds = max(0.0, min(seconds, now - since))
+            except ValueError:
+                pass
+        baseline = baseline_from_log(Edge(self.engine, name), name, seconds, now)
         self.report["baseline"] = baseline.figures()
-        self._event("baseline", requests=baseline.requests, errors=baseline.errors,
+        self._event("baseline", seconds=round(seconds), requests=baseline.requests, errors=baseline.errors,
                     median_ms=baseline.figures()["median_ms"])
         return baseline
 

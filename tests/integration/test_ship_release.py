@@ -1,13 +1,16 @@
 """`grocker ship` on a real Swarm (single node, 127.0.0.1) behind the real HAProxy edge.
 
 A tiny application (the standard library's HTTP server on the bootstrapped base) answers ``/`` with its version,
-and 500 to every FAIL_EVERY-th request when that variable is set; its image carries the functional tests
-(``/functional.py``: 20 requests to ``$GROCKER_TARGET_URL``, any 500 fails). v1 is deployed with
-``grocker deploy --publish``; v2 (good) and v3 (same code, another version) are shipped while a bounded load
-generator sends requests through the edge. Windows are short (4 s) and the steps few (25, 50, 100).
+and 500 to every FAIL_EVERY-th request when that variable is set, and SLOW_MS later to every request from
+SLOW_AFTER seconds after it started (v4: a release that passes its canary and gets slow in production); its
+image carries the functional tests (``/functional.py``: 20 requests to ``$GROCKER_TARGET_URL``, any 500 fails).
+v1 is deployed with ``grocker deploy --publish``; v2 (good), v3 (same code, another version) and v4 are shipped
+while a bounded load generator sends requests through the edge. Windows are short (4 s) and the steps few (25,
+50, 100).
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -28,11 +31,14 @@ from setuptools_grocker.progress import Progress
 from tests.helpers import BASE_IMAGE, GROCKER, free_port, grocker, remove_images
 
 APP = '''
-import itertools, json, os, threading
+import itertools, json, os, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = "{version}"
 FAIL_EVERY = int(os.environ.get("FAIL_EVERY") or 0)
+SLOW_AFTER = float(os.environ.get("SLOW_AFTER") or 0)
+SLOW_MS = float(os.environ.get("SLOW_MS") or 0)
+SLOW_SINCE = time.time() + SLOW_AFTER if SLOW_MS else None
 COUNT = itertools.count(1)
 LOCK = threading.Lock()
 
@@ -42,7 +48,10 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             n = next(COUNT)
         code = 500 if FAIL_EVERY and n % FAIL_EVERY == 0 else 200
-        body = json.dumps({{"version": VERSION}}).encode()
+        slow = SLOW_SINCE is not None and time.time() >= SLOW_SINCE
+        if slow:
+            time.sleep(SLOW_MS / 1000)
+        body = json.dumps({{"version": VERSION, "slow_since": SLOW_SINCE if slow else None}}).encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -93,6 +102,8 @@ class Load(threading.Thread):
         super().__init__(daemon=True)
         self.url = url
         self.answers: list[tuple[int, str | None]] = []
+        #: (when it was answered, its version, since when its task is slow: None when it is not)
+        self.timed: list[tuple[float, str | None, float | None]] = []
         self.failures: list[str] = []
         self._stop_event = threading.Event()
 
@@ -101,7 +112,9 @@ class Load(threading.Thread):
         while not self._stop_event.is_set() and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(self.url, timeout=10) as resp:
-                    self.answers.append((resp.status, json.loads(resp.read())["version"]))
+                    answer = json.loads(resp.read())
+                    self.answers.append((resp.status, answer["version"]))
+                    self.timed.append((time.time(), answer["version"], answer.get("slow_since")))
             except urllib.error.HTTPError as exc:
                 self.answers.append((exc.code, None))
             except OSError as exc:
@@ -119,7 +132,7 @@ def images(tmp_path_factory: pytest.TempPathFactory, registry: str, client: dock
            run_id: str) -> Iterator[dict[str, str]]:
     repo = f"{registry}/grocker-test/ship-app"
     refs = {}
-    for version in ("1", "2", "3"):
+    for version in ("1", "2", "3", "4"):
         root = tmp_path_factory.mktemp(f"ship-app-v{version}")
         (root / "app.py").write_text(APP.format(version=version))
         (root / "functional.py").write_text(FUNCTIONAL)
@@ -143,7 +156,8 @@ def production(images: dict[str, str], run_id: str,
     project = tmp_path_factory.mktemp("ship-project")
     (project / "pyproject.toml").write_text(
         '[tool.grocker]\nfunctional-tests = "python3 /functional.py"\n\n'
-        "[tool.grocker.canary]\nsteps = [25, 50, 100]\nwindow = 4\nmin-requests = 15\nmax-inconclusive = 2\n")
+        "[tool.grocker.canary]\nsteps = [25, 50, 100]\nwindow = 4\nmin-requests = 15\nmax-inconclusive = 2\n\n"
+        "[tool.grocker.watch]\nbake = 0\nwindow = 4\nmin-requests = 10\nfail-windows = 2\n")
     run = grocker("deploy", images["1"], "--name", name, "--publish", f"127.0.0.1:{port}:8000", *COMMON)
     assert run.code == 0, run.err[-3000:]
     yield {"name": name, "url": f"http://127.0.0.1:{port}/", "project": project, "state": project / "state"}
@@ -289,3 +303,106 @@ def test_a_controller_killed_mid_canary_leaves_weight_zero_on_the_next_run(
     with Engine(Progress(quiet=True)) as engine:
         assert Edge(engine, name).weights() == {name: 100}
     assert versions(production["url"]) == {"2"}
+
+
+# v4 passes its canary (one 4 s window at 50 %) and gets 200 ms slower 20 s after its tasks started: in
+# production, after the promotion (users' default bake window: 600 s; windows of 60 s).
+SLOW = ["--env", "SLOW_AFTER=20", "--env", "SLOW_MS=200", "--canary-steps", "50,100"]
+
+
+def _at(event: dict[str, Any]) -> float:
+    return datetime.datetime.fromisoformat(event["at"]).timestamp()
+
+
+def _event(report: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return next(e for e in report["timeline"] if e["event"].startswith(prefix))
+
+
+def _slow_since(load: Load, before: float) -> float:
+    """Since when the task that answered last before ``before`` was slow (the app says so in its answers)."""
+    return next(since for at, _, since in reversed(load.timed) if at < before and since is not None)
+
+
+def test_a_release_that_gets_slow_is_rolled_back_in_the_bake_window(
+        production: dict[str, Any], images: dict[str, str], client: docker.DockerClient, tmp_path: Path) -> None:
+    name = production["name"]
+    before = stable_image(client, name)
+    load = Load(production["url"])
+    load.start()
+    run = ship(production, images["4"], tmp_path / "report.json", *SLOW, "--bake", "60")
+    load.stop()
+    assert run.code == 15, run.err[-3000:]
+    errors = [line for line in run.err.splitlines() if line.startswith("grocker: error:")]
+    assert len(errors) == 1 and "drifted in the bake window" in errors[0] and f"rolled back to {before}" in errors[0]
+    report = run.report
+    assert report is not None and report["status"] == "rolled-back" and report["phase"] == "bake", report
+    assert [s["verdict"] for s in report["steps"]] == ["pass"]
+    assert report["baseline"]["requests"] >= 10 and report["reverted_to"] == before
+    verdict = report["verdict"]
+    assert verdict["verdict"] == "fail" and verdict["reason"].startswith("production slower"), verdict
+    assert verdict["production"]["median_ms"] - verdict["baseline"]["median_ms"] > 100
+    verdicts = [w["verdict"] for w in report["windows"]]
+    assert verdicts[-2:] == ["fail", "fail"] and "pass" in verdicts, verdicts  # not slow yet: no false alarm
+    # Traffic back on the previous digest with its configuration (no SLOW_* variables); no canary left; not one
+    # request of the load generator failed.
+    assert stable_image(client, name) == before
+    env = client.services.get(name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or []
+    assert not [e for e in env if e.startswith("SLOW_")]
+    assert services(client, name) == {name}
+    assert versions(production["url"]) == {"2"}
+    assert load.failures == [] and {status for status, _ in load.answers} == {200}
+    history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                        text=True).stdout)
+    assert history[-1]["action"] == "ship" and history[-1]["status"] == "rolled-back"
+    assert history[-1]["reason"].startswith("drift in the bake window: production slower")
+    assert history[-2]["action"] == "rollback" and history[-2]["pinned"] == before
+    assert history[-2]["from"] == report["pinned"]
+    # Measured: slowdown to verdict, verdict to all traffic on the previous release, and to the rollback's end.
+    verdict_at = _at(_event(report, "drift"))
+    back_at = _at(_event(report, "all traffic on the previous release"))
+    done = _event(report, "rolled back")
+    print(f"\nMEASURED v4 bake: detection {verdict_at - _slow_since(load, verdict_at):.1f}s after the slowdown, "
+          f"traffic back {back_at - verdict_at:.1f}s after the verdict, rollback done in {done['seconds']}s, "
+          f"{len(load.failures)} failed and {sum(1 for s, _ in load.answers if s >= 500)} 5xx "
+          f"of {len(load.answers)} requests")
+
+
+def test_an_irreversible_release_that_drifts_is_alerted_by_the_watch_not_rolled_back(
+        production: dict[str, Any], images: dict[str, str], client: docker.DockerClient, tmp_path: Path) -> None:
+    name = production["name"]
+    load = Load(production["url"])
+    load.start()
+    try:
+        run = ship(production, images["4"], tmp_path / "ship.json", *SLOW, "--irreversible")
+        assert run.code == 0, run.err[-3000:]
+        assert run.report is not None and run.report["status"] == "promoted"
+        pinned = run.report["pinned"]
+        watch = grocker("watch", name, "--project", str(production["project"]), "--state-dir",
+                        str(production["state"]), "--windows", "12", "--drain", "2", *COMMON,
+                        report=tmp_path / "watch.json", timeout=300)
+    finally:
+        load.stop()
+    assert watch.code == 15, watch.err[-3000:]
+    errors = [line for line in watch.err.splitlines() if line.startswith("grocker: error:")]
+    assert len(errors) == 1 and "drifted in the watch" in errors[0] and "not rolled back: it is irreversible" in \
+        errors[0], errors
+    report = watch.report
+    assert report is not None and report["status"] == "alert" and report["pinned"] == pinned, report
+    assert report["timeline"][0]["event"] == "baseline from the state"  # the one ship took before the canary
+    assert report["verdict"]["reason"].startswith("production slower")
+    assert [w["verdict"] for w in report["windows"]][-2:] == ["fail", "fail"]
+    # Still on the irreversible release; the alert is in its history and in the watch's state.
+    assert stable_image(client, name) == pinned
+    assert services(client, name) == {name}
+    assert versions(production["url"], 5) == {"4"}
+    history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                        text=True).stdout)
+    assert history[-1]["action"] == "ship" and history[-1]["status"] == "alert"
+    assert history[-1]["reason"].endswith("not rolled back: it is irreversible")
+    assert any(r["status"] == "irreversible" and r["pinned"] == pinned for r in history)
+    state = json.loads((production["state"] / f"watch-{name}.json").read_text())
+    assert state["phase"] == "alert" and state["alerted"] == pinned
+    assert load.failures == []
+    verdict_at = _at(_event(report, "drift"))
+    print(f"\nMEASURED v4 watch (irreversible): detection {verdict_at - _slow_since(load, verdict_at):.1f}s after "
+          f"the slowdown, {len(load.failures)} failed of {len(load.answers)} requests")
