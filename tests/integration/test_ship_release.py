@@ -117,6 +117,7 @@ class Load(threading.Thread):
                     self.timed.append((time.time(), answer["version"], answer.get("slow_since")))
             except urllib.error.HTTPError as exc:
                 self.answers.append((exc.code, None))
+                self.timed.append((time.time(), f"HTTP {exc.code}", None))
             except OSError as exc:
                 self.failures.append(str(exc))
             time.sleep(0.02)
@@ -351,7 +352,11 @@ def test_a_release_that_gets_slow_is_rolled_back_in_the_bake_window(
     assert not [e for e in env if e.startswith("SLOW_")]
     assert services(client, name) == {name}
     assert versions(production["url"]) == old
-    assert load.failures == [] and {status for status, _ in load.answers} == {200}
+    bad = [(round(at, 2), what) for at, what, _ in load.timed if what and what.startswith("HTTP")]
+    with Engine(Progress(quiet=True)) as engine:
+        edge_errors = [r for r in Edge(engine, name).requests() if r.status >= 500]
+    assert load.failures == [] and {status for status, _ in load.answers} == {200}, (
+        bad, edge_errors, [(round(_at(e), 2), e["event"]) for e in report["timeline"]])
     history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
                                         text=True).stdout)
     assert history[-1]["action"] == "ship" and history[-1]["status"] == "rolled-back"
