@@ -407,6 +407,9 @@ class Shipper:
         service = self.engine.service(name)
         if service is None:
             raise DeployError(f"no service named {name}", f"deploy it first: grocker deploy IMAGE --name {name}")
+        if self.engine.container_labels(Edge(self.engine, name).container) is None:
+            raise DeployError(f"{name} has no edge (it was deployed without --publish): the watch reads its "
+                              "request log", f"deploy {name} with --publish")
         self._recover(name, state_file(options.state_dir, name))
         pinned = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
         self.report["pinned"] = pinned
