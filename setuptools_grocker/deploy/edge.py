@@ -169,9 +169,10 @@ def render_config(name: str, routes: Sequence[Publish], pools: Sequence[Pool]) -
         "    timeout server 5m",
         "    timeout http-request 30s",
         # A new worker (a reload) starts from the addresses the old one had resolved (the state file), so that
-        # it does not answer 503 until its first DNS answer; a new pool from the system's resolver.
+        # it does not answer 503 until its first DNS answer. A new pool starts with none (it joins at weight 0):
+        # not libc, which would wait on the host's resolvers for a service that has no task.
         "    load-server-state-from-file global",
-        "    default-server init-addr last,libc,none resolvers swarm resolve-prefer ipv4 check inter 1s fall 2 rise 1",
+        "    default-server init-addr last,none resolvers swarm resolve-prefer ipv4 check inter 1s fall 2 rise 1",
     ]
     for port in sorted({r.port for r in routes}):
         # A request the server closed without answering is sent again only when it is safe to (GET, HEAD).
