@@ -101,7 +101,7 @@ def main() -> int:
                 results[mode] = {"requests": sum(codes.values()), "503": codes.get(503, 0), "codes": codes}
     finally:
         subprocess.run([*GROCKER, "stop", name], capture_output=True)
-        subprocess.run(["docker", "image", "rm", image], capture_output=True)
+        subprocess.run(["docker", "image", "rm", "-f", image], capture_output=True)
     print(json.dumps(results, indent=2))
     return 0
 
