@@ -383,9 +383,14 @@ def test_an_irreversible_release_that_drifts_is_alerted_by_the_watch_not_rolled_
         assert run.code == 0, run.err[-3000:]
         assert run.report is not None and run.report["status"] == "promoted"
         pinned = run.report["pinned"]
-        watch = grocker("watch", name, "--project", str(production["project"]), "--state-dir",
-                        str(production["state"]), "--windows", "12", "--drain", "2", *COMMON,
-                        report=tmp_path / "watch.json", timeout=300)
+        watch_args = ["watch", name, "--project", str(production["project"]), "--state-dir", str(production["state"]),
+                      "--drain", "2", *COMMON]
+        watch = grocker(*watch_args, "--windows", "12", report=tmp_path / "watch.json", timeout=300)
+        history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                            text=True).stdout)
+        # A watch started again goes on from its state (baseline, failing windows): one more failing window is
+        # the drift again, alerted again, but not written twice into the history.
+        again = grocker(*watch_args, "--once", report=tmp_path / "again.json", timeout=120)
     finally:
         load.stop()
     assert watch.code == 15, watch.err[-3000:]
@@ -401,13 +406,16 @@ def test_an_irreversible_release_that_drifts_is_alerted_by_the_watch_not_rolled_
     assert stable_image(client, name) == pinned
     assert services(client, name) == {name}
     assert versions(production["url"], 5) == {"4"}
-    history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
-                                        text=True).stdout)
     assert history[-1]["action"] == "ship" and history[-1]["status"] == "alert"
     assert history[-1]["reason"].endswith("not rolled back: it is irreversible")
     assert any(r["status"] == "irreversible" and r["pinned"] == pinned for r in history)
     state = json.loads((production["state"] / f"watch-{name}.json").read_text())
     assert state["phase"] == "alert" and state["alerted"] == pinned
+    assert again.code == 15 and again.report is not None and again.report["status"] == "alert", again.err[-3000:]
+    assert again.report["timeline"][0]["event"] == "baseline from the state"
+    assert [w["verdict"] for w in again.report["windows"]][-1] == "fail"
+    assert json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                     text=True).stdout) == history
     assert load.failures == []
     verdict_at = _at(_event(report, "drift"))
     print(f"\nMEASURED v4 watch (irreversible): detection {verdict_at - _slow_since(load, verdict_at):.1f}s after "
