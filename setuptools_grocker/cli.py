@@ -296,9 +296,32 @@ def make_parser() -> argparse.ArgumentParser:
                       help="seconds a pool at weight 0 keeps its tasks before they stop (default: 5)")
     ship.add_argument("--state-dir", type=Path, metavar="DIR",
                       help="where the release's state file is kept (default: the project's state directory)")
+    ship.add_argument("--bake", type=float, metavar="SECONDS",
+                      help="overrides watch.bake: seconds of drift watch after the promotion (0: none)")
+    ship.add_argument("--irreversible", action="store_true", default=None,
+                      help="the release cannot be undone (a migration): from its promotion on, drift alerts "
+                           "instead of rolling back (overrides the irreversible key)")
     ship.add_argument("--report", metavar="FILE", help="write the JSON report of the release to FILE")
     add_rollout_options(ship)
     ship.set_defaults(func=cmd_ship)
+    watch = sub.add_parser("watch", help="judge a deployed service's traffic against its baseline, window after "
+                                         "window; roll back to the previous release (or alert) on drift")
+    watch.add_argument("name", help="the production service (deployed with an edge: --publish)")
+    watch.add_argument("--project", default=".", metavar="DIR", help="project whose watch.* keys to read (default: .)")
+    watch.add_argument("--window", type=float, metavar="SECONDS", help="overrides watch.window")
+    watch.add_argument("--min-requests", type=int, metavar="N", help="overrides watch.min-requests")
+    watch.add_argument("--fail-windows", type=int, metavar="N", help="overrides watch.fail-windows")
+    bound = watch.add_mutually_exclusive_group()
+    bound.add_argument("--once", action="store_true", help="judge one window, then stop")
+    bound.add_argument("--windows", type=int, metavar="N", help="judge N windows, then stop")
+    bound.add_argument("--duration", type=float, metavar="SECONDS", help="watch for SECONDS, then stop")
+    watch.add_argument("--drain", type=float, default=5.0, metavar="SECONDS",
+                       help="seconds a pool at weight 0 keeps its tasks during a rollback (default: 5)")
+    watch.add_argument("--state-dir", type=Path, metavar="DIR",
+                       help="where the watch's state is kept (default: the project's state directory)")
+    watch.add_argument("--report", metavar="FILE", help="write the JSON report of the watch to FILE")
+    add_rollout_options(watch)
+    watch.set_defaults(func=cmd_watch)
     rb = sub.add_parser("rollback", help="go back one release of a deployed service, by digest")
     rb.add_argument("name", help="service name")
     add_rollout_options(rb)
@@ -683,11 +706,17 @@ def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
     deploy = _rollout(args, args.name, args.image, publish=tuple(Publish.parse(p) for p in args.publish),
                       env_files=tuple(args.env_file), env=_env_pairs(args.env, "--env"), replicas=args.replicas,
                       command=args.command)
+    watch = config.watch
+    if args.bake is not None:
+        if args.bake < 0:
+            raise DeployError(f"--bake {args.bake} is negative", "give 0 (no bake window) or a number of seconds")
+        watch = dataclasses.replace(watch, bake=args.bake)
     options = ShipOptions(deploy=deploy, functional_tests=args.functional_tests or config.functional_tests,
                           functional_tests_image=args.functional_tests_image or config.functional_tests_image,
                           port=args.port, staging_env=_env_pairs(args.staging_env, "--staging-env"),
                           keep_staging=args.keep_staging, canary=canary, drain=args.drain,
-                          state_dir=args.state_dir or config.state_dir, cache_home=cache_home(os.environ),
+                          state_dir=args.state_dir or config.state_dir, cache_home=cache_home(os.environ), watch=watch,
+                          irreversible=config.irreversible if args.irreversible is None else args.irreversible,
                           pre_deploy=args.pre_deploy or config.pre_deploy,
                           services=tuple(Companion.parse(s) for s in args.service) if args.service
                           else Companion.from_config(config.services),
@@ -710,6 +739,52 @@ def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
     if error:
         raise DeployError(error["message"], error["hint"])
     progress.write(f"ship {report.get('pinned') or args.image} as {args.name}: {report['status']}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace, progress: Progress) -> int:
+    import dataclasses
+    import json
+
+    from setuptools_grocker.config import Config, load_config
+    from setuptools_grocker.deploy.ship import Shipper
+    from setuptools_grocker.deploy.watch import WatchOptions
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.errors import DeployError
+    from setuptools_grocker.report import write_json_atomic
+
+    project = Path(args.project).resolve()
+    config = Config(project_dir=project)
+    if (project / "pyproject.toml").is_file() or (project / "grocker.toml").is_file():
+        config = load_config(project, environ=os.environ, warn=progress.warn)
+    settings = config.watch
+    for option, attr in (("window", "window"), ("min_requests", "min_requests"), ("fail_windows", "fail_windows"),
+                         ("windows", None), ("duration", None)):
+        value = getattr(args, option)
+        if value is not None and value <= 0:
+            raise DeployError(f"--{option.replace('_', '-')} {value} is not positive", "give a number above 0")
+        if value is not None and attr:
+            settings = dataclasses.replace(settings, **{attr: value})
+    options = WatchOptions(name=args.name, settings=settings, deploy=_rollout(args, args.name), drain=args.drain,
+                           state_dir=args.state_dir or config.state_dir,
+                           windows=1 if args.once else args.windows, duration=args.duration)
+    shipper = Shipper(Engine(progress), progress)
+    try:
+        with shipper.engine:
+            report = shipper.watch(options)
+    except DeployError as exc:
+        shipper.report.update(status="error", error={"message": exc.message, "hint": exc.hint})
+        raise
+    finally:
+        if args.report and shipper.report:
+            write_json_atomic(Path(args.report).resolve(), shipper.report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    error = report.get("error")
+    if error:
+        raise DeployError(error["message"], error["hint"])
+    progress.write(f"watch {args.name}: no drift in {len(report['windows'])} window(s) against the baseline "
+                   f"({report['pinned']})")
     return 0
 
 

@@ -42,7 +42,7 @@ else:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_BASE_IMAGE", "DEFAULT_TEST_COMMAND", "KEYS", "TABLES", "WORKSPACE_KEYS", "Canary", "Config", "RunOptions",
-    "SmokeTest", "check_default_command", "check_http_path", "env_var", "load_config", "validate_reference",
+    "SmokeTest", "Watch", "check_default_command", "check_http_path", "env_var", "load_config", "validate_reference",
 ]
 
 
@@ -66,6 +66,19 @@ class Canary:
     max_inconclusive: int = 3
     alpha: float = 0.01
     latency_margin_ms: float = 25.0
+
+
+@dataclass(frozen=True)
+class Watch:
+    """How production is compared with its baseline after a promotion and by ``grocker watch`` (``watch.*``)."""
+
+    bake: float = 600.0
+    window: float = 60.0
+    baseline: float = 600.0
+    min_requests: int = 50
+    alpha: float = 0.001
+    latency_margin_ms: float = 50.0
+    fail_windows: int = 2
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,8 @@ class Config:
     #: ``grocker ship``'s companion services: suffix -> {"command", "replicas", "env"} (keys.py checks them).
     services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     services_watch: float = 60.0
+    watch: Watch = Watch()
+    irreversible: bool = False
     #: Where the file layer came from, for messages.
     source: str = "defaults"
 
@@ -339,7 +354,7 @@ def load_config(
 def _build(project_dir: Path, values: dict[str, Any], source: str) -> Config:
     """Validate each value (keys.py), then fill the Config fields the table names."""
     fields: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {"smoke_test": {}, "canary": {}}
+    nested: dict[str, dict[str, Any]] = {"smoke_test": {}, "canary": {}, "watch": {}}
     for key in KEYS.values():
         value = values[key.name]
         if key.validate is not None:
@@ -350,7 +365,7 @@ def _build(project_dir: Path, values: dict[str, Any], source: str) -> Config:
         else:
             fields[table] = key.field_value(project_dir, value)
     return Config(project_dir=project_dir, smoke_test=SmokeTest(**nested["smoke_test"]),
-                  canary=Canary(**nested["canary"]), source=source, **fields)
+                  canary=Canary(**nested["canary"]), watch=Watch(**nested["watch"]), source=source, **fields)
 
 
 def check_default_command(config: Config) -> None:

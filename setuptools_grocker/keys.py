@@ -301,9 +301,14 @@ def _positive(value: float, source: str) -> None:
         raise ConfigError(f"{value} in {source} must be positive", "give a number above 0")
 
 
+def _not_negative(value: float, source: str) -> None:
+    if value < 0:
+        raise ConfigError(f"{value} in {source} must not be negative", "give 0 or a number above it")
+
+
 def _probability(value: float, source: str) -> None:
     if not 0 < value < 1:
-        raise ConfigError(f"canary.alpha {value} in {source} is not between 0 and 1", "write e.g. 0.01")
+        raise ConfigError(f"alpha {value} in {source} is not between 0 and 1", "write e.g. 0.01")
 
 
 def _port(port: int | None, source: str) -> None:
@@ -544,6 +549,25 @@ TABLE: tuple[Key, ...] = (
         "proportions; latency: Mann-Whitney U)", "canary.alpha", validate=_probability),
     Key("canary.latency-margin-ms", FLOAT, 25.0, "`grocker ship`: a canary slower by a significant rank test "
         "fails only when its median total time also exceeds the stable's by this many ms", "canary.latency_margin_ms"),
+    Key("irreversible", BOOL, False, "`grocker ship`: every release of this project is irreversible from its "
+        "promotion on (a migration that cannot be undone): drift makes the watch alert instead of rolling back "
+        "(`--irreversible` marks one release)", "irreversible"),
+    Key("watch.bake", FLOAT, 600.0, "`grocker ship`: seconds after a promotion during which production is "
+        "compared with its baseline from before the release (drift rolls back); 0: no bake window",
+        "watch.bake", validate=_not_negative),
+    Key("watch.window", FLOAT, 60.0, "`grocker ship`'s bake window and `grocker watch`: seconds of traffic "
+        "judged against the baseline at each window", "watch.window", validate=_positive),
+    Key("watch.baseline", FLOAT, 600.0, "seconds of the stable release's request log, before the canary "
+        "starts, that make production's baseline (the stable's requests during the canary steps are added)",
+        "watch.baseline", validate=_positive),
+    Key("watch.min-requests", INT, 50, "requests a window (and the baseline) needs for a verdict; fewer is "
+        "`inconclusive` (the watch waits)", "watch.min_requests", validate=_positive),
+    Key("watch.alpha", FLOAT, 0.001, "significance level of the drift tests (lower than the canary's: the "
+        "watch judges a window every `watch.window` seconds, forever)", "watch.alpha", validate=_probability),
+    Key("watch.latency-margin-ms", FLOAT, 50.0, "a significantly slower window is drift only when its median "
+        "total time exceeds the baseline's by this many ms", "watch.latency_margin_ms", validate=_not_negative),
+    Key("watch.fail-windows", INT, 2, "failing windows in a row that make a drift (a rollback, or an alert "
+        "for an irreversible release)", "watch.fail_windows", validate=_positive),
     # The workspace root's own table. Its values are checked where they are read (pipeline/workspace.py).
     Key("workspace.members", LIST, (), "globs of the member directories", workspace=True),
     Key("workspace.exclude", LIST, (), "globs of directories that are not members", workspace=True),

@@ -141,21 +141,24 @@ class Verdict:
         return asdict(self)
 
 
-def judge(canary: Side, stable: Side, *, min_requests: int, alpha: float, latency_margin_ms: float) -> Verdict:
-    """The verdict of one window."""
+def judge(canary: Side, stable: Side, *, min_requests: int, alpha: float, latency_margin_ms: float,
+          names: tuple[str, str] = ("canary", "stable")) -> Verdict:
+    """The verdict of one window; ``names`` name the two sides in the reason (the drift watch judges production
+    against its baseline)."""
     c, s = canary.figures(), stable.figures()
+    new, old = names
     if canary.requests < min_requests or stable.requests < min_requests:
         return Verdict("inconclusive", f"fewer than {min_requests} requests on a side "
-                       f"(canary {canary.requests}, stable {stable.requests})", c, s)
+                       f"({new} {canary.requests}, {old} {stable.requests})", c, s)
     errors_p = two_proportion_p(canary.errors, canary.requests, stable.errors, stable.requests)
     _, latency_p, method = mann_whitney_greater(canary.times_ms, stable.times_ms)
     ep, lp = round(errors_p, 6), round(latency_p, 6)
     if errors_p < alpha:
-        return Verdict("fail", f"canary errors {canary.error_rate:.1%} vs stable {stable.error_rate:.1%} "
+        return Verdict("fail", f"{new} errors {canary.error_rate:.1%} vs {old} {stable.error_rate:.1%} "
                        f"(p={errors_p:.2g} < {alpha})", c, s, ep, lp, method)
     slower = (median(canary.times_ms) or 0) - (median(stable.times_ms) or 0)
     if latency_p < alpha and slower > latency_margin_ms:
-        return Verdict("fail", f"canary slower: median +{slower:.0f} ms (p={latency_p:.2g} < {alpha})",
+        return Verdict("fail", f"{new} slower: median +{slower:.0f} ms (p={latency_p:.2g} < {alpha})",
                        c, s, ep, lp, method)
     return Verdict("pass", "no significant difference in errors or latency", c, s, ep, lp, method)
 

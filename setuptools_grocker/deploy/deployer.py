@@ -217,13 +217,19 @@ class Deployer:
         """Go back one release: redeploy, by digest, what ran before the current release."""
         check_name(name)
         _require_swarm(self.engine)
-        records = history(self.engine, name)
-        stack = [r for r in records if r.get("action") == "deploy" and r.get("status") == "deployed"
-                 and not r.get("undone")]
+        current, target = self.rollback_target(name)
+        self.progress.info(f"rolling {name} back from {current.get('version')} to {target.get('version')} "
+                           f"({target['pinned']})")
+        return self.deploy_release(target, name, options, undo=current)
+
+    def rollback_target(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The current release's deploy record and the one ``rollback`` would go back to."""
+        stack = [r for r in history(self.engine, name) if r.get("action") == "deploy"
+                 and r.get("status") == "deployed" and not r.get("undone")]
         if len(stack) < 2:
             raise DeployError(f"{name} has no earlier release to go back to",
                               f"see `grocker history {name}`")
-        return self._redeploy(name, stack[-2], stack[-1], options)
+        return stack[-1], stack[-2]
 
     def restore(self, name: str, pinned: str, options: DeployOptions | None = None) -> dict[str, Any]:
         """Go back to the release of ``pinned`` (the newest one recorded), by digest and with its configuration,
@@ -240,13 +246,13 @@ class Deployer:
         running = _image_of(self.engine.service(name))
         current = next((r for r in reversed(records) if r.get("action") == "deploy" and r.get("status") == "deployed"
                         and not r.get("undone") and r.get("pinned") == running), None)
-        return self._redeploy(name, target, current, options, running=running)
+        return self.deploy_release(target, name, options, undo=current or {"pinned": running})
 
-    def _redeploy(self, name: str, target: dict[str, Any], current: dict[str, Any] | None,
-                  options: DeployOptions | None, *, running: str | None = None) -> dict[str, Any]:
-        """Deploy the release of the history record ``target`` again (its digest, secrets, variables, command,
-        replicas, routes), recorded as a rollback that undoes ``current``."""
-        current = current or {}
+    def deploy_release(self, target: dict[str, Any], name: str, options: DeployOptions | None = None,
+                       *, undo: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run the release of the deploy record ``target`` (by digest, with its env, env file secrets, command
+        and replicas) as the service ``name``: NAME itself (a rollback, marking ``undo`` as rolled back), or
+        another service (the drift watch runs the previous release as NAME's canary pool first)."""
         secrets = []
         for secret, target_path in target.get("secrets", []):
             found = self.engine.secret_id(secret)
@@ -256,17 +262,15 @@ class Deployer:
             secrets.append((found, secret, target_path))
         base = options or DeployOptions(name=name, image=target["pinned"])
         opts = DeployOptions(name=name, image=target["pinned"],
-                             publish=tuple(Publish.parse(p) for p in target["publish"]),
+                             publish=tuple(Publish.parse(p) for p in target["publish"]) if undo is not None else (),
                              env=dict(target.get("env", {})), replicas=int(target.get("replicas", 1)),
                              command=target.get("command"), timeout=base.timeout,
                              health_interval=base.health_interval, health_retries=base.health_retries,
                              start_period=base.start_period, monitor=base.monitor, edge_base=base.edge_base)
         record = {**{k: v for k, v in target.items() if k not in ("at", "status", "undone", "error")},
-                  "action": "rollback", "from": current.get("pinned") or running}
-        self.progress.info(f"rolling {name} back from {current.get('version')} to {target.get('version')} "
-                           f"({target['pinned']})")
-        result = self._apply(opts, record, secrets, undo=current or None, secret_key=self._secret_key(name))
-        return result
+                  "action": "rollback" if undo is not None else "deploy",
+                  **({"from": undo.get("pinned")} if undo is not None else {})}
+        return self._apply(opts, record, secrets, undo=undo, secret_key=self._secret_key(name))
 
     def pin(self, image: str) -> str:
         """What ``deploy`` would run for ``image``: ``repo@sha256:...``, or the image ID of a local image."""

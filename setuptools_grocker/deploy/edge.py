@@ -53,6 +53,8 @@ EDGE_LABEL = "io.grocker.edge"
 EDGE_RECIPE_VERSION = "1"
 CONFIG_PATH = "/etc/grocker-edge/haproxy.cfg"
 SOCKET = "/run/grocker-edge/admin.sock"
+#: The servers' state (addresses, states) saved just before a reload, loaded by the new worker.
+SERVER_STATE = "/run/grocker-edge/servers.state"
 #: Server slots per pool and backend: the most tasks of one service the edge sends traffic to.
 SLOTS = 32
 #: Inside the container, route i listens on FIRST_PORT + i (above 1024: the edge is not root).
@@ -143,6 +145,7 @@ def render_config(name: str, routes: Sequence[Publish], pools: Sequence[Pool]) -
         "global",
         "    log stdout format raw local0",
         f"    stats socket {SOCKET} mode 600 level admin expose-fd listeners",
+        f"    server-state-file {SERVER_STATE}",
         "    stats timeout 30s",
         "    hard-stop-after 5m",  # after a reload, requests in flight on the old worker get as long as timeout server
         "",
@@ -165,7 +168,11 @@ def render_config(name: str, routes: Sequence[Publish], pools: Sequence[Pool]) -
         "    timeout client 5m",
         "    timeout server 5m",
         "    timeout http-request 30s",
-        "    default-server init-addr none resolvers swarm resolve-prefer ipv4 check inter 1s fall 2 rise 1",
+        # A new worker (a reload) starts from the addresses the old one had resolved (the state file), so that
+        # it does not answer 503 until its first DNS answer. A new pool starts with none (it joins at weight 0):
+        # not libc, which would wait on the host's resolvers for a service that has no task.
+        "    load-server-state-from-file global",
+        "    default-server init-addr last,none resolvers swarm resolve-prefer ipv4 check inter 1s fall 2 rise 1",
     ]
     for port in sorted({r.port for r in routes}):
         # A request the server closed without answering is sent again only when it is safe to (GET, HEAD).
@@ -327,6 +334,9 @@ class Edge:
         """Reload HAProxy (SIGUSR2 to the master: a new worker, established connections finish on the old one),
         then re-assert the recorded weights; the new worker's process ID."""
         before = self.pid()
+        script = f'printf "show servers state\\n" | socat -t 30 - UNIX-CONNECT:{SOCKET} > {SERVER_STATE}.new ' \
+                 f'&& mv {SERVER_STATE}.new {SERVER_STATE}'
+        self.engine.exec_in(self.container, ["sh", "-c", script], echo=False)
         self.engine.signal_container(self.container, "SIGUSR2")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -128,8 +128,9 @@ def windows_of(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def collect(engine: Engine, *, service: str, trigger: str, reason: str, release: str, went_back_to: str | None,
             windows: Sequence[Mapping[str, Any]], logs: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
             cache_home: Path | None = None, verdict: Mapping[str, Any] | None = None,
-            at: datetime.datetime | None = None) -> dict[str, Any]:
-    """The incident report of ``release`` rolled back to ``went_back_to``, read from the engine and registry."""
+            at: datetime.datetime | None = None, outcome: str = "rolled-back") -> dict[str, Any]:
+    """The incident report of ``release`` rolled back to ``went_back_to`` (``outcome`` ``alert``: not rolled
+    back, ``went_back_to`` None), read from the engine and registry."""
     def side(pinned: str) -> dict[str, Any]:
         return {"pinned": pinned, "version": _version(engine, pinned),
                 "provenance": provenance_of(engine, cache_home, pinned)}
@@ -137,7 +138,7 @@ def collect(engine: Engine, *, service: str, trigger: str, reason: str, release:
     changes = _changes(engine, went_back_to, release) if went_back_to else {"error": "no release to compare with"}
     return build(service=service, trigger=trigger, reason=reason, release=side(release),
                  went_back_to=side(went_back_to) if went_back_to else None, changes=changes, windows=windows,
-                 logs=logs, timeline=timeline, verdict=verdict, at=at)
+                 logs=logs, timeline=timeline, verdict=verdict, at=at, outcome=outcome)
 
 
 # -- the document ---------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def collect(engine: Engine, *, service: str, trigger: str, reason: str, release:
 def build(*, service: str, trigger: str, reason: str, release: Mapping[str, Any],
           went_back_to: Mapping[str, Any] | None, changes: Mapping[str, Any], windows: Sequence[Mapping[str, Any]],
           logs: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]], verdict: Mapping[str, Any] | None = None,
-          at: datetime.datetime | None = None) -> dict[str, Any]:
+          at: datetime.datetime | None = None, outcome: str = "rolled-back") -> dict[str, Any]:
     """The incident document (JSON-ready) from its parts; ``internal_commits`` is derived from the two sides'
     provenances (the libraries whose commit differs, or that only one side has)."""
     before = ((went_back_to or {}).get("provenance") or {}).get("internal") or {}
@@ -154,7 +155,7 @@ def build(*, service: str, trigger: str, reason: str, release: Mapping[str, Any]
                for lib in sorted(set(before) | set(after)) if before.get(lib) != after.get(lib)]
     return {
         "kind": KIND, "version": VERSION, "at": _utc(at).isoformat(timespec="seconds"),
-        "service": service, "trigger": trigger, "reason": reason,
+        "service": service, "outcome": outcome, "trigger": trigger, "reason": reason,
         "release": dict(release), "went_back_to": dict(went_back_to) if went_back_to else None,
         "changes": dict(changes), "internal_commits": commits,
         "verdict": dict(verdict) if verdict else None,
@@ -211,11 +212,14 @@ def _side_lines(title: str, side: Mapping[str, Any] | None) -> list[str]:
 def markdown(report: Mapping[str, Any]) -> str:
     """The report for people: summary, releases, what changed, metrics, logs, timeline."""
     release = report.get("release") or {}
-    lines = [f"# Incident: {report['service']} rolled back", "",
-             f"{report['at']}: the release `{_short(release.get('pinned'))}` of **{report['service']}** was rolled "
-             f"back automatically ({report['trigger']}): {report['reason']}.", "",
+    alert = report.get("outcome") == "alert"
+    what = "drifted, not rolled back (alert)" if alert else "rolled back"
+    lines = [f"# Incident: {report['service']} {what}", "",
+             f"{report['at']}: the release `{_short(release.get('pinned'))}` of **{report['service']}** "
+             f"{'was not rolled back' if alert else 'was rolled back automatically'} ({report['trigger']}): "
+             f"{report['reason']}.", "",
              "## Releases", ""]
-    lines += _side_lines("rolled back", release)
+    lines += _side_lines("drifting" if alert else "rolled back", release)
     lines += _side_lines("went back to", report.get("went_back_to"))
     lines += ["", "## What changed", ""]
     changes = report.get("changes") or {}

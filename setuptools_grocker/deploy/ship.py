@@ -47,13 +47,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from setuptools_grocker.config import Canary
+from setuptools_grocker.config import Canary, Watch
 from setuptools_grocker.deploy.analysis import Side, Verdict, judge
 from setuptools_grocker.deploy.companions import Companion, CompanionRelease, image_of
 from setuptools_grocker.deploy.deployer import Deployer, DeployOptions, Publish, check_name, history
 from setuptools_grocker.deploy.edge import DEFAULT_WEIGHT, MAX_WEIGHT, Edge, LoggedRequest, Pool, network_of
 from setuptools_grocker.deploy.incident import collect, incident_paths, task_logs, windows_of, write
 from setuptools_grocker.deploy.predeploy import run_pre_deploy
+from setuptools_grocker.deploy.watch import (
+    IRREVERSIBLE,
+    Streak,
+    WatchOptions,
+    baseline_from_log,
+    is_irreversible,
+    judge_windows,
+    side_from_json,
+    side_json,
+    watch_file,
+)
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import DeployError, GrockerError
 from setuptools_grocker.progress import Progress
@@ -92,6 +103,10 @@ class ShipOptions:
     services: tuple[Companion, ...] = ()
     #: Seconds their tasks are watched after their update.
     services_watch: float = 60.0
+    #: The bake window and the baseline (``watch.*``).
+    watch: Watch = Watch()
+    #: From its promotion on, the release is never rolled back automatically: drift alerts instead.
+    irreversible: bool = False
 
 
 def state_file(state_dir: Path, name: str) -> Path:
@@ -206,7 +221,11 @@ class Shipper:
         if not options.deploy.publish:
             raise DeployError(f"{name} has no edge (it was deployed without --publish): a canary needs one",
                               f"deploy {name} with --publish first, or give --publish")
-        return self._canary(options, path)
+        baseline = self._take_baseline(name, options.watch)
+        report = self._canary(options, path)
+        if report["status"] != "promoted":
+            return report
+        return self._bake(options, baseline)
 
     # -- staging -------------------------------------------------------------------------
     def _staging(self, options: ShipOptions, port: int) -> bool:
@@ -410,16 +429,17 @@ class Shipper:
     def record_rollback(self, name: str, pinned: str, reason: str, *, went_back_to: str | None, trigger: str,
                         logs: Mapping[str, Any], state_dir: Path, cache_home: Path | None = None,
                         verdict: Mapping[str, Any] | None = None, windows: list[Mapping[str, Any]] | None = None,
-                        action: str = "ship") -> dict[str, str] | None:
+                        action: str = "ship", status: str = "rolled-back") -> dict[str, str] | None:
         """The one place an automatic rollback of ``pinned`` (back to ``went_back_to``) is recorded, once the
         traffic is back: the incident report (JSON and Markdown in ``state_dir/incidents``), NAME's history
         record (``rolled-back``, with the incident's path), then every ``grocker_incident`` plugin.
 
         ``logs`` is :func:`~setuptools_grocker.deploy.incident.task_logs` of the failing service, read before
         it was removed or rolled back; ``windows`` defaults to every window of the report's steps; ``action``
-        names the history record's kind (``ship``; a drift watch may say ``watch``). Returns the paths (also the
-        report's ``incident``), or None when the report could not be written (a warning; the rollback stands).
-        A plugin that fails is a warning too."""
+        names the history record's kind (``ship``; a drift watch may say ``watch``); ``status`` is ``alert`` for a
+        drift that was not rolled back (an irreversible release): the same report, ``went_back_to`` None.
+        Returns the paths (also the report's ``incident``), or None when the report could not be written (a
+        warning; the rollback stands). A plugin that fails is a warning too."""
         self.report.setdefault("timeline", [])
         self.report.setdefault("steps", [])
         paths = incident_paths(state_dir, name)
@@ -427,14 +447,14 @@ class Shipper:
             incident = collect(self.engine, service=name, trigger=trigger, reason=reason, release=pinned,
                                went_back_to=went_back_to, logs=logs, timeline=self.report.get("timeline", []),
                                windows=windows if windows is not None else windows_of(self.report["steps"]),
-                               cache_home=cache_home, verdict=verdict)
+                               cache_home=cache_home, verdict=verdict, outcome=status)
             write(incident, paths)
         except (GrockerError, OSError) as exc:
             self.progress.warn(f"the incident report of {pinned} could not be written ({exc}); the rollback stands")
-            self._record(name, pinned, "rolled-back", reason, action)
+            self._record(name, pinned, status, reason, action)
             return None
         shown = {k: str(v) for k, v in paths.items()}
-        self._record(name, pinned, "rolled-back", reason, action, incident=shown["json"])
+        self._record(name, pinned, status, reason, action, incident=shown["json"])
         self.report["incident"] = shown
         self._event("incident report written", path=shown["markdown"])
         if self.plugins is not None:
@@ -515,6 +535,196 @@ class Shipper:
             time.sleep(0.5)
         raise DeployError(f"the edge does not see {name}'s new tasks up within {timeout:.0f}s; "
                           "the traffic stays on the canary", f"see `docker logs {edge.container}`")
+
+
+    # -- the drift watch: bake window, `grocker watch` ----------------------------------------
+    def _take_baseline(self, name: str, settings: Watch) -> Side:
+        """Production's baseline: the requests of the last ``watch.baseline`` seconds answered by NAME's current
+        release (none from before its deploy record: a release rolled back or replaced is not a baseline)."""
+        deployed = [r for r in history(self.engine, name) if r.get("status") == "deployed" and r.get("at")]
+        now = time.time()
+        seconds = settings.baseline
+        if deployed:
+            try:
+                since = datetime.datetime.fromisoformat(deployed[-1]["at"]).timestamp()
+                seconds = max(0.0, min(seconds, now - since))
+            except ValueError:
+                pass
+        baseline = baseline_from_log(Edge(self.engine, name), name, seconds, now)
+        self.report["baseline"] = baseline.figures()
+        self._event("baseline", seconds=round(seconds), requests=baseline.requests, errors=baseline.errors,
+                    median_ms=baseline.figures()["median_ms"])
+        return baseline
+
+    def _bake(self, options: ShipOptions, baseline: Side) -> dict[str, Any]:
+        """After a promotion: mark an irreversible release, then watch ``watch.bake`` seconds for drift."""
+        name, pinned = options.deploy.name, self.report["pinned"]
+        if options.irreversible:
+            self.deployer.add_record(name, {"action": "ship", "pinned": pinned, "status": IRREVERSIBLE,
+                                            "reason": "marked irreversible at its promotion: drift alerts, "
+                                                      "nothing rolls it back automatically"})
+            self._event("release marked irreversible")
+        state = {"name": name, "pinned": pinned, "baseline_of": self.report.get("stable"),
+                 "baseline": side_json(baseline), "phase": "bake", "failing": 0, "windows": []}
+        path = watch_file(options.state_dir, name)
+        write_state(path, {**state, "updated": _now()})
+        if options.watch.bake <= 0:
+            self._event("no bake window (watch.bake = 0)")
+            return self.report
+        self.report["phase"] = "bake"
+        self._event("bake window", seconds=options.watch.bake)
+        return self._watch_windows(name, pinned, baseline, state, path, options.watch, options.deploy,
+                                   options.drain, options.state_dir, duration=options.watch.bake, phase="bake")
+
+    def watch(self, options: WatchOptions) -> dict[str, Any]:
+        """``grocker watch NAME``: NAME's windows against its baseline, until a drift (a rollback, or an alert
+        for an irreversible release) or the bound of ``options`` (status ``ok``)."""
+        name = options.name
+        check_name(name)
+        self.report = {"name": name, "status": "running", "phase": "watch", "timeline": [], "steps": [],
+                       "windows": []}
+        service = self.engine.service(name)
+        if service is None:
+            raise DeployError(f"no service named {name}", f"deploy it first: grocker deploy IMAGE --name {name}")
+        if self.engine.container_labels(Edge(self.engine, name).container) is None:
+            raise DeployError(f"{name} has no edge (it was deployed without --publish): the watch reads its "
+                              "request log", f"deploy {name} with --publish")
+        self._recover(name, state_file(options.state_dir, name))
+        pinned = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        self.report["pinned"] = pinned
+        path = watch_file(options.state_dir, name)
+        state = read_state(path) or {}
+        baseline = side_from_json(state.get("baseline") or {}) if state.get("pinned") == pinned else None
+        if baseline is not None and baseline.requests >= options.settings.min_requests:
+            self.report["baseline"] = baseline.figures()
+            self._event("baseline from the state", requests=baseline.requests, of=state.get("baseline_of"))
+        else:
+            # No baseline for what runs (deployed by hand, or too short): the current release's own log.
+            baseline = self._take_baseline(name, options.settings)
+            state = {"name": name, "pinned": pinned, "baseline_of": pinned, "baseline": side_json(baseline),
+                     "failing": 0, "windows": []}
+        state["phase"] = "watch"
+        write_state(path, {**state, "updated": _now()})
+        rollout = options.deploy or DeployOptions(name=name, image=pinned)
+        return self._watch_windows(name, pinned, baseline, state, path, options.settings, rollout, options.drain,
+                                   options.state_dir, windows=options.windows, duration=options.duration,
+                                   phase="watch")
+
+    def _watch_windows(self, name: str, pinned: str, baseline: Side, state: dict[str, Any], path: Path,
+                       settings: Watch, rollout: DeployOptions, drain: float, state_dir: Path, *,
+                       windows: int | None = None, duration: float | None = None, phase: str) -> dict[str, Any]:
+        streak = Streak(settings.fail_windows, int(state.get("failing") or 0), list(state.get("windows") or []))
+        self.report["windows"] = streak.windows
+
+        def on_window(window: dict[str, Any]) -> None:
+            self._event(f"{phase} window: {window['verdict']}", reason=window["reason"])
+            state.update(failing=streak.failing, windows=streak.windows)
+            write_state(path, {**state, "updated": _now()})
+
+        verdict = judge_windows(Edge(self.engine, name), name, baseline, settings, streak, windows=windows,
+                                duration=duration, on_window=on_window)
+        if verdict is None:
+            if phase == "watch":
+                self.report["status"] = "ok"
+            self._event(f"no drift in the {phase} window" if phase == "bake" else "no drift",
+                        windows=len(streak.windows))
+            return self.report
+        return self._on_drift(name, pinned, verdict, streak, state, path, rollout, drain, state_dir, phase)
+
+    def _on_drift(self, name: str, pinned: str, verdict: Verdict, streak: Streak, state: dict[str, Any],
+                  path: Path, rollout: DeployOptions, drain: float, state_dir: Path, phase: str) -> dict[str, Any]:
+        """A drift: back to the previous release by digest, or, for an irreversible release (or none to go back
+        to), an alert. Either goes through :meth:`_record` (the incident report's trigger)."""
+        where = "the bake window" if phase == "bake" else "the watch"
+        reason = f"drift in {where}: {verdict.reason}"
+        self.report.update(phase=phase, verdict=streak.windows[-1])
+        self._event("drift", reason=verdict.reason)
+        target: dict[str, Any] | None = None
+        why_not = ""
+        if is_irreversible(history(self.engine, name), pinned):
+            why_not = "it is irreversible"
+        else:
+            try:
+                current, target = self.deployer.rollback_target(name)
+            except DeployError as exc:
+                why_not = exc.message
+        if target is None:
+            if state.get("alerted") != pinned:  # a restarted watch does not record the same alert again
+                self.record_rollback(name, pinned, f"{reason}; not rolled back: {why_not}", went_back_to=None,
+                                     trigger=where, logs=task_logs(self.engine, name), state_dir=state_dir,
+                                     verdict=streak.windows[-1], windows=self._drift_windows(streak, phase),
+                                     status="alert")
+            write_state(path, {**state, "phase": "alert", "alerted": pinned, "updated": _now()})
+            self.report.update(status="alert", error={
+                "message": f"{pinned} drifted in {where} ({verdict.reason}) but is not rolled back: {why_not}",
+                "hint": f"ship a fixed release, or roll back by hand (grocker rollback {name}) if its data allows"})
+            return self.report
+        logs = task_logs(self.engine, name)  # before the drifting tasks are replaced
+        self._revert(name, current, target, rollout, drain, state_dir)
+        self._restore_companions()
+        self.record_rollback(name, pinned, reason, went_back_to=target["pinned"], trigger=where, logs=logs,
+                             state_dir=state_dir, verdict=streak.windows[-1],
+                             windows=self._drift_windows(streak, phase))
+        write_state(path, {**state, "pinned": target["pinned"], "phase": "rolled-back", "failing": 0, "windows": [],
+                           "rolled_back": pinned, "updated": _now()})
+        self.report.update(status="rolled-back", reverted_to=target["pinned"], error={
+            "message": f"{pinned} drifted in {where} ({verdict.reason}): rolled back to {target['pinned']}",
+            "hint": "production runs the previous release; see windows and verdict in the report"})
+        return self.report
+
+    def _drift_windows(self, streak: Streak, phase: str) -> list[Mapping[str, Any]]:
+        """The drift's windows for the incident report: the release under ``canary``, the baseline under
+        ``stable`` (the report's table shows those two sides)."""
+        keys = ("verdict", "reason", "errors_p", "latency_p", "source")
+        return [{"share": 100, "phase": phase, **{k: w.get(k) for k in keys},
+                 "canary": w.get("production", w.get("canary")), "stable": w.get("baseline", w.get("stable"))}
+                for w in streak.windows]
+
+    def _restore_companions(self) -> None:
+        """After a drift's rollback of the web service: the release's companion services (moved before its
+        promotion) go back to what they ran before it, by digest."""
+        services = self.report.get("services") or {}
+        if not services:
+            return
+        companions = CompanionRelease(self.engine, self.deployer, self._event)
+        for entry in services.values():
+            if entry.get("service") and entry.get("pinned") == self.report.get("pinned"):
+                companions.restore(entry["service"], entry.get("previous"))
+
+    def _revert(self, name: str, current: dict[str, Any], target: dict[str, Any], rollout: DeployOptions,
+                drain: float, state_dir: Path) -> None:
+        """Back to ``target`` without a dropped request: it runs first as NAME's canary pool and takes all the
+        traffic; NAME is then rolling-updated to it at weight 0 (``grocker rollback``'s update, by digest, with
+        its configuration, recorded in the history), takes the traffic back, and the canary goes."""
+        started = time.monotonic()
+        canary = f"{name}-canary"
+        edge = Edge(self.engine, name)
+        path = state_file(state_dir, name)
+        state: dict[str, Any] = {"name": name, "canary": canary, "image": target["pinned"], "phase": "reverting",
+                                 "weights": {name: DEFAULT_WEIGHT, canary: 0}}
+        write_state(path, {**state, "updated": _now()})
+        replicas = int(target.get("replicas") or 1)
+        self.deployer.deploy_release(target, canary, replace(rollout, name=canary, publish=()))
+        self._event("previous release deployed beside production", service=canary, pinned=target["pinned"])
+        edge.set_pools([Pool(name, DEFAULT_WEIGHT), Pool(canary, 0)])
+        self._wait_up(edge, canary, replicas, rollout.timeout)
+        write_state(path, {**state, "weights": {name: 0, canary: DEFAULT_WEIGHT}, "updated": _now()})
+        edge.set_weight(canary, DEFAULT_WEIGHT)
+        edge.set_weight(name, 0)
+        self.report["traffic_back"] = {"at": _now(), "seconds": round(time.monotonic() - started, 1)}
+        self._event("all traffic on the previous release", pinned=target["pinned"])
+        time.sleep(drain)
+        self.deployer.deploy_release(target, name, rollout, undo=current)
+        self._wait_up(edge, name, replicas, rollout.timeout)
+        write_state(path, {**state, "weights": {name: DEFAULT_WEIGHT, canary: 0}, "updated": _now()})
+        edge.set_weight(name, DEFAULT_WEIGHT)
+        edge.set_weight(canary, 0)
+        self._event("traffic back on the service, now on the previous release")
+        time.sleep(drain)
+        edge.set_pools([Pool(name)])
+        self.deployer.stop(canary)
+        write_state(path, {**state, "phase": "rolled-back", "updated": _now()})
+        self._event("rolled back", seconds=round(time.monotonic() - started, 1))
 
 
 __all__ = ["ShipOptions", "Shipper", "measured", "read_state", "sides", "state_file", "weights_for", "write_state"]

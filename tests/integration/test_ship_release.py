@@ -1,15 +1,18 @@
 """`grocker ship` on a real Swarm (single node, 127.0.0.1) behind the real HAProxy edge.
 
 A tiny application (the standard library's HTTP server on the bootstrapped base) answers ``/`` with its version,
-and 500 to every FAIL_EVERY-th request when that variable is set (logging each one on stderr); its image carries
-the labels a grocker build sets for ``grocker diff`` (``io.grocker.distributions``: the app's own distribution
-at its version; ``org.opencontainers.image.version``) and the functional tests
-(``/functional.py``: 20 requests to ``$GROCKER_TARGET_URL``, any 500 fails). v1 is deployed with
-``grocker deploy --publish``; v2 (good) and v3 (same code, another version) are shipped while a bounded load
-generator sends requests through the edge. Windows are short (4 s) and the steps few (25, 50, 100).
+and 500 to every FAIL_EVERY-th request when that variable is set, and SLOW_MS later to every request from
+SLOW_AFTER seconds after it started (v4: a release that passes its canary and gets slow in production); its
+image carries the labels a grocker build sets for ``grocker diff`` (``io.grocker.distributions``: the app's own
+distribution at its version; ``org.opencontainers.image.version``) and the functional tests (``/functional.py``:
+20 requests to ``$GROCKER_TARGET_URL``, any 500 fails).
+v1 is deployed with ``grocker deploy --publish``; v2 (good), v3 (same code, another version) and v4 are shipped
+while a bounded load generator sends requests through the edge. Windows are short (4 s) and the steps few (25,
+50, 100).
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -30,11 +33,14 @@ from setuptools_grocker.progress import Progress
 from tests.helpers import BASE_IMAGE, GROCKER, free_port, grocker, install_plugin, pythonpath, remove_images
 
 APP = '''
-import itertools, json, os, sys, threading
+import itertools, json, os, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = "{version}"
 FAIL_EVERY = int(os.environ.get("FAIL_EVERY") or 0)
+SLOW_AFTER = float(os.environ.get("SLOW_AFTER") or 0)
+SLOW_MS = float(os.environ.get("SLOW_MS") or 0)
+SLOW_SINCE = time.time() + SLOW_AFTER if SLOW_MS else None
 COUNT = itertools.count(1)
 LOCK = threading.Lock()
 
@@ -46,7 +52,10 @@ class Handler(BaseHTTPRequestHandler):
         code = 500 if FAIL_EVERY and n % FAIL_EVERY == 0 else 200
         if code == 500:
             print(f"ERROR request {{n}}: simulated failure", file=sys.stderr, flush=True)
-        body = json.dumps({{"version": VERSION}}).encode()
+        slow = SLOW_SINCE is not None and time.time() >= SLOW_SINCE
+        if slow:
+            time.sleep(SLOW_MS / 1000)
+        body = json.dumps({{"version": VERSION, "slow_since": SLOW_SINCE if slow else None}}).encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -97,6 +106,8 @@ class Load(threading.Thread):
         super().__init__(daemon=True)
         self.url = url
         self.answers: list[tuple[int, str | None]] = []
+        #: (when it was answered, its version, since when its task is slow: None when it is not)
+        self.timed: list[tuple[float, str | None, float | None]] = []
         self.failures: list[str] = []
         self._stop_event = threading.Event()
 
@@ -105,9 +116,12 @@ class Load(threading.Thread):
         while not self._stop_event.is_set() and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(self.url, timeout=10) as resp:
-                    self.answers.append((resp.status, json.loads(resp.read())["version"]))
+                    answer = json.loads(resp.read())
+                    self.answers.append((resp.status, answer["version"]))
+                    self.timed.append((time.time(), answer["version"], answer.get("slow_since")))
             except urllib.error.HTTPError as exc:
                 self.answers.append((exc.code, None))
+                self.timed.append((time.time(), f"HTTP {exc.code}", None))
             except OSError as exc:
                 self.failures.append(str(exc))
             time.sleep(0.02)
@@ -123,7 +137,7 @@ def images(tmp_path_factory: pytest.TempPathFactory, registry: str, client: dock
            run_id: str) -> Iterator[dict[str, str]]:
     repo = f"{registry}/grocker-test/ship-app"
     refs = {}
-    for version in ("1", "2", "3"):
+    for version in ("1", "2", "3", "4"):
         root = tmp_path_factory.mktemp(f"ship-app-v{version}")
         (root / "app.py").write_text(APP.format(version=version))
         (root / "functional.py").write_text(FUNCTIONAL)
@@ -149,7 +163,8 @@ def production(images: dict[str, str], run_id: str,
     project = tmp_path_factory.mktemp("ship-project")
     (project / "pyproject.toml").write_text(
         '[tool.grocker]\nfunctional-tests = "python3 /functional.py"\n\n'
-        "[tool.grocker.canary]\nsteps = [25, 50, 100]\nwindow = 4\nmin-requests = 15\nmax-inconclusive = 2\n")
+        "[tool.grocker.canary]\nsteps = [25, 50, 100]\nwindow = 4\nmin-requests = 15\nmax-inconclusive = 2\n\n"
+        "[tool.grocker.watch]\nbake = 0\nwindow = 4\nmin-requests = 10\nfail-windows = 2\n")
     run = grocker("deploy", images["1"], "--name", name, "--publish", f"127.0.0.1:{port}:8000", *COMMON)
     assert run.code == 0, run.err[-3000:]
     yield {"name": name, "url": f"http://127.0.0.1:{port}/", "project": project, "state": project / "state"}
@@ -341,3 +356,127 @@ def test_a_controller_killed_mid_canary_leaves_weight_zero_on_the_next_run(
     with Engine(Progress(quiet=True)) as engine:
         assert Edge(engine, name).weights() == {name: 100}
     assert versions(production["url"]) == {"2"}
+
+
+# v4 passes its canary (one 4 s window at 50 %) and gets 200 ms slower 20 s after its tasks started: in
+# production, after the promotion (users' default bake window: 600 s; windows of 60 s).
+SLOW = ["--env", "SLOW_AFTER=20", "--env", "SLOW_MS=200", "--canary-steps", "50,100"]
+
+
+def _at(event: dict[str, Any]) -> float:
+    return datetime.datetime.fromisoformat(event["at"]).timestamp()
+
+
+def _event(report: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return next(e for e in report["timeline"] if e["event"].startswith(prefix))
+
+
+def _slow_since(load: Load, before: float) -> float:
+    """Since when the task that answered last before ``before`` was slow (the app says so in its answers)."""
+    return next(since for at, _, since in reversed(load.timed) if at < before and since is not None)
+
+
+def test_a_release_that_gets_slow_is_rolled_back_in_the_bake_window(
+        production: dict[str, Any], images: dict[str, str], client: docker.DockerClient, tmp_path: Path) -> None:
+    name = production["name"]
+    before = stable_image(client, name)
+    old = versions(production["url"], 5)
+    load = Load(production["url"])
+    load.start()
+    run = ship(production, images["4"], tmp_path / "report.json", *SLOW, "--bake", "60")
+    load.stop()
+    assert run.code == 15, run.err[-3000:]
+    errors = [line for line in run.err.splitlines() if line.startswith("grocker: error:")]
+    assert len(errors) == 1 and "drifted in the bake window" in errors[0] and f"rolled back to {before}" in errors[0]
+    report = run.report
+    assert report is not None and report["status"] == "rolled-back" and report["phase"] == "bake", report
+    assert [s["verdict"] for s in report["steps"]] == ["pass"]
+    assert report["baseline"]["requests"] >= 10 and report["reverted_to"] == before
+    verdict = report["verdict"]
+    assert verdict["verdict"] == "fail" and verdict["reason"].startswith("production slower"), verdict
+    assert verdict["production"]["median_ms"] - verdict["baseline"]["median_ms"] > 100
+    verdicts = [w["verdict"] for w in report["windows"]]
+    assert verdicts[-2:] == ["fail", "fail"] and "pass" in verdicts, verdicts  # not slow yet: no false alarm
+    # Traffic back on the previous digest with its configuration (no SLOW_* variables); no canary left; not one
+    # request of the load generator failed.
+    assert stable_image(client, name) == before
+    env = client.services.get(name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or []
+    assert not [e for e in env if e.startswith("SLOW_")]
+    assert services(client, name) == {name}
+    assert versions(production["url"]) == old
+    bad = [(round(at, 2), what) for at, what, _ in load.timed if what and what.startswith("HTTP")]
+    with Engine(Progress(quiet=True)) as engine:
+        edge_errors = [r for r in Edge(engine, name).requests() if r.status >= 500]
+    assert load.failures == [] and {status for status, _ in load.answers} == {200}, (
+        bad, edge_errors, [(round(_at(e), 2), e["event"]) for e in report["timeline"]])
+    history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                        text=True).stdout)
+    assert history[-1]["action"] == "ship" and history[-1]["status"] == "rolled-back"
+    assert history[-1]["reason"].startswith("drift in the bake window: production slower")
+    # The drift's incident report: the release, the one it went back to, the windows against the baseline.
+    incident = json.loads(Path(report["incident"]["json"]).read_text())
+    assert history[-1]["incident"] == report["incident"]["json"]
+    assert incident["release"]["pinned"] == report["pinned"] and incident["went_back_to"]["pinned"] == before
+    assert incident["reason"].startswith("drift in the bake window") and incident["windows"][-1]["verdict"] == "fail"
+    assert Path(report["incident"]["markdown"]).read_text().count("production slower") >= 1
+    assert history[-2]["action"] == "rollback" and history[-2]["pinned"] == before
+    assert history[-2]["from"] == report["pinned"]
+    # Measured: slowdown to verdict, verdict to all traffic on the previous release, and to the rollback's end.
+    verdict_at = _at(_event(report, "drift"))
+    back_at = _at(_event(report, "all traffic on the previous release"))
+    done = _event(report, "rolled back")
+    print(f"\nMEASURED v4 bake: detection {verdict_at - _slow_since(load, verdict_at):.1f}s after the slowdown, "
+          f"traffic back {back_at - verdict_at:.1f}s after the verdict, rollback done in {done['seconds']}s, "
+          f"{len(load.failures)} failed and {sum(1 for s, _ in load.answers if s >= 500)} 5xx "
+          f"of {len(load.answers)} requests")
+
+
+def test_an_irreversible_release_that_drifts_is_alerted_by_the_watch_not_rolled_back(
+        production: dict[str, Any], images: dict[str, str], client: docker.DockerClient, tmp_path: Path) -> None:
+    name = production["name"]
+    load = Load(production["url"])
+    load.start()
+    try:
+        run = ship(production, images["4"], tmp_path / "ship.json", *SLOW, "--irreversible")
+        assert run.code == 0, run.err[-3000:]
+        assert run.report is not None and run.report["status"] == "promoted"
+        pinned = run.report["pinned"]
+        watch_args = ["watch", name, "--project", str(production["project"]), "--state-dir", str(production["state"]),
+                      "--drain", "2", *COMMON]
+        watch = grocker(*watch_args, "--windows", "12", report=tmp_path / "watch.json", timeout=300)
+        history = json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                            text=True).stdout)
+        # A watch started again goes on from its state (baseline, failing windows): one more failing window is
+        # the drift again, alerted again, but not written twice into the history.
+        again = grocker(*watch_args, "--once", report=tmp_path / "again.json", timeout=120)
+    finally:
+        load.stop()
+    assert watch.code == 15, watch.err[-3000:]
+    errors = [line for line in watch.err.splitlines() if line.startswith("grocker: error:")]
+    assert len(errors) == 1 and "drifted in the watch" in errors[0] and "not rolled back: it is irreversible" in \
+        errors[0], errors
+    report = watch.report
+    assert report is not None and report["status"] == "alert" and report["pinned"] == pinned, report
+    assert report["timeline"][0]["event"] == "baseline from the state"  # the one ship took before the canary
+    assert report["verdict"]["reason"].startswith("production slower")
+    assert [w["verdict"] for w in report["windows"]][-2:] == ["fail", "fail"]
+    # Still on the irreversible release; the alert is in its history and in the watch's state.
+    assert stable_image(client, name) == pinned
+    assert services(client, name) == {name}
+    assert versions(production["url"], 5) == {"4"}
+    assert history[-1]["action"] == "ship" and history[-1]["status"] == "alert"
+    assert history[-1]["reason"].endswith("not rolled back: it is irreversible")
+    assert history[-1]["incident"] == report["incident"]["json"]  # the alert goes to grocker_incident too
+    assert json.loads(Path(report["incident"]["json"]).read_text())["went_back_to"] is None
+    assert any(r["status"] == "irreversible" and r["pinned"] == pinned for r in history)
+    state = json.loads((production["state"] / f"watch-{name}.json").read_text())
+    assert state["phase"] == "alert" and state["alerted"] == pinned
+    assert again.code == 15 and again.report is not None and again.report["status"] == "alert", again.err[-3000:]
+    assert again.report["timeline"][0]["event"] == "baseline from the state"
+    assert [w["verdict"] for w in again.report["windows"]][-1] == "fail"
+    assert json.loads(subprocess.run([*GROCKER, "history", name, "--json"], capture_output=True,
+                                     text=True).stdout) == history
+    assert load.failures == []
+    verdict_at = _at(_event(report, "drift"))
+    print(f"\nMEASURED v4 watch (irreversible): detection {verdict_at - _slow_since(load, verdict_at):.1f}s after "
+          f"the slowdown, {len(load.failures)} failed of {len(load.answers)} requests")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from setuptools_grocker.config import Canary, Config, RunOptions, SmokeTest, load_config
+from setuptools_grocker.config import Canary, Config, RunOptions, SmokeTest, Watch, load_config
 from setuptools_grocker.errors import ConfigError
 from setuptools_grocker.keys import KEYS, MEMBER_ONLY, TABLE, Key, env_var
 from setuptools_grocker.pipeline.workspace import load_workspace
@@ -19,9 +19,10 @@ NOT_KEYS = {"project_dir", "source"}
 
 
 def test_every_config_field_is_declared_once_in_the_table(tmp_path: Path) -> None:
-    fields = {f.name for f in dataclasses.fields(Config)} - NOT_KEYS - {"smoke_test", "canary"}
+    fields = {f.name for f in dataclasses.fields(Config)} - NOT_KEYS - {"smoke_test", "canary", "watch"}
     fields |= {f"smoke_test.{f.name}" for f in dataclasses.fields(SmokeTest)}
     fields |= {f"canary.{f.name}" for f in dataclasses.fields(Canary)}
+    fields |= {f"watch.{f.name}" for f in dataclasses.fields(Watch)}
     declared = [k.field for k in KEYS.values()]
     assert len(declared) == len(set(declared)), "two keys fill one field"
     assert set(declared) == fields
