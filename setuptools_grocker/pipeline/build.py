@@ -82,6 +82,7 @@ def closure_key(config: Config, *, rkey: str, source: Source, local_sources: lis
     data = _key_data(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip_env,
                      plugins=plugins, bytecode=bytecode)
     data["source"] = "closure"
+    data["pip"] = pip_identity(pip_env, index_contents=False)  # a local index's new uploads: the same closure
     data.update(lock_line(lock))
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

@@ -118,7 +118,7 @@ def forward(environ: Mapping[str, str], constraints: Path | None = None) -> PipF
     return result
 
 
-def pip_identity(pip_env: Mapping[str, str]) -> str:
+def pip_identity(pip_env: Mapping[str, str], *, index_contents: bool = True) -> str:
     """What the forwarded pip options contribute to a cache key: the same on every machine with the same setup.
 
     A value naming a local file or directory (a constraints file, a certificate, a find-links directory, a
@@ -126,19 +126,28 @@ def pip_identity(pip_env: Mapping[str, str]) -> str:
     names and sizes of the files under it (a wheel's name carries its version). Two machines keeping the same
     constraints at different paths get the same key; a changed file changes it. Other values (URLs, flags)
     are taken as they are. Only a hash is returned: credentials in a URL are never stored.
+
+    ``index_contents=False`` is the identity a *closure reuse* compares (``closure_key``): a local index or
+    find-links directory counts as a local directory, whatever it holds now. A closure is reused only when the
+    project's metadata did not change, and never asks the index (that is the point: a one-line change builds
+    without it); a wheel published to the team's directory index since the previous build does not make it a
+    different closure, as a new upload to a remote index does not. Files (constraints, certificates) still
+    count by their bytes.
     """
     parts: list[tuple[str, list[str]]] = []
     for name, raw in sorted(pip_env.items()):
         option = name[len("PIP_"):].lower().replace("_", "-")
         values = raw.split() if option in MULTI else [raw.strip()]
-        parts.append((name, [_value_identity(option, v) for v in values]))
+        parts.append((name, [_value_identity(option, v, index_contents) for v in values]))
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def _value_identity(option: str, value: str) -> str:
+def _value_identity(option: str, value: str, index_contents: bool = True) -> str:
     path = _local_path(value) if (option in PATHS or option in URLS) else None
     if path is None:
         return value
+    if not index_contents and option in URLS and path.is_dir():
+        return "dir"
     digest = hashlib.sha256()
     try:
         if path.is_file():

@@ -88,6 +88,7 @@ class WorkspaceBuild:
         self.pip: PipForward = forward(environ) if environ.get("GROCKER_NO_PIP_CONFIG") != "1" else forward({})
         self.keys: dict[str, dict[str, Any]] = {}
         self.env_key = ""
+        self.closure_env_key = ""
         self.shared: Config | None = None
         #: The workspace's lock (``ROOT/pylock.toml``), read with the keys; ``use_lock`` False ignores it.
         self.lock: WorkspaceLock | None = None
@@ -118,13 +119,17 @@ class WorkspaceBuild:
     def compute_keys(self, engine: Engine) -> None:
         self.shared = self._shared_config()
         base = engine.ensure_image(self.shared.base_image)
-        pip_hash = pip_identity(self.pip.env)  # contents, not paths: the same on every machine
-        self.env_key = hashlib.sha256(json.dumps({
+        env = {
             "root": current_root_key(engine, self.shared, base["Id"]),
             "build": list(self.shared.build_packages),
-            "pip": pip_hash,
+            "pip": pip_identity(self.pip.env),  # contents, not paths: the same on every machine
             "image": bytecode_identity(bytecode_cache_dir(self.environ) is not None),
-        }, sort_keys=True).encode()).hexdigest()
+        }
+        self.env_key = hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()
+        # What an application's closure reuse compares (wsmember's closure key): a local index's new uploads
+        # do not make another closure (pipconf.pip_identity).
+        env["pip"] = pip_identity(self.pip.env, index_contents=False)
+        self.closure_env_key = hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()
         self.lock = read_workspace_lock(self.ws.root) if self.use_lock else None
         locks = {} if self.lock is None else {
             n: self.lock.subset(n).digest for n, m in self.ws.members.items()

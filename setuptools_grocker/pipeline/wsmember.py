@@ -426,6 +426,7 @@ class MemberStages:
         names stay): the compile compares the metadata of the project and internal wheels itself."""
         parts = self.build.keys[member.name]
         data = {k: v for k, v in parts.items() if k not in ("source", "deps", "key")}
+        data["env"] = self.build.closure_env_key
         data["internal"] = sorted(self.ws.closure(member.name))
         data["constraints"] = _constraints_digest(member)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -72,3 +72,20 @@ def test_the_key_takes_the_contents_of_local_options_not_their_paths(tmp_path: P
     other_index = {**machine(tmp_path / "index"), "PIP_EXTRA_INDEX_URL": "https://other.example/simple"}
     assert pip_identity(other_index) != a
     assert "alice" not in pip_identity(machine(tmp_path / "again" / "alice"))  # a hash, nothing of the path
+
+
+def test_a_closure_reuse_does_not_count_a_local_indexs_new_uploads(tmp_path: Path) -> None:
+    """The closure key's pip part: a find-links or file: index directory is a local directory, whatever it
+    holds (a one-line change reuses its closure after a new upload, without reading the index); the image
+    key's part still changes, and a constraints file still counts by its bytes."""
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "a-1.0-py3-none-any.whl").write_bytes(b"PK")
+    env = {"PIP_FIND_LINKS": str(links), "PIP_INDEX_URL": f"file://{links}", "PIP_CONSTRAINT": str(tmp_path / "c")}
+    (tmp_path / "c").write_text("a==1.0\n")
+    before, reuse = pip_identity(env), pip_identity(env, index_contents=False)
+    (links / "b-2.0-py3-none-any.whl").write_bytes(b"PK")
+    assert pip_identity(env) != before
+    assert pip_identity(env, index_contents=False) == reuse
+    (tmp_path / "c").write_text("a==1.1\n")
+    assert pip_identity(env, index_contents=False) != reuse
