@@ -62,6 +62,10 @@ class RunResult:
         return "\n".join(self.output.rstrip().splitlines()[-lines:])
 
 
+#: Seconds an interrupted run waits for its background removals before it exits.
+INTERRUPTED_SETTLE = 3.0
+
+
 class Containers(Connection):
     """The container operations of :class:`~setuptools_grocker.engine.Engine`."""
 
@@ -83,7 +87,9 @@ class Containers(Connection):
             except Exception:  # best effort, as the same work in the foreground: the build's outcome stands
                 pass
 
-        thread = threading.Thread(target=run, name=name)
+        # A daemon: an interrupted run (Ctrl-C) must not hang at exit on an engine that stopped answering;
+        # :meth:`close` waits for it otherwise.
+        thread = threading.Thread(target=run, name=name, daemon=True)
         if self._background_work is None:
             self._background_work = []
         self._background_work.append(thread)
@@ -94,14 +100,23 @@ class Containers(Connection):
         start then does not wait for it."""
         Lease.hold_soon(self._base_url, image)
 
-    def settle(self) -> None:
-        """Wait for the work running in the background (removals, the reaper)."""
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait for the work running in the background (removals, the reaper); at most ``timeout`` seconds in
+        all (what is still running then is left to the reaper of a later run: its owner is gone)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self._background_work:
-            self._background_work.pop().join()
+            thread = self._background_work.pop()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    def close(self) -> None:
-        self.settle()
+    def close(self, *, interrupted: bool = False) -> None:
+        """Wait for the background work, then close the client. ``interrupted`` (Ctrl-C): a few seconds at most,
+        so that an engine that stopped answering does not hold the user's interrupt."""
+        self.settle(INTERRUPTED_SETTLE if interrupted else None)
         super().close()
+
+    def __exit__(self, *exc: object) -> None:
+        exc_type = exc[0] if exc else None
+        self.close(interrupted=isinstance(exc_type, type) and not issubclass(exc_type, Exception))
 
     def run(self, image: str, command: list[str], *, mounts: Iterable[Mount] = (),
             env: Mapping[str, str] | None = None, user: str | None = None, workdir: str | None = None,

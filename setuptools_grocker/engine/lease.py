@@ -55,8 +55,9 @@ class Lease:
                 with contextlib.suppress(GrockerError):  # hold() tries again and reports it
                     cls.hold(base_url, image, wait=False)
 
-            # Not a daemon: the interpreter's exit waits for it, then ``release_all`` removes what it made.
-            thread = threading.Thread(target=make, name="grocker-lease-start")
+            # A daemon: an interrupted run must not hang at exit on an engine that stopped answering. A lease
+            # it made is removed by ``release_all``; one made as the interpreter stops expires (LEASE_TTL).
+            thread = threading.Thread(target=make, name="grocker-lease-start", daemon=True)
             cls._pending[key] = thread
         thread.start()
 

@@ -129,6 +129,7 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
     name, version = project_label(config.project_dir)
     result = ProjectResult(name=name, version=version)
     own_engine = engine is None
+    interrupted = False
     try:
         with result.failures_recorded(progress.write):
             if engine is None:
@@ -140,9 +141,12 @@ def build_project(config: Config, *, environ: Mapping[str, str], progress: Progr
                 _run(config, run, environ, progress, engine, result)
             finally:
                 result.containers_started = engine.containers_started - started_before
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         if own_engine and engine is not None:
-            engine.close()
+            engine.close(interrupted=interrupted)
         result.seconds = time.monotonic() - start
         for name, seconds in progress.timings:
             result.stages[name] = result.stages.get(name, 0.0) + seconds
