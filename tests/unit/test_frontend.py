@@ -1,8 +1,8 @@
 """The one error handler of both build frontends, ``grocker`` and ``python setup.py docker_image``."""
 from __future__ import annotations
 
-import errno
 import contextlib
+import errno
 import os
 import signal
 import socket
