@@ -101,7 +101,8 @@ def production(images: dict[str, str], run_id: str,
     project = tmp_path_factory.mktemp("ship-multi-project")
     (project / "pyproject.toml").write_text(
         '[tool.grocker]\npre-deploy = "python3 /migrate.py"\n\n'
-        '[tool.grocker.services]\nworker = { command = "worker", replicas = 1 }\n')
+        '[tool.grocker.services]\nworker = { command = "worker", replicas = 1 }\n\n'
+        '[tool.grocker.watch]\nbake = 0\n')  # the drift watch has its own tests (test_ship_release.py)
     env_file = project / "production.env"
     env_file.write_text("DATABASE_URL=postgres://db.internal/shop\n")
     run = grocker("deploy", images["1"], "--name", name, "--publish", f"127.0.0.1:{port}:8000",
