@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from setuptools_grocker import __version__
 from setuptools_grocker.frontend import emit_report, handle_errors, run_build
@@ -18,7 +18,8 @@ from setuptools_grocker.pipeline.stages import PLUGIN_PREFIX, STAGES, is_stage_n
 from setuptools_grocker.progress import NORMAL, QUIET, VERBOSE, Progress
 
 if TYPE_CHECKING:
-    from setuptools_grocker.config import RunOptions
+    from setuptools_grocker.config import Config, RunOptions
+    from setuptools_grocker.deploy.ship import Shipper
     from setuptools_grocker.plugin.manager import PluginManager
 
 
@@ -664,23 +665,57 @@ def _env_pairs(items: Sequence[str], option: str) -> dict[str, str]:
     return env
 
 
-def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
-    import dataclasses
-    import json
-
+def _release_project(args: argparse.Namespace, progress: Progress) -> tuple[Path, Config]:
+    """``ship``'s and ``watch``'s ``--project``: its directory and configuration (defaults without one)."""
     from setuptools_grocker.config import Config, load_config
-    from setuptools_grocker.deploy.companions import Companion
-    from setuptools_grocker.deploy.deployer import Publish
-    from setuptools_grocker.deploy.ship import ShipOptions, Shipper
-    from setuptools_grocker.engine import Engine
-    from setuptools_grocker.errors import ConfigError, DeployError, GrockerError
-    from setuptools_grocker.pipeline.caches import cache_home
-    from setuptools_grocker.report import write_json_atomic
 
     project = Path(args.project).resolve()
     config = Config(project_dir=project)
     if (project / "pyproject.toml").is_file() or (project / "grocker.toml").is_file():
         config = load_config(project, environ=os.environ, warn=progress.warn)
+    return project, config
+
+
+def _run_release(args: argparse.Namespace, progress: Progress, project: Path,
+                 run: Callable[[Shipper], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``ship`` or ``watch`` with the project's plugins (``grocker_incident``, ``grocker_release_metrics``):
+    the report written (``--report``, even after an error) and printed (``--json``); a report with an ``error``
+    (stopped, rolled back, alerted) raised as the one-line DeployError."""
+    import json
+
+    from setuptools_grocker.deploy.ship import Shipper
+    from setuptools_grocker.engine import Engine
+    from setuptools_grocker.errors import DeployError, GrockerError
+    from setuptools_grocker.report import write_json_atomic
+
+    shipper = Shipper(Engine(progress), progress, _plugins_of(project, progress))
+    try:
+        with shipper.engine:
+            report = run(shipper)
+    except GrockerError as exc:  # a plugin's error too (grocker_release_metrics): the report says it
+        shipper.report.update(status="error", error={"message": exc.message, "hint": exc.hint})
+        raise
+    finally:
+        if args.report and shipper.report:
+            write_json_atomic(Path(args.report).resolve(), shipper.report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    error = report.get("error")
+    if error:
+        raise DeployError(error["message"], error["hint"])
+    return report
+
+
+def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
+    import dataclasses
+
+    from setuptools_grocker.deploy.companions import Companion
+    from setuptools_grocker.deploy.deployer import Publish
+    from setuptools_grocker.deploy.ship import ShipOptions
+    from setuptools_grocker.errors import ConfigError, DeployError
+    from setuptools_grocker.pipeline.caches import cache_home
+
+    project, config = _release_project(args, progress)
     canary = config.canary
     if args.canary_steps:
         try:
@@ -723,40 +758,18 @@ def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
                           services_watch=config.services_watch if args.services_watch is None else args.services_watch)
     if options.services_watch <= 0:
         raise DeployError(f"--services-watch {options.services_watch} is not positive", "give a number above 0")
-    shipper = Shipper(Engine(progress), progress, _plugins_of(project, progress))
-    try:
-        with shipper.engine:
-            report = shipper.ship(options)
-    except GrockerError as exc:  # a plugin's error too (grocker_release_metrics): the report says it
-        shipper.report.update(status="error", error={"message": exc.message, "hint": exc.hint})
-        raise
-    finally:
-        if args.report and shipper.report:
-            write_json_atomic(Path(args.report).resolve(), shipper.report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    error = report.get("error")
-    if error:
-        raise DeployError(error["message"], error["hint"])
+    report = _run_release(args, progress, project, lambda shipper: shipper.ship(options))
     progress.write(f"ship {report.get('pinned') or args.image} as {args.name}: {report['status']}")
     return 0
 
 
 def cmd_watch(args: argparse.Namespace, progress: Progress) -> int:
     import dataclasses
-    import json
 
-    from setuptools_grocker.config import Config, load_config
-    from setuptools_grocker.deploy.ship import Shipper
     from setuptools_grocker.deploy.watch import WatchOptions
-    from setuptools_grocker.engine import Engine
     from setuptools_grocker.errors import DeployError
-    from setuptools_grocker.report import write_json_atomic
 
-    project = Path(args.project).resolve()
-    config = Config(project_dir=project)
-    if (project / "pyproject.toml").is_file() or (project / "grocker.toml").is_file():
-        config = load_config(project, environ=os.environ, warn=progress.warn)
+    project, config = _release_project(args, progress)
     settings = config.watch
     for option, attr in (("window", "window"), ("min_requests", "min_requests"), ("fail_windows", "fail_windows"),
                          ("windows", None), ("duration", None)):
@@ -768,21 +781,7 @@ def cmd_watch(args: argparse.Namespace, progress: Progress) -> int:
     options = WatchOptions(name=args.name, settings=settings, deploy=_rollout(args, args.name), drain=args.drain,
                            state_dir=args.state_dir or config.state_dir,
                            windows=1 if args.once else args.windows, duration=args.duration)
-    shipper = Shipper(Engine(progress), progress)
-    try:
-        with shipper.engine:
-            report = shipper.watch(options)
-    except DeployError as exc:
-        shipper.report.update(status="error", error={"message": exc.message, "hint": exc.hint})
-        raise
-    finally:
-        if args.report and shipper.report:
-            write_json_atomic(Path(args.report).resolve(), shipper.report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    error = report.get("error")
-    if error:
-        raise DeployError(error["message"], error["hint"])
+    report = _run_release(args, progress, project, lambda shipper: shipper.watch(options))
     progress.write(f"watch {args.name}: no drift in {len(report['windows'])} window(s) against the baseline "
                    f"({report['pinned']})")
     return 0
