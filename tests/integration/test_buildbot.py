@@ -242,7 +242,8 @@ configure(c, workers=["ship-local"], repourl={f"file://{farm['repo']}"!r}, wheel
         for expected in ("deployed", "unchanged"):
             build = api.force("grocker-nightly")
             steps = {s["name"]: s for s in api.get(f"builds/{build['buildid']}/steps")["steps"]}
-            assert build["results"] == SUCCESS, (build["state_string"], {n: s["state_string"] for n, s in steps.items()})
+            states = {n: s["state_string"] for n, s in steps.items()}
+            assert build["results"] == SUCCESS, (build["state_string"], states)
             assert set(results_of(build).values()) == {"up to date"}
             release = build["properties"]["grocker_release"][0]["applications"][app]
             pinned = f"{farm['registry']}/{app}@{release['digest']}"
