@@ -258,12 +258,15 @@ configure(c, workers=["ship-local"], repourl={f"file://{farm['repo']}"!r}, wheel
             assert spec["TaskTemplate"]["ContainerSpec"]["Image"].endswith("@" + release["digest"])
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
                 assert resp.status == 200
+            assert {s.name for s in client.services.list(filters={"name": service})} == {service}  # no canary left
             verdicts.append(release["digest"])
         assert verdicts[0] == verdicts[1]
     finally:
         subprocess.run([str(BIN / "buildbot"), "stop", str(master)], capture_output=True)
         subprocess.run([sys.executable, "-m", "setuptools_grocker", "stop", service], capture_output=True)
-        assert not client.services.list(filters={"name": service})
+        assert not client.services.list(filters={"name": service})  # nor its -canary, -staging
+        assert not client.containers.list(all=True, filters={"name": f"{service}-edge"})
+        assert not client.networks.list(names=[f"grocker-{service}"])
 
 
 def test_broken_library_skips_exactly_its_dependents(farm: dict[str, Any], first: dict[str, Any]) -> None:
