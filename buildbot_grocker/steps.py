@@ -308,6 +308,22 @@ class GrockerShip(GrockerStep):
             raise ValueError(f"not in the release: {', '.join(missing)}")
         return [(n, f"{ImageRef.parse(str(apps[n]['image'])).repository}@{apps[n]['digest']}") for n in names]
 
+    @staticmethod
+    def _parse_last(stdout: str) -> dict[str, Any] | None:
+        """The JSON report ``--json`` prints: the last object that starts a line (anything printed before or
+        after it, e.g. by a wrapper around grocker, is skipped)."""
+        text = stdout or ""
+        starts = [0] if text.startswith("{") else []
+        starts += [i + 1 for i, ch in enumerate(text) if ch == "\n" and text[i + 1:i + 2] == "{"]
+        for start in reversed(starts):
+            try:
+                data, _ = json.JSONDecoder().raw_decode(text, start)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                return data
+        return None
+
     def ship_command(self, app: str, image: str) -> list[str]:
         exe = self.grocker if isinstance(self.grocker, list) else [self.grocker]
         service = (self.services or {}).get(app, app)
@@ -332,11 +348,15 @@ class GrockerShip(GrockerStep):
             cmd = yield self.makeRemoteShellCommand(command=self.ship_command(app, image), collectStdout=True,
                                                     collectStderr=True, env=self.command_env())
             yield self.runCommand(cmd)
-            report = self._parse(cmd.stdout) or {}
+            report = self._parse_last(cmd.stdout) or {}
+            if report:  # the whole release report (timeline, canary steps, functional tests) for whoever digs
+                yield self.addCompleteLog(f"{app}.json", redact(json.dumps(report, indent=2)))
             lines = [ln for ln in (cmd.stderr or "").splitlines() if ln.startswith("grocker: error:")]
             error = report.get("error") or (lines[-1][len("grocker: error:"):].strip() if lines else None)
+            status = report.get("status") if report.get("status") not in (None, "running") else None
             verdicts[app] = {"service": (self.services or {}).get(app, app), "image": image,
-                             "status": report.get("status") or ("error" if cmd.rc else "unknown"),
+                             # exit 0 with no report: an older grocker, or a wrapper that ate stdout
+                             "status": status or ("error" if cmd.rc else "unknown"),
                              "error": redact(str(error.get("message") if isinstance(error, dict) else error))
                              if error else None}
             if cmd.rc != 0 or verdicts[app]["status"] not in self.GOOD:
@@ -344,6 +364,9 @@ class GrockerShip(GrockerStep):
         self.setProperty("grocker_ship", verdicts, self.name)
         yield self.addCompleteLog("ship.json", redact(json.dumps(verdicts, indent=2)))
         self.descriptionDone = [f"{app} {v['status']}" for app, v in verdicts.items()] or ["nothing to ship"]
+        why = next((v["error"] for v in verdicts.values() if v["error"]), None)
+        if result != SUCCESS and why:  # the reason of the verdict that stopped the ship, shortened
+            self.descriptionDone.append(why if len(why) <= 120 else why[:117] + "...")
         return result
 
 

@@ -694,6 +694,8 @@ def _run_release(args: argparse.Namespace, progress: Progress, project: Path,
             report = run(shipper)
     except GrockerError as exc:  # a plugin's error too (grocker_release_metrics): the report says it
         shipper.report.update(status="error", error={"message": exc.message, "hint": exc.hint})
+        if args.json and shipper.report.get("name"):  # machines (the Buildbot step) read a report in every case
+            print(json.dumps(shipper.report, indent=2))
         raise
     finally:
         if args.report and shipper.report:

@@ -121,7 +121,8 @@ def farm(tmp_path_factory: pytest.TempPathFactory, client: docker.DockerClient, 
         while len([w for w in api.get("workers")["workers"] if w["connected_to"]]) < 3:
             assert time.monotonic() < deadline, "workers did not connect"
             time.sleep(0.5)
-        yield {"api": api, "repo": repo, "graph": graph, "prefix": prefix, "registry": registry, "top": top}
+        yield {"api": api, "repo": repo, "graph": graph, "prefix": prefix, "registry": registry, "top": top,
+               "index": f"http://127.0.0.1:{index_port}"}
     finally:
         for tool, path in reversed(started):
             subprocess.run([str(BIN / tool), "stop", str(path)], capture_output=True)
@@ -203,6 +204,69 @@ def test_second_build_does_no_work(farm: dict[str, Any], first: dict[str, Any]) 
     assert build["results"] == SUCCESS
     assert set(results_of(build).values()) == {"up to date"}
     assert api.member_builds(since_buildid=last) == []
+
+
+def test_the_nightly_ships_its_release_to_the_swarm(farm: dict[str, Any], first: dict[str, Any],
+                                                   client: docker.DockerClient, run_id: str) -> None:
+    """``configure(push=True, ship=True)`` in a second real master on the farm's workspace, index and registry
+    (every member up to date: no member build): the forced nightly releases, then ships one application as a
+    new Swarm service (``deployed``: no canary for a first release) running the release's digest, behind its
+    edge on 127.0.0.1; a second nightly with no change ships the same digest: ``unchanged``."""
+    from tests.helpers import BASE_IMAGE
+
+    app = sorted(farm["graph"]["applications"])[0]
+    service = f"bbship-{run_id[:8]}"
+    port, pb, www = free_port(), free_port(), free_port()
+    master = farm["top"] / "ship-master"
+    run(str(BIN / "buildbot"), "create-master", "-q", str(master))
+    ship_args = ["--health-interval", "1", "--start-period", "3", "--monitor", "1", "--timeout", "60", "--bake", "0",
+                 "--edge-base", BASE_IMAGE]
+    (master / "master.cfg").write_text(f"""\
+import sys
+from buildbot.plugins import worker
+from buildbot_grocker import configure
+
+c = BuildmasterConfig = {{"buildbotNetUsageData": None, "db": {{"db_url": "sqlite:///state.sqlite"}},
+                         "protocols": {{"pb": {{"port": "tcp:{pb}:interface=127.0.0.1"}}}},
+                         "www": {{"port": "tcp:{www}:interface=127.0.0.1", "plugins": {{}}}},
+                         "buildbotURL": "http://127.0.0.1:{www}/", "workers": [worker.LocalWorker("ship-local")]}}
+configure(c, workers=["ship-local"], repourl={f"file://{farm['repo']}"!r}, wheel_index={farm["index"]!r},
+          registry={farm["registry"]!r}, push=True, grocker=[sys.executable, "-m", "setuptools_grocker"],
+          ship=True, ship_applications=[{app!r}], ship_services={{{app!r}: {service!r}}}, ship_args={ship_args!r},
+          ship_app_args={{{app!r}: ["--publish", "127.0.0.1:{port}:8000"]}})
+""")
+    run(str(BIN / "buildbot"), "start", str(master))
+    try:
+        api = Api(f"http://127.0.0.1:{www}")
+        verdicts = []
+        for expected in ("deployed", "unchanged"):
+            build = api.force("grocker-nightly")
+            steps = {s["name"]: s for s in api.get(f"builds/{build['buildid']}/steps")["steps"]}
+            states = {n: s["state_string"] for n, s in steps.items()}
+            assert build["results"] == SUCCESS, (build["state_string"], states)
+            assert set(results_of(build).values()) == {"up to date"}
+            release = build["properties"]["grocker_release"][0]["applications"][app]
+            pinned = f"{farm['registry']}/{app}@{release['digest']}"
+            ship = build["properties"]["grocker_ship"][0]
+            assert ship == {app: {"service": service, "image": pinned, "status": expected, "error": None}}
+            assert steps["ship"]["results"] == SUCCESS and steps["ship"]["state_string"] == f"{app} {expected}"
+            logs = {lg["name"]: lg for lg in api.get(f"steps/{steps['ship']['stepid']}/logs")["logs"]}
+            with urllib.request.urlopen(f"{api.url}/logs/{logs['ship.json']['logid']}/raw", timeout=30) as resp:
+                assert json.loads(resp.read()) == ship
+            # The Swarm runs the release's digest; the edge answers on 127.0.0.1.
+            spec = client.services.get(service).attrs["Spec"]
+            assert spec["TaskTemplate"]["ContainerSpec"]["Image"].endswith("@" + release["digest"])
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
+                assert resp.status == 200
+            assert {s.name for s in client.services.list(filters={"name": service})} == {service}  # no canary left
+            verdicts.append(release["digest"])
+        assert verdicts[0] == verdicts[1]
+    finally:
+        subprocess.run([str(BIN / "buildbot"), "stop", str(master)], capture_output=True)
+        subprocess.run([sys.executable, "-m", "setuptools_grocker", "stop", service], capture_output=True)
+        assert not client.services.list(filters={"name": service})  # nor its -canary, -staging
+        assert not client.containers.list(all=True, filters={"name": f"{service}-edge"})
+        assert not client.networks.list(names=[f"grocker-{service}"])
 
 
 def test_broken_library_skips_exactly_its_dependents(farm: dict[str, Any], first: dict[str, Any]) -> None:

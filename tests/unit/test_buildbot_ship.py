@@ -62,8 +62,9 @@ class TestShipStep(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
                         log_environ=False).stdout(ship_report("shop", "promoted")).exit(0),
             ExpectShell(workdir="wkdir", command=["grocker", "ship", pinned("till"), "--name", "till", "--json"],
                         log_environ=False)
-            .stdout(ship_report("till", "rolled-back", "canary step 5%: error rate 0.21 against 0.00")).exit(20))
-        self.expect_outcome(result=FAILURE, state_string="shop promoted till rolled-back web not shipped (failure)")
+            .stdout(ship_report("till", "rolled-back", "canary step 5%: error rate 0.21 against 0.00")).exit(15))
+        self.expect_outcome(result=FAILURE, state_string="shop promoted till rolled-back web not shipped "
+                                                         "canary step 5%: error rate 0.21 against 0.00 (failure)")
         self.expect_property("grocker_ship", {
             "shop": {"service": "shop", "image": pinned("shop"), "status": "promoted", "error": None},
             "till": {"service": "till", "image": pinned("till"), "status": "rolled-back",
@@ -77,10 +78,43 @@ class TestShipStep(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
         self.build.setProperty("grocker_release", RELEASE, "release")
         self.expect_commands(
             ExpectShell(workdir="wkdir", command=["grocker", "ship", pinned("web"), "--name", "web", "--json"],
-                        log_environ=False).stderr("grocker: error: no Swarm\n").exit(20))
-        self.expect_outcome(result=FAILURE, state_string="web error (failure)")
+                        log_environ=False).stderr("grocker: error: no Swarm\n").exit(15))
+        self.expect_outcome(result=FAILURE, state_string="web error no Swarm (failure)")
         self.expect_property("grocker_ship", {"web": {"service": "web", "image": pinned("web"), "status": "error",
                                                       "error": "no Swarm"}}, "ship")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_an_error_report_among_other_output_is_read(self):  # type: ignore[no-untyped-def]
+        """``--json`` prints the report also when the ship raised (status ``error``); whatever a wrapper printed
+        around it is skipped; exit 0 with a bad verdict still fails."""
+        self.setup_step(GrockerShip(root="ws", applications=["web", "shop"]))
+        self.build.setProperty("grocker_release", RELEASE, "release")
+        report = json.dumps({"name": "web", "image": pinned("web"), "status": "error", "timeline": [],
+                             "error": {"message": "web did not become healthy", "hint": "see the task logs"}},
+                            indent=2)
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=["grocker", "ship", pinned("web"), "--name", "web", "--json"],
+                        log_environ=False)
+            .stdout("wrapper: {starting}\n" + report + "\nwrapper: done\n")
+            .stderr("grocker: error: web did not become healthy\n").exit(15))
+        self.expect_outcome(result=FAILURE,
+                            state_string="web error shop not shipped web did not become healthy (failure)")
+        self.expect_property("grocker_ship", {
+            "web": {"service": "web", "image": pinned("web"), "status": "error",
+                    "error": "web did not become healthy"},
+            "shop": {"service": "shop", "image": pinned("shop"), "status": "not shipped", "error": None}}, "ship")
+        self.expect_log_file("web.json", report)
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_a_failed_staging_with_exit_zero_still_fails(self):  # type: ignore[no-untyped-def]
+        self.setup_step(GrockerShip(root="ws", applications=["web"]))
+        self.build.setProperty("grocker_release", RELEASE, "release")
+        self.expect_commands(
+            ExpectShell(workdir="wkdir", command=["grocker", "ship", pinned("web"), "--name", "web", "--json"],
+                        log_environ=False).stdout(ship_report("web", "failed-staging", "tests failed")).exit(0))
+        self.expect_outcome(result=FAILURE, state_string="web failed-staging tests failed (failure)")
         yield self.run_step()
 
     @defer.inlineCallbacks
