@@ -83,7 +83,9 @@ def add_rollout_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds each new task is watched after becoming healthy")
     parser.add_argument("--edge-base", metavar="IMAGE", default=None,
                         help="base image of the --publish edge, HAProxy's image (default: the default base-image)")
-    parser.add_argument("--json", action="store_true", help="print the deploy record as JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as JSON (the deploy record; ship's and watch's report, also after an "
+                             "error)")
 
 
 def _rollout(args: argparse.Namespace, name: str, image: str = "", **extra: Any) -> Any:
