@@ -64,17 +64,28 @@ def test_the_tutorial_runs_as_written(client: docker.DockerClient, tmp_path: Pat
         assert statuses(out, "grocker-demo-app", "0.3.0") == [
             "built", "cached", "cached", "cached (wheels unchanged)", "cached (wheels unchanged)", "cached"]
         # Part 2: the first build, the rebuild after one line of prices, the build with nothing to do;
-        # part 3: the second release's change of prices.
-        for member in ("prices", "basket", "till"):
-            assert statuses(out, member, "1.0.0") == ["built", "built", "cached", "built"], member
+        # part 3: the second release's change of prices; part 4: the bad line of till, then the fix (till's
+        # line and a price).
+        for member in ("prices", "basket"):
+            assert statuses(out, member, "1.0.0") == ["built", "built", "cached", "built", "cached", "built"], member
+        assert statuses(out, "till", "1.0.0") == ["built", "built", "cached", "built", "built", "built"]
         # Part 3: first release, second release, then the rollback's answer.
         assert re.search(r'\{"total": 70\}.*\{"total": 42\}.*\{"total": 40\}', out, flags=re.S), out[-2000:]
         assert "rolled back" in out  # grocker history
+        # Part 4: the bad release is rolled back at its canary step (exit code 15), the good one promoted;
+        # production answers the plum with the stable release, then with the fix's price.
+        assert "grocker ship: exit code 15" in out, out[-4000:]
+        assert re.search(r"was rolled back at 50%: canary errors", out), out[-4000:]
+        assert re.search(r"rolled-back\s+50%:fail", out) and re.search(r"promoted\s+50%:pass", out), out[-4000:]
+        assert "# Incident: " in out and "## What changed" in out
+        assert re.search(r'\{"total": 100\}.*\{"total": 25\}', out, flags=re.S), out[-4000:]
+        assert not re.search(r"^\s*\d+ failed$", out, flags=re.M), out[-4000:]  # the load: none failed outright
         # Nothing of the tutorial under names another user of the engine may have.
         assert "grocker-demo-app:0.3.0" not in out.replace(f"{prefix}-demo-app:0.3.0", "")
         assert not re.search(r"(?<![\w-])till:1\.0\.0", out.replace(f"{prefix}-till:1.0.0", ""))
     finally:
         subprocess.run(["docker", "rm", "-f", f"{prefix}-demo"], capture_output=True)
-        subprocess.run([str(REPO / ".venv" / "bin" / "grocker"), "stop", f"{prefix}-till"], capture_output=True)
+        for service in (f"{prefix}-till-canary", f"{prefix}-till"):  # part 4's canary, if it stopped half-way
+            subprocess.run([str(REPO / ".venv" / "bin" / "grocker"), "stop", service], capture_output=True)
         for repo in (f"{prefix}-demo-app", f"{prefix}-till"):  # the edge's image is grocker/edge:KEY, shared
             remove_images(client, *[t for image in client.images.list(name=repo) for t in image.tags])
