@@ -279,7 +279,7 @@ def make_parser() -> argparse.ArgumentParser:
                       help="production environment variable")
     ship.add_argument("--staging-env", action="append", default=[], metavar="KEY=VALUE",
                       help="environment variable of the staging service")
-    ship.add_argument("--replicas", type=int, default=1, help="number of tasks (default: 1)")
+    ship.add_argument("--replicas", type=int, help="number of tasks (default: as many as production runs now)")
     ship.add_argument("--command", help="image command to run (default: the image's default command)")
     ship.add_argument("--port", type=int, help="container port of GROCKER_TARGET_URL (default: the first route's)")
     ship.add_argument("--functional-tests", metavar="COMMAND", help="overrides the functional-tests key")
@@ -743,8 +743,10 @@ def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
                 raise DeployError(f"--{option.replace('_', '-')} {value} is not positive", "give a number above 0")
             canary = dataclasses.replace(canary, **{attr: value})
     deploy = _rollout(args, args.name, args.image, publish=tuple(Publish.parse(p) for p in args.publish),
-                      env_files=tuple(args.env_file), env=_env_pairs(args.env, "--env"), replicas=args.replicas,
-                      command=args.command)
+                      env_files=tuple(args.env_file), env=_env_pairs(args.env, "--env"),
+                      replicas=args.replicas or 1, command=args.command)
+    if args.replicas is not None and args.replicas <= 0:
+        raise DeployError(f"--replicas {args.replicas} is not positive", "give a number above 0")
     watch = config.watch
     if args.bake is not None:
         if args.bake < 0:
@@ -759,7 +761,8 @@ def cmd_ship(args: argparse.Namespace, progress: Progress) -> int:
                           pre_deploy=args.pre_deploy or config.pre_deploy,
                           services=tuple(Companion.parse(s) for s in args.service) if args.service
                           else Companion.from_config(config.services),
-                          services_watch=config.services_watch if args.services_watch is None else args.services_watch)
+                          services_watch=config.services_watch if args.services_watch is None else args.services_watch,
+                          replicas_given=args.replicas is not None)
     if options.services_watch <= 0:
         raise DeployError(f"--services-watch {options.services_watch} is not positive", "give a number above 0")
     report = _run_release(args, progress, project, lambda shipper: shipper.ship(options))

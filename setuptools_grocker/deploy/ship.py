@@ -103,6 +103,8 @@ class ShipOptions:
     services: tuple[Companion, ...] = ()
     #: Seconds their tasks are watched after their update.
     services_watch: float = 60.0
+    #: False: ``deploy.replicas`` was not given; the release runs as many tasks as production does now.
+    replicas_given: bool = True
     #: The bake window and the baseline (``watch.*``).
     watch: Watch = Watch()
     #: From its promotion on, the release is never rolled back automatically: drift alerts instead.
@@ -193,6 +195,12 @@ class Shipper:
         deployed = [r for r in records if r.get("status") == "deployed"]
         if not options.deploy.publish and deployed:
             options.deploy.publish = tuple(Publish.parse(p) for p in deployed[-1].get("publish", []))
+        if not options.replicas_given and stable is not None:
+            # As many tasks as production runs now (scaled by hand since its deploy, too): a ship that does not
+            # say otherwise never scales production down.
+            running = ((stable.get("Spec") or {}).get("Mode") or {}).get("Replicated", {}).get("Replicas")
+            if isinstance(running, int) and running > 0:
+                options.deploy.replicas = running
         port = options.port or (options.deploy.publish[0].port if options.deploy.publish else None)
         if options.functional_tests and port is None:
             raise DeployError("no port to give the functional tests the staging URL of",

@@ -156,6 +156,8 @@ def test_a_failing_pre_deploy_job_deploys_nothing(production: dict[str, Any], im
 def test_web_and_worker_are_promoted_together(production: dict[str, Any], images: dict[str, str],
                                               client: docker.DockerClient, tmp_path: Path) -> None:
     name = production["name"]
+    # Production scaled by hand since its deploy: a ship without --replicas keeps its count.
+    client.services.get(name).scale(2)
     load = Load(production["url"])
     load.start()
     run = ship(production, images["2"], tmp_path / "report.json")
@@ -163,6 +165,7 @@ def test_web_and_worker_are_promoted_together(production: dict[str, Any], images
     assert run.code == 0, run.err[-3000:]
     report = run.report
     assert report is not None and report["status"] == "promoted", report
+    assert client.services.get(name).attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
     pinned = report["pinned"]
     assert report["pre_deploy"]["exit_code"] == 0 and "migrations applied" in report["pre_deploy"]["tail"]
     worker = report["services"]["worker"]
