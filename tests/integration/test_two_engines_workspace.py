@@ -255,6 +255,9 @@ def test_engine_b_pulls_the_base_by_digest_and_builds_the_same_images(farm: Farm
     for app in farm.graph["applications"]:
         assert by_name[app]["status"] == "built"
         assert by_name[app]["key"] == by_name_a[app]["key"]
+        _, config_a = _layers_and_config(farm.registry, app, by_name_a[app]["digest"], by_name_a[app]["image_id"])
+        _, config_b = _layers_and_config(farm.registry, app, by_name[app]["digest"], by_name[app]["image_id"])
+        assert config_b == config_a
         assert by_name[app]["image_id"] == by_name_a[app]["image_id"], app
         assert by_name[app]["digest"] == by_name_a[app]["digest"], app
     manifest, _ = get_manifest(pinned_ref)
