@@ -394,6 +394,9 @@ def make_parser() -> argparse.ArgumentParser:
     boot.add_argument("--force", action="store_true", help="rebuild even when the image exists")
     boot.add_argument("--apt-cache", type=Path, metavar="DIR",
                       help="keep the downloaded .deb files in DIR and reuse them next time (apt checks them)")
+    boot.add_argument("--push", metavar="REGISTRY/REPO[:TAG]",
+                      help="then push the base image there and print the reference to pin in base-image "
+                      "(REGISTRY/REPO@sha256:...)")
     boot.set_defaults(func=cmd_bootstrap)
     return parser
 
@@ -980,7 +983,8 @@ def cmd_rebase(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
     from setuptools_grocker.config import validate_reference
     from setuptools_grocker.engine import Engine
-    from setuptools_grocker.image.bootstrap import DEFAULT_INCLUDE, BootstrapOptions, bootstrap_base
+    from setuptools_grocker.image.bootstrap import DEFAULT_INCLUDE, BootstrapOptions, bootstrap_base, push_base
+    from setuptools_grocker.pipeline.caches import cache_home
 
     options = BootstrapOptions(suite=args.suite, mirror=args.mirror,
                                include=tuple(args.include) if args.include else DEFAULT_INCLUDE,
@@ -988,7 +992,10 @@ def cmd_bootstrap(args: argparse.Namespace, progress: Progress) -> int:
     validate_reference(options.reference)
     with Engine(progress) as engine:
         image_id = bootstrap_base(engine, options, progress, os.environ)
-    progress.write(f"base image {options.reference} ready: {image_id}")
+        progress.write(f"base image {options.reference} ready: {image_id}")
+        if args.push:
+            pinned = push_base(engine, options.reference, args.push, cache_home(os.environ), progress)
+            progress.write(f"pin it on every machine: base-image = \"{pinned}\"")
     return 0
 
 

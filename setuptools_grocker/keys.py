@@ -445,7 +445,11 @@ def env_var(key: str) -> str:
 TABLE: tuple[Key, ...] = (
     Key("base-image", STR, DEFAULT_BASE_IMAGE,
         "Debian-based image everything starts from. Pulled when absent; on machines without a public registry, "
-        "make it with `grocker bootstrap-base`.", "base_image", image_input=True),
+        "make it with `grocker bootstrap-base`. A farm pins it by digest (`REGISTRY/REPO@sha256:...`, printed by "
+        "`grocker bootstrap-base --push`). Enters the cache keys by its image ID (its content), not by this name.",
+        "base_image"),
+    # Not an image input: every key holds the root key, which holds the base's image ID (its content), not
+    # the name it goes by here (`debian:bookworm-slim` on one machine, `REGISTRY/debian@sha256:...` on another).
     Key("python", STR, "python3", "interpreter of the base image; installed with apt when missing (a program name "
         "or an absolute path of `[A-Za-z0-9._+-]`)", "python", image_input=True, validate=_python),
     Key("system-packages.run", LIST, (), "Debian packages of the root image (runtime libraries: `libpq5`)",

@@ -310,7 +310,7 @@ class Deployer:
         attrs = self.engine.image_attrs(ref)
         if attrs is None:
             try:
-                attrs = self.engine.ensure_image(ref)
+                attrs = self.engine.ensure_image(ref, base=False)
             except GrockerError as exc:
                 raise DeployError(f"image {ref} is not in the engine and cannot be pulled",
                                   "build it (grocker build) or give a reference the registry has") from exc

@@ -39,15 +39,31 @@ class Images(Connection):
         attrs = self.image_attrs(ref)
         return attrs["Id"] if attrs else None
 
-    def ensure_image(self, ref: str) -> dict[str, Any]:
-        """Return the attributes of ``ref``, pulling it when absent."""
+    def ensure_image(self, ref: str, *, base: bool = True) -> dict[str, Any]:
+        """Return the attributes of ``ref`` (a base image unless ``base`` is false), pulling it when absent.
+
+        A base's pull says what it got in one line; a pull by a registry's tag warns that the tag can move (the
+        root and compiler keys follow the base's content: machines sharing a base pin it by digest).
+        """
         attrs = self.image_attrs(ref)
         if attrs:
             return attrs
+        parsed = ImageRef.parse(ref)
+        if base and parsed.digest is None and parsed.host is not None:
+            self.progress.warn(f"base image {ref} is pulled by tag, and a tag can move: pin it by digest "
+                               f"(base-image = \"{parsed.repository}@sha256:...\", printed by "
+                               f"`grocker bootstrap-base --push`)")
         self.progress.command(["docker", "pull", ref])
         try:
             self._call(f"pull {ref}", self.client.api.pull, ref)
         except docker.errors.APIError as exc:
+            if parsed.digest is not None:
+                raise BaseImageError(
+                    f"base image '{ref}' is not in the engine and its registry does not have that digest "
+                    f"({short(exc)})",
+                    "push it from the machine that has it (`grocker bootstrap-base --push "
+                    f"{parsed.repository}`) and pin the digest that command prints",
+                ) from exc
             raise BaseImageError(
                 f"base image '{ref}' is not in the engine and could not be pulled ({short(exc)})",
                 f"build one with `grocker bootstrap-base --tag {ref}`, or set base-image to an image you have",
@@ -55,6 +71,10 @@ class Images(Connection):
         attrs = self.image_attrs(ref)
         if not attrs:  # pragma: no cover - the engine said it pulled it
             raise BaseImageError(f"base image '{ref}' was pulled but cannot be inspected")
+        how = "by digest" if parsed.digest is not None else "by tag"
+        if base:
+            self.progress.info(f"base image {ref} pulled {how}: image {str(attrs['Id'])[7:19]}, "
+                               f"{int(attrs.get('Size') or 0) / 1e6:.1f} MB unpacked")
         return attrs
 
     def build(self, context: Path, *, tag: str | None = None, nocache: bool = False,

@@ -232,3 +232,28 @@ def bootstrap_base(engine: Engine, options: BootstrapOptions, progress: Progress
         progress.info(f"{len(packages)} packages, {options.suite} of {time.strftime('%Y-%m-%d', time.gmtime(epoch))}; "
                       f"versions in the label {PACKAGES_LABEL}")
         return loaded
+
+
+def push_base(engine: Engine, ref: str, target: str, cache: Path, progress: Progress) -> str:
+    """Push the base image ``ref`` to ``target`` (``REGISTRY/REPO[:TAG]``, the tag defaulting to ``ref``'s)
+    through the registry API; return the reference to pin in ``base-image``: ``REGISTRY/REPO@sha256:...``.
+
+    The layers are gzipped deterministically (registry/blobcache.py), so every machine that pushes the same
+    base pushes the same manifest; the other machines then pull it by that digest (docs/buildbot.md).
+    """
+    from setuptools_grocker.registry.blobcache import image_blobs
+    from setuptools_grocker.registry.client import push_image
+
+    attrs = engine.image_attrs(ref)
+    if attrs is None:
+        raise BootstrapError(f"base image '{ref}' is not in the engine", "run grocker bootstrap-base without --push")
+    parsed, source = ImageRef.parse(target), ImageRef.parse(ref)
+    if parsed.digest is not None or parsed.host is None:
+        raise BootstrapError(f"--push {target}: not a registry repository",
+                             "give REGISTRY/REPO[:TAG], e.g. registry.example:5000/debian:bookworm-slim")
+    tagged = str(parsed.with_tag(parsed.tag or source.tag or "latest"))
+    config, layers = image_blobs(cache, attrs["Id"], list(attrs["RootFS"]["Layers"]),
+                                 lambda: engine.save_image(attrs["Id"]), progress.info)
+    digest, uploaded = push_image(tagged, [], config, layers)
+    progress.info(f"pushed {tagged}@{digest}: {uploaded} bytes uploaded, {len(layers)} layers")
+    return f"{parsed.repository}@{digest}"

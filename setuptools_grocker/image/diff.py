@@ -99,7 +99,7 @@ def distributions_of(engine: Engine, ref: str) -> dict[str, str]:
     attrs = engine.image_attrs(ref)
     if attrs is None:
         try:
-            attrs = engine.ensure_image(ref)
+            attrs = engine.ensure_image(ref, base=False)
         except GrockerError as exc:
             raise GrockerError(f"image {ref} is not in the engine and could not be pulled",
                                "build it, or give a reference the registry has") from exc

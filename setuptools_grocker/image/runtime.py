@@ -24,6 +24,7 @@ from setuptools_grocker.image.assemble import (
 )
 from setuptools_grocker.image.bytecode import BytecodeCache, add_bytecode
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
+from setuptools_grocker.image.gc import BOOTSTRAP_LABEL
 from setuptools_grocker.image.recipes import (
     APP_DIR,
     CONFIG_DIR,
@@ -92,12 +93,23 @@ def image_sbom(engine: Engine, config: Config, *, wheels: Wheelhouse, installed:
                base_id: str | None = None) -> bytes:
     """The SBOM of the image (sbom.py): the wheels installed, the root's Debian packages, the base image.
 
-    The root's package list is cached by root image ID in ``cache/sbom`` (``cache``: the cache home).
+    The root's package list is cached by root image ID in ``cache/sbom`` (``cache``: the cache home). The base
+    is named by what its content says, never by ``base-image`` (:func:`base_name`).
     """
+    base_id = base_id or engine.image_id(config.base_image)
     return make_sbom(name=wheels.name, version=wheels.version, dists=python_dists(sorted(installed), internal),
                      debs=debian_packages(engine, root_id, cache / "sbom" if cache is not None else None),
-                     base_image=config.base_image, base_id=base_id or engine.image_id(config.base_image),
+                     base_image=base_name(engine.image_attrs(base_id) if base_id else None), base_id=base_id,
                      root_id=root_id, epoch=epoch)
+
+
+def base_name(attrs: Mapping[str, Any] | None) -> str:
+    """The base image's name in an SBOM: ``debian:SUITE`` for a base of ``grocker bootstrap-base`` (its label),
+    else ``base-image``. Not the ``base-image`` reference: the SBOM is a file of the image, and the same base
+    goes by ``debian:bookworm-slim`` on one machine and ``REGISTRY/debian@sha256:...`` on another."""
+    labels = ((attrs or {}).get("Config") or {}).get("Labels") or {}
+    suite = labels.get(BOOTSTRAP_LABEL)
+    return f"debian:{suite}" if suite else "base-image"
 
 
 def layers_present(engine: Engine, previous: str | None, root_diff_ids: list[str], layers: list[Layer]) -> int:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -129,6 +131,11 @@ def _machine_b(farm: Farm, client: docker.DockerClient, where: Path) -> dict[str
         farm.client_b.images.get(base.id)
     except docker.errors.ImageNotFound:
         farm.client_b.images.load(b"".join(client.api.get_image(base.tags[0])))
+    return _checkout_b(farm, where)
+
+
+def _checkout_b(farm: Farm, where: Path) -> dict[str, str]:
+    """Machine B's fresh checkout (no .grocker) and environment: its engine, cache home and build state."""
     shutil.copytree(farm.workspace, where / "ws", ignore=shutil.ignore_patterns(".grocker", "*.egg-info", "build"))
     return {**farm.env, **farm.engine_b.env(), "GROCKER_CACHE_HOME": str(where / "cache"),
             "GROCKER_CACHE_DIR": str(where / "state")}
@@ -201,3 +208,94 @@ def _delete_manifest(registry: str, repo: str, digest: str) -> None:
     req = urllib.request.Request(f"http://{registry}/v2/{repo}/manifests/{digest}", method="DELETE")
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 202
+
+
+def test_engine_b_pulls_the_base_by_digest_and_builds_the_same_images(farm: Farm, client: docker.DockerClient,
+                                                                     tmp_path: Path) -> None:
+    """The documented way to share a base (docs/buildbot.md, "Adding a worker machine"): engine A pushes it
+    once with ``grocker bootstrap-base --push`` and pins the printed ``REPO@sha256:...``; engine B, without
+    the base, the root or the compiler image, pulls the base by that digest during the build, gets the same
+    root and compiler keys as A (they follow the base's content, not its name), pulls those images and builds
+    A's application images again, digest for digest."""
+    base = os.environ.get("GROCKER_BASE_IMAGE", "debian:bookworm-slim")
+    base_id = client.images.get(base).id
+    repo = f"{farm.registry}/grocker-base-{farm.uid}"
+    push = grocker("bootstrap-base", "--tag", base, "--push", repo,
+                   env={"GROCKER_CACHE_HOME": str(tmp_path / "a-cache")})
+    assert push.code == 0, push.err[-4000:]
+    pinned = re.search(r'base-image = "(\S+@sha256:[0-9a-f]{64})"', push.out + push.err)
+    assert pinned is not None, push.out + push.err
+    pinned_ref = pinned.group(1)
+    assert pinned_ref.startswith(repo + "@")
+    assert digest_of(f"{repo}:{base.rsplit(':', 1)[-1]}") == pinned_ref.split("@", 1)[1]
+
+    # Machine B: nothing of this module's but what it will pull (the applications' key tags deleted too,
+    # so that the root and compiler images are needed).
+    by_name_a = _by_name(farm.a)
+    for app in farm.graph["applications"]:
+        _delete_manifest(farm.registry, app, by_name_a[app]["digest"])
+    apps = [f"{farm.registry}/{a}" for a in farm.graph["applications"]]
+    remove_images(farm.client_b, *_images_of(farm.client_b, *apps), *_base_refs(client, farm.workspace, farm.env))
+    remove_images(farm.client_b, base_id)
+    with pytest.raises(docker.errors.ImageNotFound):
+        farm.client_b.images.get(base_id)
+    env = {**_checkout_b(farm, tmp_path), "GROCKER_BASE_IMAGE": pinned_ref}
+    start = time.monotonic()
+    run = grocker("workspace", "build", str(tmp_path / "ws"), "--push", "--wheel-index", farm.index, env=env,
+                  report=tmp_path / "b.json")
+    took = time.monotonic() - start
+    assert run.code == 0, run.err[-4000:]
+    output = run.out + run.err
+    assert len(re.findall(rf"base image {re.escape(pinned_ref)} pulled by digest", output)) == 1, output[-4000:]
+    assert "a tag can move" not in output
+    assert farm.client_b.images.get(pinned_ref).id == base_id
+    assert run.report is not None and run.report["base_images"] == {"root": "pulled", "compiler": "pulled"}
+    assert "apt-get" not in output
+    by_name = _by_name(run)
+    for app in farm.graph["applications"]:
+        assert by_name[app]["status"] == "built"
+        assert by_name[app]["key"] == by_name_a[app]["key"]
+        _, config_a = _layers_and_config(farm.registry, app, by_name_a[app]["digest"], by_name_a[app]["image_id"])
+        _, config_b = _layers_and_config(farm.registry, app, by_name[app]["digest"], by_name[app]["image_id"])
+        assert config_b == config_a
+        assert by_name[app]["image_id"] == by_name_a[app]["image_id"], app
+        assert by_name[app]["digest"] == by_name_a[app]["digest"], app
+    manifest, _ = get_manifest(pinned_ref)
+    pulled = sum(layer["size"] for layer in json.loads(manifest)["layers"])
+    print(f"\nengine B, base pulled by digest: workspace build {took:.1f} s, base layers {pulled} bytes")
+
+
+def test_a_base_digest_the_registry_lacks_is_an_error_with_the_fix(farm: Farm, tmp_path: Path) -> None:
+    missing = f"{farm.registry}/grocker-base-{farm.uid}@sha256:{'0' * 64}"
+    before = sorted(i.id for i in farm.client_b.images.list(all=True))
+    env = {**_checkout_b(farm, tmp_path), "GROCKER_BASE_IMAGE": missing}
+    run = grocker("workspace", "build", str(tmp_path / "ws"), "--push", "--wheel-index", farm.index, env=env)
+    assert run.code != 0
+    errors = [line for line in run.err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, run.err[-4000:]
+    assert missing in errors[0] and "grocker bootstrap-base --push" in errors[0], errors[0]
+    assert "docker build" not in run.out + run.err
+    assert sorted(i.id for i in farm.client_b.images.list(all=True)) == before
+
+
+def test_a_base_pulled_by_a_registry_tag_warns_and_keeps_the_keys(farm: Farm, client: docker.DockerClient,
+                                                                  tmp_path: Path) -> None:
+    """The same base by a tag of the registry: one warning that the tag can move, the same keys (the base's
+    content, not its name), so everything is up to date from the previous test's push."""
+    base = os.environ.get("GROCKER_BASE_IMAGE", "debian:bookworm-slim")
+    tagged = f"{farm.registry}/grocker-base-{farm.uid}:{base.rsplit(':', 1)[-1]}"
+    if digest_of(tagged) is None:
+        pytest.skip("the base was not pushed (the digest test did not run)")
+    remove_images(farm.client_b, tagged)
+    env = {**_checkout_b(farm, tmp_path), "GROCKER_BASE_IMAGE": tagged}
+    run = grocker("workspace", "build", str(tmp_path / "ws"), "--push", "--wheel-index", farm.index, env=env,
+                  report=tmp_path / "b.json")
+    assert run.code == 0, run.err[-4000:]
+    output = run.out + run.err
+    warning = rf"warning: base image {re.escape(tagged)} is pulled by tag, and a tag can move"
+    assert len(re.findall(warning, output)) == 1, output[-4000:]
+    by_name, by_name_a = _by_name(run), _by_name(farm.a)
+    for app in farm.graph["applications"]:
+        assert (by_name[app]["status"], by_name[app]["reason"]) == ("cached", "in the registry"), by_name[app]
+        assert by_name[app]["key"] == by_name_a[app]["key"]
+        assert by_name[app]["digest"] == by_name_a[app]["digest"]

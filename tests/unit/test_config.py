@@ -177,6 +177,16 @@ def test_image_inputs_ignore_invocation_options(tmp_path: Path) -> None:
     assert a.image_inputs() == b.image_inputs()
 
 
+def test_image_inputs_do_not_hold_the_base_image_name(tmp_path: Path) -> None:
+    # The base enters every key through the root key (its image ID): the same base named locally on one
+    # machine and by its registry digest on another gives the same keys.
+    write(tmp_path / "setup.py", "")
+    local = load_config(tmp_path, environ={})
+    pinned = load_config(tmp_path, environ={"GROCKER_BASE_IMAGE": "127.0.0.1:5000/debian@sha256:" + "a" * 64})
+    assert pinned.base_image != local.base_image
+    assert pinned.image_inputs() == local.image_inputs()
+
+
 def test_extra_tags_revision_and_moving(tmp_path: Path) -> None:
     import datetime
 

@@ -161,3 +161,11 @@ def test_provenance_never_holds_credentials_of_urls() -> None:
     assert pip["UV_INDEX_INTERNAL_PASSWORD"] == "***" and pip["UV_INDEX_INTERNAL_USERNAME"] == "ci"
     assert scrub_url("/opt/wheels") == "/opt/wheels"
     assert scrub_url("http://[::1]:80/x?y") == "http://[::1]:80/x"
+
+
+def test_the_sbom_names_the_base_by_its_content_not_by_base_image() -> None:
+    from setuptools_grocker.image.runtime import base_name
+
+    bootstrapped = {"Config": {"Labels": {"io.grocker.bootstrap": "bookworm"}}}
+    assert base_name(bootstrapped) == "debian:bookworm"
+    assert base_name({"Config": {"Labels": None}}) == base_name(None) == "base-image"
