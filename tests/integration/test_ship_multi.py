@@ -20,8 +20,8 @@ from typing import Any, Iterator
 import docker
 import pytest
 
-from tests.helpers import BASE_IMAGE, GROCKER, free_port, grocker, remove_images
-from tests.integration.test_ship_release import COMMON, Load, services, stable_image, versions
+from tests.helpers import GROCKER, free_port, grocker, remove_images
+from tests.integration.test_ship_release import COMMON, Load, push_app_image, services, stable_image, versions
 
 APP = '''
 import json, os, sys, time
@@ -77,17 +77,9 @@ def images(tmp_path_factory: pytest.TempPathFactory, registry: str, client: dock
     repo = f"{registry}/grocker-test/ship-multi"
     refs = {}
     for version in ("1", "2", "3"):
-        root = tmp_path_factory.mktemp(f"ship-multi-v{version}")
-        (root / "app.py").write_text(APP.format(version=version))
-        (root / "migrate.py").write_text(MIGRATE)
-        (root / "Dockerfile").write_text(
-            f"FROM {BASE_IMAGE}\nCOPY app.py migrate.py /\nUSER 10001\n"
-            'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/bin/python3", "/app.py"]\n')
-        tag = f"{run_id}-v{version}"
-        client.images.build(path=str(root), tag=f"{repo}:{tag}", rm=True)
-        for line in client.images.push(repo, tag=tag, stream=True, decode=True):
-            assert "error" not in line, line
-        refs[version] = f"{repo}:{tag}"
+        refs[version] = push_app_image(client, tmp_path_factory.mktemp(f"ship-multi-v{version}"), repo,
+                                       f"{run_id}-v{version}", {"app.py": APP.format(version=version),
+                                                                "migrate.py": MIGRATE})
     yield refs
     remove_images(client, *refs.values())
 

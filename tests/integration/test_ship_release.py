@@ -132,25 +132,32 @@ class Load(threading.Thread):
         return self
 
 
+def push_app_image(client: docker.DockerClient, root: Path, repo: str, tag: str, files: dict[str, str],
+                   labels: dict[str, str] | None = None) -> str:
+    """A test application's image: ``files`` (``app.py`` first, run as the entrypoint) on the bootstrapped base,
+    non-root under tini, built and pushed to ``repo:tag``; its reference."""
+    for name, text in files.items():
+        (root / name).write_text(text)
+    (root / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nCOPY {' '.join(files)} /\nUSER 10001\n"
+        'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/bin/python3", "/app.py"]\n')
+    client.images.build(path=str(root), tag=f"{repo}:{tag}", rm=True, labels=labels or {})
+    for line in client.images.push(repo, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+    return f"{repo}:{tag}"
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory, registry: str, client: docker.DockerClient,
            run_id: str) -> Iterator[dict[str, str]]:
     repo = f"{registry}/grocker-test/ship-app"
     refs = {}
     for version in ("1", "2", "3", "4"):
-        root = tmp_path_factory.mktemp(f"ship-app-v{version}")
-        (root / "app.py").write_text(APP.format(version=version))
-        (root / "functional.py").write_text(FUNCTIONAL)
-        (root / "Dockerfile").write_text(
-            f"FROM {BASE_IMAGE}\nCOPY app.py functional.py /\nUSER 10001\n"
-            'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/bin/python3", "/app.py"]\n')
-        tag = f"{run_id}-v{version}"
-        client.images.build(path=str(root), tag=f"{repo}:{tag}", rm=True, labels={
-            "io.grocker.distributions": json.dumps([f"ship-app=={version}", "certifi==2024.2.2"]),
-            "org.opencontainers.image.version": version})
-        for line in client.images.push(repo, tag=tag, stream=True, decode=True):
-            assert "error" not in line, line
-        refs[version] = f"{repo}:{tag}"
+        refs[version] = push_app_image(
+            client, tmp_path_factory.mktemp(f"ship-app-v{version}"), repo, f"{run_id}-v{version}",
+            {"app.py": APP.format(version=version), "functional.py": FUNCTIONAL},
+            {"io.grocker.distributions": json.dumps([f"ship-app=={version}", "certifi==2024.2.2"]),
+             "org.opencontainers.image.version": version})
     yield refs
     remove_images(client, *refs.values())
 
