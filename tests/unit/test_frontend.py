@@ -115,8 +115,11 @@ def test_ctrl_c_in_either_frontend_is_130_one_line_and_publishes_nothing(tmp_pat
         silent.listen(8)
         silent.settimeout(60)
         env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{silent.getsockname()[1]}"}
+        # SIGINT as a terminal leaves it: a suite started in the background (`cmd &` in a script) runs with
+        # SIGINT ignored, and a Python started so keeps ignoring it (its handler is installed only over the
+        # default disposition).
         proc = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             held.append(silent.accept()[0])
             # Every later connection is taken and left silent too: the build's background work (the reaper of
