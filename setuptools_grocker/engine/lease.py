@@ -35,7 +35,11 @@ class Lease:
         self._image = image
         self._id = ""
         self._stop = threading.Event()
-        self._create()
+        try:
+            self._create()
+        except BaseException:  # no lease: its client is closed here, not left to the garbage collector
+            self._client.close()
+            raise
         self._thread = threading.Thread(target=self._beat, name="grocker-lease", daemon=True)
         self._thread.start()
 
