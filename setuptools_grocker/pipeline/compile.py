@@ -119,6 +119,11 @@ def _closure_identity(closure_key: str, compiler: str) -> str:
     return hashlib.sha256(f"{closure_key}\0{compiler}".encode()).hexdigest()
 
 
+#: The layout of a prepared build environment, in its identity: 2 holds its bytecode (environments of layout 1,
+#: without it, are prepared again once).
+BUILD_ENV_LAYOUT = 2
+
+
 @dataclass(frozen=True)
 class BuildEnv:
     """The prepared PEP 517 build environment of one project: its build requirements installed once, for
@@ -144,8 +149,8 @@ class BuildEnv:
         if found is None:
             return None
         requires, backend = found
-        identity = hashlib.sha256(json.dumps([reuse_key, requires, backend] if shared else [reuse_key, requires])
-                                  .encode()).hexdigest()[:24]
+        identity = hashlib.sha256(json.dumps([BUILD_ENV_LAYOUT, reuse_key, requires, backend] if shared
+                                             else [BUILD_ENV_LAYOUT, reuse_key, requires]).encode()).hexdigest()[:24]
         path = root / identity
         # Fresh (--no-cache, --upgrade): not one an earlier run prepared; one this run prepared is as fresh.
         ready = (path / "ready").is_file() and (not fresh or made_by_this_run(path / "ready"))

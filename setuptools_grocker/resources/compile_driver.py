@@ -579,10 +579,13 @@ def prepared_wheel(job, tree, project_out):
     start = time.monotonic()
     if not env["ready"]:
         log("build environment: " + " ".join(env["requires"]) + " (kept for the next builds)")
+        # Compiled to bytecode once here: the environment is read-only once kept, so an uncompiled one would
+        # compile its build backend in memory at every build (setuptools: 0.19 s of imports instead of 0.1 s).
         if using_uv(job):
-            install = [UV, "pip", "install", "--quiet", "--python", sys.executable, *uv_index_args(), "--target", site]
+            install = [UV, "pip", "install", "--quiet", "--compile-bytecode", "--python", sys.executable,
+                       *uv_index_args(), "--target", site]
         else:
-            install = PIP + ["install", "--quiet", "--target", site]
+            install = PIP + ["install", "--quiet", "--compile", "--target", site]
         if subprocess.run(install + list(env["requires"])).returncode != 0:
             shutil.rmtree(env["path"], ignore_errors=True)
             return False
