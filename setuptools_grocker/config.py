@@ -54,6 +54,8 @@ class SmokeTest:
     port: int | None = None
     path: str = "/"
     timeout: float = 60.0
+    #: The server's network mode: ``none``, or a Docker network for a server that needs one to start.
+    network: str = "none"
 
 
 @dataclass(frozen=True)

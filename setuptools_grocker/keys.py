@@ -42,6 +42,7 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _PYTHON = re.compile(r"^(?:/[A-Za-z0-9._+-]+)+$|^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 # What follows host:port in the smoke-test URL: a path, and nothing that could change the host
 # (``@evil.example/x``) or end the request line (spaces, control characters).
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HTTP_PATH = re.compile(r"^/[^\x00-\x20\x7f]*$")
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")
 
@@ -316,6 +317,12 @@ def _port(port: int | None, source: str) -> None:
         raise ConfigError(f"port {port} is out of range", "use a port between 1 and 65535")
 
 
+def _smoke_network(network: str, source: str) -> None:
+    if network in ("host",) or network.startswith("container:") or not _NETWORK_NAME.match(network):
+        raise ConfigError(f"smoke-test.network {network!r} in {source} is not a network the smoke test can use",
+                          "use none (the default), bridge or the name of a Docker network")
+
+
 def _ports(ports: tuple[int, ...], source: str) -> None:
     for port in ports:
         _port(port, source)
@@ -502,6 +509,10 @@ TABLE: tuple[Key, ...] = (
         "below 400 passes", "smoke_test.path", member_only=True, image_input=True,
         validate=lambda path, _: check_http_path(path)),
     Key("smoke-test.timeout", FLOAT, 60.0, "seconds the probe may take", "smoke_test.timeout", image_input=True),
+    Key("smoke-test.network", STR, "none", "network of the smoke test's server container: `none` (no network: the "
+        "probe runs inside the container) or a Docker network (`bridge`) for a server that needs one to start",
+        "smoke_test.network", image_input=True, input_when_set=True, to_input=_unless_default("none"),
+        validate=_smoke_network),
     Key("labels", DICT, {}, "extra image labels", "labels", image_input=True),
     Key("image-name", STR, None, "repository part of the default tag", "image_name", member_only=True,
         default_doc="project name, normalised", validate=_image_name),

@@ -154,17 +154,20 @@ class Containers(Connection):
 
     def start(self, image: str, command: list[str], *, ports: Mapping[int, int | None] | None = None,
               env: Mapping[str, str] | None = None, mounts: Iterable[Mount] = (),
-              name: str | None = None) -> Container:
-        """Start a long-running container with ports published on 127.0.0.1 only."""
+              name: str | None = None, network: str | None = None) -> Container:
+        """Start a long-running container with ports published on 127.0.0.1 only; ``network``: its network
+        mode (``none``: no network at all, the quickest to start and to remove)."""
         published = {f"{p}/tcp": ("127.0.0.1", host) for p, host in (ports or {}).items()}
-        argv = ["docker", "run", "-d"]
+        argv = ["docker", "run", "-d"] + (["--network", network] if network else [])
         for p, host in (ports or {}).items():
             argv += ["-p", f"127.0.0.1:{host or ''}:{p}"]
         self.progress.command(argv + [image] + command)
-        container = self._create(image, command, mounts=list(mounts), env=env, ports=published, name=name)
+        container = self._create(image, command, mounts=list(mounts), env=env, ports=published, name=name,
+                                 network=network)
         self._call("start a container", container.start)
         self.containers_started += 1
-        container.reload()
+        if published:
+            container.reload()  # the ports the engine chose
         return Container(self, container)
 
     def _create(self, image: str, command: list[str], *, mounts: list[Mount], env: Mapping[str, str] | None,

@@ -2,18 +2,20 @@
 
 1. ``check`` (imports, console scripts, configured programs);
 2. the configured ``smoke-test.command``, if any;
-3. with ``smoke-test.port``: the default command runs with that port published on
-   127.0.0.1 and must answer ``smoke-test.path`` with a status below 400 before the timeout.
+3. with ``smoke-test.port``: the default command runs and must answer ``smoke-test.path`` on that port with a
+   status below 400 before the timeout, and listen on every interface (a server bound to 127.0.0.1 answers
+   inside its container only).
 
-With a port, the server's container is started first and ``check`` runs inside it (docker exec)
-while the server starts: one container start less. When that fails (a server that cannot start
-kills the exec), ``check`` runs again in a container of its own, to say why.
+With a port, the server's container is started first, with no network (``smoke-test.network``, default
+``none``: nothing to set up or tear down, nothing reachable), and one ``docker exec`` runs ``check --health``
+inside it while the server starts: ``check``, then the probe from inside the container (the image's own
+entrypoint: the same GET as its HEALTHCHECK) and the listening addresses read from ``/proc/net/tcp``. When
+that fails (a server that cannot start kills the exec), ``check`` runs again in a container of its own, to
+say why.
 """
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Container, Engine
@@ -40,10 +42,11 @@ def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress
     short = image_id.split(":")[-1][:12]
     commands = default_commands(config) if commands is None else commands
     server = start_server(engine, config, image_id) if config.smoke_test.port is not None else None
+    probed = False
     try:
         for command in commands:
             if command == ["check"]:
-                _check(engine, image_id, short, server)
+                probed = _check(engine, config, progress, image_id, short, server)
                 continue
             result = engine.run(image_id, list(command))
             if result.exit_code != 0:
@@ -53,19 +56,35 @@ def smoke_test(engine: Engine, config: Config, image_id: str, progress: Progress
                     progress.see("its output"),
                     details=result.tail(),
                 )
-        if server is not None:
-            probe_http(engine, config, image_id, progress, container=server)
+        if server is not None and not probed:
+            probe_http(config, progress, server)
     finally:
         if server is not None:
             server.discard()  # killed and removed while the image is tagged; the engine's close waits for it
 
 
-#: ``check`` as the image's entrypoint runs it, for ``docker exec`` (which does not use the entrypoint).
-CHECK_EXEC = [f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py", "check"]
+#: The image's entrypoint as ``docker exec`` runs it (it does not use the entrypoint).
+ENTRYPOINT_EXEC = [f"{VENV}/bin/python", f"{APP_DIR}/grocker/entrypoint.py"]
+CHECK_EXEC = [*ENTRYPOINT_EXEC, "check"]
+#: Exit codes of ``check --health`` (resources/entrypoint.py): no good answer in time; loopback alone.
+UNHEALTHY, LOOPBACK_ONLY = 3, 4
 
 
-def _check(engine: Engine, image_id: str, short: str, server: Container | None = None) -> None:
-    result = server.exec(CHECK_EXEC) if server is not None else None
+def _check(engine: Engine, config: Config, progress: Progress, image_id: str, short: str,
+           server: Container | None = None) -> bool:
+    """``check``; in the server's container, with the HTTP probe after it. Whether the probe was made."""
+    command = CHECK_EXEC + (["--health", f"{config.smoke_test.timeout:g}"] if server is not None else [])
+    result = server.exec(command) if server is not None else None
+    if server is not None and result is not None and result.exit_code in (0, UNHEALTHY, LOOPBACK_ONLY):
+        said = [ln for ln in result.output.splitlines() if ln.startswith(("healthy:", "unhealthy:"))]
+        if result.exit_code == 0:
+            # An entrypoint that predates ``check --health`` (an image rebased under an older application
+            # layer) checks and says nothing of the server: the probe is still to make.
+            return bool(said)
+        last = said[-1] if said else f"exit code {result.exit_code}"
+        if result.exit_code == UNHEALTHY:  # "unhealthy: GET /x on port 8000 got no good answer ... (last: HTTP 404)"
+            last = last.rpartition("(last: ")[2].rstrip(")") or last
+        raise _probe_failed(config, progress, server, last, loopback=result.exit_code == LOOPBACK_ONLY)
     if result is None or result.exit_code != 0:
         # Not run, or failed inside the server's container: run it in a container of its own, whose output
         # is about the image alone (a server that exits kills the exec: exit 137, output cut short).
@@ -76,69 +95,65 @@ def _check(engine: Engine, image_id: str, short: str, server: Container | None =
         hint = "a module does not import or a program is missing; fix the dependencies or system-packages.run"
         missing = missing_programs(result.output)
         if missing:
-            command, program = missing[0]
+            command_name, program = missing[0]
             try:
                 close = closest_program(program, image_programs(engine, image_id))
             except GrockerError:  # the suggestion is a courtesy: the failed check is what gets reported
                 close = None
-            hint = (f"did you mean {close!r}? fix the command '{command}' under [tool.grocker.commands]" if close
-                    else f"install the program with the project's dependencies or system-packages.run, or fix "
-                         f"the command '{command}'")
+            hint = (f"did you mean {close!r}? fix the command '{command_name}' under [tool.grocker.commands]"
+                    if close else f"install the program with the project's dependencies or system-packages.run, "
+                                  f"or fix the command '{command_name}'")
         raise SmokeTestError(
             f"image {short} failed `check`: {failed[0] if failed else 'exit code %d' % result.exit_code}",
             hint,
             details=result.tail(),
         )
+    return False
 
 
 def start_server(engine: Engine, config: Config, image_id: str) -> Container:
-    """The default command with ``smoke-test.port`` published on an ephemeral 127.0.0.1 port."""
+    """The default command, in a container of the network ``smoke-test.network`` (nothing published: the probe
+    runs inside it)."""
     assert config.smoke_test.port is not None
-    return engine.start(image_id, [config.effective_default_command], ports={config.smoke_test.port: None})
+    network = config.smoke_test.network
+    return engine.start(image_id, [config.effective_default_command], network=network)
 
 
-def probe_http(engine: Engine, config: Config, image_id: str, progress: Progress,
-               container: Container | None = None) -> None:
-    """Probe ``smoke-test.path`` in ``container`` (default: a server started here and stopped after)."""
+def probe_http(config: Config, progress: Progress, container: Container) -> None:
+    """Probe ``smoke-test.path`` from inside ``container`` with the image's ``health`` command until it answers
+    (when ``check --health`` did not: a plugin's smoke commands without ``check``, an older entrypoint)."""
     port = config.smoke_test.port
     assert port is not None
-    own = container is None
-    container = start_server(engine, config, image_id) if container is None else container
-    try:
-        host_port = container.host_port(port)
-        url = f"http://127.0.0.1:{host_port}{config.smoke_test.path}"
-        progress.detail(f"probing {url} (container port {port})")
-        deadline = time.monotonic() + config.smoke_test.timeout
-        last = "no answer"
-        pause = 0.05  # a server that starts in a few tenths of a second is answered within 50 ms of it
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    progress.detail(f"probe answered {resp.status}")
-                    return
-            except urllib.error.HTTPError as exc:
-                if exc.code < 400:
-                    return
-                last = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
-                last = str(getattr(exc, "reason", exc))
-            # Asked only when the probe got no good answer: one engine round trip less when it did.
-            code = container.exit_code()
-            if code is not None:
-                raise SmokeTestError(
-                    f"the '{config.effective_default_command}' command exited with code {code} "
-                    "before answering the HTTP probe",
-                    progress.see("the container output"),
-                    details=container.logs()[-3000:],
-                )
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.3)
-        raise SmokeTestError(
-            f"the HTTP probe of {config.smoke_test.path} on port {port} got no good answer within "
-            f"{config.smoke_test.timeout:.0f}s (last: {last})",
-            "check smoke-test.port/path and that the server listens on 0.0.0.0",
-            details=container.logs()[-3000:],
-        )
-    finally:
-        if own:
-            container.discard()
+    progress.detail(f"probing GET {config.smoke_test.path} on port {port} inside the container")
+    deadline = time.monotonic() + config.smoke_test.timeout
+    last = "no answer"
+    pause = 0.05
+    while time.monotonic() < deadline:
+        result = container.exec([*ENTRYPOINT_EXEC, "health"])
+        if result is not None and result.exit_code == 0:
+            return
+        if result is not None:
+            last = (result.output.strip().splitlines() or [last])[-1]
+        if result is None or container.exit_code() is not None:
+            raise _probe_failed(config, progress, container, last)
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.3)
+    raise _probe_failed(config, progress, container, last)
+
+
+def _probe_failed(config: Config, progress: Progress, container: Container, last: str, *,
+                  loopback: bool = False) -> SmokeTestError:
+    """The error of a failed probe: the server exited, answered from loopback alone, or not in time."""
+    logs = container.logs()[-3000:]
+    code = container.exit_code()
+    if code is not None:
+        return SmokeTestError(f"the '{config.effective_default_command}' command exited with code {code} "
+                              "before answering the HTTP probe", progress.see("the container output"), details=logs)
+    if loopback:
+        return SmokeTestError(f"the '{config.effective_default_command}' command answered the probe but "
+                              f"{last.removeprefix('unhealthy: ')}",
+                              f"make it listen on 0.0.0.0:{config.smoke_test.port} (all interfaces)", details=logs)
+    return SmokeTestError(
+        f"the HTTP probe of {config.smoke_test.path} on port {config.smoke_test.port} got no good answer within "
+        f"{config.smoke_test.timeout:g}s (last: {last.removeprefix('unhealthy: ')})",
+        "check smoke-test.port/path and that the server starts (its output is below)", details=logs)

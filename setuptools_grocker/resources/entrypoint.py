@@ -5,6 +5,8 @@
 COMMAND is one of the configured commands (server, worker, ...), or:
     shell          an interactive shell with the venv on PATH
     check          import the application's modules and resolve its console scripts
+    check --health SECONDS  then wait up to SECONDS for the server of this container to answer its
+                   health path, and check that it listens on every interface (the smoke test)
     health [PORT [PATH]]  GET the smoke-test path of the running server (the image's HEALTHCHECK)
     run SCRIPT ..  run a console script (or any program) from the venv
     help           list the commands
@@ -20,6 +22,7 @@ import json
 import os
 import shlex
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -224,11 +227,89 @@ def check(app):
     return 1 if failures else 0
 
 
-def health(app, args):
-    """Exit 0 when the server answers GET PATH on 127.0.0.1:PORT below 400 (the smoke-test probe)."""
+#: Exit codes of ``check --health``: no good answer in time; an answer, from a server listening on loopback alone.
+UNHEALTHY = 3
+LOOPBACK_ONLY = 4
+#: The kernel's tables of TCP sockets of this network namespace, and the hex width of their addresses.
+PROC_TABLES = (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32))
+
+
+def probe(port, path):
+    """GET http://127.0.0.1:PORT/PATH: (HTTP status or None, what went wrong)."""
     import urllib.error
     import urllib.request
 
+    url = "http://127.0.0.1:%s%s" % (port, path)
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return resp.status, "HTTP %d" % resp.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code, "HTTP %d" % exc.code
+    except Exception as exc:  # refused, timed out, reset
+        return None, str(getattr(exc, "reason", exc))
+
+
+def _listening(port):
+    """The local addresses of the sockets listening on TCP ``port`` in this container (/proc/net/tcp{,6})."""
+    found = []
+    for table, width in PROC_TABLES:
+        try:
+            with open(table) as fh:
+                lines = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            address, _, hexport = fields[1].partition(":")
+            if len(address) == width and int(hexport, 16) == port:
+                # The kernel prints each 32-bit word in host (little-endian) byte order.
+                words = [bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, width, 8)]
+                found.append(b"".join(words))
+    return found
+
+
+def loopback_only(port):
+    """The address a server listens on when it listens on loopback alone (unreachable from outside the
+    container), else None (it listens on every interface or another address, or this cannot be told)."""
+    import ipaddress
+
+    addresses = [ipaddress.ip_address(raw) for raw in _listening(port)]
+    mapped = [getattr(a, "ipv4_mapped", None) or a for a in addresses]
+    if mapped and all(a.is_loopback for a in mapped):
+        return "%s:%d" % (addresses[0], port)
+    return None
+
+
+def wait_healthy(app, seconds):
+    """After ``check``: wait up to ``seconds`` for the server of this container to answer its health path."""
+    conf = app.get("health") or {}
+    port, path = conf.get("port"), conf.get("path", "/")
+    if not port:
+        return 0
+    deadline = time.monotonic() + seconds
+    pause = 0.02
+    while True:
+        code, last = probe(port, path)
+        if code is not None and code < 400:
+            break
+        if time.monotonic() >= deadline:
+            print("unhealthy: GET %s on port %s got no good answer within %gs (last: %s)" % (path, port, seconds, last))
+            return UNHEALTHY
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.2)
+    alone = loopback_only(int(port))
+    if alone:
+        print("unhealthy: the server listens on %s only: nothing outside its container can reach it" % alone)
+        return LOOPBACK_ONLY
+    print("healthy: GET %s on port %s answered %d" % (path, port, code))
+    return 0
+
+
+def health(app, args):
+    """Exit 0 when the server answers GET PATH on 127.0.0.1:PORT below 400 (the image's HEALTHCHECK)."""
     conf = app.get("health") or {}
     port = args[0] if args else conf.get("port")
     path = args[1] if len(args) > 1 else conf.get("path", "/")
@@ -239,14 +320,9 @@ def health(app, args):
         print("unhealthy: port %r and path %r are not a port number and a path starting with /" % (port, path))
         return 1
     url = "http://127.0.0.1:%s%s" % (port, path)
-    try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
-            code = resp.status
-    except urllib.error.HTTPError as exc:
-        code = exc.code
-        exc.close()
-    except Exception as exc:  # refused, timed out, reset
-        print("unhealthy: %s: %s" % (url, exc))
+    code, last = probe(port, path)
+    if code is None:
+        print("unhealthy: %s: %s" % (url, last))
         return 1
     print("%s: %s %d" % ("healthy" if code < 400 else "unhealthy", url, code))
     return 0 if code < 400 else 1
@@ -279,7 +355,17 @@ def main(argv):
     if command == "check":
         os.environ.clear()
         os.environ.update(env)
-        return check(app)
+        code = check(app)
+        if code or not args:
+            return code
+        try:
+            if args[0] != "--health" or len(args) != 2:
+                raise ValueError(args)
+            seconds = float(args[1])
+        except ValueError:
+            sys.stderr.write("grocker: usage: check [--health SECONDS]\n")
+            return 2
+        return wait_healthy(app, seconds)
     if command == "health":
         return health(app, args)
     if command == "shell":

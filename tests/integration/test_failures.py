@@ -204,3 +204,55 @@ def test_vcs_versioned_project_gets_its_git_version(client: docker.DockerClient,
     finally:
         for tag in client.images.list(name="scm-app"):
             client.images.remove(tag.id, force=True)
+
+
+NEEDS_NETWORK = '''"""A server that needs a network to start (a route out of its container), then serves."""
+import socket
+import sys
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent, the kernel only needs a route
+except OSError as exc:
+    sys.exit(f"no network: {exc}")
+ThreadingHTTPServer(("0.0.0.0", 8000), SimpleHTTPRequestHandler).serve_forever()
+'''
+
+
+def test_a_server_listening_on_loopback_alone_fails_its_smoke_test(client: docker.DockerClient,
+                                                                  tmp_path: Path) -> None:
+    """It answers a probe made from inside its container, and no user: the smoke test says so."""
+    project = python_project(tmp_path / "p", "loopback-app", grocker=(
+        '[tool.grocker.commands]\nserver = "python -m http.server 8000 --bind 127.0.0.1"\n'
+        "[tool.grocker.smoke-test]\nport = 8000\n"))
+    tag = f"grocker-test/loopback-app:{uuid.uuid4().hex[:8]}"
+    run = grocker("build", str(project), "--tag", tag, report=tmp_path / "r.json")
+    assert run.code == SmokeTestError.exit_code, run.err[-3000:]
+    line = error_line(run.err)
+    assert "answered the probe but the server listens on 127.0.0.1:8000 only" in line, line
+    assert "make it listen on 0.0.0.0:8000" in line
+    assert_untagged(client, tag)
+
+
+def test_the_smoke_test_server_has_no_network_unless_configured(client: docker.DockerClient,
+                                                               tmp_path: Path) -> None:
+    """``smoke-test.network``: none by default (the server cannot reach anything), a Docker network when set."""
+    grocker_table = ('[tool.grocker.commands]\nserver = "python -m needs_network.serve"\n'
+                     "[tool.grocker.smoke-test]\nport = 8000\ntimeout = 20\n")
+    project = python_project(tmp_path / "p", "needs-network", grocker=grocker_table,
+                             modules={"__init__.py": "", "serve.py": NEEDS_NETWORK})
+    tag = f"grocker-test/needs-network:{uuid.uuid4().hex[:8]}"
+    try:
+        run = grocker("build", str(project), "--tag", tag, report=tmp_path / "r.json")
+        assert run.code == SmokeTestError.exit_code, run.err[-3000:]
+        assert "'server' command exited with code 1 before answering the HTTP probe" in error_line(run.err)
+        assert "no network: [Errno 101] Network is unreachable" in run.err
+        assert_untagged(client, tag)
+        (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text().replace(
+            "timeout = 20\n", 'timeout = 20\nnetwork = "bridge"\n'))
+        run = grocker("build", str(project), "--tag", tag, report=tmp_path / "r.json")
+        assert run.code == 0, run.err[-3000:]
+        assert client.images.get(tag)
+    finally:
+        remove_images(client, tag)

@@ -49,9 +49,12 @@ def test_default_quiet_and_verbose_output_of_a_real_build(demo: tuple[Path, str]
     assert log.parent == project / ".grocker" / "logs"
     text = log.read_text()
     assert "+ docker run" in text and "[compile]" in text and "==> smoke test" in text
-    # With a smoke-test port, `check` runs inside the server's container (one container start less).
-    assert re.search(r"^.*\+ docker exec [0-9a-f]{12} /opt/app/venv/bin/python /opt/app/grocker/entrypoint.py check$",
-                     text, re.MULTILINE), text[-3000:]
+    # With a smoke-test port, `check` and the probe run inside the server's container (one container start less),
+    # which has no network.
+    assert re.search(r"^.*\+ docker run -d --network none \S+ server$", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^.*\+ docker exec [0-9a-f]{12} /opt/app/venv/bin/python /opt/app/grocker/entrypoint.py check "
+                     r"--health 60$", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^.*  healthy: GET /health on port 8000 answered 200$", text, re.MULTILINE), text[-3000:]
     assert not re.search(r"\+ docker run --rm \S+ check$", text, re.MULTILINE)
 
     # -q after the command: the final result only.

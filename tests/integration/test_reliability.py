@@ -177,7 +177,8 @@ def test_command_whose_program_is_not_in_the_image(tmp_path: Path, client: docke
 
 
 def test_smoke_test_port_taken_on_the_host_is_no_problem(tmp_path: Path, client: docker.DockerClient) -> None:
-    """The probe publishes on an ephemeral host port: a server already on the app's port does not matter."""
+    """The probe runs inside the server's container, nothing is published: a server already on the app's port on the
+    host does not matter."""
     project = tmp_path / "p"
     write_project(project, "port-taken", commands={"server": "python -m http.server 8000"},
                   extra="[tool.grocker.smoke-test]\nport = 8000\n")

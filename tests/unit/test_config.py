@@ -130,6 +130,9 @@ def test_unknown_env_var_warns_with_hint(tmp_path: Path) -> None:
     ('ports = [70000]', "out of range"),
     ('[system-packages]\nrun = ["lib pq"]', "not a valid Debian package name"),
     ('[smoke-test]\npath = "health"', "must start with '/'"),
+    ('[smoke-test]\nnetwork = "host"', "smoke-test.network 'host' in"),
+    ('[smoke-test]\nnetwork = "container:warm"', "is not a network the smoke test can use"),
+    ('[smoke-test]\nnetwork = "a b"', "smoke-test.network 'a b' in .* is not a network"),
     # Appended to http://127.0.0.1:PORT, '@...' would make the probe go to another host.
     ('[smoke-test]\npath = "@evil.example/x"', "smoke-test.path '@evil.example/x' must start with '/'"),
     ('[smoke-test]\npath = "/x HTTP/1.0\\r\\nHost: evil"', "contains spaces or control characters"),

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,102 @@ def test_check_skips_what_needs_an_extra_not_installed(
         assert "skip import cx_tool_d: needs cx_absent_aiohttp from the extra [d], not installed" in out
         assert "skip script cx-toold: needs the extra [d], not installed" in out
         assert out.endswith("check: FAILED (1)\n") and code == 1
+
+
+def _serve(address: tuple[str, int], status: int = 200, delay: float = 0.0) -> Any:
+    """A server answering ``status`` on ``address`` (started after ``delay`` seconds, in a thread)."""
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+
+    server = Server(address, Handler, bind_and_activate=False)
+    server.allow_reuse_address = True
+    server.server_bind()
+
+    def run() -> None:
+        time.sleep(delay)
+        server.server_activate()
+        server.serve_forever()
+
+    threading.Thread(target=run, daemon=True).start()
+    return server
+
+
+def _with_health(entrypoint: ModuleType, tmp_path: Path, port: int) -> None:
+    app = json.loads((tmp_path / "app.json").read_text())
+    app["health"] = {"port": port, "path": "/health"}
+    app["commands"] = {}  # `check` has nothing to fail on: what is tested is the wait for the server
+    (tmp_path / "app.json").write_text(json.dumps(app))
+
+
+def test_check_health_waits_for_the_server_then_checks_where_it_listens(
+        entrypoint: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The smoke test's probe from inside the container: it waits for a server that starts late, and refuses
+    one that answers from 127.0.0.1 alone (nothing outside its container could reach it)."""
+    monkeypatch.setattr(entrypoint.os, "environ", dict(os.environ))  # `check` replaces the environment
+    late = _serve(("0.0.0.0", 0), delay=0.5)
+    _with_health(entrypoint, tmp_path, late.server_address[1])
+    try:
+        assert entrypoint.main(["check", "--health", "10"]) == 0
+        assert "healthy: GET /health on port %d answered 200" % late.server_address[1] in capsys.readouterr().out
+    finally:
+        late.shutdown()
+        late.server_close()
+
+    local = _serve(("127.0.0.1", 0))
+    port = local.server_address[1]
+    _with_health(entrypoint, tmp_path, port)
+    try:
+        assert entrypoint.main(["check", "--health", "10"]) == entrypoint.LOOPBACK_ONLY
+        assert f"unhealthy: the server listens on 127.0.0.1:{port} only" in capsys.readouterr().out
+    finally:
+        local.shutdown()
+        local.server_close()
+
+    failing = _serve(("0.0.0.0", 0), status=503)
+    _with_health(entrypoint, tmp_path, failing.server_address[1])
+    try:
+        assert entrypoint.main(["check", "--health", "0.5"]) == entrypoint.UNHEALTHY
+        assert "got no good answer within 0.5s (last: HTTP 503)" in capsys.readouterr().out
+    finally:
+        failing.shutdown()
+        failing.server_close()
+    assert entrypoint.main(["check", "--health", "soon"]) == 2
+
+
+def test_loopback_only_reads_the_kernels_tables(entrypoint: ModuleType, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """IPv6 and IPv4-mapped addresses, as the kernel prints them (32-bit words in host byte order)."""
+    header = "  sl  local_address                         remote_address                        st\n"
+
+    def table(*addresses: str) -> Path:
+        path = tmp_path / f"tcp6-{len(list(tmp_path.iterdir()))}"
+        path.write_text(header + "".join(f"   {i}: {a}:1F90 00000000000000000000000000000000:0000 0A 0\n"
+                                         for i, a in enumerate(addresses)))
+        return path
+
+    v6_loopback = "00000000000000000000000001000000"  # ::1
+    mapped_loopback = "0000000000000000FFFF00000100007F"  # ::ffff:127.0.0.1
+    v6_any = "00000000000000000000000000000000"  # ::
+    monkeypatch.setattr(entrypoint, "PROC_TABLES", ((str(table(v6_loopback)), 32),))
+    assert entrypoint.loopback_only(8080) == "::1:8080"
+    monkeypatch.setattr(entrypoint, "PROC_TABLES", ((str(table(mapped_loopback, v6_loopback)), 32),))
+    assert entrypoint.loopback_only(8080) == "::ffff:7f00:1:8080"
+    monkeypatch.setattr(entrypoint, "PROC_TABLES", ((str(table(v6_loopback, v6_any)), 32),))
+    assert entrypoint.loopback_only(8080) is None
+    assert entrypoint.loopback_only(8081) is None  # nothing listens there: cannot tell, not refused
+    monkeypatch.setattr(entrypoint, "PROC_TABLES", ((str(tmp_path / "absent"), 32),))
+    assert entrypoint.loopback_only(8080) is None
