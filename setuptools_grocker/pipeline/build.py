@@ -79,16 +79,17 @@ def closure_key(config: Config, *, rkey: str, source: Source, local_sources: lis
                 pip_env: Mapping[str, str], plugins: str = "", bytecode: bool = True, lock: Lock | None = None) -> str:
     """The cache key without the project's source: compiles under the same closure key differ only by
     the project's own files, so the closure of one can serve the other when the wheel's metadata agrees."""
+    # A local index's new uploads: the same closure (its contents are not walked).
     data = _key_data(config, rkey=rkey, source=source, local_sources=local_sources, pip_env=pip_env,
-                     plugins=plugins, bytecode=bytecode)
+                     plugins=plugins, bytecode=bytecode, index_contents=False)
     data["source"] = "closure"
-    data["pip"] = pip_identity(pip_env, index_contents=False)  # a local index's new uploads: the same closure
     data.update(lock_line(lock))
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def _key_data(config: Config, *, rkey: str, source: Source, local_sources: list[Source],
-              pip_env: Mapping[str, str], plugins: str, bytecode: bool) -> dict[str, Any]:
+              pip_env: Mapping[str, str], plugins: str, bytecode: bool, index_contents: bool = True
+              ) -> dict[str, Any]:
     constraints = config.constraints.read_bytes() if config.constraints and config.constraints.is_file() else b""
     data: dict[str, Any] = {
         "tool": tool_identity(),
@@ -98,7 +99,7 @@ def _key_data(config: Config, *, rkey: str, source: Source, local_sources: list[
         "local": [s.digest for s in local_sources],
         "constraints": hashlib.sha256(constraints).hexdigest(),
         # Where packages come from decides what gets built; values are hashed, never stored.
-        "pip": pip_identity(pip_env),
+        "pip": pip_identity(pip_env, index_contents=index_contents),
         "plugins": plugins,
         # How the runtime image is made beyond its inputs: images made before bytecode are rebuilt.
         "image": bytecode_identity(bytecode),
