@@ -12,6 +12,9 @@ there. So the compile stage of a single project (``mode="project"``, no ``--no-c
   (``kill(-1, SIGKILL)`` as the build user; ``no-new-privileges``, so there is no other user to hide as),
   ``/tmp`` is emptied, and the same again after the compile. If that fails the container is removed and the
   compile runs in a fresh one;
+* after a compile's clean-up, ``warm_init.py`` starts ``build_hook.py --serve``: the prepared build
+  environment's backend imported, waiting for the next compile's project wheel (one build, then it exits);
+  the next clean-up spares it only when it is the only other process and still waits;
 * one compile at a time: a lock in the project's state directory; a concurrent build of the same project
   runs in a container of its own;
 * PID 1 (``warm_init.py --idle``) ends the container after :data:`IDLE_ENV` minutes (default 10) with no

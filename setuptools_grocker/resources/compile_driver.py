@@ -21,6 +21,7 @@ import sys
 import time
 import zipfile
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 PIP = [sys.executable, "-m", "pip"]
 UV = os.path.join(os.path.dirname(sys.executable), "uv")
 # Isolated PEP 517 builds for every project, setup.py-only ones included (pip's own future
@@ -555,14 +556,8 @@ def reuse_closure(job, project_wheel, wheels_dir, local_out):
     return True
 
 
-BUILD_WHEEL = """
-import importlib, sys
-module, _, obj = sys.argv[1].partition(":")
-backend = importlib.import_module(module)
-for attr in filter(None, obj.split(".")):
-    backend = getattr(backend, attr)
-backend.build_wheel(sys.argv[2])
-"""
+#: Where a compile asks ``warm_init.py`` for a build hook waiting for the next compile (build_hook.py --serve).
+HOOK_REQUEST = "/tmp/grocker-hook.json"
 
 
 def prepared_wheel(job, tree, project_out):
@@ -589,17 +584,24 @@ def prepared_wheel(job, tree, project_out):
         if subprocess.run(install + list(env["requires"])).returncode != 0:
             shutil.rmtree(env["path"], ignore_errors=True)
             return False
-    log("project wheel (prepared build environment, %s)" % env["backend"])
     # The PEP 517 hook called directly, as a frontend does without isolation: no pip start-up, no separate
-    # metadata step. Run as a script of its own directory, so the source tree (the working directory) is
-    # not put on sys.path.
-    hook = os.path.join(scratch_dir(job), "hook", "build_wheel.py")
-    os.makedirs(os.path.dirname(hook), exist_ok=True)
-    with open(hook, "w") as fh:
-        fh.write(BUILD_WHEEL)
-    proc = subprocess.run([sys.executable, hook, env["backend"], project_out], cwd=tree,
-                          env=dict(os.environ, PYTHONPATH=site))
-    if proc.returncode != 0 or len([f for f in os.listdir(project_out) if f.endswith(".whl")]) != 1:
+    # metadata step (build_hook.py). In a warm compile container, a hook that imported the backend after the
+    # previous compile may be waiting: it builds, else a new one does.
+    import build_hook  # beside this script
+
+    hook_env = dict(os.environ, PYTHONPATH=site)
+    code = build_hook.build_with_served(env["backend"], site, tree, project_out, hook_env) if env["ready"] else None
+    log("project wheel (prepared build environment, %s%s)"
+        % (env["backend"], ", backend imported beforehand" if code is not None else ""))
+    if code is None:
+        for name in os.listdir(project_out):  # what a hook that died left
+            os.remove(os.path.join(project_out, name))
+        code = subprocess.run([sys.executable, os.path.join(HERE, "build_hook.py"), env["backend"], project_out],
+                              cwd=tree, env=hook_env).returncode
+    if env["ready"]:
+        with open(HOOK_REQUEST, "w") as fh:  # the next compile's hook, started once this one is cleaned up
+            json.dump({"backend": env["backend"], "site": site}, fh)
+    if code != 0 or len([f for f in os.listdir(project_out) if f.endswith(".whl")]) != 1:
         log("the prepared build environment failed; building in an isolated one")
         for name in os.listdir(project_out):
             os.remove(os.path.join(project_out, name))

@@ -7,7 +7,10 @@ container) once no other process has run for SECONDS.
 leftovers of earlier compiles go: every other process of the user is killed (``kill(-1, SIGKILL)``: all but
 PID 1 and this one; the container runs with ``no-new-privileges``, so no process of it is anyone else) and
 ``/tmp`` is emptied; then COMMAND runs; then its own leftovers go the same way. Exit status: COMMAND's;
-70 when the container cannot be made clean (the host then removes it and compiles in a fresh one).
+70 when the container cannot be made clean (the host then removes it and compiles in a fresh one). When
+COMMAND asked for it (``/tmp/grocker-hook.json``: a prepared build environment's backend), a build hook is
+started once the clean-up after COMMAND is done (``build_hook.py --serve``): the clean-up before the next
+COMMAND spares it when it is the only other process and still waits (process name ``grocker-idle``).
 
 ``warm_init.py --exec COMMAND...``: one library's compile (wheel, tests) in the test container a workspace's
 trusted libraries share (pipeline/warm.py's ``SharedContainers``), where other libraries' compiles may run
@@ -22,7 +25,9 @@ Standard library only.
 """
 import ctypes
 import fcntl
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +35,11 @@ import sys
 import time
 
 UNCLEAN = 70
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: What a compile asks for (compile_driver.py), and the process name of a build hook that waits (build_hook.py).
+HOOK_REQUEST = "/tmp/grocker-hook.json"
+HOOK_IDLE = b"grocker-idle"
+BUILD_ENVS = ("/build-env/", "/build-envs/")
 LEFTOVERS = 71  # --exec: processes the command started survived SIGKILL (its result is not to be trusted)
 LEVEL_LOCK = "/tmp/.grocker-level.lock"
 PR_SET_CHILD_SUBREAPER = 36
@@ -51,14 +61,30 @@ def others():
     return found
 
 
-def clean():
-    """Kill every other process of this user, wait for them, empty /tmp; whether it worked."""
+def comm(pid):
     try:
-        os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        with open("/proc/%d/comm" % pid, "rb") as fh:
+            return fh.read().strip()
+    except OSError:
+        return b""
+
+
+def waiting_hook():
+    """The PID of a build hook waiting for the next compile (build_hook.py --serve) when it is the only other
+    process: started after the previous compile's clean-up, it is no leftover of it."""
+    found = others()
+    return found[0] if len(found) == 1 and comm(found[0]) == HOOK_IDLE else None
+
+
+def clean(spare=None):
+    """Kill every other process of this user (but ``spare``), wait for them, empty /tmp; whether it worked."""
+    if spare is None:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + 5
-    while others() and time.monotonic() < deadline:
+    while [p for p in others() if p != spare] and time.monotonic() < deadline:
         time.sleep(0.01)
     for entry in os.listdir("/tmp"):
         path = os.path.join("/tmp", entry)
@@ -70,7 +96,8 @@ def clean():
         except OSError:
             pass
     # What another user left in /tmp (the image's own files) cannot be the build's.
-    return not others() and all(os.lstat(os.path.join("/tmp", e)).st_uid != os.getuid() for e in os.listdir("/tmp"))
+    return not [p for p in others() if p != spare] and all(
+        os.lstat(os.path.join("/tmp", e)).st_uid != os.getuid() for e in os.listdir("/tmp"))
 
 
 def processes():
@@ -189,7 +216,7 @@ def idle(seconds):
     while True:
         time.sleep(min(5.0, seconds))
         reap()
-        if others():
+        if [p for p in others() if comm(p) != HOOK_IDLE]:  # a waiting build hook is no work
             last = time.monotonic()
         elif time.monotonic() - last >= seconds:
             return 0
@@ -200,12 +227,37 @@ def main(argv):
         return idle(float(argv[2]))
     if argv[1] == "--exec":
         return shared_exec(argv[2:])
-    if not clean():
+    if not clean(spare=waiting_hook()):
         print("[warm] the warm container could not be cleaned", flush=True)
         return UNCLEAN
     status = subprocess.run(argv[2:]).returncode
-    clean()
+    hook = hook_request()
+    if clean() and hook is not None:
+        start_hook(*hook)
     return status
+
+
+def hook_request():
+    """The build hook the compile asked for (compile_driver.py's HOOK_REQUEST): (backend, site), checked."""
+    try:
+        with open(HOOK_REQUEST) as fh:
+            request = json.load(fh)
+        backend, site = request["backend"], request["site"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    # Only the read-only mount of a prepared build environment, and a backend as pyproject.toml names one.
+    if not (isinstance(site, str) and site.startswith(BUILD_ENVS) and ".." not in site.split("/")
+            and isinstance(backend, str) and re.match(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$", backend)):
+        return None
+    return backend, site
+
+
+def start_hook(backend, site):
+    """build_hook.py --serve, for the next compile: it imports the backend now, once this compile is gone."""
+    env = dict(os.environ, PYTHONPATH=site)
+    subprocess.Popen([sys.executable, os.path.join(HERE, "build_hook.py"), "--serve", backend], env=env, cwd="/",
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,38 @@ def test_the_second_build_compiles_in_the_first_builds_container_and_leftovers_a
     assert [c.id for c in warm_of(client, app["project"])] == [warm.id]
 
 
+def hooks(warm: Any) -> list[str]:
+    """The build hooks in the warm container (build_hook.py --serve), as ``PID NAME``."""
+    listing = warm.exec_run(["sh", "-c", "for p in /proc/[0-9]*; do c=$(cat $p/comm); case $c in grocker-*) "
+                                         "echo ${p#/proc/} $c;; esac; done"])
+    return listing.output.decode().split("\n")[:-1]
+
+
+def test_the_next_compile_finds_its_build_backend_imported_and_makes_the_same_image(
+        app: dict[str, Any], client: docker.DockerClient, tmp_path: Path) -> None:
+    """After a compile, a hook that imported setuptools waits for the next one; it builds the same wheel, and a
+    compile that finds none, or another process beside it, builds as before."""
+    (warm,) = warm_of(client, app["project"])
+    waiting = hooks(warm)
+    assert len(waiting) == 1 and waiting[0].endswith(" grocker-idle"), waiting
+    change(app["project"], app["name"], "VALUE = 10\n")
+    run = build(app, tmp_path / "hooked.json", "-v")
+    assert "prepared build environment, setuptools.build_meta, backend imported beforehand" in run.out + run.err
+    after = hooks(warm)
+    assert len(after) == 1 and after != waiting, after  # the used one is gone, the next one waits
+    clean = build(app, tmp_path / "clean.json", "--no-cache")
+    assert clean.project["image_id"] == run.project["image_id"]
+    # A process beside the hook (what a compile could leave): everything is killed, the hook with it.
+    user = f"{os.getuid()}:{os.getgid()}"
+    warm.exec_run(["sh", "-c", "sleep 600"], user=user, detach=True)
+    time.sleep(0.5)
+    change(app["project"], app["name"], "VALUE = 11\n")
+    run = build(app, tmp_path / "unhooked.json", "-v")
+    assert "backend imported beforehand" not in run.out + run.err
+    assert "sleep 600" not in str(warm.top()["Processes"])
+    assert len(hooks(warm)) == 1
+
+
 def test_a_configuration_change_gets_a_new_container_and_another_scope_its_own(
         app: dict[str, Any], client: docker.DockerClient, tmp_path: Path, run_id: str) -> None:
     before = warm_of(client, app["project"])
