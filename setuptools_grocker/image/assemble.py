@@ -254,17 +254,33 @@ class LayerDestination(WheelDestination):
             self._add(scheme, record_file_path, stream.read(), False)
 
 
+#: What :func:`install_wheel` made, by the wheel's content and the venv (the image stage's work, made ahead while
+#: the compile container works: :func:`setuptools_grocker.image.runtime.prepare_image`).
+_INSTALLED: dict[tuple[str, Venv], list[Entry]] = {}
+
+
 def install_wheel(wheel: Path, venv: Venv) -> list[Entry]:
-    """The files that installing ``wheel`` into ``venv`` creates (no bytecode), as layer entries.
+    """The files that installing ``wheel`` into ``venv`` creates (no bytecode), as layer entries; the same for
+    a wheel of the same bytes installed before by this process (kept by its sha256)."""
+    data = wheel.read_bytes()
+    key = (hashlib.sha256(data).hexdigest(), venv)
+    if key not in _INSTALLED:
+        _INSTALLED[key] = _install(wheel.name, data, venv)
+    return list(_INSTALLED[key])
+
+
+def _install(filename: str, data: bytes, venv: Venv) -> list[Entry]:
+    """The files that installing the wheel ``filename`` (its bytes: ``data``) into ``venv`` creates.
 
     Wheels come from indexes and find-links and are not trusted. Every member name is checked
     before anything is installed (and the destination checks every path again): a wheel that
     would write outside its scheme's directory fails the build with one line naming it and the
     path. Nothing is written to the host.
     """
-    destination = LayerDestination(wheel.name, venv)
+    destination = LayerDestination(filename, venv)
     try:
-        with zipfile.ZipFile(wheel) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            archive.filename = filename  # installer takes the distribution's name and version from it
             source = WheelFile(archive)
             for name in archive.namelist():
                 if name.endswith("/"):  # a directory: installer skips it, but not a hostile name
@@ -283,7 +299,7 @@ def install_wheel(wheel: Path, venv: Venv) -> list[Entry]:
     except ImageBuildError:
         raise
     except Exception as exc:  # installer raises plain exceptions for broken wheels
-        raise ImageBuildError(f"installing {wheel.name} failed: {exc}",
+        raise ImageBuildError(f"installing {filename} failed: {exc}",
                               "the wheel is broken; build again with --no-cache") from exc
     return [destination.entries[path] for path in sorted(destination.entries)]
 

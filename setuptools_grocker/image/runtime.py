@@ -1,8 +1,10 @@
 """The runtime image of one application: the root image, its wheels as layers, its config (see assemble.py)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -11,6 +13,7 @@ from packaging.utils import canonicalize_name
 from setuptools_grocker.config import Config
 from setuptools_grocker.engine import Engine
 from setuptools_grocker.errors import ImageBuildError
+from setuptools_grocker.image import sbom
 from setuptools_grocker.image.assemble import (
     MAX_LAYERS,
     Entry,
@@ -103,6 +106,36 @@ def image_sbom(engine: Engine, config: Config, *, wheels: Wheelhouse, installed:
                      root_id=root_id, epoch=epoch)
 
 
+def prepare_image(engine: Engine, config: Config, *, images: BaseImages, previous: Mapping[str, Any],
+                  bytecode: Path | None) -> threading.Thread:
+    """The image stage's work that does not wait for the compile, in a thread while the compile container works:
+    cyclonedx-python-lib imported, the SBOM's root part made (:func:`sbom.prepare`), and the wheels of the
+    previous closure installed in memory (:func:`install_wheel` keeps them by content: a one-line change reuses
+    its closure, the same files). The image stage waits for it (:func:`build_runtime_image`'s ``prepared``);
+    whatever it did not do, or did for inputs that changed, the image stage does itself."""
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            root = engine.image_attrs(images.root)
+            base_id = images.id_of(engine, config.base_image)
+            if root is not None:
+                debs = debian_packages(engine, root["Id"], bytecode.parent if bytecode is not None else None)
+                sbom.prepare(debs=debs, base_image=base_name(engine.image_attrs(base_id) if base_id else None),
+                             base_id=base_id)
+            from setuptools_grocker.pipeline.compile import Wheelhouse
+
+            wheel = previous.get("wheel")
+            last = Wheelhouse.load(Path(wheel).parent.parent) if isinstance(wheel, str) and wheel else None
+            if last is not None and "python" in last.manifest:
+                venv = Venv(VENV, last.manifest["python"]["version"])
+                for wheel in last.wheels:
+                    if wheel != last.project_wheel:
+                        install_wheel(wheel, venv)
+
+    thread = threading.Thread(target=run, name="grocker-prepare", daemon=True)
+    thread.start()
+    return thread
+
+
 def base_name(attrs: Mapping[str, Any] | None) -> str:
     """The base image's name in an SBOM: ``debian:SUITE`` for a base of ``grocker bootstrap-base`` (its label),
     else ``base-image``. Not the ``base-image`` reference: the SBOM is a file of the image, and the same base
@@ -129,14 +162,18 @@ def layers_present(engine: Engine, previous: str | None, root_diff_ids: list[str
 def build_runtime_image(engine: Engine, config: Config, *, images: BaseImages, wheels: Wheelhouse, key: str,
                         progress: Progress, files: Mapping[str, Path] | None = None,
                         epoch: int, revision: str | None, internal: Iterable[str] = (),
-                        bytecode: Path | None = None, no_cache: bool = False, previous: str | None = None) -> str:
+                        bytecode: Path | None = None, no_cache: bool = False, previous: str | None = None,
+                        prepared: threading.Thread | None = None) -> str:
     """Assemble the runtime image from the root image and the wheels; return its ID (see assemble.py).
 
     ``bytecode``: the bytecode cache directory (see bytecode.py); None ships no bytecode.
     ``no_cache``: compile all the bytecode again instead of taking it from that cache.
     ``previous``: the image the build before made (a one-line change: the same layers but the
     application's): the layers it starts with are not sent to the engine again.
+    ``prepared``: the thread of :func:`prepare_image`, waited for first.
     """
+    if prepared is not None:
+        prepared.join()
     manifest = wheels.manifest
     if "python" not in manifest:
         raise ImageBuildError(f"the wheelhouse of {wheels.name} predates this version of setuptools-grocker",

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from setuptools_grocker.errors import (
     PluginError,
     ProjectError,
 )
-from setuptools_grocker.image import records, sbom
+from setuptools_grocker.image import records
 from setuptools_grocker.image.bytecode import compile_bytecode
 from setuptools_grocker.image.bytecode import identity as bytecode_identity
 from setuptools_grocker.image.recipes import (
@@ -38,7 +39,7 @@ from setuptools_grocker.image.recipes import (
     ensure_base_images,
     tool_identity,
 )
-from setuptools_grocker.image.runtime import WHEELS_UNCHANGED, build_runtime_image, cut_off, image_key
+from setuptools_grocker.image.runtime import WHEELS_UNCHANGED, build_runtime_image, cut_off, image_key, prepare_image
 from setuptools_grocker.pipeline.caches import bytecode_cache_dir, cache_home, pip_cache_dir, uv_dir
 from setuptools_grocker.pipeline.compile import compile_wheels
 from setuptools_grocker.pipeline.lock import Lock, lock_line, read_lock, write_lock
@@ -319,6 +320,8 @@ class SingleInputs:
     closure_key: str | None = None
     #: The application's lock, when it has one: the closure is taken from it, not resolved.
     lock: Lock | None = None
+    #: The image stage's work done while the compile container works (image/runtime.py's ``prepare_image``).
+    prepared: threading.Thread | None = None
 
 
 def stage_context(config: Config, run: RunOptions, environ: Mapping[str, str], progress: Progress, engine: Engine,
@@ -341,7 +344,9 @@ def stage_compile(ctx: StageContext) -> None:
     assert st.images is not None
     epoch = source_date_epoch(config.project_dir, st.environ)
     env, commands = inputs.compile_env
-    sbom.preload()  # the image stage's library, imported while the compile container works
+    # What the image stage can do before the compile ends, done while the compile container works.
+    inputs.prepared = prepare_image(ctx.engine, config, images=st.images, previous=inputs.previous,
+                                    bytecode=bytecode_cache_dir(st.environ))
     wheels = compile_wheels(
         ctx.engine, config, compiler=st.images.compiler, source=inputs.source, local_sources=inputs.local_sources,
         pip=inputs.pip, wheelhouse_root=config.state_dir / "wheelhouse", key=st.key,
@@ -384,7 +389,7 @@ def stage_image(ctx: StageContext) -> None:
                                       key=st.key, progress=ctx.progress, files=st.files,
                                       epoch=epoch, revision=revision,
                                       bytecode=bytecode, no_cache=ctx.run.no_cache,
-                                      previous=inputs.previous.get("image_id") or None)
+                                      previous=inputs.previous.get("image_id") or None, prepared=inputs.prepared)
     records.record_assembled(ctx.engine, cache_home(st.environ), st.image_id, ctx.config, images=st.images, key=st.key,
                              name=st.wheels.name, version=st.wheels.version,
                              revision=revision, state_dir=ctx.config.state_dir)

@@ -61,6 +61,25 @@ def test_tar_is_sorted_with_parents_fixed_times_and_owners() -> None:
     assert gzip_layer(one) == gzip_layer(one)
 
 
+def test_a_wheel_installed_again_is_known_by_its_bytes_not_its_name(tmp_path: Path) -> None:
+    """What the image stage made ahead for the previous closure serves a wheel of the same bytes; a wheel of the
+    same name with other bytes is installed afresh."""
+    for sub in "abc":
+        (tmp_path / sub).mkdir()
+    wheel = make_wheel(tmp_path / "a", "same", "1.0")
+    first = install_wheel(wheel, VENV)
+    copy = tmp_path / "b" / wheel.name
+    copy.write_bytes(wheel.read_bytes())
+    assert install_wheel(copy, VENV) == first  # same bytes, other path
+    other = tmp_path / "c" / "same-1.0-py3-none-any.whl"
+    make_wheel(tmp_path / "c", "same", "1.0")
+    with zipfile.ZipFile(other, "a") as zf:
+        zf.writestr("same/extra.py", "X = 1\n")
+    paths = {e.path for e in install_wheel(other, VENV)}
+    assert "/opt/app/venv/lib/python3.11/site-packages/same/extra.py" in paths
+    assert paths != {e.path for e in first}
+
+
 def test_install_wheel_writes_scripts_for_the_venv_and_no_bytecode(tmp_path: Path) -> None:
     entries = install_wheel(make_wheel(tmp_path, "tool", "1.0", script=True), VENV)
     paths = {e.path: e for e in entries}

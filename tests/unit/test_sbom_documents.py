@@ -12,6 +12,7 @@ from setuptools_grocker.image.sbom import (
     PythonDist,
     make_sbom,
     parse_dpkg_status,
+    prepare,
     python_dists,
     read_components,
 )
@@ -119,6 +120,18 @@ def test_sbom_is_reproducible_and_its_serial_follows_the_inputs(tmp_path: Path) 
     other = json.loads(sbom(tmp_path, epoch=1_700_000_001))
     assert other["serialNumber"] != json.loads(one)["serialNumber"]
     assert json.loads(one)["serialNumber"].startswith("urn:uuid:")
+
+
+def test_a_root_part_made_ahead_gives_the_same_bytes_and_serves_once(tmp_path: Path) -> None:
+    """The image stage's SBOM with its root part made while the compile container works (``prepare``): the same
+    bytes as one made at once; a part made for another root or base is not used."""
+    alone = sbom(tmp_path)
+    prepare(debs=parse_dpkg_status(STATUS), base_image="debian:bookworm-slim", base_id="sha256:" + "b" * 64)
+    assert sbom(tmp_path) == alone
+    prepare(debs=parse_dpkg_status(STATUS)[:1], base_image="debian:bookworm-slim", base_id="sha256:" + "b" * 64)
+    prepare(debs=parse_dpkg_status(STATUS), base_image="debian:trixie", base_id="sha256:" + "b" * 64)
+    assert sbom(tmp_path) == alone  # neither matches: made afresh
+    assert json.loads(sbom(tmp_path))["components"] == json.loads(alone)["components"]
 
 
 def provenance(pip_env: dict[str, str]) -> dict[str, Any]:
