@@ -28,11 +28,13 @@ import fcntl
 import json
 import os
 import re
+import runpy
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 
 UNCLEAN = 70
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -230,11 +232,43 @@ def main(argv):
     if not clean(spare=waiting_hook()):
         print("[warm] the warm container could not be cleaned", flush=True)
         return UNCLEAN
-    status = subprocess.run(argv[2:]).returncode
+    status = run_command(argv[2:])
     hook = hook_request()
     if clean() and hook is not None:
         start_hook(*hook)
     return status
+
+
+def run_command(command):
+    """COMMAND's exit status. A Python script for this interpreter (the compile driver) runs in a fork of this
+    process, already started: one interpreter start less (about 25 ms of every compile)."""
+    script = command[1] if len(command) > 1 else ""
+    if not (os.path.realpath(command[0]) == os.path.realpath(sys.executable) and script.endswith(".py")
+            and os.path.isfile(script)):
+        return subprocess.run(command).returncode
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            sys.argv = list(command[1:])
+            sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+            runpy.run_path(script, run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            if isinstance(exc.code, int) or exc.code is None:
+                code = exc.code or 0
+            else:
+                sys.stderr.write("%s\n" % (exc.code,))
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def hook_request():
