@@ -254,19 +254,24 @@ class LayerDestination(WheelDestination):
             self._add(scheme, record_file_path, stream.read(), False)
 
 
-#: What :func:`install_wheel` made, by the wheel's content and the venv (the image stage's work, made ahead while
-#: the compile container works: :func:`setuptools_grocker.image.runtime.prepare_image`).
-_INSTALLED: dict[tuple[str, Venv], list[Entry]] = {}
+#: Wheels installed ahead (:func:`prepare_install`), by the wheel's content and the venv, until an
+#: :func:`install_wheel` of the same bytes takes them (once: nothing stays in memory after its image).
+_PREPARED: dict[tuple[str, Venv], list[Entry]] = {}
+
+
+def prepare_install(wheel: Path, venv: Venv) -> None:
+    """Install ``wheel`` ahead, for an :func:`install_wheel` of a wheel with the same bytes to come (the image
+    stage's work done while the compile container works: :func:`setuptools_grocker.image.runtime.prepare_image`)."""
+    data = wheel.read_bytes()
+    _PREPARED[(hashlib.sha256(data).hexdigest(), venv)] = _install(wheel.name, data, venv)
 
 
 def install_wheel(wheel: Path, venv: Venv) -> list[Entry]:
-    """The files that installing ``wheel`` into ``venv`` creates (no bytecode), as layer entries; the same for
-    a wheel of the same bytes installed before by this process (kept by its sha256)."""
+    """The files that installing ``wheel`` into ``venv`` creates (no bytecode), as layer entries (those
+    :func:`prepare_install` made for a wheel of the same bytes, when it did)."""
     data = wheel.read_bytes()
-    key = (hashlib.sha256(data).hexdigest(), venv)
-    if key not in _INSTALLED:
-        _INSTALLED[key] = _install(wheel.name, data, venv)
-    return list(_INSTALLED[key])
+    prepared = _PREPARED.pop((hashlib.sha256(data).hexdigest(), venv), None)
+    return prepared if prepared is not None else _install(wheel.name, data, venv)
 
 
 def _install(filename: str, data: bytes, venv: Venv) -> list[Entry]:

@@ -22,6 +22,7 @@ from setuptools_grocker.image.assemble import (
     image_config,
     install_wheel,
     load_archive,
+    prepare_install,
     runtime_layers,
     tree_entries,
 )
@@ -110,9 +111,10 @@ def prepare_image(engine: Engine, config: Config, *, images: BaseImages, previou
                   bytecode: Path | None) -> threading.Thread:
     """The image stage's work that does not wait for the compile, in a thread while the compile container works:
     cyclonedx-python-lib imported, the SBOM's root part made (:func:`sbom.prepare`), and the wheels of the
-    previous closure installed in memory (:func:`install_wheel` keeps them by content: a one-line change reuses
-    its closure, the same files). The image stage waits for it (:func:`build_runtime_image`'s ``prepared``);
-    whatever it did not do, or did for inputs that changed, the image stage does itself."""
+    previous closure installed in memory (:func:`prepare_install`, taken by the :func:`install_wheel` of a wheel of
+    the same bytes: a one-line change reuses its closure, the same files). The image stage waits for it
+    (:func:`build_runtime_image`'s ``prepared``); whatever it did not do, or did for inputs that changed, the
+    image stage does itself."""
     def run() -> None:
         with contextlib.suppress(Exception):
             root = engine.image_attrs(images.root)
@@ -129,7 +131,7 @@ def prepare_image(engine: Engine, config: Config, *, images: BaseImages, previou
                 venv = Venv(VENV, last.manifest["python"]["version"])
                 for wheel in last.wheels:
                     if wheel != last.project_wheel:
-                        install_wheel(wheel, venv)
+                        prepare_install(wheel, venv)
 
     thread = threading.Thread(target=run, name="grocker-prepare", daemon=True)
     thread.start()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from setuptools_grocker.errors import ImageBuildError
+from setuptools_grocker.image import assemble
 from setuptools_grocker.image.assemble import (
     Entry,
     Layer,
@@ -22,6 +23,7 @@ from setuptools_grocker.image.assemble import (
     image_config,
     install_wheel,
     load_archive,
+    prepare_install,
     runtime_layers,
     wheel_name,
 )
@@ -61,20 +63,23 @@ def test_tar_is_sorted_with_parents_fixed_times_and_owners() -> None:
     assert gzip_layer(one) == gzip_layer(one)
 
 
-def test_a_wheel_installed_again_is_known_by_its_bytes_not_its_name(tmp_path: Path) -> None:
-    """What the image stage made ahead for the previous closure serves a wheel of the same bytes; a wheel of the
-    same name with other bytes is installed afresh."""
+def test_a_wheel_installed_ahead_is_taken_by_its_bytes_not_its_name(tmp_path: Path) -> None:
+    """What the image stage prepared for the previous closure serves a wheel of the same bytes, once; a wheel of
+    the same name with other bytes is installed afresh."""
     for sub in "abc":
         (tmp_path / sub).mkdir()
     wheel = make_wheel(tmp_path / "a", "same", "1.0")
     first = install_wheel(wheel, VENV)
+    prepare_install(wheel, VENV)
     copy = tmp_path / "b" / wheel.name
     copy.write_bytes(wheel.read_bytes())
-    assert install_wheel(copy, VENV) == first  # same bytes, other path
+    assert install_wheel(copy, VENV) == first  # same bytes, other path: the prepared entries
+    assert not assemble._PREPARED  # taken: nothing stays in memory
     other = tmp_path / "c" / "same-1.0-py3-none-any.whl"
-    make_wheel(tmp_path / "c", "same", "1.0")
+    other.write_bytes(wheel.read_bytes())
     with zipfile.ZipFile(other, "a") as zf:
         zf.writestr("same/extra.py", "X = 1\n")
+    prepare_install(wheel, VENV)
     paths = {e.path for e in install_wheel(other, VENV)}
     assert "/opt/app/venv/lib/python3.11/site-packages/same/extra.py" in paths
     assert paths != {e.path for e in first}
