@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import socket
+import struct
 import sys
 import traceback
 
@@ -39,6 +40,14 @@ def name_process(name):
     ctypes.CDLL(None).prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 
+def same_container(conn):
+    """Whether the process at the other end of ``conn`` is in this process's PID namespace (this container): the
+    kernel gives PID 0 for a peer outside it (an abstract socket belongs to a network namespace, which another
+    container could share)."""
+    pid, _uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid > 0
+
+
 def receive(conn):
     """The request and the file descriptors sent with it."""
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 2)
@@ -55,6 +64,8 @@ def serve(spec):
     conn, _ = listener.accept()
     name_process(BUSY)
     listener.close()  # one build: nobody else connects
+    if not same_container(conn):
+        return 0
     request, fds = receive(conn)
     if request.get("backend") != spec or request.get("site") != site or len(fds) != 2:
         conn.sendall(json.dumps({"code": None}).encode())  # not the hook asked for: the driver starts one
@@ -88,6 +99,8 @@ def build_with_served(spec, site, cwd, out, env):
     try:
         conn.settimeout(2)
         conn.connect(ADDRESS)
+        if not same_container(conn):
+            return None
         request = {"backend": spec, "site": site, "cwd": cwd, "out": out, "env": env}
         sys.stdout.flush()
         sys.stderr.flush()

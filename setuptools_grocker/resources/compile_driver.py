@@ -610,7 +610,7 @@ def prepared_wheel(job, tree, project_out):
         return False
     if not env["ready"]:
         open(os.path.join(env["path"], "ready"), "w").close()
-    log("  %.1fs" % (time.monotonic() - start))
+    log("  %.2fs" % (time.monotonic() - start))
     return True
 
 
