@@ -80,6 +80,8 @@ def _check(engine: Engine, config: Config, progress: Progress, image_id: str, sh
         if result.exit_code == 0:
             # An entrypoint that predates ``check --health`` (an image rebased under an older application
             # layer) checks and says nothing of the server: the probe is still to make.
+            if said:
+                progress.detail(f"probe {said[-1]}")
             return bool(said)
         last = said[-1] if said else f"exit code {result.exit_code}"
         if result.exit_code == UNHEALTHY:  # "unhealthy: GET /x on port 8000 got no good answer ... (last: HTTP 404)"
@@ -131,6 +133,7 @@ def probe_http(config: Config, progress: Progress, container: Container) -> None
     while time.monotonic() < deadline:
         result = container.exec([*ENTRYPOINT_EXEC, "health"])
         if result is not None and result.exit_code == 0:
+            progress.detail(f"probe {(result.output.strip().splitlines() or ['healthy'])[-1]}")
             return
         if result is not None:
             last = (result.output.strip().splitlines() or [last])[-1]
