@@ -41,7 +41,7 @@ from setuptools_grocker.image.recipes import (
     runtime_labels,
     tool_identity,
 )
-from setuptools_grocker.image.sbom import SBOM_PATH, debian_packages, make_sbom, python_dists, remember
+from setuptools_grocker.image.sbom import SBOM_PATH, DebPackage, debian_packages, make_sbom, python_dists, remember
 from setuptools_grocker.progress import Progress
 
 if TYPE_CHECKING:
@@ -100,11 +100,18 @@ def image_sbom(engine: Engine, config: Config, *, wheels: Wheelhouse, installed:
     The root's package list is cached by root image ID in ``cache/sbom`` (``cache``: the cache home). The base
     is named by what its content says, never by ``base-image`` (:func:`base_name`).
     """
-    base_id = base_id or engine.image_id(config.base_image)
+    debs, base_image, base_id = sbom_root(engine, config, root_id=root_id, cache=cache, base_id=base_id)
     return make_sbom(name=wheels.name, version=wheels.version, dists=python_dists(sorted(installed), internal),
-                     debs=debian_packages(engine, root_id, cache / "sbom" if cache is not None else None),
-                     base_image=base_name(engine.image_attrs(base_id) if base_id else None), base_id=base_id,
-                     root_id=root_id, epoch=epoch)
+                     debs=debs, base_image=base_image, base_id=base_id, root_id=root_id, epoch=epoch)
+
+
+def sbom_root(engine: Engine, config: Config, *, root_id: str, cache: Path | None, base_id: str | None
+              ) -> tuple[list[DebPackage], str, str | None]:
+    """What an SBOM says of the root and the base: the root's Debian packages (cached by root image ID in
+    ``cache/sbom``), the base's name (:func:`base_name`) and its ID."""
+    base_id = base_id or engine.image_id(config.base_image)
+    debs = debian_packages(engine, root_id, cache / "sbom" if cache is not None else None)
+    return debs, base_name(engine.image_attrs(base_id) if base_id else None), base_id
 
 
 def prepare_image(engine: Engine, config: Config, *, images: BaseImages, previous: Mapping[str, Any],
@@ -118,15 +125,16 @@ def prepare_image(engine: Engine, config: Config, *, images: BaseImages, previou
     def run() -> None:
         with contextlib.suppress(Exception):
             root = engine.image_attrs(images.root)
-            base_id = images.id_of(engine, config.base_image)
             if root is not None:
-                debs = debian_packages(engine, root["Id"], bytecode.parent if bytecode is not None else None)
-                sbom.prepare(debs=debs, base_image=base_name(engine.image_attrs(base_id) if base_id else None),
-                             base_id=base_id)
+                debs, base_image, base_id = sbom_root(engine, config, root_id=root["Id"],
+                                                      cache=bytecode.parent if bytecode is not None else None,
+                                                      base_id=images.id_of(engine, config.base_image))
+                sbom.prepare(debs=debs, base_image=base_image, base_id=base_id)
             from setuptools_grocker.pipeline.compile import Wheelhouse
 
-            wheel = previous.get("wheel")
-            last = Wheelhouse.load(Path(wheel).parent.parent) if isinstance(wheel, str) and wheel else None
+            project_wheel = previous.get("wheel")
+            last = (Wheelhouse.load(Path(project_wheel).parent.parent)
+                    if isinstance(project_wheel, str) and project_wheel else None)
             if last is not None and "python" in last.manifest:
                 venv = Venv(VENV, last.manifest["python"]["version"])
                 for wheel in last.wheels:

@@ -47,6 +47,10 @@ def test_a_one_line_change_takes_the_bytecode_from_the_compile_container_and_giv
                      report=app["root"] / "second.json")
     assert second.code == 0, second.err[-3000:]
     assert second.project["status"] == "built"
+    # The root's package list, read while the compile ran (image/runtime.py's prepare_image), is cached where the
+    # image stage reads it, and nowhere else.
+    assert list((app["root"] / "cache" / "sbom").glob("dpkg-*.json"))
+    assert not list((app["root"] / "cache").glob("dpkg-*.json"))
     output = second.out + second.err
     assert "bytecode: 0 wheel(s) compiled, 1 from the cache, 1 from the compile container" in output, output[-3000:]
     # Two containers: the compile and the smoke test; no bytecode container.
