@@ -23,6 +23,8 @@ import sys
 import traceback
 
 ADDRESS = "\0grocker-build-hook"
+#: Where a compile asks warm_init.py for a hook for the next compile: {"backend": ..., "site": ...}.
+REQUEST = "/tmp/grocker-hook.json"
 IDLE = b"grocker-idle"
 BUSY = b"grocker-busy"
 PR_SET_NAME = 15

@@ -556,10 +556,6 @@ def reuse_closure(job, project_wheel, wheels_dir, local_out):
     return True
 
 
-#: Where a compile asks ``warm_init.py`` for a build hook waiting for the next compile (build_hook.py --serve).
-HOOK_REQUEST = "/tmp/grocker-hook.json"
-
-
 def prepared_wheel(job, tree, project_out):
     """Build the project's wheel without isolation, against the build environment the host keeps.
 
@@ -599,7 +595,7 @@ def prepared_wheel(job, tree, project_out):
         code = subprocess.run([sys.executable, os.path.join(HERE, "build_hook.py"), env["backend"], project_out],
                               cwd=tree, env=hook_env).returncode
     if env["ready"]:
-        with open(HOOK_REQUEST, "w") as fh:  # the next compile's hook, started once this one is cleaned up
+        with open(build_hook.REQUEST, "w") as fh:  # the next compile's hook, started once this one is cleaned up
             json.dump({"backend": env["backend"], "site": site}, fh)
     if code != 0 or len([f for f in os.listdir(project_out) if f.endswith(".whl")]) != 1:
         log("the prepared build environment failed; building in an isolated one")

@@ -36,11 +36,11 @@ import sys
 import time
 import traceback
 
-UNCLEAN = 70
 HERE = os.path.dirname(os.path.abspath(__file__))
-#: What a compile asks for (compile_driver.py), and the process name of a build hook that waits (build_hook.py).
-HOOK_REQUEST = "/tmp/grocker-hook.json"
-HOOK_IDLE = b"grocker-idle"
+sys.path.insert(0, HERE)  # run with -I: the scripts beside this one are not on sys.path
+import build_hook  # noqa: E402  (its request file and the process name of a hook that waits)
+
+UNCLEAN = 70
 BUILD_ENVS = ("/build-env/", "/build-envs/")
 LEFTOVERS = 71  # --exec: processes the command started survived SIGKILL (its result is not to be trusted)
 LEVEL_LOCK = "/tmp/.grocker-level.lock"
@@ -75,7 +75,7 @@ def waiting_hook():
     """The PID of a build hook waiting for the next compile (build_hook.py --serve) when it is the only other
     process: started after the previous compile's clean-up, it is no leftover of it."""
     found = others()
-    return found[0] if len(found) == 1 and comm(found[0]) == HOOK_IDLE else None
+    return found[0] if len(found) == 1 and comm(found[0]) == build_hook.IDLE else None
 
 
 def clean(spare=None):
@@ -218,7 +218,7 @@ def idle(seconds):
     while True:
         time.sleep(min(5.0, seconds))
         reap()
-        if [p for p in others() if comm(p) != HOOK_IDLE]:  # a waiting build hook is no work
+        if [p for p in others() if comm(p) != build_hook.IDLE]:  # a waiting build hook is no work
             last = time.monotonic()
         elif time.monotonic() - last >= seconds:
             return 0
@@ -272,9 +272,10 @@ def run_command(command):
 
 
 def hook_request():
-    """The build hook the compile asked for (compile_driver.py's HOOK_REQUEST): (backend, site), checked."""
+    """The build hook the compile asked for (build_hook.REQUEST, written by compile_driver.py): (backend, site),
+    checked."""
     try:
-        with open(HOOK_REQUEST) as fh:
+        with open(build_hook.REQUEST) as fh:
             request = json.load(fh)
         backend, site = request["backend"], request["site"]
     except (OSError, ValueError, KeyError, TypeError):
