@@ -40,9 +40,10 @@ RESERVED_COMMANDS = {"shell", "check", "run", "help"}
 # absolute path made of characters that mean nothing to a shell.
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _PYTHON = re.compile(r"^(?:/[A-Za-z0-9._+-]+)+$|^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# A Docker network's name (no ``container:NAME`` mode: a colon is no name's).
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # What follows host:port in the smoke-test URL: a path, and nothing that could change the host
 # (``@evil.example/x``) or end the request line (spaces, control characters).
-_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HTTP_PATH = re.compile(r"^/[^\x00-\x20\x7f]*$")
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")
 
@@ -318,7 +319,7 @@ def _port(port: int | None, source: str) -> None:
 
 
 def _smoke_network(network: str, source: str) -> None:
-    if network in ("host",) or network.startswith("container:") or not _NETWORK_NAME.match(network):
+    if network == "host" or not _NETWORK_NAME.match(network):  # the host's ports; another container's namespace
         raise ConfigError(f"smoke-test.network {network!r} in {source} is not a network the smoke test can use",
                           "use none (the default), bridge or the name of a Docker network")
 

@@ -152,22 +152,15 @@ class Containers(Connection):
         finally:
             self._remove(container)
 
-    def start(self, image: str, command: list[str], *, ports: Mapping[int, int | None] | None = None,
-              env: Mapping[str, str] | None = None, mounts: Iterable[Mount] = (),
-              name: str | None = None, network: str | None = None) -> Container:
-        """Start a long-running container with ports published on 127.0.0.1 only; ``network``: its network
-        mode (``none``: no network at all, the quickest to start and to remove)."""
-        published = {f"{p}/tcp": ("127.0.0.1", host) for p, host in (ports or {}).items()}
+    def start(self, image: str, command: list[str], *, env: Mapping[str, str] | None = None,
+              mounts: Iterable[Mount] = (), name: str | None = None, network: str | None = None) -> Container:
+        """Start a long-running container, nothing published; ``network``: its network mode (``none``: no
+        network at all, the quickest to start and to remove)."""
         argv = ["docker", "run", "-d"] + (["--network", network] if network else [])
-        for p, host in (ports or {}).items():
-            argv += ["-p", f"127.0.0.1:{host or ''}:{p}"]
         self.progress.command(argv + [image] + command)
-        container = self._create(image, command, mounts=list(mounts), env=env, ports=published, name=name,
-                                 network=network)
+        container = self._create(image, command, mounts=list(mounts), env=env, name=name, network=network)
         self._call("start a container", container.start)
         self.containers_started += 1
-        if published:
-            container.reload()  # the ports the engine chose
         return Container(self, container)
 
     def _create(self, image: str, command: list[str], *, mounts: list[Mount], env: Mapping[str, str] | None,
@@ -443,15 +436,6 @@ class Container:
     @property
     def id(self) -> str:
         return str(self._c.id)
-
-    def host_port(self, port: int) -> int:
-        if not (self._c.attrs.get("NetworkSettings") or {}).get("Ports"):  # known since the start's inspect
-            self._c.reload()
-        bindings = (self._c.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
-        for b in bindings:
-            if b.get("HostIp") in ("127.0.0.1", "", "0.0.0.0"):
-                return int(b["HostPort"])
-        raise GrockerError(f"container port {port} was not published", "check the image's ports")
 
     def status(self) -> str:
         self._c.reload()
