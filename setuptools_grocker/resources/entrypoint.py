@@ -355,17 +355,17 @@ def main(argv):
     if command == "check":
         os.environ.clear()
         os.environ.update(env)
+        seconds = None
+        if args:
+            try:
+                if args[0] != "--health" or len(args) != 2:
+                    raise ValueError(args)
+                seconds = float(args[1])
+            except ValueError:
+                sys.stderr.write("grocker: usage: check [--health SECONDS]\n")
+                return 2
         code = check(app)
-        if code or not args:
-            return code
-        try:
-            if args[0] != "--health" or len(args) != 2:
-                raise ValueError(args)
-            seconds = float(args[1])
-        except ValueError:
-            sys.stderr.write("grocker: usage: check [--health SECONDS]\n")
-            return 2
-        return wait_healthy(app, seconds)
+        return code if code or seconds is None else wait_healthy(app, seconds)
     if command == "health":
         return health(app, args)
     if command == "shell":
